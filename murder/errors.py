@@ -1,0 +1,93 @@
+"""One error hierarchy for everything Murder refuses.
+
+Every subclass carries the data that explains the failure and renders it in a
+fixed one-line format, so the CLI can print ``str(error)`` and exit non-zero,
+and tests can assert on exact messages.  Errors from untrusted bytes
+(``ValueError``, ``KeyError`` …) are converted into these at the edge.
+"""
+
+from __future__ import annotations
+
+
+class MurderError(Exception):
+    """Base of every error Murder raises on purpose."""
+
+    #: Process exit status the CLI uses for this kind of failure.
+    exit_code = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(MurderError):
+    """A command line or configuration value is unusable."""
+
+    exit_code = 2
+
+
+class MetainfoError(MurderError):
+    """A torrent file is malformed; ``field`` names the offending key path."""
+
+    def __init__(self, reason: str, field: str | None = None) -> None:
+        self.reason = reason
+        self.field = field
+        where = f" (at {field})" if field else ""
+        super().__init__(f"invalid torrent: {reason}{where}")
+
+
+class AnnounceError(MurderError):
+    """A tracker request is malformed or refused; sent back as ``failure reason``."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class TrackerUnreachable(MurderError):
+    """No tracker of the torrent answered within the allowed time."""
+
+    def __init__(self, urls: list[str] | tuple[str, ...], seconds: float, last: str) -> None:
+        self.urls = tuple(urls)
+        self.seconds = seconds
+        self.last = last
+        super().__init__(
+            f"no tracker answered within {seconds:g}s ({', '.join(self.urls)}): {last}"
+        )
+
+
+class ProtocolError(MurderError):
+    """A remote peer broke the wire protocol; its connection is dropped."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"protocol error: {reason}")
+
+
+class StorageError(MurderError):
+    """Reading or writing the payload failed (disk full, permissions, …)."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"storage error at {path}: {reason}")
+
+
+class PayloadError(MurderError):
+    """The payload on disk does not match the torrent (seeder verification)."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"payload {path} does not match the torrent: {reason}")
+
+
+class TrustError(MurderError):
+    """A torrent's signature is missing, unknown or does not verify."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"untrusted torrent: {reason}")

@@ -1,0 +1,22 @@
+from setuptools import setup
+
+setup(
+    name="murder",
+    version="0.1.0",
+    description="Fast datacenter deploys over BitTorrent, on Twisted",
+    long_description=open("README.md").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=["murder", "murder.tracker", "murder.peer", "twisted.plugins"],
+    install_requires=[
+        "twisted>=23.8",
+        "treq>=23.11",
+        "bencode.py>=4.0",
+        "cryptography>=41",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "pytest-twisted>=1.14", "hypothesis>=6", "libtorrent>=2.0"],
+        "bench": ["matplotlib>=3.7"],
+    },
+    entry_points={"console_scripts": ["murder = murder.cli:main"]},
+)
