@@ -39,6 +39,15 @@ class MetainfoError(MurderError):
         super().__init__(f"invalid torrent: {reason}{where}")
 
 
+class SourceError(MurderError):
+    """The file or directory to make a torrent of cannot be used."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"cannot make a torrent of {path}: {reason}")
+
+
 class AnnounceError(MurderError):
     """A tracker request is malformed or refused; sent back as ``failure reason``."""
 

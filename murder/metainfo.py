@@ -17,11 +17,14 @@ from typing import Any, Callable, Iterable, Iterator
 
 import bencodepy
 
-from murder.errors import MetainfoError
+from murder.errors import MetainfoError, SourceError
 
 #: The legacy Capistrano scripts always used 2**18.
 LEGACY_PIECE_LENGTH = 2**18
 MIN_PIECE_LENGTH = 2**14
+#: Auto sizing never goes below this: on a datacenter link a 256 KiB piece
+#: takes milliseconds, and fewer pieces mean fewer HAVEs and hash calls.
+MIN_AUTO_PIECE_LENGTH = 2**18
 MAX_PIECE_LENGTH = 2**24
 #: Auto piece sizing aims at about this many pieces (BitTorrent folklore: 1–2k).
 _TARGET_PIECES = 1500
@@ -281,8 +284,8 @@ def info_hash(info: dict) -> bytes:
 
 
 def auto_piece_length(total: int) -> int:
-    """A power of two between 16 KiB and 16 MiB giving about 1500 pieces."""
-    length = MIN_PIECE_LENGTH
+    """A power of two between 256 KiB and 16 MiB giving about 1500 pieces."""
+    length = MIN_AUTO_PIECE_LENGTH
     while length < MAX_PIECE_LENGTH and total // length > _TARGET_PIECES:
         length *= 2
     return length
@@ -337,18 +340,18 @@ def create(path: str, announce: str, *, piece_length: int | None = None,
     """Build the torrent dict for the file or directory at ``path``.
 
     Hashing streams the payload; memory use is one piece.  Raises
-    :class:`MetainfoError` if ``path`` is missing or holds no bytes.
+    :class:`SourceError` if ``path`` is missing, unreadable or holds no bytes.
     """
     path = os.path.abspath(path)
     if not os.path.exists(path):
-        raise MetainfoError(f"{path}: no such file or directory")
+        raise SourceError(path, "no such file or directory")
     name = os.path.basename(path.rstrip(os.sep))
     info: dict[bytes, Any] = {b"name": name.encode("utf-8", "surrogateescape")}
     try:
         if os.path.isdir(path):
             entries = _walk(path)
             if not entries:
-                raise MetainfoError(f"{path}: directory holds no files")
+                raise SourceError(path, "directory holds no files")
             sizes = [os.path.getsize(full) for _, full in entries]
             info[b"files"] = [
                 {b"length": size, b"path": [p.encode("utf-8", "surrogateescape") for p in rel]}
@@ -361,14 +364,14 @@ def create(path: str, announce: str, *, piece_length: int | None = None,
             info[b"length"] = total
             sources = [path]
         if total == 0:
-            raise MetainfoError(f"{path}: payload is empty")
+            raise SourceError(path, "payload is empty")
         plen = piece_length or auto_piece_length(total)
         if plen < MIN_PIECE_LENGTH or plen & (plen - 1):
-            raise MetainfoError(f"piece length {plen} must be a power of two >= {MIN_PIECE_LENGTH}")
+            raise SourceError(path, f"piece length {plen} is not a power of two >= {MIN_PIECE_LENGTH}")
         info[b"piece length"] = plen
         info[b"pieces"] = b"".join(_stream_pieces(sources, plen, total, progress))
     except OSError as e:
-        raise MetainfoError(f"cannot read {e.filename or path}: {e.strerror}") from None
+        raise SourceError(e.filename or path, e.strerror or str(e)) from None
     if private:
         info[b"private"] = 1
     top: dict[bytes, Any] = {b"announce": announce.encode(), b"info": info}

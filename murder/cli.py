@@ -1,0 +1,157 @@
+"""The ``murder`` command: the same services as the twistd plugins, in the foreground.
+
+Each subcommand reuses the plugin's ``usage.Options`` so the flags, defaults and
+validation are identical under ``murder X`` and ``twistd murder-X``.  Errors
+print one line on stderr and give a non-zero exit status.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from typing import Sequence
+
+from twisted.python import usage
+
+from murder import __version__
+from murder.errors import MurderError
+
+
+class MakeTorrentOptions(usage.Options):
+    """``murder make-torrent PATH --announce URL``."""
+
+    synopsis = "murder make-torrent --announce URL [options] PATH"
+    optParameters = [
+        ["announce", "a", None, "Tracker announce URL (http://host:8998/announce)."],
+        ["output", "o", None, "Torrent file to write (default: PATH.torrent)."],
+        ["piece-length", "p", None, "Piece length in bytes, a power of two (default: auto).", int],
+        ["comment", "c", None, "Free-form comment stored in the torrent."],
+        ["sign", None, None, "Ed25519 private key (PEM) to sign the torrent with."],
+        ["auth-secret", None, None, "File holding the tracker's shared announce secret."],
+    ]
+    optFlags = [
+        ["private", None, "Set the private flag (no DHT/PEX in standard clients)."],
+        ["quiet", "q", "No progress display."],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["announce-list"] = []
+
+    def opt_announce_list(self, tier: str) -> None:
+        """A tier of backup trackers, comma-separated (repeatable; BEP 12)."""
+        self["announce-list"].append([u for u in tier.split(",") if u])
+
+    def parseArgs(self, path: str) -> None:  # noqa: N802 (Twisted API)
+        self["path"] = path
+
+    def postOptions(self) -> None:  # noqa: N802
+        if not self["announce"]:
+            raise usage.UsageError("--announce URL is required")
+
+
+def _progress_printer(stream):
+    """Return a progress callback drawing one updating line on a terminal."""
+    if not stream.isatty():
+        return None
+
+    def show(done: int, total: int) -> None:
+        pct = 100.0 * done / total if total else 100.0
+        stream.write(f"\rhashing {done / 2**20:8.1f} / {total / 2**20:.1f} MiB  {pct:5.1f}%")
+        if done >= total:
+            stream.write("\n")
+        stream.flush()
+
+    return show
+
+
+def make_torrent(options: MakeTorrentOptions) -> int:
+    from murder import metainfo
+
+    announce_list = options["announce-list"]
+    if announce_list:
+        announce_list = [[options["announce"]], *announce_list]
+    torrent = metainfo.create(
+        options["path"], options["announce"], piece_length=options["piece-length"],
+        announce_list=announce_list or None, comment=options["comment"],
+        private=bool(options["private"]),
+        progress=None if options["quiet"] else _progress_printer(sys.stderr),
+    )
+    if options["sign"]:
+        from murder import trust
+
+        torrent = trust.sign_torrent(torrent, trust.load_private_key(options["sign"]))
+    output = options["output"] or options["path"].rstrip(os.sep) + ".torrent"
+    data = metainfo.parse(__import__("bencodepy").encode(torrent))
+    metainfo.write_atomic(output, data.encode())
+    print(f"{output}: info hash {data.info_hash.hex()}, {data.num_pieces} pieces "
+          f"of {data.piece_length} bytes, {data.total_length} bytes")
+    return 0
+
+
+# Subcommands that run a long-lived service are the twistd plugins' Options,
+# imported lazily so ``murder --help`` stays fast.
+_SERVICE_COMMANDS = {
+    "tracker": ("murder.tracker.tap", "Run the HTTP tracker."),
+    "seed": ("murder.peer.seedertap", "Seed a payload until stopped."),
+    "peer": ("murder.peer.peertap", "Download a payload, seed a while, exit."),
+}
+_LOCAL_COMMANDS = {
+    "make-torrent": (MakeTorrentOptions, make_torrent, "Create a torrent for a file or directory."),
+}
+_EXTRA_COMMANDS = {
+    "keygen": ("murder.trust", "Create an Ed25519 key pair for signing torrents."),
+    "verify": ("murder.trust", "Check a torrent's signature against trusted keys."),
+}
+
+
+def _usage() -> str:
+    lines = [f"Usage: murder COMMAND [options]   (version {__version__})", "", "Commands:"]
+    for name, (_, _, text) in _LOCAL_COMMANDS.items():
+        lines.append(f"  {name:14} {text}")
+    for name, (_, text) in {**_SERVICE_COMMANDS, **_EXTRA_COMMANDS}.items():
+        lines.append(f"  {name:14} {text}")
+    lines.append("")
+    lines.append("Run `murder COMMAND --help` for a command's options.")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the process exit status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if args else 2
+    if args[0] == "--version":
+        print(__version__)
+        return 0
+    command, rest = args[0], args[1:]
+    try:
+        if command in _LOCAL_COMMANDS:
+            options_class, run, _ = _LOCAL_COMMANDS[command]
+            options = options_class()
+            options.parseOptions(rest)
+            return run(options)
+        if command in _SERVICE_COMMANDS:
+            module = importlib.import_module(_SERVICE_COMMANDS[command][0])
+            options = module.Options()
+            options.parseOptions(rest)
+            return module.runForeground(options)
+        if command in _EXTRA_COMMANDS:
+            module = importlib.import_module(_EXTRA_COMMANDS[command][0])
+            return module.main(command, rest)
+    except usage.UsageError as e:
+        print(f"murder {command}: {e}", file=sys.stderr)
+        print(f"Run `murder {command} --help` for usage.", file=sys.stderr)
+        return 2
+    except MurderError as e:
+        print(f"murder {command}: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(f"murder {command}: interrupted", file=sys.stderr)
+        return 130
+    except SystemExit as e:  # --help inside usage.Options
+        return e.code if isinstance(e.code, int) else 0
+    print(f"murder: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
+    return 2
