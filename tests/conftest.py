@@ -1,0 +1,82 @@
+"""Generic fixtures and helpers shared by the whole test suite.
+
+Keep this file small: only helpers every area needs.  Import the plain
+helpers with ``from conftest import free_port, venv_bin`` (pytest puts
+``tests/`` on ``sys.path`` because it has no ``__init__.py``).
+
+- ``tmp_payload`` (fixture): factory building a payload file or directory
+  tree under the test's ``tmp_path``; see :func:`tmp_payload`.
+- :func:`free_port`: a TCP port on 127.0.0.1 that was free a moment ago.
+- :func:`venv_bin`: path of a console script (``murder``, ``twistd`` …)
+  installed beside the running interpreter, so subprocesses use the same
+  virtualenv as the tests.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+from pathlib import Path
+from typing import Callable, Mapping, Union
+
+import pytest
+
+#: A payload spec: ``bytes`` for a single file, or a mapping of relative
+#: POSIX paths ("dir/sub/file") to file contents for a directory tree.
+PayloadSpec = Union[bytes, Mapping[str, bytes]]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """Return a TCP port that was free on ``host`` when asked.
+
+    The socket is closed before returning, so another process could take the
+    port in between; tests that start servers should still bound their waits.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def venv_bin(name: str) -> str:
+    """Path of console script ``name`` in the running interpreter's bin dir.
+
+    Uses ``sys.executable`` unresolved (a venv's python is a symlink whose
+    target lives outside the venv).  Raises ``FileNotFoundError`` if the
+    script is not installed, so a missing entry point fails loudly.
+    """
+    path = Path(sys.executable).parent / name
+    if not path.exists():
+        raise FileNotFoundError(f"{name} is not installed in {path.parent}")
+    return str(path)
+
+
+def make_payload(root: Path, name: str, spec: PayloadSpec) -> Path:
+    """Create ``root/name`` from ``spec`` (see :data:`PayloadSpec`); return its path."""
+    target = root / name
+    if isinstance(spec, (bytes, bytearray)):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(bytes(spec))
+        return target
+    target.mkdir(parents=True, exist_ok=True)
+    for rel, data in spec.items():
+        path = target.joinpath(*rel.split("/"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return target
+
+
+@pytest.fixture
+def tmp_payload(tmp_path: Path) -> Callable[..., Path]:
+    """Factory: ``tmp_payload(spec, name="payload", parent=None) -> Path``.
+
+    ``spec`` is ``bytes`` (one file) or ``{"a/b.txt": b"..."}`` (a directory
+    tree).  The payload is created under ``tmp_path`` (or ``tmp_path/parent``
+    when given, so two payloads can share a basename).
+    """
+
+    def factory(spec: PayloadSpec, name: str = "payload", parent: str | None = None) -> Path:
+        root = tmp_path / parent if parent else tmp_path
+        return make_payload(root, name, spec)
+
+    return factory
+
