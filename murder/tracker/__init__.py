@@ -1,0 +1,16 @@
+"""The Murder tracker: an HTTP BitTorrent tracker tuned for datacenter swarms.
+
+Layers: :mod:`~murder.tracker.announce` (pure codec), :mod:`~murder.tracker.store`
+(pure state with an injected clock, dfile persistence), :mod:`~murder.tracker.web`
+(the twisted.web resource), :mod:`~murder.tracker.tap` (options and service).
+"""
+
+from murder.tracker.announce import AnnounceRequest, TrustedNetworks
+from murder.tracker.store import PeerStore
+from murder.tracker.tap import Options, TrackerConfig, buildService, makeService, runForeground
+from murder.tracker.web import TrackerResource
+
+__all__ = [
+    "AnnounceRequest", "Options", "PeerStore", "TrackerConfig", "TrackerResource",
+    "TrustedNetworks", "buildService", "makeService", "runForeground",
+]

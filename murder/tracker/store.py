@@ -1,0 +1,406 @@
+"""The tracker's state: torrents, their peers, expiry, caps, and the dfile.
+
+:class:`PeerStore` is pure (no I/O): time comes from an injected
+``IReactorTime`` so expiry is tested with :class:`twisted.internet.task.Clock`.
+Memory is bounded by three caps (torrents, peers per torrent, peers in total);
+a new torrent or peer past a cap is refused with an
+:class:`~murder.errors.AnnounceError`, so announcing millions of random info
+hashes costs at most the caps.
+
+Each torrent caches the concatenated compact form of its peers: in a
+datacenter swarm the same hosts re-announce every 15 s without changing, and
+the reply is then a slice of that cached string.
+
+The dfile (:func:`save_dfile` / :func:`load_dfile`) is bencode::
+
+    {"version": 1, "saved": <unix time>,
+     "torrents": {<info hash>: {"downloaded": n,
+                                "peers": {<peer id>: {"ip": s, "port": n, "left": n,
+                                          "uploaded": n, "downloaded": n,
+                                          "age": seconds since last announce,
+                                          "completed": 0|1, ["key": s]}}}}}
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import bencodepy
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from murder.errors import AnnounceError
+from murder.metainfo import write_atomic
+from murder.tracker.announce import AnnounceRequest, compact_address
+
+log = Logger()
+
+DFILE_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class TorrentInfo:
+    """What the allow-list knows about a torrent (for the status page)."""
+
+    name: str
+    size: int
+
+
+@dataclass(slots=True)
+class Peer:
+    """One peer of one torrent, as last announced."""
+
+    peer_id: bytes
+    ip: str
+    port: int
+    compact: bytes
+    v6: bool
+    left: int
+    uploaded: int
+    downloaded: int
+    last_seen: float
+    key: bytes | None = None
+    completed: bool = False
+
+
+class Torrent:
+    """The peers of one info hash, with counters and cached compact lists."""
+
+    __slots__ = ("info_hash", "peers", "seeders", "downloaded", "empty_since",
+                 "_c4", "_c6", "_list4", "_list6", "_pos4", "_pos6")
+
+    def __init__(self, info_hash: bytes, now: float) -> None:
+        self.info_hash = info_hash
+        self.peers: dict[bytes, Peer] = {}
+        self.seeders = 0
+        #: How many peers announced ``completed`` (scrape's ``downloaded``).
+        self.downloaded = 0
+        self.empty_since: float | None = now
+        self._invalidate()
+
+    def _invalidate(self) -> None:
+        self._c4: bytes | None = None
+        self._c6 = b""
+        self._list4: list[Peer] = []
+        self._list6: list[Peer] = []
+        self._pos4: dict[bytes, int] = {}
+        self._pos6: dict[bytes, int] = {}
+
+    def _build(self) -> None:
+        list4 = [p for p in self.peers.values() if not p.v6]
+        list6 = [p for p in self.peers.values() if p.v6]
+        self._list4, self._list6 = list4, list6
+        self._pos4 = {p.peer_id: i for i, p in enumerate(list4)}
+        self._pos6 = {p.peer_id: i for i, p in enumerate(list6)}
+        self._c4 = b"".join(p.compact for p in list4)
+        self._c6 = b"".join(p.compact for p in list6)
+
+    @property
+    def leechers(self) -> int:
+        return len(self.peers) - self.seeders
+
+    def sample(self, exclude: bytes, numwant: int, rng: random.Random) -> tuple[list[Peer], list[Peer]]:
+        """Up to ``numwant`` IPv4 and up to ``numwant`` IPv6 peers, not ``exclude``."""
+        if self._c4 is None:
+            self._build()
+        return (_pick(self._list4, self._pos4, exclude, numwant, rng),
+                _pick(self._list6, self._pos6, exclude, numwant, rng))
+
+    def compact_sample(self, exclude: bytes, numwant: int,
+                       rng: random.Random) -> tuple[bytes, bytes]:
+        """Compact ``peers`` and ``peers6`` strings for a reply (BEP 23 / BEP 7)."""
+        if self._c4 is None:
+            self._build()
+        return (_pick_compact(self._c4, self._list4, self._pos4, 6, exclude, numwant, rng),
+                _pick_compact(self._c6, self._list6, self._pos6, 18, exclude, numwant, rng))
+
+
+def _pick(peers: list[Peer], pos: dict[bytes, int], exclude: bytes, numwant: int,
+          rng: random.Random) -> list[Peer]:
+    if numwant <= 0 or not peers:
+        return []
+    if len(peers) - (exclude in pos) <= numwant:
+        return [p for p in peers if p.peer_id != exclude]
+    chosen = rng.sample(peers, min(numwant + 1, len(peers)))
+    return [p for p in chosen if p.peer_id != exclude][:numwant]
+
+
+def _pick_compact(whole: bytes, peers: list[Peer], pos: dict[bytes, int], width: int,
+                  exclude: bytes, numwant: int, rng: random.Random) -> bytes:
+    if numwant <= 0 or not peers:
+        return b""
+    me = pos.get(exclude)
+    if len(peers) - (me is not None) <= numwant:
+        if me is None:
+            return whole
+        return whole[:me * width] + whole[(me + 1) * width:]
+    return b"".join(p.compact for p in _pick(peers, pos, exclude, numwant, rng))
+
+
+class PeerStore:
+    """All torrents and peers the tracker knows; decides every announce.
+
+    ``allowed`` is ``None`` (track anything) or the allow-list from
+    ``--allowed-dir``; ``known`` gives names and sizes for the status page.
+    """
+
+    def __init__(self, clock: IReactorTime, *, peer_timeout: float = 120.0,
+                 max_torrents: int = 10_000, max_peers_per_torrent: int = 50_000,
+                 max_peers: int = 200_000, rng: random.Random | None = None) -> None:
+        self.clock = clock
+        self.peer_timeout = peer_timeout
+        self.max_torrents = max_torrents
+        self.max_peers_per_torrent = max_peers_per_torrent
+        self.max_peers = max_peers
+        self.rng = rng or random.Random()
+        self.torrents: dict[bytes, Torrent] = {}
+        self.peer_count = 0
+        self.allowed: dict[bytes, TorrentInfo] | None = None
+        self.known: dict[bytes, TorrentInfo] = {}
+
+    # ------------------------------------------------------------ announces
+
+    def announce(self, req: AnnounceRequest) -> Torrent:
+        """Apply one announce and return its torrent (for counts and peers).
+
+        Raises :class:`AnnounceError` when the torrent is not allowed, a cap is
+        hit, or the peer id is in use from another address with another key.
+        """
+        torrent = self.torrents.get(req.info_hash)
+        if torrent is None:
+            if self.allowed is not None and req.info_hash not in self.allowed:
+                raise AnnounceError("torrent not allowed on this tracker")
+            if req.event == "stopped":
+                # Nothing to forget; do not create state for it.
+                return Torrent(req.info_hash, self.clock.seconds())
+            if len(self.torrents) >= self.max_torrents:
+                raise AnnounceError("tracker is full: too many torrents")
+            if self.peer_count >= self.max_peers:
+                raise AnnounceError("tracker is full: too many peers")
+            torrent = Torrent(req.info_hash, self.clock.seconds())
+            self.torrents[req.info_hash] = torrent
+        peer = torrent.peers.get(req.peer_id)
+        if req.event == "stopped":
+            if peer is not None:
+                if peer.key is not None and req.key != peer.key and req.ip != peer.ip:
+                    raise AnnounceError("peer id in use from another address")
+                self._remove(torrent, peer)
+            return torrent
+        now = self.clock.seconds()
+        if peer is None:
+            if len(torrent.peers) >= self.max_peers_per_torrent:
+                raise AnnounceError("torrent is full: too many peers")
+            if self.peer_count >= self.max_peers:
+                raise AnnounceError("tracker is full: too many peers")
+            compact, v6 = compact_address(req.ip, req.port)
+            peer = Peer(req.peer_id, req.ip, req.port, compact, v6, req.left, req.uploaded,
+                        req.downloaded, now, req.key)
+            torrent.peers[req.peer_id] = peer
+            torrent._c4 = None
+            torrent.empty_since = None
+            self.peer_count += 1
+            if req.left == 0:
+                torrent.seeders += 1
+        else:
+            if peer.ip != req.ip or peer.port != req.port:
+                if peer.key is not None and req.key != peer.key:
+                    raise AnnounceError("peer id in use from another address")
+                peer.compact, peer.v6 = compact_address(req.ip, req.port)
+                peer.ip, peer.port = req.ip, req.port
+                torrent._c4 = None
+            if (peer.left == 0) != (req.left == 0):
+                torrent.seeders += 1 if req.left == 0 else -1
+            peer.left = req.left
+            peer.uploaded = req.uploaded
+            peer.downloaded = req.downloaded
+            peer.last_seen = now
+            if req.key is not None:
+                peer.key = req.key
+        if req.event == "completed" and not peer.completed:
+            peer.completed = True
+            torrent.downloaded += 1
+        return torrent
+
+    def _remove(self, torrent: Torrent, peer: Peer) -> None:
+        del torrent.peers[peer.peer_id]
+        torrent._c4 = None
+        self.peer_count -= 1
+        if peer.left == 0:
+            torrent.seeders -= 1
+        if not torrent.peers:
+            torrent.empty_since = self.clock.seconds()
+
+    # --------------------------------------------------------------- expiry
+
+    def expire(self) -> int:
+        """Forget peers silent for ``peer_timeout`` and torrents empty that long.
+
+        Torrents of the allow-list stay (their ``downloaded`` count is worth
+        keeping and the list is bounded by the directory).  Returns how many
+        peers were dropped.
+        """
+        now = self.clock.seconds()
+        deadline = now - self.peer_timeout
+        dropped = 0
+        for info_hash, torrent in list(self.torrents.items()):
+            stale = [p for p in torrent.peers.values() if p.last_seen <= deadline]
+            for peer in stale:
+                self._remove(torrent, peer)
+            dropped += len(stale)
+            if (not torrent.peers and torrent.empty_since is not None
+                    and torrent.empty_since <= deadline
+                    and (self.allowed is None or info_hash not in self.allowed)):
+                del self.torrents[info_hash]
+        return dropped
+
+    # ------------------------------------------------------------ allow-list
+
+    def set_allowed(self, allowed: dict[bytes, TorrentInfo] | None) -> None:
+        """Replace the allow-list; torrents no longer allowed are dropped."""
+        self.allowed = allowed
+        self.known = dict(allowed or {})
+        if allowed is None:
+            return
+        for info_hash in [ih for ih in self.torrents if ih not in allowed]:
+            torrent = self.torrents.pop(info_hash)
+            self.peer_count -= len(torrent.peers)
+
+    # ---------------------------------------------------------------- views
+
+    def scrape(self, info_hashes: list[bytes] | None = None) -> dict[bytes, tuple[int, int, int]]:
+        """``{info_hash: (complete, incomplete, downloaded)}``; unknown hashes omitted."""
+        if info_hashes is None:
+            chosen: Iterator[Torrent] = iter(self.torrents.values())
+        else:
+            chosen = (t for t in map(self.torrents.get, info_hashes) if t is not None)
+        return {t.info_hash: (t.seeders, t.leechers, t.downloaded) for t in chosen}
+
+    # ----------------------------------------------------------- persistence
+
+    def to_dfile(self) -> bytes:
+        """The whole state as bencode (see the module docstring)."""
+        now = self.clock.seconds()
+        torrents: dict[bytes, Any] = {}
+        for info_hash, torrent in self.torrents.items():
+            peers: dict[bytes, Any] = {}
+            for peer in torrent.peers.values():
+                record: dict[bytes, Any] = {
+                    b"ip": peer.ip.encode(), b"port": peer.port, b"left": peer.left,
+                    b"uploaded": peer.uploaded, b"downloaded": peer.downloaded,
+                    b"age": max(0, int(now - peer.last_seen)), b"completed": int(peer.completed),
+                }
+                if peer.key is not None:
+                    record[b"key"] = peer.key
+                peers[peer.peer_id] = record
+            torrents[info_hash] = {b"downloaded": torrent.downloaded, b"peers": peers}
+        return bencodepy.encode({b"version": DFILE_VERSION, b"saved": int(time.time()),
+                                 b"torrents": torrents})
+
+    def from_dfile(self, data: bytes) -> None:
+        """Replace the state with a dfile's.  Raises ``ValueError`` if malformed.
+
+        Peers get back the age they had when saved, so a peer that stopped
+        announcing still expires on time.  Caps and the allow-list apply.
+        """
+        try:
+            top = bencodepy.decode(data)
+        except Exception as e:  # bencodepy raises many kinds on garbage
+            raise ValueError(f"not bencode: {e}") from None
+        if not isinstance(top, dict) or top.get(b"version") != DFILE_VERSION:
+            raise ValueError("not a version 1 tracker dfile")
+        raw_torrents = top.get(b"torrents")
+        if not isinstance(raw_torrents, dict):
+            raise ValueError("missing torrents")
+        now = self.clock.seconds()
+        self.torrents = {}
+        self.peer_count = 0
+        for info_hash, entry in raw_torrents.items():
+            if not (isinstance(info_hash, bytes) and len(info_hash) == 20
+                    and isinstance(entry, dict)):
+                raise ValueError("bad torrent entry")
+            if self.allowed is not None and info_hash not in self.allowed:
+                continue
+            if len(self.torrents) >= self.max_torrents:
+                break
+            torrent = Torrent(info_hash, now)
+            torrent.downloaded = _int(entry.get(b"downloaded", 0))
+            peers = entry.get(b"peers", {})
+            if not isinstance(peers, dict):
+                raise ValueError("bad peers entry")
+            for peer_id, rec in peers.items():
+                if (len(torrent.peers) >= self.max_peers_per_torrent
+                        or self.peer_count >= self.max_peers):
+                    break
+                peer = _peer_from_record(peer_id, rec, now)
+                torrent.peers[peer_id] = peer
+                self.peer_count += 1
+                if peer.left == 0:
+                    torrent.seeders += 1
+            if torrent.peers:
+                torrent.empty_since = None
+            self.torrents[info_hash] = torrent
+
+
+def _int(value: Any) -> int:
+    if not isinstance(value, int) or value < 0:
+        raise ValueError(f"bad number {value!r}")
+    return value
+
+
+def _peer_from_record(peer_id: Any, rec: Any, now: float) -> Peer:
+    if not (isinstance(peer_id, bytes) and len(peer_id) == 20 and isinstance(rec, dict)):
+        raise ValueError("bad peer entry")
+    ip_raw, key = rec.get(b"ip"), rec.get(b"key")
+    if not isinstance(ip_raw, bytes) or (key is not None and not isinstance(key, bytes)):
+        raise ValueError("bad peer address")
+    port = _int(rec.get(b"port"))
+    ip = ip_raw.decode("ascii", "replace")
+    try:
+        compact, v6 = compact_address(ip, port)
+    except (OSError, OverflowError) as e:
+        raise ValueError(f"bad peer address {ip!r}:{port}: {e}") from None
+    return Peer(peer_id, ip, port, compact, v6, _int(rec.get(b"left", 0)),
+                _int(rec.get(b"uploaded", 0)), _int(rec.get(b"downloaded", 0)),
+                now - _int(rec.get(b"age", 0)), key, bool(rec.get(b"completed", 0)))
+
+
+def save_dfile(store: PeerStore, path: str) -> None:
+    """Write the store atomically (temp file, fsync, rename)."""
+    write_atomic(path, store.to_dfile())
+
+
+def load_dfile(store: PeerStore, path: str) -> bool:
+    """Load ``path`` into ``store``; returns whether state was loaded.
+
+    A missing dfile is a fresh start.  An unreadable or corrupt one is logged
+    in one line and renamed aside (``<path>.corrupt-<unix time>``) so the
+    next save does not destroy the evidence; the tracker then starts empty.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return False
+    except OSError as e:
+        log.error("cannot read dfile {path}: {error}; starting empty", path=path,
+                  error=e.strerror or str(e))
+        return False
+    try:
+        store.from_dfile(data)
+    except (ValueError, RecursionError) as e:
+        store.torrents, store.peer_count = {}, 0
+        aside = f"{path}.corrupt-{int(time.time())}"
+        try:
+            os.replace(path, aside)
+        except OSError as rename_error:
+            aside = f"(not moved: {rename_error.strerror})"
+        log.error("corrupt dfile {path} ({error}); moved to {aside}; starting empty",
+                  path=path, error=str(e), aside=aside)
+        return False
+    log.info("loaded dfile {path}: {torrents} torrents, {peers} peers", path=path,
+             torrents=len(store.torrents), peers=store.peer_count)
+    return True

@@ -1,0 +1,349 @@
+"""``twistd murder-tracker`` and ``murder tracker``: options, config, service.
+
+:class:`Options` only parses and validates; :class:`TrackerConfig` is the
+frozen result passed down.  :func:`makeService` builds a ``MultiService`` of
+the state (dfile, expiry, allow-list rescans, periodic saves) and the HTTP
+listener; :func:`runForeground` runs the same service on the global reactor
+for the ``murder`` command.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from twisted.application import service
+from twisted.application.internet import StreamServerEndpointService
+from twisted.internet.interfaces import IReactorCore, IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python import usage
+from twisted.web import server
+
+from murder import metainfo
+from murder.errors import MetainfoError
+from murder.tracker.announce import DEFAULT_TRUSTED_NETWORKS, TrustedNetworks
+from murder.tracker.store import PeerStore, TorrentInfo, load_dfile, save_dfile
+from murder.tracker.web import TrackerResource
+
+log = Logger()
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    """Everything the tracker service needs, validated."""
+
+    listen: str = "tcp:8998"
+    dfile: str | None = "data"
+    interval: int = 15
+    min_interval: int = 5
+    numwant_default: int = 500
+    numwant_max: int = 500
+    peer_timeout: float = 120.0
+    expire_interval: float = 30.0
+    allowed_dir: str | None = None
+    allowed_rescan: float = 30.0
+    save_interval: float = 300.0
+    max_torrents: int = 10_000
+    max_peers_per_torrent: int = 50_000
+    max_peers: int = 200_000
+    trusted_networks: tuple[str, ...] = DEFAULT_TRUSTED_NETWORKS
+    verbose: bool = False
+
+
+def _endpoint_escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace(":", "\\:")
+
+
+class Options(usage.Options):
+    """Command line of the tracker (shared by twistd and ``murder tracker``)."""
+
+    synopsis = "[options]"
+    longdesc = ("HTTP BitTorrent tracker (BEP 3/23/48) for datacenter deploys. "
+                "Announce URL: http://HOST:PORT/announce; status at / and /status.json.")
+    optParameters = [
+        ["port", "p", "8998", "TCP port to listen on (legacy shortcut)."],
+        ["bind", None, None, "Address to listen on (legacy shortcut; default all)."],
+        ["listen", None, None, "Twisted endpoint string, overrides --port/--bind "
+                               "(e.g. tcp:8998, tcp6:8998:interface=\\:\\:)."],
+        ["dfile", None, "data", "State file, loaded at start and saved periodically "
+                                "('' to disable)."],
+        ["interval", None, "15", "Seconds between announces asked of clients."],
+        ["min-interval", None, None, "Minimum seconds between announces (default: "
+                                     "min(5, interval))."],
+        ["numwant-default", None, "500", "Peers returned when the client sends no numwant."],
+        ["numwant-max", None, "500", "Most peers returned in one reply."],
+        ["peer-timeout", None, "120", "Seconds without announce before a peer is dropped."],
+        ["expire-interval", None, None, "Seconds between expiry sweeps "
+                                        "(default: min(30, peer-timeout/4))."],
+        ["allowed-dir", None, None, "Track only the torrents (*.torrent) in this directory."],
+        ["allowed-rescan", None, "30", "Seconds between rescans of --allowed-dir."],
+        ["save-interval", None, "300", "Seconds between dfile saves."],
+        ["max-torrents", None, "10000", "Most torrents tracked at once."],
+        ["max-peers-per-torrent", None, "50000", "Most peers in one torrent."],
+        ["max-peers", None, "200000", "Most peers in total."],
+        ["trusted-networks", None, ",".join(DEFAULT_TRUSTED_NETWORKS),
+         "Comma-separated networks whose requests may set ip=."],
+    ]
+    optFlags = [
+        ["verbose", "v", "Log every announce and every HTTP request."],
+    ]
+
+    def _int(self, name: str, low: int, high: int | None = None) -> int:
+        raw = self[name]
+        try:
+            value = int(str(raw).strip())
+        except ValueError:
+            raise usage.UsageError(f"--{name} must be an integer, not {raw!r}") from None
+        if value < low or (high is not None and value > high):
+            bound = f"between {low} and {high}" if high is not None else f">= {low}"
+            raise usage.UsageError(f"--{name} must be {bound}, not {value}")
+        return value
+
+    def _seconds(self, name: str, raw: Any = None) -> float:
+        raw = self[name] if raw is None else raw
+        try:
+            value = float(str(raw).strip())
+        except ValueError:
+            raise usage.UsageError(f"--{name} must be a number of seconds, not {raw!r}") from None
+        if not 0 < value < 10**7:
+            raise usage.UsageError(f"--{name} must be a positive number of seconds, not {raw}")
+        return value
+
+    def _listen(self) -> str:
+        if self["listen"]:
+            description = self["listen"]
+            from twisted.internet.endpoints import serverFromString
+            from twisted.internet.testing import MemoryReactor
+
+            try:  # parse only: a MemoryReactor never opens a socket
+                serverFromString(MemoryReactor(), description)
+            except (ValueError, TypeError, KeyError) as e:
+                raise usage.UsageError(f"--listen {description!r} is not a server "
+                                       f"endpoint string: {e}") from None
+            return description
+        port = self._int("port", 0, 65535)
+        bind = (self["bind"] or "").strip()
+        if not bind:
+            return f"tcp:{port}"
+        try:
+            address = ipaddress.ip_address(bind)
+        except ValueError:
+            raise usage.UsageError(f"--bind must be an IP address, not {bind!r}") from None
+        kind = "tcp6" if address.version == 6 else "tcp"
+        return f"{kind}:{port}:interface={_endpoint_escape(str(address))}"
+
+    def postOptions(self) -> None:  # noqa: N802 (Twisted API)
+        """Validate every value and build :attr:`config`."""
+        interval = self._int("interval", 1, 86400)
+        min_interval = (self._int("min-interval", 1, interval) if self["min-interval"]
+                        else min(5, interval))
+        numwant_max = self._int("numwant-max", 0, 10_000)
+        numwant_default = min(self._int("numwant-default", 0, 10_000), numwant_max)
+        peer_timeout = self._seconds("peer-timeout")
+        expire_interval = (self._seconds("expire-interval") if self["expire-interval"]
+                           else min(30.0, peer_timeout / 4))
+        dfile = self["dfile"] or None
+        if dfile is not None:
+            parent = os.path.dirname(os.path.abspath(dfile))
+            if not os.path.isdir(parent):
+                raise usage.UsageError(f"--dfile {dfile!r}: directory {parent} does not exist")
+            if os.path.isdir(dfile):
+                raise usage.UsageError(f"--dfile {dfile!r} is a directory")
+        allowed_dir = self["allowed-dir"]
+        if allowed_dir is not None and not os.path.isdir(allowed_dir):
+            raise usage.UsageError(f"--allowed-dir {allowed_dir!r} is not a directory")
+        networks = tuple(n.strip() for n in str(self["trusted-networks"]).split(",") if n.strip())
+        try:
+            TrustedNetworks(networks)
+        except ValueError as e:
+            raise usage.UsageError(f"--trusted-networks: {e}") from None
+        self.config = TrackerConfig(
+            listen=self._listen(), dfile=dfile, interval=interval, min_interval=min_interval,
+            numwant_default=numwant_default, numwant_max=numwant_max,
+            peer_timeout=peer_timeout, expire_interval=expire_interval,
+            allowed_dir=allowed_dir, allowed_rescan=self._seconds("allowed-rescan"),
+            save_interval=self._seconds("save-interval"),
+            max_torrents=self._int("max-torrents", 1),
+            max_peers_per_torrent=self._int("max-peers-per-torrent", 1),
+            max_peers=self._int("max-peers", 1),
+            trusted_networks=networks, verbose=bool(self["verbose"]),
+        )
+
+
+class AllowedDir:
+    """Scans a directory of torrents; files unchanged since the last scan are not re-read."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._seen: dict[str, tuple[tuple[int, int], bytes | None, TorrentInfo | None]] = {}
+
+    def scan(self) -> dict[bytes, TorrentInfo]:
+        """``{info_hash: TorrentInfo}`` of the loadable ``*.torrent`` files."""
+        seen: dict[str, tuple[tuple[int, int], bytes | None, TorrentInfo | None]] = {}
+        with os.scandir(self.path) as entries:
+            for entry in entries:
+                if not entry.name.endswith(".torrent") or not entry.is_file():
+                    continue
+                stat = entry.stat()
+                stamp = (stat.st_mtime_ns, stat.st_size)
+                old = self._seen.get(entry.path)
+                if old is not None and old[0] == stamp:
+                    seen[entry.path] = old
+                    continue
+                try:
+                    meta = metainfo.load(entry.path)
+                except MetainfoError as e:
+                    log.warn("ignoring broken torrent {path}: {error}", path=entry.path,
+                             error=str(e))
+                    seen[entry.path] = (stamp, None, None)
+                    continue
+                seen[entry.path] = (stamp, meta.info_hash,
+                                    TorrentInfo(meta.name, meta.total_length))
+        added = len(set(seen) - set(self._seen))
+        if added or len(seen) != len(self._seen):
+            log.info("allowed dir {path}: {count} torrent files", path=self.path,
+                     count=len(seen))
+        self._seen = seen
+        return {ih: info for _, ih, info in seen.values() if ih is not None and info}
+
+
+def _guarded(what: str, job: Callable[[], Any]) -> Callable[[], None]:
+    """Wrap a periodic job so one failing run is logged and the loop lives on."""
+    def run() -> None:
+        try:
+            job()
+        except Exception:
+            log.failure("periodic {what} failed; will retry", what=what)
+    return run
+
+
+class TrackerStateService(service.Service):
+    """Owns the store: loads the dfile, runs expiry/rescans/saves, saves on stop."""
+
+    name = "tracker-state"
+
+    def __init__(self, store: PeerStore, config: TrackerConfig, clock: IReactorTime) -> None:
+        self.store = store
+        self.config = config
+        self.clock = clock
+        self.allowed_dir = AllowedDir(config.allowed_dir) if config.allowed_dir else None
+        self._loops: list[LoopingCall] = []
+
+    def rescan(self) -> None:
+        if self.allowed_dir is not None:
+            self.store.set_allowed(self.allowed_dir.scan())
+
+    def save(self) -> None:
+        if self.config.dfile:
+            save_dfile(self.store, self.config.dfile)
+
+    def startService(self) -> None:  # noqa: N802
+        super().startService()
+        _guarded("allowed-dir scan", self.rescan)()
+        if self.config.dfile:
+            load_dfile(self.store, self.config.dfile)
+        jobs = [("expiry", self.store.expire, self.config.expire_interval)]
+        if self.config.dfile:
+            jobs.append(("dfile save", self.save, self.config.save_interval))
+        if self.allowed_dir is not None:
+            jobs.append(("allowed-dir scan", self.rescan, self.config.allowed_rescan))
+        for what, job, every in jobs:
+            loop = LoopingCall(_guarded(what, job))
+            loop.clock = self.clock
+            loop.start(every, now=False)
+            self._loops.append(loop)
+
+    def stopService(self) -> None:  # noqa: N802
+        super().stopService()
+        for loop in self._loops:
+            if loop.running:
+                loop.stop()
+        self._loops = []
+        if self.config.dfile:
+            try:
+                self.save()
+                log.info("saved dfile {path}: {torrents} torrents, {peers} peers",
+                         path=self.config.dfile, torrents=len(self.store.torrents),
+                         peers=self.store.peer_count)
+            except OSError as e:
+                log.error("cannot save dfile {path}: {error}", path=self.config.dfile,
+                          error=e.strerror or str(e))
+
+
+class _Site(server.Site):
+    """A Site that writes access-log lines only when asked (they cost per request)."""
+
+    access_log = False
+
+    def log(self, request: server.Request) -> None:
+        if self.access_log:
+            super().log(request)
+
+
+def buildService(config: TrackerConfig, reactor: Any) -> service.MultiService:
+    """The tracker as a service tree: state first, then the HTTP listener.
+
+    Children stop in reverse order, so the listener closes before the final
+    dfile save.
+    """
+    from twisted.internet.endpoints import serverFromString
+
+    store = PeerStore(reactor, peer_timeout=config.peer_timeout,
+                      max_torrents=config.max_torrents,
+                      max_peers_per_torrent=config.max_peers_per_torrent,
+                      max_peers=config.max_peers)
+    root = TrackerResource(
+        store, interval=config.interval, min_interval=config.min_interval,
+        numwant_default=config.numwant_default, numwant_max=config.numwant_max,
+        trusted=TrustedNetworks(config.trusted_networks), verbose=config.verbose)
+    site = _Site(root)
+    site.displayTracebacks = False
+    site.access_log = config.verbose
+    top = service.MultiService()
+    state = TrackerStateService(store, config, reactor)
+    state.setServiceParent(top)
+    listener = StreamServerEndpointService(serverFromString(reactor, config.listen), site)
+    # A port already in use must fail the start, not just log.
+    listener._raiseSynchronously = True
+    listener.setName("tracker-http")
+    listener.setServiceParent(top)
+    top.store = store  # type: ignore[attr-defined]
+    top.resource = root  # type: ignore[attr-defined]
+    return top
+
+
+def makeService(options: Options) -> service.MultiService:  # noqa: N802 (twistd API)
+    """Entry point of the ``murder-tracker`` twistd plugin."""
+    from twisted.internet import reactor
+
+    log.info("murder tracker listening on {listen}, dfile {dfile}",
+             listen=options.config.listen, dfile=options.config.dfile)
+    return buildService(options.config, reactor)
+
+
+def runForeground(options: Options) -> int:  # noqa: N802 (cli API)
+    """Run the tracker until SIGINT/SIGTERM; ``murder tracker`` returns this status."""
+    from twisted.internet import reactor
+    from twisted.logger import globalLogBeginner, textFileLogObserver
+
+    config = options.config
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)],
+                                     redirectStandardIO=False)
+    top = buildService(config, reactor)
+    try:
+        top.privilegedStartService()
+    except Exception as e:
+        reason = getattr(e, "socketError", None) or e
+        print(f"murder tracker: cannot listen on {config.listen}: {reason}", file=sys.stderr)
+        return 1
+    top.startService()
+    log.info("murder tracker listening on {listen}, dfile {dfile}",
+             listen=config.listen, dfile=config.dfile)
+    assert IReactorCore.providedBy(reactor)
+    reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
+    reactor.run()
+    return 0

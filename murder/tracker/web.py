@@ -1,0 +1,260 @@
+"""twisted.web face of the tracker: ``/announce``, ``/scrape``, ``/``, ``/status.json``.
+
+One leaf resource dispatches on the path (no child lookup per request: this
+is the hot path).  It parses with :mod:`murder.tracker.announce`, lets the
+:class:`~murder.tracker.store.PeerStore` decide, and writes bencode.  It never
+raises: a malformed announce gets ``failure reason`` with HTTP 200 (BEP 3
+clients only read the body), a request that is not a tracker request at all
+gets a 4xx with a bencoded ``failure reason``, and an unexpected bug gets a
+500 and one logged traceback (rate limited).
+
+``/status.json`` schema (version 1, stable; new keys may be added)::
+
+    {"version": 1,
+     "now": <unix time, float>,
+     "totals": {"torrents": n, "peers": n, "seeders": n, "leechers": n},
+     "torrents": [
+       {"info_hash": "<40 hex>",
+        "name": "<from the allowed dir>" | null,
+        "size": <payload bytes, from the allowed dir> | null,
+        "complete": n, "incomplete": n, "downloaded": n,
+        "peers": [
+          {"peer_id": "<40 hex>", "ip": "<address>", "port": n,
+           "left": <bytes left>, "uploaded": n, "downloaded": n,
+           "seeder": true | false,
+           "progress": <0.0-1.0, when size is known> | null,
+           "last_announce_age": <seconds, float>}]}]}
+
+Torrents are sorted by info hash, peers by (ip, port).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import time
+from typing import Any
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.web import resource
+from twisted.web.server import Request
+
+from murder.errors import AnnounceError
+from murder.tracker import announce as codec
+from murder.tracker.store import PeerStore
+
+log = Logger()
+
+#: Longer URLs are refused before parsing (a scrape of 1000 hashes is ~60 kB,
+#: but twisted.web already caps the request line at 16 kB).
+MAX_URI = 16384
+_BENCODE = b"text/plain"
+
+
+class RateLimitedLog:
+    """Lets ``burst`` messages through per ``period`` seconds, then counts.
+
+    Rejected requests are attacker-controlled; their log lines must not be.
+    """
+
+    def __init__(self, clock: IReactorTime, period: float = 10.0, burst: int = 20) -> None:
+        self.clock = clock
+        self.period = period
+        self.burst = burst
+        self._window = -period
+        self._used = 0
+        self.suppressed = 0
+
+    def allow(self) -> bool:
+        now = self.clock.seconds()
+        if now - self._window >= self.period:
+            if self.suppressed:
+                log.warn("{count} rejected-request log lines suppressed", count=self.suppressed)
+            self._window, self._used, self.suppressed = now, 0, 0
+        if self._used < self.burst:
+            self._used += 1
+            return True
+        self.suppressed += 1
+        return False
+
+
+class TrackerResource(resource.Resource):
+    """The whole tracker site as one leaf resource."""
+
+    isLeaf = True
+
+    def __init__(self, store: PeerStore, *, interval: int = 15, min_interval: int = 5,
+                 numwant_default: int = 500, numwant_max: int = 500,
+                 trusted: codec.TrustedNetworks | None = None,
+                 tracker_id: bytes | None = None, verbose: bool = False) -> None:
+        super().__init__()
+        self.store = store
+        self.interval = interval
+        self.min_interval = min_interval
+        self.numwant_default = numwant_default
+        self.numwant_max = numwant_max
+        self.trusted = trusted if trusted is not None else codec.TrustedNetworks()
+        self.tracker_id = tracker_id
+        self.verbose = verbose
+        self.rejected_log = RateLimitedLog(store.clock)
+        self._routes = {
+            b"/announce": self._announce, b"/scrape": self._scrape,
+            b"/": self._status_html, b"/status.json": self._status_json,
+        }
+
+    # -------------------------------------------------------------- dispatch
+
+    def render_GET(self, request: Request) -> bytes:  # noqa: N802 (Twisted API)
+        """Answer any GET; never raises."""
+        try:
+            if len(request.uri) > MAX_URI:
+                return self._refuse(request, 414, "request URI too long")
+            route = self._routes.get(request.path)
+            if route is None:
+                return self._refuse(request, 404, "no such path: use /announce or /scrape")
+            return route(request)
+        except Exception:
+            if self.rejected_log.allow():
+                log.failure("tracker bug while answering {uri!r}", uri=request.uri[:200])
+            request.setResponseCode(500)
+            request.setHeader(b"content-type", _BENCODE)
+            return codec.failure_reply("internal tracker error")
+
+    def _refuse(self, request: Request, code: int, reason: str) -> bytes:
+        if self.rejected_log.allow():
+            log.info("rejected {uri!r} from {peer}: {reason}", uri=request.uri[:120],
+                     peer=_remote(request), reason=reason)
+        request.setResponseCode(code)
+        request.setHeader(b"content-type", _BENCODE)
+        return codec.failure_reply(reason)
+
+    # --------------------------------------------------------------- tracker
+
+    def _announce(self, request: Request) -> bytes:
+        args = request.args
+        request.setHeader(b"content-type", _BENCODE)
+        if b"info_hash" not in args and b"peer_id" not in args:
+            return self._refuse(request, 400, "not an announce: info_hash and peer_id missing")
+        remote = _remote(request)
+        try:
+            req = codec.parse_announce(args, remote, self.trusted,
+                                       numwant_default=self.numwant_default,
+                                       numwant_max=self.numwant_max)
+            torrent = self.store.announce(req)
+        except AnnounceError as e:
+            return self._refuse(request, 200, e.reason)
+        if req.event or self.verbose:
+            log.info("announce {event} {info_hash} from {peer} left={left}",
+                     event=req.event or "update", info_hash=req.info_hash.hex(),
+                     peer=f"{req.ip}:{req.port}", left=req.left)
+        numwant = 0 if req.event == "stopped" else req.numwant
+        if req.compact:
+            peers, peers6 = torrent.compact_sample(req.peer_id, numwant, self.store.rng)
+            return codec.compact_reply(
+                complete=torrent.seeders, incomplete=torrent.leechers, interval=self.interval,
+                min_interval=self.min_interval, peers=peers, peers6=peers6,
+                tracker_id=self.tracker_id)
+        four, six = torrent.sample(req.peer_id, numwant, self.store.rng)
+        return codec.dict_reply(
+            complete=torrent.seeders, incomplete=torrent.leechers, interval=self.interval,
+            min_interval=self.min_interval,
+            peers=[(p.peer_id, p.ip, p.port) for p in four + six],
+            no_peer_id=req.no_peer_id, tracker_id=self.tracker_id)
+
+    def _scrape(self, request: Request) -> bytes:
+        request.setHeader(b"content-type", _BENCODE)
+        try:
+            hashes = codec.parse_scrape(request.args)
+        except AnnounceError as e:
+            return self._refuse(request, 200, e.reason)
+        return codec.scrape_reply(self.store.scrape(hashes))
+
+    # ---------------------------------------------------------------- status
+
+    def _status_json(self, request: Request) -> bytes:
+        request.setHeader(b"content-type", b"application/json")
+        return json.dumps(status(self.store), indent=1).encode()
+
+    def _status_html(self, request: Request) -> bytes:
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        return render_status_html(status(self.store)).encode()
+
+
+def _remote(request: Request) -> str:
+    host = getattr(request.getClientAddress(), "host", "")
+    return host if isinstance(host, str) else ""
+
+
+def status(store: PeerStore) -> dict[str, Any]:
+    """The ``/status.json`` document (schema in the module docstring)."""
+    now = store.clock.seconds()
+    torrents = []
+    seeders = 0
+    for info_hash in sorted(store.torrents):
+        torrent = store.torrents[info_hash]
+        info = store.known.get(info_hash)
+        size = info.size if info else None
+        peers = []
+        for p in sorted(torrent.peers.values(), key=lambda p: (p.ip, p.port)):
+            progress = None
+            if size:
+                progress = round(max(0.0, min(1.0, 1 - p.left / size)), 4)
+            peers.append({
+                "peer_id": p.peer_id.hex(), "ip": p.ip, "port": p.port, "left": p.left,
+                "uploaded": p.uploaded, "downloaded": p.downloaded, "seeder": p.left == 0,
+                "progress": progress, "last_announce_age": round(now - p.last_seen, 3),
+            })
+        seeders += torrent.seeders
+        torrents.append({
+            "info_hash": info_hash.hex(), "name": info.name if info else None, "size": size,
+            "complete": torrent.seeders, "incomplete": torrent.leechers,
+            "downloaded": torrent.downloaded, "peers": peers,
+        })
+    return {
+        "version": 1, "now": time.time(),
+        "totals": {"torrents": len(store.torrents), "peers": store.peer_count,
+                   "seeders": seeders, "leechers": store.peer_count - seeders},
+        "torrents": torrents,
+    }
+
+
+def _bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n:.1f} TiB"
+
+
+def render_status_html(doc: dict[str, Any]) -> str:
+    """The human status page: one table per torrent, progress per peer."""
+    e = html.escape
+    totals = doc["totals"]
+    out = [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>Murder tracker</title>",
+        "<style>body{font-family:sans-serif}table{border-collapse:collapse;margin-bottom:1em}"
+        "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}</style></head><body>",
+        "<h1>Murder tracker</h1>",
+        f"<p>{totals['torrents']} torrents, {totals['peers']} peers "
+        f"({totals['seeders']} seeders, {totals['leechers']} leechers). "
+        "Machine-readable: <a href='/status.json'>/status.json</a></p>",
+    ]
+    for t in doc["torrents"]:
+        title = e(t["name"]) if t["name"] else "(unknown torrent)"
+        size = f", {_bytes(t['size'])}" if t["size"] else ""
+        out.append(f"<h2>{title} <small><code>{t['info_hash']}</code>{size}</small></h2>")
+        out.append(f"<p>seeders {t['complete']}, leechers {t['incomplete']}, "
+                   f"completed {t['downloaded']}</p>")
+        out.append("<table><tr><th>peer</th><th>progress</th><th>left</th>"
+                   "<th>uploaded</th><th>downloaded</th><th>last announce</th></tr>")
+        for p in t["peers"]:
+            progress = (f"{100 * p['progress']:.1f}%" if p["progress"] is not None
+                        else ("seeder" if p["seeder"] else "?"))
+            out.append(
+                f"<tr><td>{e(p['ip'])}:{p['port']}</td><td>{progress}</td>"
+                f"<td>{_bytes(p['left'])}</td><td>{_bytes(p['uploaded'])}</td>"
+                f"<td>{_bytes(p['downloaded'])}</td><td>{p['last_announce_age']:.0f} s ago</td></tr>")
+        out.append("</table>")
+    out.append("</body></html>")
+    return "\n".join(out)
