@@ -35,6 +35,7 @@ from typing import Any, Mapping, Sequence
 import bencodepy
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
@@ -100,8 +101,14 @@ def _read_key_file(path: str) -> bytes:
 
 
 def _kind(key: object) -> str:
-    name = type(key).__name__
-    return name.replace("PrivateKey", "").replace("PublicKey", "").lstrip("_") or name
+    """A human name for a key type that is not Ed25519 (for error messages)."""
+    if isinstance(key, (rsa.RSAPrivateKey, rsa.RSAPublicKey)):
+        return "RSA"
+    if isinstance(key, (ec.EllipticCurvePrivateKey, ec.EllipticCurvePublicKey)):
+        return f"EC {key.curve.name}"
+    if isinstance(key, (dsa.DSAPrivateKey, dsa.DSAPublicKey)):
+        return "DSA"
+    return type(key).__name__
 
 
 def load_private_key(path: str) -> Ed25519PrivateKey:
@@ -125,7 +132,7 @@ def load_private_key(path: str) -> Ed25519PrivateKey:
     except (ValueError, UnsupportedAlgorithm) as e:
         raise KeyFileError(path, f"not a private key ({e})") from None
     if not isinstance(key, Ed25519PrivateKey):
-        raise KeyFileError(path, f"is a {_kind(key)} key, not Ed25519")
+        raise KeyFileError(path, f"key type {_kind(key)} is not Ed25519")
     return key
 
 
@@ -147,7 +154,7 @@ def load_public_key(path: str) -> Ed25519PublicKey:
     except (ValueError, UnsupportedAlgorithm) as e:
         raise KeyFileError(path, f"not a public key ({e})") from None
     if not isinstance(key, Ed25519PublicKey):
-        raise KeyFileError(path, f"is a {_kind(key)} key, not Ed25519")
+        raise KeyFileError(path, f"key type {_kind(key)} is not Ed25519")
     return key
 
 
