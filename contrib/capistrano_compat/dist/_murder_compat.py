@@ -1,0 +1,514 @@
+"""The code behind the three legacy Capistrano scripts of this folder.
+
+The ``murder`` Ruby gem copies this ``dist/`` folder to every host and runs
+``python <dist>/murder_tracker.py``, ``murder_make_torrent.py`` and
+``murder_client.py`` with the arguments of the 2010 BitTornado scripts.  The
+three launchers only check the interpreter and call into this module, which
+translates the legacy arguments onto the installed ``murder`` package: no
+BitTorrent logic lives here.
+
+Differences from the original, on purpose (see README.md): every real failure
+exits non-zero with a one-line reason, no partial file is ever left at the
+``<saveas>`` path, the ``<ip>`` argument may be empty or missing, and the
+peer's lingering seeder ignores SIGHUP.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+from typing import Iterator, Sequence
+from urllib.parse import urlsplit
+
+#: Printed (with the script name in front) when ``import murder`` fails.
+NOT_INSTALLED = ("the murder package is not installed "
+                 "(pip install murder / see contrib/capistrano_compat/README.md)")
+
+#: Set in the environment of the detached peer worker; holds its status fd.
+WORKER_ENV = "MURDER_COMPAT_STATUS_FD"
+#: Seconds the peer worker may go without any tracker answer (legacy: forever).
+TRACKER_TIMEOUT_ENV = "MURDER_TRACKER_TIMEOUT"
+DEFAULT_TRACKER_TIMEOUT = "60"
+#: The original peer lingered exactly this long after completing.
+LEGACY_SEED_TIME = "30"
+#: Extra ``--key value`` pairs for murder_tracker.py (Capfile: default_environment).
+TRACKER_ARGS_ENV = "MURDER_TRACKER_ARGS"
+
+
+class LegacyUsageError(Exception):
+    """The legacy command line cannot be mapped; the message is one line."""
+
+
+def _err(script: str, message: str) -> None:
+    print(f"{script}: {message}", file=sys.stderr, flush=True)
+
+
+def require_murder(script: str) -> bool:
+    """Import the installed package; on failure say how to install it.
+
+    A missing package gets the fixed one-line hint; a package that is there
+    but broken (say, Twisted missing) gets the import error itself, since
+    "not installed" would send the operator the wrong way.
+    """
+    try:
+        import murder  # noqa: F401
+    except ModuleNotFoundError as e:
+        if e.name == "murder":
+            _err(script, NOT_INSTALLED)
+        else:
+            _err(script, f"the murder package cannot be imported: {e}")
+        return False
+    except ImportError as e:
+        _err(script, f"the murder package cannot be imported: {e}")
+        return False
+    return True
+
+
+# ------------------------------------------------------------------ tracker
+
+#: BitTornado tracker keys the recipes and old Capfiles use -> murder tracker option.
+#: ``logfile`` has no tracker option: the script redirects its own output.
+TRACKER_KEYS: dict[str, str | None] = {
+    "port": "port",
+    "bind": "bind",
+    "dfile": "dfile",
+    "reannounce_interval": "interval",
+    "response_size": "numwant-max",
+    "timeout_downloaders_interval": "peer-timeout",
+    "allowed_dir": "allowed-dir",
+    "save_dfile_interval": "save-interval",
+    "logfile": None,
+}
+
+#: What the original murder_tracker.py and Murder's BitTornado tweaks used.
+TRACKER_DEFAULTS: tuple[tuple[str, str], ...] = (
+    ("dfile", "data"),
+    ("port", "8998"),
+    ("reannounce_interval", "15"),
+    ("response_size", "500"),
+    ("timeout_downloaders_interval", "120"),
+    ("save_dfile_interval", "300"),
+)
+
+TRACKER_HELP = """\
+Usage: python murder_tracker.py [--key value ...]
+
+Runs the murder HTTP tracker in the foreground (announce URL
+http://HOST:PORT/announce).  BitTornado-style options, the last value wins:
+  --port N                          listening port (default 8998)
+  --bind ADDR                       listening address (default: all)
+  --dfile PATH                      state file (default: ./data)
+  --reannounce_interval SECONDS     announce interval sent to peers (15)
+  --response_size N                 peers per announce reply (500)
+  --timeout_downloaders_interval S  forget peers silent this long (120)
+  --allowed_dir DIR                 only track torrents found in DIR
+  --save_dfile_interval SECONDS     how often the state file is saved (300)
+  --logfile PATH                    append all output to PATH
+Extra pairs may also come from the MURDER_TRACKER_ARGS environment variable
+(applied before the command line).  Modern equivalent: murder tracker --help"""
+
+
+def parse_legacy_pairs(args: Sequence[str]) -> dict[str, str]:
+    """Parse BitTornado ``--key value`` pairs; the last value of a key wins.
+
+    BitTornado took no positional arguments and no ``--key=value`` form;
+    neither do we, so a typo fails loudly instead of being ignored.
+    """
+    pairs: dict[str, str] = {}
+    pos = 0
+    while pos < len(args):
+        arg = args[pos]
+        if not arg.startswith("--") or arg == "--":
+            raise LegacyUsageError(f"unexpected argument {arg!r} (options are --key value pairs)")
+        key = arg[2:]
+        if key not in TRACKER_KEYS:
+            raise LegacyUsageError(f"unknown option --{key}")
+        if pos + 1 >= len(args):
+            raise LegacyUsageError(f"option --{key} needs a value")
+        pairs[key] = args[pos + 1]
+        pos += 2
+    return pairs
+
+
+def tracker_argv(pairs: dict[str, str]) -> tuple[list[str], str | None]:
+    """Turn legacy pairs into ``murder tracker`` arguments and the logfile path."""
+    argv: list[str] = []
+    for key, value in pairs.items():
+        option = TRACKER_KEYS[key]
+        if option is not None:
+            argv += [f"--{option}", value]
+    return argv, pairs.get("logfile")
+
+
+def tracker_main(argv: Sequence[str]) -> int:
+    """``python murder_tracker.py [--key value ...]``: run the tracker until killed."""
+    script = "murder_tracker.py"
+    args = list(argv[1:])
+    if args and args[0] in ("-h", "--help"):
+        print(TRACKER_HELP)
+        return 0
+    try:
+        env_args = shlex.split(os.environ.get(TRACKER_ARGS_ENV, ""))
+        pairs = dict(TRACKER_DEFAULTS)
+        pairs.update(parse_legacy_pairs(env_args))
+        pairs.update(parse_legacy_pairs(args))
+    except (LegacyUsageError, ValueError) as e:
+        _err(script, f"error: {e}")
+        _err(script, f"accepted options: {' '.join('--' + k for k in TRACKER_KEYS)}; "
+                     "run `python murder_tracker.py --help` for details")
+        return 2
+    if not require_murder(script):
+        return 1
+    from twisted.python import usage
+
+    from murder.errors import MurderError
+    from murder.tracker import tap
+
+    options_argv, logfile = tracker_argv(pairs)
+    options = tap.Options()
+    try:
+        options.parseOptions(options_argv)
+    except usage.UsageError as e:
+        _err(script, f"error: {e}")
+        _err(script, "run `python murder_tracker.py --help` for details")
+        return 2
+    if logfile:
+        # BitTornado pointed sys.stdout at the logfile; do the same at the fd
+        # level so the tracker's log observer (and any traceback) lands there.
+        try:
+            fd = os.open(logfile, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        except OSError as e:
+            _err(script, f"cannot open logfile {logfile}: {e.strerror}")
+            return 1
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+    try:
+        return int(tap.runForeground(options) or 0)
+    except MurderError as e:
+        _err(script, str(e))
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+# ------------------------------------------------------------- make torrent
+
+MAKE_TORRENT_USAGE = """Usage:
+    python murder_make_torrent.py <file> <trackerhost:port> <target>
+
+    For example:
+    python murder_make_torrent.py deploy.tar.gz tracker.twitter.com:8998 deploy.torrent
+    """
+
+SIGNING_KEY_ENV = "MURDER_SIGNING_KEY"
+
+
+def make_torrent_main(argv: Sequence[str]) -> int:
+    """``python murder_make_torrent.py <file> <trackerhost:port> <target>``.
+
+    Prints nothing on success (the recipes expect silence), one line and
+    exit 1 on any error; the target is written atomically, never half.
+    """
+    script = "murder_make_torrent.py"
+    if len(argv) != 4:
+        print("Incorrect number of arguments")
+        print()
+        print(MAKE_TORRENT_USAGE)
+        return 1
+    if not require_murder(script):
+        return 1
+    import bencodepy
+
+    from murder import metainfo
+    from murder.errors import MurderError
+
+    path, hostport, target = argv[1:]
+    try:
+        torrent = metainfo.create(path, f"http://{hostport}/announce",
+                                  piece_length=metainfo.LEGACY_PIECE_LENGTH)
+        key_path = os.environ.get(SIGNING_KEY_ENV)
+        if key_path:
+            try:
+                from murder import trust
+            except ImportError:
+                _err(script, f"{SIGNING_KEY_ENV} is set but this murder has no signing "
+                             "support (murder.trust); refusing to write an unsigned torrent")
+                return 1
+            torrent = trust.sign_torrent(torrent, trust.load_private_key(key_path))
+        metainfo.write_atomic(target, bencodepy.encode(torrent))
+    except MurderError as e:
+        _err(script, str(e))
+        return 1
+    except OSError as e:
+        _err(script, f"cannot write {target}: {e.strerror or e}")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+# ------------------------------------------------------------------- client
+
+CLIENT_USAGE = """Usage:
+    python murder_client.py peer/seed out.torrent OUT.OUT 127.0.0.1
+
+    The last parameter is the local ip address, normally 10.x.x.x
+    (empty or missing: the address this host uses toward the tracker)
+    """
+
+
+def detect_local_ip(trackers: Sequence[str]) -> str:
+    """The IPv4 address this host would use to reach the first usable tracker.
+
+    ``connect()`` on a UDP socket only picks a route and a source address; no
+    packet leaves.  Falls back to the address of the host name, then to ""
+    (then no ``ip=`` is sent and the tracker uses the connection's address).
+    """
+    for url in trackers:
+        try:
+            parts = urlsplit(url)
+            host, port = parts.hostname, parts.port or 80
+        except ValueError:
+            continue
+        if not host:
+            continue
+        try:
+            infos = socket.getaddrinfo(host, port, socket.AF_INET, socket.SOCK_DGRAM)
+        except (OSError, UnicodeError):
+            continue
+        for family, kind, proto, _, address in infos:
+            try:
+                with socket.socket(family, kind, proto) as s:
+                    s.connect(address)
+                    return s.getsockname()[0]
+            except OSError:
+                continue
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return ""
+
+
+def _trackers_of(torrent: str) -> tuple[str, ...]:
+    from murder import metainfo
+    from murder.errors import MurderError
+
+    try:
+        return metainfo.load(torrent).trackers
+    except (MurderError, OSError):
+        return ()  # the peer/seeder itself reports the bad torrent
+
+
+def _remove_unverified(saveas: str) -> None:
+    """Never leave a file that was not verified at the path the recipe untars."""
+    try:
+        if os.path.isfile(saveas) and not os.path.islink(saveas):
+            os.unlink(saveas)
+    except OSError:
+        pass
+
+
+class _Interrupted(Exception):
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop(child: subprocess.Popen, grace: float = 10.0) -> None:
+    if child.poll() is None:
+        child.terminate()
+        try:
+            child.wait(grace)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+def run_peer(script_path: str, torrent: str, saveas: str, ip: str) -> int:
+    """Foreground half of ``peer``: start the detached worker, await its verdict.
+
+    The worker is this same script (so ``pkill -f "murder_client.py
+    peer.*<saveas>"`` still finds it), in a new session with stdio on
+    /dev/null, and reports ``complete ...`` or ``failed <reason>`` on a pipe.
+    On ``complete`` we print the legacy ``done and done`` and return 0 while
+    the worker seeds on; on anything else we stop it and return 1.
+    """
+    script = "murder_client.py"
+    read_end, write_end = os.pipe()
+    env = dict(os.environ)
+    env[WORKER_ENV] = str(write_end)
+    try:
+        child = subprocess.Popen(
+            [sys.executable, script_path, "peer", torrent, saveas, ip],
+            env=env, pass_fds=(write_end,), start_new_session=True,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+    except OSError as e:
+        os.close(read_end)
+        os.close(write_end)
+        _err(script, f"cannot start the peer: {e}")
+        return 1
+    os.close(write_end)
+
+    def interrupted(signum: int, frame: object) -> None:
+        raise _Interrupted(signum)
+
+    # Before completion, an operator's ^C or Capistrano closing the pty stops
+    # the download too (as the original did); after it, the worker is on its own.
+    previous = {s: signal.signal(s, interrupted)
+                for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    reason = None
+    try:
+        with os.fdopen(read_end, "rb") as status:
+            for raw in status:
+                line = raw.decode("utf-8", "replace").strip()
+                if line.startswith("complete"):
+                    print("done and done", flush=True)
+                    return 0
+                if line.startswith("failed"):
+                    reason = line[len("failed"):].strip() or "peer failed"
+                    break
+        if reason is None:
+            try:
+                code = child.wait(10)
+                reason = f"peer exited with status {code} without finishing"
+            except subprocess.TimeoutExpired:
+                reason = "peer closed its status pipe without finishing"
+    except _Interrupted as e:
+        reason = f"interrupted by signal {e.signum}"
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    _stop(child)
+    _remove_unverified(saveas)
+    _err(script, reason)
+    return 1
+
+
+def run_peer_worker(torrent: str, saveas: str, ip: str, status_fd: int) -> int:
+    """Background half of ``peer``: download, verify, place, seed 30 s, exit.
+
+    Runs the package's peer in-process.  It gets a duplicate of the status fd,
+    so that if it dies without a verdict we can still report ``failed`` on ours.
+    """
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    os.environ.pop(WORKER_ENV, None)
+    timeout = os.environ.get(TRACKER_TIMEOUT_ENV) or DEFAULT_TRACKER_TIMEOUT
+    peer_fd = os.dup(status_fd)
+    args = ["peer", "--torrent", torrent, "--saveas", saveas,
+            "--seed-time", LEGACY_SEED_TIME, "--tracker-timeout", timeout,
+            "--status-fd", str(peer_fd), "--quiet"]
+    if ip:
+        args += ["--ip", ip]
+    try:
+        from murder import cli
+
+        code = cli.main(args)
+    except BaseException as e:  # noqa: BLE001 - the verdict must reach the parent
+        code = 1
+        _write_status(status_fd, f"failed {type(e).__name__}: {e}")
+    else:
+        if code:
+            _write_status(status_fd, f"failed murder peer exited with status {code}")
+    return int(code or 0)
+
+
+def _write_status(fd: int, line: str) -> None:
+    try:
+        os.write(fd, (line.replace("\n", " ") + "\n").encode())
+    except OSError:
+        pass
+
+
+def _payload_chunks(meta, path: str) -> Iterator[bytes]:
+    """The payload's bytes in torrent order, from ``path`` (file or top folder)."""
+    paths = ([os.path.join(path, entry.relpath) for entry in meta.files]
+             if meta.multi_file else [path])
+    for name, entry in zip(paths, meta.files):
+        size = os.path.getsize(name)
+        if size != entry.length:
+            raise ValueError(f"{name} has {size} bytes, the torrent says {entry.length}")
+        with open(name, "rb") as f:
+            while True:
+                chunk = f.read(1 << 20)
+                if not chunk:
+                    break
+                yield chunk
+
+
+def verify_payload(torrent: str, path: str) -> str | None:
+    """Check every piece of ``path`` against ``torrent``; the failure reason or None."""
+    from murder import metainfo
+    from murder.errors import MurderError
+
+    try:
+        meta = metainfo.load(torrent)
+    except (MurderError, OSError) as e:
+        return f"cannot load {torrent}: {e}"
+    buffer = bytearray()
+    index = 0
+    try:
+        for chunk in _payload_chunks(meta, path):
+            buffer += chunk
+            while len(buffer) >= meta.piece_length and index < meta.num_pieces:
+                piece, buffer = bytes(buffer[:meta.piece_length]), buffer[meta.piece_length:]
+                if hashlib.sha1(piece).digest() != meta.pieces[index]:
+                    return f"{path}: piece {index} does not match the torrent"
+                index += 1
+    except (OSError, ValueError) as e:
+        return f"{path}: {getattr(e, 'strerror', None) or e}"
+    if buffer and index < meta.num_pieces:
+        if hashlib.sha1(bytes(buffer)).digest() != meta.pieces[index]:
+            return f"{path}: piece {index} does not match the torrent"
+        index += 1
+    if index != meta.num_pieces:
+        return f"{path}: {index} of {meta.num_pieces} pieces present"
+    return None
+
+
+def run_seeder(torrent: str, saveas: str, ip: str) -> int:
+    """``seeder`` mode: verify, print ``done and done``, serve until killed."""
+    script = "murder_client.py"
+    problem = verify_payload(torrent, saveas)
+    if problem:
+        _err(script, problem)
+        return 1
+    print("done and done", flush=True)
+    from murder import cli
+
+    args = ["seed", "--torrent", torrent, "--file", saveas, "--skip-verify"]
+    if ip:
+        args += ["--ip", ip]
+    return cli.main(args)
+
+
+def client_main(argv: Sequence[str], script_path: str) -> int:
+    """``python murder_client.py <peer|seeder> <file.torrent> <saveas> [<ip>]``."""
+    if len(argv) not in (4, 5):
+        print("Incorrect number of arguments")
+        print()
+        print(CLIENT_USAGE)
+        return 1
+    if not require_murder("murder_client.py"):
+        return 1
+    mode, torrent, saveas = argv[1], argv[2], argv[3]
+    ip = argv[4].strip() if len(argv) == 5 else ""
+    if not ip:
+        ip = detect_local_ip(_trackers_of(torrent))
+    try:
+        if mode == "peer":
+            worker_fd = os.environ.get(WORKER_ENV)
+            if worker_fd:
+                return run_peer_worker(torrent, saveas, ip, int(worker_fd))
+            return run_peer(os.path.abspath(script_path), torrent, saveas, ip)
+        return run_seeder(torrent, saveas, ip)
+    except KeyboardInterrupt:
+        return 130
