@@ -409,7 +409,8 @@ class VerifyOptions(usage.Options):
     synopsis = "murder verify [--trust PUBKEY ...] TORRENT"
     longdesc = (f"Check that TORRENT is signed by a trusted key. Without --trust the "
                 f"keys listed in ${TRUST_ENV} ({os.pathsep}-separated paths) are used. "
-                f"Exit 0 if it verifies, 1 with the reason otherwise.")
+                f"Exit 0 if it verifies, 1 with the reason if it does not, 2 if no "
+                f"trusted key is configured.")
 
     def __init__(self) -> None:
         super().__init__()
