@@ -49,7 +49,6 @@ def key() -> Ed25519PrivateKey:
 class KeyGenerationTests:
     """``generate_key_pair`` writes a usable pair with safe permissions."""
 
-    __test__ = True  # collected although pytest.ini has no python_classes = *Tests
 
     def test_pair_is_written_with_modes_and_loads_back(self, tmp_path):
         """The private key is 0600 PEM PKCS8, the public key PEM; both load and match."""
@@ -110,7 +109,6 @@ class KeyGenerationTests:
 class KeyLoadingTests:
     """Key files in the formats users have are loaded; anything else is refused clearly."""
 
-    __test__ = True  # collected although pytest.ini has no python_classes = *Tests
 
     def test_public_key_formats(self, tmp_path, key):
         """PEM SubjectPublicKeyInfo, an OpenSSH line, DER and 32 raw bytes all load."""
@@ -215,7 +213,6 @@ class KeyLoadingTests:
 class TrustedKeysFromTests:
     """``trusted_keys_from``: --trust values first, else $MURDER_TRUST, failing closed."""
 
-    __test__ = True  # collected although pytest.ini has no python_classes = *Tests
 
     def _pair(self, tmp_path, name):
         return trust.generate_key_pair(str(tmp_path / name))
@@ -258,7 +255,6 @@ class TrustedKeysFromTests:
 class SignVerifyTests:
     """A signed torrent verifies, keeps its info hash, and carries a well-formed signature."""
 
-    __test__ = True  # collected although pytest.ini has no python_classes = *Tests
 
     def test_round_trip(self, tmp_payload, key):
         """Signing then verifying returns the signer's fingerprint."""
@@ -323,7 +319,6 @@ class SignVerifyTests:
 class TamperingTests:
     """Every way a torrent can be unsigned, foreign or altered is refused with its reason."""
 
-    __test__ = True  # collected although pytest.ini has no python_classes = *Tests
 
     @pytest.fixture
     def signed(self, tmp_payload, key) -> dict:
@@ -438,7 +433,6 @@ class TamperingTests:
 class StandardClientTests:
     """Standard clients load a signed torrent and compute the same info hash."""
 
-    __test__ = True  # collected although pytest.ini has no python_classes = *Tests
 
     @pytest.fixture
     def signed_file(self, tmp_path, tmp_payload, key) -> tuple[Path, str]:
