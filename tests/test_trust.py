@@ -49,7 +49,6 @@ def key() -> Ed25519PrivateKey:
 class KeyGenerationTests:
     """``generate_key_pair`` writes a usable pair with safe permissions."""
 
-
     def test_pair_is_written_with_modes_and_loads_back(self, tmp_path):
         """The private key is 0600 PEM PKCS8, the public key PEM; both load and match."""
         prefix = str(tmp_path / "deploy")
@@ -108,7 +107,6 @@ class KeyGenerationTests:
 
 class KeyLoadingTests:
     """Key files in the formats users have are loaded; anything else is refused clearly."""
-
 
     def test_public_key_formats(self, tmp_path, key):
         """PEM SubjectPublicKeyInfo, an OpenSSH line, DER and 32 raw bytes all load."""
@@ -213,7 +211,6 @@ class KeyLoadingTests:
 class TrustedKeysFromTests:
     """``trusted_keys_from``: --trust values first, else $MURDER_TRUST, failing closed."""
 
-
     def _pair(self, tmp_path, name):
         return trust.generate_key_pair(str(tmp_path / name))
 
@@ -254,7 +251,6 @@ class TrustedKeysFromTests:
 
 class SignVerifyTests:
     """A signed torrent verifies, keeps its info hash, and carries a well-formed signature."""
-
 
     def test_round_trip(self, tmp_payload, key):
         """Signing then verifying returns the signer's fingerprint."""
@@ -318,7 +314,6 @@ class SignVerifyTests:
 
 class TamperingTests:
     """Every way a torrent can be unsigned, foreign or altered is refused with its reason."""
-
 
     @pytest.fixture
     def signed(self, tmp_payload, key) -> dict:
@@ -432,7 +427,6 @@ class TamperingTests:
 @pytest.mark.interop
 class StandardClientTests:
     """Standard clients load a signed torrent and compute the same info hash."""
-
 
     @pytest.fixture
     def signed_file(self, tmp_path, tmp_payload, key) -> tuple[Path, str]:

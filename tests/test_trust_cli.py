@@ -42,7 +42,6 @@ def _make(capsys, payload: Path, output: Path, *extra: str) -> int:
 class KeygenCommandTests:
     """``murder keygen`` writes the pair, reports it, and protects existing keys."""
 
-
     def test_writes_pair_and_prints_fingerprint(self, tmp_path, capsys):
         """Exit 0; prints both paths and the fingerprint of the written public key."""
         prefix = tmp_path / "release"
@@ -87,7 +86,6 @@ class KeygenCommandTests:
 
 class VerifyCommandTests:
     """``murder verify`` prints one line and exits 0, or one reason and exits 1."""
-
 
     @pytest.fixture
     def setup(self, tmp_path, tmp_payload, capsys):
@@ -190,7 +188,6 @@ class VerifyCommandTests:
 class MakeTorrentSignTests:
     """``make-torrent --sign`` refuses bad keys without writing a torrent."""
 
-
     @pytest.mark.parametrize("which", ["missing", "public"])
     def test_bad_signing_key(self, tmp_path, tmp_payload, capsys, which):
         """A missing key or a public key as --sign: exit 1, no torrent file."""
@@ -207,7 +204,6 @@ class MakeTorrentSignTests:
 @pytest.mark.integration
 class InstalledCommandTests:
     """The installed ``murder`` script signs and verifies in real processes."""
-
 
     def _run(self, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
         full_env = {k: v for k, v in os.environ.items() if k != trust.TRUST_ENV}
