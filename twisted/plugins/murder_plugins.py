@@ -11,7 +11,7 @@ murderTracker = ServiceMaker(
     "murder-tracker",
 )
 murderSeeder = ServiceMaker(
-    "Murder seeder", "murder.peer.tap", "Seed a payload to a Murder swarm", "murder-seeder",
+    "Murder seeder", "murder.peer.seedertap", "Seed a payload to a Murder swarm", "murder-seeder",
 )
 murderPeer = ServiceMaker(
     "Murder peer", "murder.peer.peertap", "Download a payload from a Murder swarm",

@@ -1,0 +1,238 @@
+"""Tracker client: announces with treq, follows the interval, fails over.
+
+Pure parts (:func:`build_query`, :func:`parse_response`) are separate from the
+:class:`Announcer`, which owns timing (injected clock) and the HTTP client
+(an injected ``treq``-like object, so tests pass ``StubTreq``).
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from dataclasses import dataclass
+from typing import Any, Callable
+from urllib.parse import quote_from_bytes
+
+import bencodepy
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from murder.errors import AnnounceError, TrackerUnreachable
+
+Address = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class AnnounceReply:
+    interval: float
+    peers: list[tuple[Address, bytes | None]]
+    complete: int | None
+    incomplete: int | None
+
+
+def build_query(info_hash: bytes, peer_id: bytes, port: int, uploaded: int, downloaded: int,
+                left: int, event: str | None, ip: str | None, numwant: int,
+                key: str | None = None) -> str:
+    """The announce query string (BEP 3; raw bytes percent-encoded)."""
+    parts = [
+        "info_hash=" + quote_from_bytes(info_hash, safe=""),
+        "peer_id=" + quote_from_bytes(peer_id, safe=""),
+        f"port={port}", f"uploaded={uploaded}", f"downloaded={downloaded}", f"left={left}",
+        "compact=0", f"numwant={numwant}",
+    ]
+    if event:
+        parts.append(f"event={event}")
+    if ip:
+        parts.append("ip=" + quote_from_bytes(ip.encode(), safe=""))
+    if key:
+        parts.append("key=" + key)
+    return "&".join(parts)
+
+
+def _compact(blob: bytes, family: int) -> list[tuple[Address, bytes | None]]:
+    size = 6 if family == socket.AF_INET else 18
+    if len(blob) % size:
+        raise AnnounceError(f"compact peers of {len(blob)} bytes")
+    out = []
+    for i in range(0, len(blob), size):
+        host = socket.inet_ntop(family, blob[i:i + size - 2])
+        (port,) = struct.unpack(">H", blob[i + size - 2:i + size])
+        out.append(((host, port), None))
+    return out
+
+
+def parse_response(body: bytes) -> AnnounceReply:
+    """Decode a tracker reply; raise :class:`AnnounceError` on failure or garbage."""
+    try:
+        reply = bencodepy.decode(body)
+    except Exception as e:  # bencodepy raises several types on garbage
+        raise AnnounceError(f"tracker sent no bencode ({e})") from None
+    if not isinstance(reply, dict):
+        raise AnnounceError("tracker reply is not a dict")
+    failure = reply.get(b"failure reason")
+    if failure is not None:
+        text = failure.decode("utf-8", "replace") if isinstance(failure, bytes) else str(failure)
+        raise AnnounceError(f"tracker refused: {text}")
+    interval = reply.get(b"interval", 15)
+    if not isinstance(interval, int) or interval <= 0:
+        interval = 15
+    peers: list[tuple[Address, bytes | None]] = []
+    raw = reply.get(b"peers", b"")
+    if isinstance(raw, bytes):
+        peers.extend(_compact(raw, socket.AF_INET))
+    elif isinstance(raw, list):
+        for entry in raw:
+            if not isinstance(entry, dict):
+                continue
+            ip, port, pid = entry.get(b"ip"), entry.get(b"port"), entry.get(b"peer id")
+            if isinstance(ip, bytes) and isinstance(port, int) and 0 < port < 65536:
+                peers.append(((ip.decode("ascii", "replace"), port),
+                              pid if isinstance(pid, bytes) and len(pid) == 20 else None))
+    raw6 = reply.get(b"peers6")
+    if isinstance(raw6, bytes):
+        peers.extend(_compact(raw6, socket.AF_INET6))
+    complete = reply.get(b"complete")
+    incomplete = reply.get(b"incomplete")
+    return AnnounceReply(
+        float(interval), peers,
+        complete if isinstance(complete, int) else None,
+        incomplete if isinstance(incomplete, int) else None,
+    )
+
+
+class Announcer:
+    """Keeps one torrent announced to its trackers.
+
+    ``start()`` returns a Deferred that fires after the first successful
+    announce, or fails with :class:`TrackerUnreachable` if no tracker answered
+    within ``tracker_timeout`` seconds.  Afterwards failures are logged and
+    retried; the swarm keeps its connections meanwhile.
+    """
+
+    log = Logger()
+
+    def __init__(self, clock: IReactorTime, http: Any, urls: tuple[str, ...], info_hash: bytes,
+                 peer_id: bytes, port: int, ip: str | None,
+                 stats: Callable[[], tuple[int, int, int]],
+                 on_reply: Callable[[AnnounceReply], None], numwant: int = 500,
+                 tracker_timeout: float = 60.0, request_timeout: float = 10.0,
+                 max_interval: float | None = None) -> None:
+        self.clock = clock
+        self.http = http
+        self.urls = list(urls)
+        self.info_hash = info_hash
+        self.peer_id = peer_id
+        self.port = port
+        self.ip = ip
+        self.stats = stats
+        self.on_reply = on_reply
+        self.numwant = numwant
+        self.tracker_timeout = tracker_timeout
+        self.request_timeout = request_timeout
+        self.max_interval = max_interval
+        self.last_reply: AnnounceReply | None = None
+        self._current = 0
+        self._call = None
+        self._started: defer.Deferred | None = None
+        self._first_attempt = 0.0
+        self._backoff = 0.5
+        self._last_error = "no attempt yet"
+        self._stopped = False
+        self._pending_event: str | None = "started"
+
+    # -- lifecycle
+    def start(self) -> defer.Deferred:
+        self._started = defer.Deferred()
+        self._first_attempt = self.clock.seconds()
+        self._schedule(0)
+        return self._started
+
+    def completed(self) -> None:
+        """Announce ``completed`` now (the moment the payload verified)."""
+        self._pending_event = "completed"
+        if self.last_reply is not None:
+            self._schedule(0)
+
+    def stop(self, timeout: float = 2.0) -> defer.Deferred:
+        """Announce ``stopped`` (best effort, bounded) and stop re-announcing."""
+        self._stopped = True
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        if self.last_reply is None:
+            return defer.succeed(None)
+        d = self._announce_once(self.urls[self._current], "stopped", timeout)
+        d.addErrback(lambda _: None)
+        return d
+
+    # -- internals
+    def _schedule(self, delay: float) -> None:
+        if self._stopped:
+            return
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = self.clock.callLater(delay, self._run)
+
+    def _announce_once(self, url: str, event: str | None, timeout: float) -> defer.Deferred:
+        uploaded, downloaded, left = self.stats()
+        query = build_query(self.info_hash, self.peer_id, self.port, uploaded, downloaded,
+                            left, event, self.ip, self.numwant)
+        full = url + ("&" if "?" in url else "?") + query
+        d = self.http.get(full, timeout=timeout)
+        d.addCallback(self._read)
+        return d
+
+    def _read(self, response) -> defer.Deferred:
+        code = response.code
+
+        def check(body: bytes) -> AnnounceReply:
+            try:
+                return parse_response(body)
+            except AnnounceError:
+                if code != 200:
+                    raise AnnounceError(f"HTTP {code}") from None
+                raise
+
+        return self.http.content(response).addCallback(check)
+
+    def _run(self) -> None:
+        self._call = None
+        event = self._pending_event
+        url = self.urls[self._current]
+        d = self._announce_once(url, event, self.request_timeout)
+        d.addCallbacks(self._success, self._failure, callbackArgs=(url, event),
+                       errbackArgs=(url,))
+        d.addErrback(lambda f: self.log.failure("announce bookkeeping failed", f))
+
+    def _success(self, reply: AnnounceReply, url: str, event: str | None) -> None:
+        if self._pending_event == event:
+            self._pending_event = None
+        self.last_reply = reply
+        self._backoff = 0.5
+        self.log.debug("announced {event} to {url}: {n} peers", event=event or "update",
+                       url=url, n=len(reply.peers))
+        interval = reply.interval
+        if self.max_interval:
+            interval = min(interval, self.max_interval)
+        self._schedule(0 if self._pending_event else interval)
+        self.on_reply(reply)
+        if self._started is not None:
+            d, self._started = self._started, None
+            d.callback(reply)
+
+    def _failure(self, failure, url: str) -> None:
+        self._last_error = failure.getErrorMessage() or failure.type.__name__
+        self.log.warn("tracker {url} failed: {why}", url=url, why=self._last_error)
+        self._current = (self._current + 1) % len(self.urls)
+        if self._started is not None:
+            waited = self.clock.seconds() - self._first_attempt
+            if waited >= self.tracker_timeout:
+                d, self._started = self._started, None
+                self._stopped = True
+                d.errback(TrackerUnreachable(self.urls, self.tracker_timeout, self._last_error))
+                return
+            delay = min(self._backoff, max(0.0, self.tracker_timeout - waited))
+        else:
+            delay = self._backoff
+        self._backoff = min(self._backoff * 2, 15.0)
+        self._schedule(delay)

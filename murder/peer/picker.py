@@ -1,0 +1,216 @@
+"""Piece and block selection: random first, rarest first, strict endgame.
+
+Pure bookkeeping, no I/O.  The picker knows which pieces we have, how many
+connected peers have each piece (availability), and which blocks of the pieces
+in progress are requested from whom.  Callers identify peers by any hashable
+object (the session uses its connection objects).
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Hashable, Iterable
+
+from murder.peer.wire import BLOCK_SIZE, Bitfield
+
+Block = tuple[int, int, int]  # (piece index, begin, length)
+
+
+class PieceInProgress:
+    """One piece being assembled in memory until it is complete and hashed."""
+
+    __slots__ = ("index", "size", "buffer", "unrequested", "requested", "received",
+                 "remaining", "sources")
+
+    def __init__(self, index: int, size: int) -> None:
+        self.index = index
+        self.size = size
+        self.buffer = bytearray(size)
+        nblocks = -(-size // BLOCK_SIZE)
+        # Popped from the end: keep ascending order so disk writes stay sequential.
+        self.unrequested = list(range(nblocks - 1, -1, -1))
+        self.requested: dict[int, set] = {}
+        self.received = bytearray(nblocks)
+        self.remaining = nblocks
+        self.sources: set = set()
+
+    def block(self, b: int) -> Block:
+        begin = b * BLOCK_SIZE
+        return self.index, begin, min(BLOCK_SIZE, self.size - begin)
+
+
+class Picker:
+    """Chooses what to request next from each peer."""
+
+    def __init__(self, num_pieces: int, piece_sizes: list[int] | None = None,
+                 piece_length: int = 0, total_length: int = 0,
+                 random_first: int = 4, rng: random.Random | None = None) -> None:
+        self.num_pieces = num_pieces
+        self._sizes = piece_sizes
+        self.piece_length = piece_length
+        self.total_length = total_length
+        self.have = Bitfield(num_pieces)
+        self.availability = [0] * num_pieces
+        self.in_progress: dict[int, PieceInProgress] = {}
+        self.random_first = random_first
+        self._rng = rng or random.Random()
+        # Pieces still to start, shuffled once: rarest-first scans this order so
+        # ties break randomly without a sort per request.
+        self._order = list(range(num_pieces))
+        self._rng.shuffle(self._order)
+
+    def piece_size(self, index: int) -> int:
+        if self._sizes is not None:
+            return self._sizes[index]
+        if index == self.num_pieces - 1:
+            return self.total_length - index * self.piece_length
+        return self.piece_length
+
+    # -- availability
+    def peer_has(self, index: int) -> None:
+        self.availability[index] += 1
+
+    def peer_bitfield(self, bits: Iterable[int]) -> None:
+        for i in bits:
+            self.availability[i] += 1
+
+    def peer_gone(self, bits: Iterable[int]) -> None:
+        for i in bits:
+            self.availability[i] -= 1
+
+    def mark_have(self, index: int) -> None:
+        self.have.add(index)
+        self.in_progress.pop(index, None)
+
+    @property
+    def complete(self) -> bool:
+        return self.have.complete
+
+    def interesting(self, peer_bits: Bitfield) -> bool:
+        """Does the peer have any piece we lack?"""
+        if peer_bits.count == peer_bits.length:
+            return not self.have.complete
+        return any(i not in self.have for i in peer_bits)
+
+    # -- choosing
+    def _new_piece(self, peer_bits: Bitfield, exclude: set[int]) -> int | None:
+        have = self.have
+        in_progress = self.in_progress
+        avail = self.availability
+        if have.count < self.random_first:
+            for i in self._order:
+                if i in peer_bits and i not in have and i not in in_progress and i not in exclude:
+                    return i
+            return None
+        best = None
+        best_avail = 1 << 30
+        for i in self._order:
+            a = avail[i]
+            if a < best_avail and i in peer_bits and i not in have \
+                    and i not in in_progress and i not in exclude:
+                best, best_avail = i, a
+                if a <= 1:
+                    break
+        return best
+
+    def next_requests(self, peer: Hashable, peer_bits: Bitfield, count: int,
+                      exclude: set[int] | None = None) -> list[Block]:
+        """Up to ``count`` blocks to request from ``peer``.
+
+        First unrequested blocks of pieces already in progress (finish what is
+        started: a complete piece can be shared on), then a new piece chosen
+        random-first/rarest-first, and when nothing is left unrequested, the
+        endgame: blocks already requested from others, at most twice each.
+        """
+        out: list[Block] = []
+        exclude = exclude or set()
+        for piece in list(self.in_progress.values()):
+            if len(out) >= count:
+                return out
+            if piece.unrequested and piece.index in peer_bits and piece.index not in exclude:
+                while piece.unrequested and len(out) < count:
+                    b = piece.unrequested.pop()
+                    piece.requested.setdefault(b, set()).add(peer)
+                    out.append(piece.block(b))
+        while len(out) < count:
+            index = self._new_piece(peer_bits, exclude)
+            if index is None:
+                break
+            piece = PieceInProgress(index, self.piece_size(index))
+            self.in_progress[index] = piece
+            while piece.unrequested and len(out) < count:
+                b = piece.unrequested.pop()
+                piece.requested.setdefault(b, set()).add(peer)
+                out.append(piece.block(b))
+        if len(out) < count and self._endgame():
+            for piece in self.in_progress.values():
+                if piece.index not in peer_bits or piece.index in exclude:
+                    continue
+                for b, holders in piece.requested.items():
+                    if len(out) >= count:
+                        return out
+                    if not piece.received[b] and peer not in holders and len(holders) < 2:
+                        holders.add(peer)
+                        out.append(piece.block(b))
+        return out
+
+    def _endgame(self) -> bool:
+        """True when every missing piece is in progress with nothing unrequested."""
+        missing = self.num_pieces - self.have.count
+        if len(self.in_progress) < missing:
+            return False
+        return all(not p.unrequested for p in self.in_progress.values())
+
+    # -- outcomes
+    def block_received(self, peer: Hashable, index: int, begin: int, block: bytes
+                       ) -> tuple[PieceInProgress | None, list]:
+        """Store a block.  Returns ``(piece if now complete, other peers to cancel)``.
+
+        Unrequested or duplicate blocks are ignored (``None, []``).
+        """
+        piece = self.in_progress.get(index)
+        if piece is None or begin % BLOCK_SIZE:
+            return None, []
+        b = begin // BLOCK_SIZE
+        if b >= len(piece.received) or piece.received[b]:
+            return None, []
+        if len(block) != min(BLOCK_SIZE, piece.size - begin):
+            return None, []
+        holders = piece.requested.get(b)
+        if holders is None or peer not in holders:
+            return None, []
+        piece.buffer[begin:begin + len(block)] = block
+        piece.received[b] = 1
+        piece.remaining -= 1
+        piece.sources.add(peer)
+        others = [p for p in holders if p is not peer]
+        del piece.requested[b]
+        if piece.remaining == 0:
+            return piece, others
+        return None, others
+
+    def piece_failed(self, piece: PieceInProgress) -> None:
+        """The assembled piece did not hash: start it over."""
+        self.in_progress.pop(piece.index, None)
+
+    def request_dropped(self, peer: Hashable, block: Block) -> None:
+        """A request will not be answered (choke, reject, disconnect, timeout)."""
+        index, begin, _ = block
+        piece = self.in_progress.get(index)
+        if piece is None:
+            return
+        b = begin // BLOCK_SIZE
+        holders = piece.requested.get(b)
+        if holders is None:
+            return
+        holders.discard(peer)
+        if not holders:
+            del piece.requested[b]
+            if not piece.received[b]:
+                piece.unrequested.append(b)
+                # Re-sort descending so pop() keeps giving the lowest block.
+                piece.unrequested.sort(reverse=True)
+        if not piece.requested and piece.remaining == len(piece.unrequested) \
+                == len(piece.received):
+            # Nothing received and nothing in flight: free the buffer.
+            del self.in_progress[index]

@@ -1,0 +1,481 @@
+"""One torrent's swarm: connections, picker, storage and choker together.
+
+:class:`Swarm` is the core that the protocols report to; it decides what to
+request, what to serve and whom to drop.  It does no socket I/O itself except
+through the injected ``reactor`` (``connectTCP``) and the protocols.
+``swarm.done`` fires when the payload is complete, verified and in place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+from dataclasses import dataclass
+from typing import Callable
+
+from twisted.internet import defer, task
+from twisted.logger import Logger
+
+from murder.errors import MurderError, StorageError
+from murder.metainfo import Metainfo
+from murder.peer import wire
+from murder.peer.picker import Picker
+from murder.peer.protocol import OutgoingFactory, PeerProtocol
+from murder.peer.storage import PieceStorage
+from murder.peer.wire import BLOCK_SIZE, Bitfield
+
+
+@dataclass(frozen=True)
+class SwarmConfig:
+    """Tuning knobs with datacenter defaults (see docs in peer/tap.py)."""
+
+    max_connections: int = 200
+    #: Upload slots: 0 unchokes every interested peer (trusted datacenter).
+    upload_slots: int = 0
+    #: Seconds between choke rounds when slots are limited.
+    choke_interval: float = 5.0
+    min_pipeline: int = 8
+    max_pipeline: int = 256
+    #: Seconds of data to keep requested from a peer at its measured rate.
+    request_horizon: float = 0.5
+    #: A peer that sends nothing for this long with requests pending loses them.
+    snub_timeout: float = 5.0
+    idle_timeout: float = 120.0
+    connect_timeout: float = 5.0
+    random_first: int = 4
+    #: Seeder: refuse (BEP 6 reject) a piece that a connected peer already has, once
+    #: per requester, so the seeder's upload goes to pieces the swarm lacks.
+    super_seed: bool = False
+    max_upload_rate: int = 0  # bytes/s, 0 = unlimited
+    max_download_rate: int = 0
+    max_queued_requests: int = 2048
+    fast: bool = True
+    tick: float = 0.25
+
+
+def make_peer_id() -> bytes:
+    return b"-MU0100-" + os.urandom(12)
+
+
+class _Bucket:
+    """Token bucket for optional rate caps."""
+
+    def __init__(self, rate: int, now: float) -> None:
+        self.rate = rate
+        self.tokens = float(rate)
+        self.stamp = now
+
+    def take(self, n: int, now: float) -> bool:
+        self.tokens = min(self.rate, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens <= 0:
+            return False
+        self.tokens -= n
+        return True
+
+
+class Swarm:
+    """Everything about one torrent on this host."""
+
+    log = Logger()
+
+    def __init__(self, meta: Metainfo, storage: PieceStorage, have: Bitfield, reactor,
+                 config: SwarmConfig = SwarmConfig(), peer_id: bytes | None = None,
+                 listen_port: int = 0, rng: random.Random | None = None,
+                 on_complete: Callable[[], None] | None = None) -> None:
+        self.meta = meta
+        self.storage = storage
+        self.reactor = reactor
+        self.clock = reactor
+        self.config = config
+        self.peer_id = peer_id or make_peer_id()
+        self.listen_port = listen_port
+        self.fast = config.fast
+        self.max_queued_requests = config.max_queued_requests
+        self.picker = Picker(meta.num_pieces, piece_length=meta.piece_length,
+                             total_length=meta.total_length, random_first=config.random_first,
+                             rng=rng)
+        for index in have:
+            self.picker.mark_have(index)
+        self.have = self.picker.have
+        self.connections: dict[bytes, PeerProtocol] = {}
+        self.dialing: set[tuple[str, int]] = set()
+        self.known_ids: set[bytes] = set()
+        self.banned_ids: set[bytes] = set()
+        self.banned_hosts: set[tuple[str, int]] = set()
+        self.self_addresses: set[tuple[str, int]] = set()
+        self.uploaded = 0
+        self.downloaded = 0
+        self.wasted = 0
+        self.hash_failures = 0
+        self.done = defer.Deferred()
+        self.failed: MurderError | None = None
+        self._on_complete = on_complete
+        now = reactor.seconds()
+        self._up_bucket = _Bucket(config.max_upload_rate, now) if config.max_upload_rate else None
+        self._down_bucket = (_Bucket(config.max_download_rate, now)
+                             if config.max_download_rate else None)
+        self._throttled: set[PeerProtocol] = set()
+        self._resume_call = None
+        self._choke_round = 0
+        self._choke_tick = 0.0
+        self._ticker = task.LoopingCall(self._tick)
+        self._ticker.clock = reactor
+        self._stopping = False
+        self.started_at = now
+        self.completed_at: float | None = now if self.have.complete else None
+
+    # ------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        d = self._ticker.start(self.config.tick, now=False)
+        d.addErrback(lambda f: self.log.failure("swarm ticker stopped", f))
+
+    def stop(self) -> None:
+        self._stopping = True
+        if self._ticker.running:
+            self._ticker.stop()
+        for conn in list(self.connections.values()):
+            conn.transport.loseConnection()
+
+    @property
+    def is_seed(self) -> bool:
+        return self.have.complete
+
+    def left(self) -> int:
+        if self.have.complete:
+            return 0
+        done = sum(self.meta.piece_size(i) for i in self.have)
+        return self.meta.total_length - done
+
+    def accepting(self) -> bool:
+        return not self._stopping and len(self.connections) < self.config.max_connections
+
+    # ----------------------------------------------------------- discovery
+    def add_peers(self, peers: list[tuple[tuple[str, int], bytes | None]]) -> None:
+        """Dial peers the tracker returned, skipping ourselves and known ones."""
+        for address, peer_id in peers:
+            if self._stopping or len(self.connections) + len(self.dialing) >= \
+                    self.config.max_connections:
+                return
+            if peer_id is not None and (peer_id == self.peer_id or peer_id in self.connections
+                                        or peer_id in self.banned_ids):
+                continue
+            if address in self.dialing or address in self.banned_hosts \
+                    or address in self.self_addresses:
+                continue
+            if any(c.address == address for c in self.connections.values()):
+                continue
+            if self.is_seed and peer_id is None:
+                # A seed waits to be dialed by those who need it; dialing only
+                # makes duplicate connections.
+                continue
+            self.dialing.add(address)
+            host, port = address
+            self.reactor.connectTCP(host, port, OutgoingFactory(self, address),
+                                    timeout=self.config.connect_timeout)
+
+    def dial_failed(self, address: tuple[str, int], why: str) -> None:
+        self.dialing.discard(address)
+        self.log.debug("cannot connect to {address}: {why}", address=address, why=why)
+
+    def connection_failed(self, conn: PeerProtocol) -> None:
+        if conn.outgoing:
+            self.dialing.discard(conn.address)
+
+    # ---------------------------------------------------------- handshakes
+    def accept_handshake(self, conn: PeerProtocol) -> str | None:
+        """Return a reason to refuse the connection, or None to accept it."""
+        pid = conn.peer_id
+        if pid == self.peer_id:
+            if conn.outgoing:
+                self.self_addresses.add(conn.address)
+            return "connection to ourselves"
+        if pid in self.banned_ids or conn.address in self.banned_hosts:
+            return "banned peer"
+        existing = self.connections.get(pid)
+        if existing is not None:
+            # Both sides dialed: keep the connection dialed by the smaller id,
+            # a rule both ends apply identically.
+            keep_new = conn.outgoing == (self.peer_id < pid)
+            if not keep_new:
+                return "duplicate peer id"
+            existing.drop("duplicate peer id (superseded)")
+            self._forget(existing)
+        if len(self.connections) >= self.config.max_connections:
+            return "too many connections"
+        return None
+
+    def connection_ready(self, conn: PeerProtocol) -> None:
+        if conn.outgoing:
+            self.dialing.discard(conn.address)
+        self.connections[conn.peer_id] = conn
+        self.log.debug("connected to {address}", address=conn.address)
+        if conn.fast and self.have.complete:
+            conn.send(wire.simple(wire.HAVE_ALL))
+        elif conn.fast and self.have.count == 0:
+            conn.send(wire.simple(wire.HAVE_NONE))
+        elif self.have.count:
+            conn.send(wire.bitfield(self.have.tobytes()))
+        self.choker_update(conn)
+
+    def _forget(self, conn: PeerProtocol) -> None:
+        if self.connections.get(conn.peer_id) is conn:
+            del self.connections[conn.peer_id]
+            self.picker.peer_gone(conn.bits)
+            self.requests_dropped(conn, list(conn.outstanding))
+            self._throttled.discard(conn)
+            if self.config.upload_slots and not conn.am_choking:
+                self._choke_round_now()
+
+    def connection_lost(self, conn: PeerProtocol) -> None:
+        self._forget(conn)
+        self.log.debug("disconnected from {address}", address=conn.address)
+        if not self._stopping:
+            for other in list(self.connections.values()):
+                self.fill_requests(other)
+
+    def misbehaved(self, conn: PeerProtocol, why: str) -> None:
+        self.ban(conn, why)
+
+    def ban(self, conn: PeerProtocol, why: str) -> None:
+        self.log.warn("banning {address}: {why}", address=conn.address, why=why)
+        if conn.peer_id:
+            self.banned_ids.add(conn.peer_id)
+        if conn.address:
+            self.banned_hosts.add(conn.address)
+        conn.drop(why)
+
+    # ------------------------------------------------------------ messages
+    def got_bitfield(self, conn: PeerProtocol) -> None:
+        self.picker.peer_bitfield(conn.bits)
+        if self.have.complete and conn.bits.complete:
+            conn.drop("both sides are seeds")
+            return
+        self._update_interest(conn)
+
+    def got_have(self, conn: PeerProtocol, index: int) -> None:
+        self.picker.peer_has(index)
+        if self.have.complete:
+            if conn.bits.complete:
+                conn.drop("both sides are seeds")
+            return
+        if not conn.am_interested and index not in self.have:
+            conn.set_interested(True)
+        if conn.am_interested:
+            self.fill_requests(conn)
+
+    def _update_interest(self, conn: PeerProtocol) -> None:
+        conn.set_interested(self.picker.interesting(conn.bits))
+        if conn.am_interested:
+            self.fill_requests(conn)
+
+    def choker_update(self, conn: PeerProtocol) -> None:
+        """Interest changed: unchoke at once when slots allow."""
+        if not conn.peer_interested:
+            if not conn.am_choking and self.config.upload_slots:
+                conn.set_choking(True)
+                self._choke_round_now()
+            return
+        if not self.config.upload_slots:
+            conn.set_choking(False)
+            return
+        unchoked = sum(1 for c in self.connections.values() if not c.am_choking)
+        if unchoked < self.config.upload_slots:
+            conn.set_choking(False)
+
+    def _choke_round_now(self) -> None:
+        """Limited slots: rotate which interested peers we upload to.
+
+        Prefers the peers with the fewest pieces (they have the most to
+        forward on), one slot rotating so nobody starves.
+        """
+        slots = self.config.upload_slots
+        interested = [c for c in self.connections.values() if c.peer_interested]
+        if not interested:
+            return
+        self._choke_round += 1
+        interested.sort(key=lambda c: (c.bits.count, c.peer_id))
+        keep = interested[:max(0, slots - 1)]
+        rest = interested[len(keep):]
+        if rest:
+            keep.append(rest[self._choke_round % len(rest)])
+        chosen = set(id(c) for c in keep)
+        for c in self.connections.values():
+            c.set_choking(id(c) not in chosen)
+
+    # ------------------------------------------------------------- requests
+    def _depth(self, conn: PeerProtocol) -> int:
+        depth = int(conn.rate * self.config.request_horizon / BLOCK_SIZE) + self.config.min_pipeline
+        return min(depth, self.config.max_pipeline)
+
+    def fill_requests(self, conn: PeerProtocol) -> None:
+        if self.have.complete or not conn.am_interested or conn.peer_choking:
+            return
+        want = self._depth(conn) - len(conn.outstanding)
+        if want <= 0:
+            return
+        now = self.clock.seconds()
+        exclude = {i for i, t in conn.rejected.items() if now - t < 2.0} if conn.rejected else None
+        blocks = self.picker.next_requests(conn, conn.bits, want, exclude)
+        if not blocks:
+            if not conn.outstanding and not self.picker.interesting(conn.bits):
+                conn.set_interested(False)
+            return
+        if not conn.outstanding:
+            conn.last_block = now  # the snub timer starts with the first request
+        out = []
+        for block in blocks:
+            conn.outstanding[block] = now
+            out.append(wire.request(*block))
+        conn.transport.write(b"".join(out))
+
+    def requests_dropped(self, conn: PeerProtocol, blocks: list) -> None:
+        for block in blocks:
+            conn.outstanding.pop(block, None)
+            self.picker.request_dropped(conn, block)
+
+    def got_block(self, conn: PeerProtocol, index: int, begin: int, block: bytes) -> None:
+        key = (index, begin, len(block))
+        if conn.outstanding.pop(key, None) is None:
+            self.wasted += len(block)
+            return
+        conn.last_block = self.clock.seconds()
+        self.downloaded += len(block)
+        if self._down_bucket is not None and not self._down_bucket.take(len(block),
+                                                                        conn.last_block):
+            self._throttle_download(conn)
+        piece, others = self.picker.block_received(conn, index, begin, block)
+        for other in others:
+            other.outstanding.pop(key, None)
+            other.send(wire.cancel(*key))
+        if piece is not None:
+            self._piece_complete(piece)
+        if not self._stopping and not self.have.complete:
+            self.fill_requests(conn)
+            for other in others:
+                self.fill_requests(other)
+
+    def _piece_complete(self, piece) -> None:
+        if hashlib.sha1(piece.buffer).digest() != self.meta.pieces[piece.index]:
+            self.hash_failures += 1
+            self.wasted += piece.size
+            self.picker.piece_failed(piece)
+            sources = [c for c in piece.sources if c.state.value == "active"]
+            self.log.warn("piece {index} failed its hash (sources {sources})",
+                          index=piece.index, sources=[c.address for c in piece.sources])
+            for c in piece.sources:
+                c.strikes += 1
+                if len(piece.sources) == 1 or c.strikes >= 3:
+                    self.ban(c, f"sent data failing the hash of piece {piece.index}")
+            del sources
+            return
+        try:
+            self.storage.write_piece(piece.index, piece.buffer)
+        except StorageError as e:
+            self.fail(e)
+            return
+        self.picker.mark_have(piece.index)
+        msg = wire.have(piece.index)
+        for conn in list(self.connections.values()):
+            if piece.index not in conn.bits:
+                conn.send(msg)
+        if self.have.complete:
+            self._completed()
+
+    def _completed(self) -> None:
+        self.completed_at = self.clock.seconds()
+        for conn in list(self.connections.values()):
+            if conn.bits.complete:
+                conn.drop("both sides are seeds")
+            else:
+                conn.set_interested(False)
+        if self._on_complete is not None:
+            self._on_complete()
+
+    def fail(self, error: MurderError) -> None:
+        """A fatal error: stop the swarm; the owner reports it."""
+        if self.failed is None:
+            self.failed = error
+            self.log.error("{error}", error=str(error))
+            self.stop()
+            if not self.done.called:
+                self.done.errback(error)
+
+    # -------------------------------------------------------------- uploads
+    def allow_request(self, conn: PeerProtocol, index: int) -> bool:
+        if not self.config.super_seed or not conn.fast:
+            return True
+        if self.picker.availability[index] == 0:
+            return True
+        asked = conn.seed_refused
+        if index in asked:
+            return True  # it insists: it cannot get the piece elsewhere
+        asked.add(index)
+        return False
+
+    def read_block(self, index: int, begin: int, length: int) -> bytes | None:
+        try:
+            return self.storage.read_block(index, begin, length)
+        except StorageError as e:
+            self.log.error("{error}", error=str(e))
+            return None
+
+    def upload_allowed(self, conn: PeerProtocol) -> bool:
+        if self._up_bucket is None:
+            return True
+        if self._up_bucket.take(BLOCK_SIZE, self.clock.seconds()):
+            return True
+        self._throttled.add(conn)
+        self._schedule_resume()
+        return False
+
+    def _throttle_download(self, conn: PeerProtocol) -> None:
+        conn.transport.pauseProducing()
+        self._throttled.add(conn)
+        self._schedule_resume()
+
+    def _schedule_resume(self) -> None:
+        if self._resume_call is None or not self._resume_call.active():
+            self._resume_call = self.clock.callLater(0.05, self._resume_throttled)
+
+    def _resume_throttled(self) -> None:
+        conns, self._throttled = self._throttled, set()
+        for conn in conns:
+            if conn.state.value != "active":
+                continue
+            conn.transport.resumeProducing()
+            conn.resumeProducing()
+
+    def uploaded_block(self, conn: PeerProtocol, index: int, length: int) -> None:
+        self.uploaded += length
+
+    # ---------------------------------------------------------------- timer
+    def _tick(self) -> None:
+        now = self.clock.seconds()
+        tick = self.config.tick
+        for conn in list(self.connections.values()):
+            recent = conn.downloaded - conn._rate_mark
+            conn._rate_mark = conn.downloaded
+            conn.rate = 0.7 * conn.rate + 0.3 * (recent / tick)
+            if conn.outstanding and now - conn.last_block > self.config.snub_timeout:
+                self.log.info("{address} is not answering requests; asking others",
+                              address=conn.address)
+                conn.last_block = now
+                self.requests_dropped(conn, list(conn.outstanding))
+                for other in list(self.connections.values()):
+                    if other is not conn:
+                        self.fill_requests(other)
+            elif now - conn.last_received > self.config.idle_timeout:
+                conn.drop("idle")
+            else:
+                self.fill_requests(conn)
+        if self.config.upload_slots:
+            self._choke_tick += tick
+            if self._choke_tick >= self.config.choke_interval:
+                self._choke_tick = 0.0
+                self._choke_round_now()
+
+    # ---------------------------------------------------------------- stats
+    def stats(self) -> tuple[int, int, int]:
+        return self.uploaded, self.downloaded, self.left()

@@ -1,0 +1,445 @@
+"""Options, configuration and the run lifecycle of ``murder-peer`` / ``murder-seeder``.
+
+``SeederOptions``/``PeerOptions`` parse and validate; :func:`config_from` turns
+them into a frozen :class:`RunConfig`; :class:`SwarmRun` is the Twisted
+service that prepares storage, listens, announces and ends the process with
+the right exit status (0 only for a verified payload).  ``seedertap`` and
+``peertap`` are the modules twistd's plugins point at.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from twisted.application import service
+from twisted.internet import defer, threads
+from twisted.internet.endpoints import serverFromString
+from twisted.logger import Logger
+from twisted.python import usage
+
+from murder import metainfo
+from murder.errors import MurderError, StorageError
+from murder.peer.announcer import Announcer, AnnounceReply
+from murder.peer.protocol import PeerFactory
+from murder.peer.session import SwarmConfig, Swarm
+from murder.peer.storage import DownloadStorage, SeedStorage
+
+
+def parse_rate(text: str) -> int:
+    """``"0"``, ``"500K"``, ``"12.5M"``, ``"1G"`` bytes per second → int."""
+    text = text.strip().upper().removesuffix("B").removesuffix("/S")
+    scale = {"K": 2**10, "M": 2**20, "G": 2**30}.get(text[-1:], 1)
+    number = text[:-1] if scale != 1 else text
+    try:
+        value = float(number) * scale
+    except ValueError:
+        raise ValueError(f"not a rate: {text!r} (use e.g. 0, 500K, 12M)") from None
+    if value < 0:
+        raise ValueError("a rate cannot be negative")
+    return int(value)
+
+
+class _CommonOptions(usage.Options):
+    optParameters: list[list[Any]] = [
+        ["torrent", "t", None, "The .torrent file (required)."],
+        ["port", "p", 0, "TCP port to accept peers on (0: any free port).", int],
+        ["bind", None, "", "Local address to listen on (default: all)."],
+        ["ip", None, None, "Address announced to the tracker (ip=); default: as seen by it."],
+        ["tracker-timeout", None, 60.0,
+         "Fail if no tracker answers within this many seconds.", float],
+        ["ca", None, None, "CA certificate (PEM) to verify https:// trackers with."],
+        ["max-connections", None, 200, "Most peer connections kept open.", int],
+        ["upload-slots", None, 0,
+         "Peers uploaded to at once; 0 = every interested peer (datacenter).", int],
+        ["pipeline", None, 256, "Most 16 KiB requests outstanding per peer.", int],
+        ["max-upload-rate", None, "0", "Upload cap, bytes/s with K/M/G suffix (0: none)."],
+        ["max-download-rate", None, "0", "Download cap, bytes/s with K/M/G (0: none)."],
+    ]
+    optFlags = [["quiet", "q", "Only warnings and errors; no progress display."]]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["trust"] = []
+
+    def opt_trust(self, path: str) -> None:
+        """Trusted Ed25519 public key (file or directory; repeatable). Default:
+        $MURDER_TRUST. When set, unsigned or foreign torrents are refused."""
+        self["trust"].append(path)
+
+    def postOptions(self) -> None:  # noqa: N802
+        if not self["torrent"]:
+            raise usage.UsageError("--torrent is required")
+        if not 0 <= self["port"] < 65536:
+            raise usage.UsageError(f"--port {self['port']} is not a TCP port")
+        for key in ("max-upload-rate", "max-download-rate"):
+            try:
+                self[key] = parse_rate(str(self[key]))
+            except ValueError as e:
+                raise usage.UsageError(f"--{key}: {e}") from None
+        for key in ("tracker-timeout", "max-connections", "pipeline"):
+            if self[key] <= 0:
+                raise usage.UsageError(f"--{key} must be positive")
+        if self["upload-slots"] < 0:
+            raise usage.UsageError("--upload-slots cannot be negative")
+        try:
+            self["meta"] = metainfo.load(self["torrent"])
+        except MurderError as e:
+            raise usage.UsageError(str(e)) from None
+
+
+class SeederOptions(_CommonOptions):
+    """``murder seed`` / ``twistd murder-seeder``."""
+
+    synopsis = "murder seed --torrent T --file F [options]"
+    optParameters = [["file", "f", None, "The payload: file, or directory of a multi-file torrent."]]
+    optFlags = [
+        ["skip-verify", None, "Do not hash the payload at start (you just made the torrent)."],
+        ["no-super-seed", None, "Serve any piece asked for, even ones peers already have."],
+    ]
+
+    def postOptions(self) -> None:  # noqa: N802
+        if not self["file"]:
+            raise usage.UsageError("--file is required")
+        super().postOptions()
+
+
+class PeerOptions(_CommonOptions):
+    """``murder peer`` / ``twistd murder-peer``."""
+
+    synopsis = "murder peer --torrent T (--destination DIR | --saveas PATH) [options]"
+    optParameters = [
+        ["destination", "d", None, "Directory; the payload lands as DIR/<torrent name>."],
+        ["saveas", None, None, "Exact path for the payload (legacy scripts)."],
+        ["seed-time", None, 30.0, "Seconds to keep seeding after completion.", float],
+        ["max-linger", None, 300.0, "With --seed-until-swarm-done: most seconds to linger.",
+         float],
+        ["status-fd", None, None, "Write 'complete PATH' or 'failed REASON' to this fd.", int],
+    ]
+    optFlags = [["seed-until-swarm-done", None,
+                 "Seed until every peer is done (bounded by --max-linger), not --seed-time."]]
+
+    def postOptions(self) -> None:  # noqa: N802
+        if bool(self["destination"]) == bool(self["saveas"]):
+            raise usage.UsageError("give exactly one of --destination and --saveas")
+        if self["seed-time"] < 0 or self["max-linger"] < 0:
+            raise usage.UsageError("--seed-time and --max-linger cannot be negative")
+        if self["destination"] and not os.path.isdir(self["destination"]):
+            raise usage.UsageError(f"--destination {self['destination']} is not a directory")
+        super().postOptions()
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a run needs, validated."""
+
+    meta: metainfo.Metainfo
+    role: str  # "peer" or "seeder"
+    path: str  # payload (seeder) or target (peer)
+    listen: str
+    ip: str | None
+    tracker_timeout: float
+    trust: tuple[str, ...]
+    ca: str | None
+    quiet: bool
+    swarm: SwarmConfig
+    skip_verify: bool = False
+    seed_time: float = 30.0
+    seed_until_swarm_done: bool = False
+    max_linger: float = 300.0
+    status_fd: int | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def config_from(options: _CommonOptions) -> RunConfig:
+    meta = options["meta"]
+    seeder = isinstance(options, SeederOptions)
+    swarm = SwarmConfig(
+        max_connections=options["max-connections"], upload_slots=options["upload-slots"],
+        max_pipeline=options["pipeline"], max_upload_rate=options["max-upload-rate"],
+        max_download_rate=options["max-download-rate"],
+        super_seed=seeder and not options["no-super-seed"],
+    )
+    bind = options["bind"]
+    listen = f"tcp:{options['port']}" + (f":interface={bind}" if bind else "")
+    common = dict(meta=meta, listen=listen, ip=options["ip"],
+                  tracker_timeout=options["tracker-timeout"], trust=tuple(options["trust"]),
+                  ca=options["ca"], quiet=bool(options["quiet"]), swarm=swarm)
+    if seeder:
+        return RunConfig(role="seeder", path=os.path.abspath(options["file"]),
+                         skip_verify=bool(options["skip-verify"]), **common)
+    target = options["saveas"] or os.path.join(options["destination"], meta.name)
+    return RunConfig(role="peer", path=os.path.abspath(target),
+                     seed_time=options["seed-time"],
+                     seed_until_swarm_done=bool(options["seed-until-swarm-done"]),
+                     max_linger=options["max-linger"], status_fd=options["status-fd"], **common)
+
+
+def http_client(reactor, ca: str | None):
+    """treq client; with ``ca``, https trackers must present a cert it signed."""
+    import treq
+    from treq.client import HTTPClient
+    from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
+
+    if ca is None:
+        return treq
+    from twisted.internet.ssl import Certificate
+
+    try:
+        with open(ca, "rb") as f:
+            root = Certificate.loadPEM(f.read())
+    except (OSError, Exception) as e:
+        raise MurderError(f"cannot load CA certificate {ca}: {e}") from None
+    pool = HTTPConnectionPool(reactor)
+    agent = Agent(reactor, contextFactory=BrowserLikePolicyForHTTPS(trustRoot=root), pool=pool)
+    return HTTPClient(agent)
+
+
+class SwarmRun(service.Service):
+    """Runs one seeder or peer from start to exit status."""
+
+    log = Logger()
+
+    def __init__(self, config: RunConfig, reactor=None, http=None) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as _reactor
+            reactor = _reactor
+        self.config = config
+        self.reactor = reactor
+        self.http = http
+        self.exit_code: int | None = None
+        self.swarm: Swarm | None = None
+        self.announcer: Announcer | None = None
+        self.storage = None
+        self._port = None
+        self._linger = None
+        self._progress = None
+        self.finished = defer.Deferred()
+
+    # -- service
+    def startService(self) -> None:  # noqa: N802
+        super().startService()
+        d = defer.ensureDeferred(self._run())
+        d.addErrback(self._failed)
+
+    def stopService(self) -> defer.Deferred:  # noqa: N802
+        super().stopService()
+        return defer.ensureDeferred(self._shutdown())
+
+    async def _run(self) -> None:
+        c = self.config
+        from murder import trust
+
+        who = trust.enforce(c.meta, list(c.trust) or None)
+        if who is not None:
+            self.log.info("torrent signed by trusted key {who}", who=who)
+        if self.http is None:
+            self.http = http_client(self.reactor, c.ca)
+        if c.role == "seeder":
+            storage = SeedStorage(c.meta, c.path)
+            storage.check()
+            if not c.skip_verify:
+                self.log.info("verifying {path}", path=c.path)
+                await threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(),
+                                                storage.verify_all)
+            from murder.peer.wire import Bitfield
+            have = Bitfield(c.meta.num_pieces, full=True)
+        else:
+            storage = DownloadStorage(c.meta, c.path)
+            self.storage = storage
+            have = await threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(),
+                                                   storage.prepare)
+            if have.count:
+                self.log.info("resuming: {n} of {total} pieces already verified",
+                              n=have.count, total=c.meta.num_pieces)
+        self.storage = storage
+        self.swarm = swarm = Swarm(c.meta, storage, have, self.reactor, c.swarm,
+                                   on_complete=self._complete)
+        endpoint = serverFromString(self.reactor, c.listen)
+        try:
+            self._port = await endpoint.listen(PeerFactory(swarm))
+        except Exception as e:
+            raise MurderError(f"cannot listen on {c.listen}: {e}") from None
+        port = self._port.getHost().port
+        self.announcer = Announcer(
+            self.reactor, self.http, c.meta.trackers, c.meta.info_hash, swarm.peer_id, port,
+            c.ip, swarm.stats, self._tracker_reply, tracker_timeout=c.tracker_timeout,
+        )
+        swarm.start()
+        self._start_progress()
+        self.log.info("{role} for {name} ({size} bytes, {n} pieces) on port {port}",
+                      role=c.role, name=c.meta.name, size=c.meta.total_length,
+                      n=c.meta.num_pieces, port=port)
+        swarm.done.addErrback(self._failed)
+        if have.complete and c.role == "peer":
+            self._complete()
+        if not c.meta.trackers:
+            raise MurderError("the torrent names no tracker")
+        await self.announcer.start()
+
+    def _tracker_reply(self, reply: AnnounceReply) -> None:
+        if self.swarm is not None:
+            self.swarm.add_peers(reply.peers)
+
+    def _complete(self) -> None:
+        c = self.config
+        try:
+            self.storage.finalize()
+        except StorageError as e:
+            self._failed(e)
+            return
+        if self.announcer is not None:
+            self.announcer.completed()
+        elapsed = self.reactor.seconds() - self.swarm.started_at
+        self.log.info("complete: {path} verified ({size} bytes in {secs:.2f}s)", path=c.path,
+                      size=c.meta.total_length, secs=elapsed)
+        self._status(f"complete {c.path}")
+        if c.seed_until_swarm_done:
+            self._linger_started = self.reactor.seconds()
+            self._linger = self.reactor.callLater(1.0, self._check_swarm_done)
+        else:
+            self._linger = self.reactor.callLater(c.seed_time, self._finish, 0)
+
+    def _check_swarm_done(self) -> None:
+        swarm = self.swarm
+        reply = self.announcer.last_reply if self.announcer else None
+        waited = self.reactor.seconds() - self._linger_started
+        busy = any(conn.peer_interested or conn.upload_queue
+                   for conn in swarm.connections.values())
+        tracker_says_done = reply is None or not reply.incomplete
+        if (not busy and tracker_says_done and waited >= 1.0) or waited >= self.config.max_linger:
+            self._finish(0)
+        else:
+            self._linger = self.reactor.callLater(1.0, self._check_swarm_done)
+
+    def _status(self, line: str) -> None:
+        fd = self.config.status_fd
+        if fd is None:
+            return
+        try:
+            os.write(fd, (line + "\n").encode())
+            if not line.startswith("complete"):
+                os.close(fd)
+        except OSError:
+            pass
+
+    def _failed(self, failure) -> None:
+        error = failure.value if hasattr(failure, "value") else failure
+        if self.exit_code is not None:
+            return
+        if isinstance(error, MurderError):
+            message = str(error)
+            code = error.exit_code
+        else:
+            self.log.failure("unexpected error", failure)
+            message = f"internal error: {error!r}"
+            code = 1
+        self.log.error("{role} failed: {message}", role=self.config.role, message=message)
+        if self.config.role == "peer" and isinstance(self.storage, DownloadStorage):
+            self.storage.discard()
+        self._status(f"failed {message}")
+        self.failure_message = message
+        self._finish(code)
+
+    def _finish(self, code: int) -> None:
+        if self.exit_code is not None:
+            return
+        self.exit_code = code
+        if code == 0:
+            self._status_close()
+        if self.reactor.running:
+            self.reactor.stop()
+        if not self.finished.called:
+            self.finished.callback(code)
+
+    def _status_close(self) -> None:
+        if self.config.status_fd is not None:
+            try:
+                os.close(self.config.status_fd)
+            except OSError:
+                pass
+
+    async def _shutdown(self) -> None:
+        if self._linger is not None and self._linger.active():
+            self._linger.cancel()
+        if self._progress is not None:
+            self._progress.stop()
+        if self.announcer is not None:
+            try:
+                await self.announcer.stop()
+            except Exception:
+                pass
+        if self.swarm is not None:
+            self.swarm.stop()
+        if self._port is not None:
+            await self._port.stopListening()
+        if self.storage is not None:
+            self.storage.close()
+        if self.exit_code is None:
+            # Stopped from outside (SIGTERM/SIGINT): the .part file stays for resume.
+            self.exit_code = 0 if self.config.role == "seeder" or (
+                self.swarm is not None and self.swarm.is_seed) else 1
+            if self.exit_code:
+                self.failure_message = "interrupted before the download completed"
+                self._status("failed interrupted before the download completed")
+
+    # -- progress
+    def _start_progress(self) -> None:
+        from murder.peer.progress import Progress
+
+        self._progress = Progress(self.reactor, self.swarm, self.config, sys.stderr)
+        self._progress.start()
+
+
+def make_service(options: _CommonOptions) -> SwarmRun:
+    """``makeService`` for both plugins: the process exits with the run's status."""
+    run = SwarmRun(config_from(options))
+
+    def exit_with_status() -> None:
+        if run.exit_code:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(run.exit_code)
+
+    # twistd has no exit-status hook: this runs after its own cleanup.
+    atexit.register(exit_with_status)
+    return run
+
+
+def run_foreground(options: _CommonOptions) -> int:
+    """Run in the foreground on the global reactor; return the exit status."""
+    from twisted.internet import reactor
+    from twisted.logger import globalLogBeginner, LogLevel, FilteringLogObserver, \
+        LogLevelFilterPredicate, formatEvent
+
+    config = config_from(options)
+    level = LogLevel.warn if config.quiet else LogLevel.info
+    prefix = f"murder {'seed' if config.role == 'seeder' else 'peer'}"
+
+    def observer(event: dict) -> None:
+        text = formatEvent(event)
+        if event.get("log_failure") is not None and event["log_level"] >= LogLevel.error:
+            text += "\n" + event["log_failure"].getTraceback()
+        from murder.peer.progress import clear_line
+        clear_line(sys.stderr)
+        sys.stderr.write(f"{prefix}: {text}\n")
+        sys.stderr.flush()
+
+    predicate = LogLevelFilterPredicate(defaultLogLevel=level)
+    globalLogBeginner.beginLoggingTo([FilteringLogObserver(observer, [predicate])],
+                                     redirectStandardIO=False)
+    run = SwarmRun(config, reactor)
+    reactor.callWhenRunning(run.startService)
+    reactor.addSystemEventTrigger("before", "shutdown", run.stopService)
+    reactor.run()
+    code = run.exit_code if run.exit_code is not None else 1
+    if code and getattr(run, "failure_message", None) and config.quiet:
+        sys.stderr.write(f"{prefix}: {run.failure_message}\n")
+    return code
+
+
+__all__ = ["SeederOptions", "PeerOptions", "RunConfig", "SwarmRun", "config_from",
+           "make_service", "run_foreground", "parse_rate", "replace"]
