@@ -46,9 +46,9 @@ from murder.tracker.store import PeerStore
 
 log = Logger()
 
-#: Longer URLs are refused before parsing (a scrape of 1000 hashes is ~60 kB,
-#: but twisted.web already caps the request line at 16 kB).
-MAX_URI = 16384
+#: Longer URIs get 414 (a 74-hash scrape still fits).  twisted.web itself
+#: drops connections whose request line passes 16 kB.
+MAX_URI = 8192
 _BENCODE = b"text/plain"
 
 

@@ -1,0 +1,182 @@
+"""Unit tests for murder.tracker.announce: query parsing and exact reply bytes."""
+
+from __future__ import annotations
+
+import bencodepy
+import pytest
+from hypothesis import given, strategies as st
+
+from murder.errors import AnnounceError
+from murder.tracker import announce as codec
+from murder.tracker.announce import TrustedNetworks
+
+IH = b"\x01" * 20
+PID = b"-MU0100-abcdefghijkl"
+
+
+def _args(**overrides: bytes | None) -> dict[bytes, list[bytes]]:
+    base: dict[str, bytes | None] = {
+        "info_hash": IH, "peer_id": PID, "port": b"6881", "uploaded": b"0",
+        "downloaded": b"0", "left": b"1000",
+    }
+    base.update(overrides)
+    return {k.encode(): [v] for k, v in base.items() if v is not None}
+
+
+def _parse(args, remote="10.0.0.5", trusted=None, default=50, cap=500):
+    return codec.parse_announce(args, remote, trusted or TrustedNetworks(),
+                                numwant_default=default, numwant_max=cap)
+
+
+class ParseAnnounceTests:
+    """parse_announce validates BEP 3 queries and refuses malformed ones."""
+
+    def test_minimal(self):
+        """A minimal announce yields its fields and the remote address."""
+        req = _parse(_args())
+        assert (req.info_hash, req.peer_id, req.port, req.left) == (IH, PID, 6881, 1000)
+        assert req.ip == "10.0.0.5" and req.event == "" and req.numwant == 50
+        assert not req.compact and not req.no_peer_id
+
+    def test_flags_and_events(self):
+        """compact, no_peer_id, key, trackerid and every event are read."""
+        req = _parse(_args(compact=b"1", no_peer_id=b"1", event=b"completed", key=b"k1",
+                           trackerid=b"t1"))
+        assert req.compact and req.no_peer_id and req.event == "completed"
+        assert (req.key, req.trackerid) == (b"k1", b"t1")
+        assert _parse(_args(event=b"empty")).event == ""
+        assert _parse(_args(compact=b"0")).compact is False
+
+    def test_numwant(self):
+        """numwant is capped; absent or negative means the default."""
+        assert _parse(_args(numwant=b"10")).numwant == 10
+        assert _parse(_args(numwant=b"100000")).numwant == 500
+        assert _parse(_args(numwant=b"-1")).numwant == 50
+        assert _parse(_args(), default=900, cap=500).numwant == 500
+
+    @pytest.mark.parametrize("overrides, reason", [
+        ({"info_hash": None}, "missing info_hash"),
+        ({"info_hash": b"short"}, "invalid info_hash: must be 20 bytes"),
+        ({"info_hash": b"x" * 21}, "invalid info_hash: must be 20 bytes"),
+        ({"peer_id": None}, "missing peer_id"),
+        ({"peer_id": b"x" * 19}, "invalid peer_id: must be 20 bytes"),
+        ({"port": None}, "missing port"),
+        ({"port": b"0"}, "invalid port: must be 1-65535"),
+        ({"port": b"65536"}, "invalid port: must be 1-65535"),
+        ({"port": b"-1"}, "invalid port: not a non-negative integer"),
+        ({"port": b"80a"}, "invalid port: not a non-negative integer"),
+        ({"left": None}, "missing left"),
+        ({"left": b"1e9"}, "invalid left: not a non-negative integer"),
+        ({"uploaded": b"9" * 30}, "invalid uploaded: not a non-negative integer"),
+        ({"downloaded": b"\xd9\xa3"}, "invalid downloaded: not a non-negative integer"),
+        ({"event": b"paused"}, "invalid event: must be started, completed or stopped"),
+        ({"numwant": b"many"}, "invalid numwant: not an integer"),
+        ({"key": b"k" * 65}, "invalid key: longer than 64 bytes"),
+    ])
+    def test_refused(self, overrides, reason):
+        """Each malformed field is refused with its own reason."""
+        with pytest.raises(AnnounceError) as caught:
+            _parse(_args(**overrides))
+        assert caught.value.reason == reason
+
+    def test_repeated_key_refused(self):
+        """A field given twice is ambiguous and refused."""
+        args = _args()
+        args[b"info_hash"] = [IH, b"\x02" * 20]
+        with pytest.raises(AnnounceError, match="info_hash given more than once"):
+            _parse(args)
+
+    def test_ip_override_trusted_only(self):
+        """ip= is used from trusted networks and ignored from others."""
+        assert _parse(_args(ip=b"10.9.9.9"), remote="127.0.0.1").ip == "10.9.9.9"
+        assert _parse(_args(ip=b"10.9.9.9"), remote="203.0.113.7").ip == "203.0.113.7"
+        assert _parse(_args(ip=b"fd00::1"), remote="192.168.1.1").ip == "fd00::1"
+        with pytest.raises(AnnounceError, match="invalid ip"):
+            _parse(_args(ip=b"example.com"), remote="127.0.0.1")
+
+    def test_mapped_v4_remote_normalized(self):
+        """A v4 client on a dual-stack socket is recorded by its v4 address."""
+        assert _parse(_args(), remote="::ffff:10.1.2.3").ip == "10.1.2.3"
+
+
+class TrustedNetworksTests:
+    """TrustedNetworks answers membership for the default private ranges."""
+
+    @pytest.mark.parametrize("host, expected", [
+        ("127.0.0.1", True), ("10.200.1.1", True), ("172.31.255.1", True),
+        ("172.32.0.1", False), ("192.168.0.9", True), ("198.19.1.1", True),
+        ("198.20.0.1", False), ("8.8.8.8", False), ("::1", True), ("fd12::5", True),
+        ("2001:db8::1", False), ("not-an-ip", False), ("", False),
+    ])
+    def test_defaults(self, host, expected):
+        """Loopback, RFC 1918, 198.18/15 and ULA are trusted; others are not."""
+        assert (host in TrustedNetworks()) is expected
+
+
+class ParseScrapeTests:
+    """parse_scrape reads zero, one or many info hashes."""
+
+    def test_all(self):
+        """No info_hash asks for every torrent."""
+        assert codec.parse_scrape({}) is None
+
+    def test_several(self):
+        """Repeated info_hash values are all returned in order."""
+        assert codec.parse_scrape({b"info_hash": [IH, b"\x02" * 20]}) == [IH, b"\x02" * 20]
+
+    def test_bad_and_too_many(self):
+        """A wrong-length hash or too many hashes is refused."""
+        with pytest.raises(AnnounceError, match="20 bytes"):
+            codec.parse_scrape({b"info_hash": [b"abc"]})
+        with pytest.raises(AnnounceError, match="too many"):
+            codec.parse_scrape({b"info_hash": [IH] * 3}, max_hashes=2)
+
+
+class ReplyTests:
+    """Reply builders produce exact bencode."""
+
+    def test_compact_exact(self):
+        """The hand-formatted compact reply has the exact expected bytes."""
+        peer = codec.compact_address("10.0.0.1", 6881)[0]
+        assert peer == b"\x0a\x00\x00\x01\x1a\xe1"
+        body = codec.compact_reply(complete=2, incomplete=3, interval=15, min_interval=5,
+                                   peers=peer)
+        assert body == (b"d8:completei2e10:incompletei3e8:intervali15e"
+                        b"12:min intervali5e5:peers6:\x0a\x00\x00\x01\x1a\xe1e")
+
+    @given(c=st.integers(0, 10**6), i=st.integers(0, 10**6), iv=st.integers(1, 3600),
+           peers=st.binary(max_size=60), peers6=st.binary(max_size=54),
+           tid=st.none() | st.binary(max_size=10))
+    def test_compact_equals_bencodepy(self, c, i, iv, peers, peers6, tid):
+        """The fast compact formatter equals bencodepy.encode of the same dict."""
+        expected = {b"complete": c, b"incomplete": i, b"interval": iv, b"min interval": 5,
+                    b"peers": peers}
+        if peers6:
+            expected[b"peers6"] = peers6
+        if tid is not None:
+            expected[b"tracker id"] = tid
+        assert codec.compact_reply(complete=c, incomplete=i, interval=iv, min_interval=5,
+                                   peers=peers, peers6=peers6, tracker_id=tid) \
+            == bencodepy.encode(expected)
+
+    def test_compact_v6(self):
+        """IPv6 peers are 18 bytes and go in peers6."""
+        data, v6 = codec.compact_address("fd00::2", 80)
+        assert v6 and data == b"\xfd" + b"\x00" * 14 + b"\x02\x00\x50"
+
+    def test_dict_reply_exact(self):
+        """The non-compact reply lists ip/peer id/port dicts, or ip/port with no_peer_id."""
+        peers = [(PID, "10.0.0.1", 6881)]
+        body = codec.dict_reply(complete=1, incomplete=0, interval=15, min_interval=5,
+                                peers=peers, no_peer_id=False)
+        assert body == (b"d8:completei1e10:incompletei0e8:intervali15e12:min intervali5e"
+                        b"5:peersld2:ip8:10.0.0.17:peer id20:" + PID + b"4:porti6881eeee")
+        body = codec.dict_reply(complete=1, incomplete=0, interval=15, min_interval=5,
+                                peers=peers, no_peer_id=True)
+        assert body.endswith(b"5:peersld2:ip8:10.0.0.14:porti6881eeee")
+
+    def test_scrape_and_failure_exact(self):
+        """Scrape and failure replies have the exact BEP 48 / BEP 3 bytes."""
+        assert codec.scrape_reply({IH: (1, 2, 3)}) == (
+            b"d5:filesd20:" + IH + b"d8:completei1e10:downloadedi3e10:incompletei2eeee")
+        assert codec.failure_reply("nope") == b"d14:failure reason4:nopee"
