@@ -96,7 +96,7 @@ class PeerProtocol(protocol.Protocol):
     def drop(self, why: str) -> None:
         """Close this connection, logging why."""
         if self.state is not State.CLOSED:
-            self.log.info("dropping {address}: {why}", address=self.address, why=why)
+            self.log.debug("dropping {address}: {why}", address=self.address, why=why)
             self.transport.loseConnection()
 
     # ------------------------------------------------------------- receiving
@@ -274,6 +274,8 @@ class PeerProtocol(protocol.Protocol):
 class PeerFactory(protocol.Factory):
     """Accepts incoming connections for a swarm."""
 
+    noisy = False
+
     def __init__(self, swarm: "Swarm") -> None:
         self.swarm = swarm
 
@@ -285,6 +287,8 @@ class PeerFactory(protocol.Factory):
 
 class OutgoingFactory(protocol.ClientFactory):
     """Dials one peer returned by the tracker."""
+
+    noisy = False
 
     def __init__(self, swarm: "Swarm", address: tuple[str, int]) -> None:
         self.swarm = swarm

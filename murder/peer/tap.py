@@ -420,6 +420,10 @@ def run_foreground(options: _CommonOptions) -> int:
     prefix = f"murder {'seed' if config.role == 'seeder' else 'peer'}"
 
     def observer(event: dict) -> None:
+        # Twisted's own factory start/stop chatter is noise for a deploy log.
+        if event["log_level"] < LogLevel.warn and \
+                not event.get("log_namespace", "").startswith("murder"):
+            return
         text = formatEvent(event)
         if event.get("log_failure") is not None and event["log_level"] >= LogLevel.error:
             text += "\n" + event["log_failure"].getTraceback()
