@@ -196,7 +196,7 @@ class PeerStore:
                 raise AnnounceError("torrent is full: too many peers")
             if self.peer_count >= self.max_peers:
                 raise AnnounceError("tracker is full: too many peers")
-            compact, v6 = compact_address(req.ip, req.port)
+            compact, v6 = _compact(req.ip, req.port)
             peer = Peer(req.peer_id, req.ip, req.port, compact, v6, req.left, req.uploaded,
                         req.downloaded, now, req.key)
             torrent.peers[req.peer_id] = peer
@@ -209,7 +209,7 @@ class PeerStore:
             if peer.ip != req.ip or peer.port != req.port:
                 if peer.key is not None and req.key != peer.key:
                     raise AnnounceError("peer id in use from another address")
-                peer.compact, peer.v6 = compact_address(req.ip, req.port)
+                peer.compact, peer.v6 = _compact(req.ip, req.port)
                 peer.ip, peer.port = req.ip, req.port
                 torrent._c4 = None
             if (peer.left == 0) != (req.left == 0):
@@ -343,6 +343,14 @@ class PeerStore:
             if torrent.peers:
                 torrent.empty_since = None
             self.torrents[info_hash] = torrent
+
+
+def _compact(ip: str, port: int) -> tuple[bytes, bool]:
+    try:
+        return compact_address(ip, port)
+    except (OSError, OverflowError, ValueError):
+        # e.g. a UNIX-socket listener: no address to hand to other peers.
+        raise AnnounceError(f"unusable peer address {ip!r}") from None
 
 
 def _int(value: Any) -> int:
