@@ -132,6 +132,7 @@ class Announcer:
         self.request_timeout = request_timeout
         self.max_interval = max_interval
         self.last_reply: AnnounceReply | None = None
+        self.last_reply_at = 0.0
         self._current = 0
         self._call = None
         self._started: defer.Deferred | None = None
@@ -152,6 +153,11 @@ class Announcer:
         """Announce ``completed`` now (the moment the payload verified)."""
         self._pending_event = "completed"
         if self.last_reply is not None:
+            self._schedule(0)
+
+    def refresh(self) -> None:
+        """Announce now for fresh swarm counts (a lingering peer asks often)."""
+        if self.last_reply is not None and not self._stopped:
             self._schedule(0)
 
     def stop(self, timeout: float = 2.0) -> defer.Deferred:
@@ -208,6 +214,7 @@ class Announcer:
         if self._pending_event == event:
             self._pending_event = None
         self.last_reply = reply
+        self.last_reply_at = self.clock.seconds()
         self._backoff = 0.5
         self.log.debug("announced {event} to {url}: {n} peers", event=event or "update",
                        url=url, n=len(reply.peers))

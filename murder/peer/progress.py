@@ -29,7 +29,8 @@ class Progress:
         self._quiet_ticks = 0
 
     def start(self) -> None:
-        self._call.start(0.5 if self.tty else 5.0, now=False).addErrback(
+        interval = self.config.progress_interval or (0.5 if self.tty else 5.0)
+        self._call.start(interval, now=False).addErrback(
             lambda f: self.log.failure("progress display failed", f))
 
     def stop(self) -> None:

@@ -58,6 +58,8 @@ class _CommonOptions(usage.Options):
         ["pipeline", None, 256, "Most 16 KiB requests outstanding per peer.", int],
         ["max-upload-rate", None, "0", "Upload cap, bytes/s with K/M/G suffix (0: none)."],
         ["max-download-rate", None, "0", "Download cap, bytes/s with K/M/G (0: none)."],
+        ["progress-interval", None, None,
+         "Seconds between progress lines (default: 0.5 on a terminal, else 5).", float],
     ]
     optFlags = [["quiet", "q", "Only warnings and errors; no progress display."]]
 
@@ -146,6 +148,7 @@ class RunConfig:
     ca: str | None
     quiet: bool
     swarm: SwarmConfig
+    progress_interval: float | None = None
     skip_verify: bool = False
     seed_time: float = 30.0
     seed_until_swarm_done: bool = False
@@ -167,7 +170,8 @@ def config_from(options: _CommonOptions) -> RunConfig:
     listen = f"tcp:{options['port']}" + (f":interface={bind}" if bind else "")
     common = dict(meta=meta, listen=listen, ip=options["ip"],
                   tracker_timeout=options["tracker-timeout"], trust=tuple(options["trust"]),
-                  ca=options["ca"], quiet=bool(options["quiet"]), swarm=swarm)
+                  ca=options["ca"], quiet=bool(options["quiet"]), swarm=swarm,
+                  progress_interval=options["progress-interval"])
     if seeder:
         return RunConfig(role="seeder", path=os.path.abspath(options["file"]),
                          skip_verify=bool(options["skip-verify"]), **common)
@@ -304,16 +308,23 @@ class SwarmRun(service.Service):
             self._linger = self.reactor.callLater(c.seed_time, self._finish, 0)
 
     def _check_swarm_done(self) -> None:
+        """Linger while anyone may still need us: exit once the tracker, asked
+        within the last seconds, counts no leecher and no connection wants data."""
         swarm = self.swarm
-        reply = self.announcer.last_reply if self.announcer else None
-        waited = self.reactor.seconds() - self._linger_started
+        announcer = self.announcer
+        now = self.reactor.seconds()
+        waited = now - self._linger_started
         busy = any(conn.peer_interested or conn.upload_queue
                    for conn in swarm.connections.values())
-        tracker_says_done = reply is None or not reply.incomplete
-        if (not busy and tracker_says_done and waited >= 1.0) or waited >= self.config.max_linger:
+        reply = announcer.last_reply if announcer else None
+        fresh = reply is not None and now - announcer.last_reply_at < 2.5
+        if waited >= self.config.max_linger or (
+                not busy and (reply is None or (fresh and not reply.incomplete))):
             self._finish(0)
-        else:
-            self._linger = self.reactor.callLater(1.0, self._check_swarm_done)
+            return
+        if announcer is not None and not fresh:
+            announcer.refresh()
+        self._linger = self.reactor.callLater(0.5, self._check_swarm_done)
 
     def _status(self, line: str) -> None:
         fd = self.config.status_fd
