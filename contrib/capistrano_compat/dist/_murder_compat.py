@@ -15,14 +15,13 @@ peer's lingering seeder ignores SIGHUP.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shlex
 import signal
 import socket
 import subprocess
 import sys
-from typing import Iterator, Sequence
+from typing import Sequence
 from urllib.parse import urlsplit
 
 #: Printed (with the script name in front) when ``import murder`` fails.
@@ -42,6 +41,22 @@ TRACKER_ARGS_ENV = "MURDER_TRACKER_ARGS"
 
 class LegacyUsageError(Exception):
     """The legacy command line cannot be mapped; the message is one line."""
+
+
+def _stop_on_sighup() -> None:
+    """Make SIGHUP a clean shutdown of the foreground service.
+
+    The recipes stop the tracker and the seeder with ``pkill -f "SCREEN…"``;
+    screen then hangs up its window, and a SIGHUP that killed us outright
+    would skip the tracker's final dfile save and the seeder's ``stopped``
+    announce.  Twisted's reactor handles SIGINT/SIGTERM itself, not SIGHUP.
+    """
+    def hangup(signum: int, frame: object) -> None:
+        from twisted.internet import reactor
+
+        reactor.callFromThread(reactor.stop)
+
+    signal.signal(signal.SIGHUP, hangup)
 
 
 def _err(script: str, message: str) -> None:
@@ -190,6 +205,7 @@ def tracker_main(argv: Sequence[str]) -> int:
         os.dup2(fd, 1)
         os.dup2(fd, 2)
         os.close(fd)
+    _stop_on_sighup()
     try:
         return int(tap.runForeground(options) or 0)
     except MurderError as e:
@@ -209,6 +225,17 @@ MAKE_TORRENT_USAGE = """Usage:
     """
 
 SIGNING_KEY_ENV = "MURDER_SIGNING_KEY"
+
+
+def _apply_umask(path: str) -> None:
+    """Give the torrent the mode a plain ``open()`` would (BitTornado's did).
+
+    ``write_atomic`` writes through a private 0600 temp file; the legacy
+    torrent was readable by the deploy group like any file the user creates.
+    """
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
 
 
 def make_torrent_main(argv: Sequence[str]) -> int:
@@ -244,6 +271,7 @@ def make_torrent_main(argv: Sequence[str]) -> int:
                 return 1
             torrent = trust.sign_torrent(torrent, trust.load_private_key(key_path))
         metainfo.write_atomic(target, bencodepy.encode(torrent))
+        _apply_umask(target)
     except MurderError as e:
         _err(script, str(e))
         return 1
@@ -428,49 +456,22 @@ def _write_status(fd: int, line: str) -> None:
         pass
 
 
-def _payload_chunks(meta, path: str) -> Iterator[bytes]:
-    """The payload's bytes in torrent order, from ``path`` (file or top folder)."""
-    paths = ([os.path.join(path, entry.relpath) for entry in meta.files]
-             if meta.multi_file else [path])
-    for name, entry in zip(paths, meta.files):
-        size = os.path.getsize(name)
-        if size != entry.length:
-            raise ValueError(f"{name} has {size} bytes, the torrent says {entry.length}")
-        with open(name, "rb") as f:
-            while True:
-                chunk = f.read(1 << 20)
-                if not chunk:
-                    break
-                yield chunk
-
-
 def verify_payload(torrent: str, path: str) -> str | None:
     """Check every piece of ``path`` against ``torrent``; the failure reason or None."""
     from murder import metainfo
     from murder.errors import MurderError
+    from murder.peer.storage import SeedStorage
 
     try:
-        meta = metainfo.load(torrent)
-    except (MurderError, OSError) as e:
-        return f"cannot load {torrent}: {e}"
-    buffer = bytearray()
-    index = 0
-    try:
-        for chunk in _payload_chunks(meta, path):
-            buffer += chunk
-            while len(buffer) >= meta.piece_length and index < meta.num_pieces:
-                piece, buffer = bytes(buffer[:meta.piece_length]), buffer[meta.piece_length:]
-                if hashlib.sha1(piece).digest() != meta.pieces[index]:
-                    return f"{path}: piece {index} does not match the torrent"
-                index += 1
-    except (OSError, ValueError) as e:
-        return f"{path}: {getattr(e, 'strerror', None) or e}"
-    if buffer and index < meta.num_pieces:
-        if hashlib.sha1(bytes(buffer)).digest() != meta.pieces[index]:
-            return f"{path}: piece {index} does not match the torrent"
-        index += 1
-    if index != meta.num_pieces:
-        return f"{path}: {index} of {meta.num_pieces} pieces present"
+        storage = SeedStorage(metainfo.load(torrent), path)
+        try:
+            storage.verify_all()
+        finally:
+            storage.close()
+    except MurderError as e:
+        return str(e)
+    except OSError as e:
+        return f"{e.filename or torrent}: {e.strerror or e}"
     return None
 
 
@@ -484,7 +485,9 @@ def run_seeder(torrent: str, saveas: str, ip: str) -> int:
     print("done and done", flush=True)
     from murder import cli
 
-    args = ["seed", "--torrent", torrent, "--file", saveas, "--skip-verify"]
+    _stop_on_sighup()
+    # Verified just above; the seeder need not hash the payload a second time.
+    args = ["seed", "--torrent", torrent, "--file", saveas, "--skip-verify", "--quiet"]
     if ip:
         args += ["--ip", ip]
     return cli.main(args)
