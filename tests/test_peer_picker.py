@@ -1,0 +1,228 @@
+"""Unit tests for murder.peer.picker: random first, rarest first, endgame, outcomes."""
+
+from __future__ import annotations
+
+import random
+
+from murder.peer.picker import Picker
+from murder.peer.wire import BLOCK_SIZE, Bitfield
+
+PLEN = 4 * BLOCK_SIZE  # four blocks per piece
+
+
+def picker(n: int = 8, seed: int = 1, random_first: int = 4, last: int = PLEN) -> Picker:
+    return Picker(n, piece_length=PLEN, total_length=PLEN * (n - 1) + last,
+                  random_first=random_first, rng=random.Random(seed))
+
+
+def bits(n: int, members=None) -> Bitfield:
+    bf = Bitfield(n, full=members is None)
+    for i in members or ():
+        bf.add(i)
+    return bf
+
+
+class SelectionTests:
+    """Which piece is started next."""
+
+    def test_random_first_ignores_availability(self):
+        """Before ``random_first`` pieces are had, the first piece is random, not rarest."""
+        firsts = set()
+        for seed in range(30):
+            p = picker(seed=seed)
+            p.peer_bitfield(range(8))
+            p.peer_bitfield(range(1, 8))  # piece 0 is the rarest
+            firsts.add(p.next_requests("A", bits(8), 1)[0][0])
+        assert len(firsts) > 3
+
+    def test_rarest_first_after_random_phase(self):
+        """Once ``random_first`` pieces are had, the rarest missing piece is started."""
+        for seed in range(10):
+            p = picker(seed=seed)
+            for i in range(4):
+                p.mark_have(i)
+            p.peer_bitfield(range(8))
+            p.peer_bitfield(range(8))
+            p.peer_bitfield([4, 5, 7])  # 6 has availability 2, the others 3
+            assert p.next_requests("A", bits(8), 1) == [(6, 0, BLOCK_SIZE)]
+
+    def test_rarest_first_only_among_pieces_the_peer_has(self):
+        """The rarest piece the *peer* has is chosen, never one it lacks."""
+        p = picker(random_first=0)
+        p.peer_bitfield(range(8))
+        p.peer_bitfield([0, 1, 2, 3, 4, 5, 7])  # 6 rarest
+        got = p.next_requests("A", bits(8, [1, 2, 3]), 4)
+        assert {b[0] for b in got} <= {1, 2, 3}
+
+    def test_owned_pieces_never_requested(self):
+        """Pieces already had are never requested, whatever the phase."""
+        p = picker(n=4, random_first=2)
+        p.mark_have(0)
+        p.mark_have(2)
+        got = p.next_requests("A", bits(4), 100)
+        assert {b[0] for b in got} == {1, 3}
+
+    def test_blocks_ascending_and_last_piece_short(self):
+        """Blocks of one piece come in ascending order; the last block is clipped."""
+        p = picker(n=1, last=BLOCK_SIZE + 100)
+        assert p.next_requests("A", bits(1), 10) == [
+            (0, 0, BLOCK_SIZE), (0, BLOCK_SIZE, 100)]
+
+    def test_pieces_in_progress_are_finished_first(self):
+        """Another peer first gets the unrequested blocks of a started piece."""
+        p = picker(random_first=0)
+        p.peer_bitfield(range(8))
+        first = p.next_requests("A", bits(8), 1)
+        index = first[0][0]
+        got = p.next_requests("B", bits(8), 3)
+        assert got == [(index, BLOCK_SIZE, BLOCK_SIZE), (index, 2 * BLOCK_SIZE, BLOCK_SIZE),
+                       (index, 3 * BLOCK_SIZE, BLOCK_SIZE)]
+
+    def test_exclude(self):
+        """Excluded pieces (recently rejected) are not started for that peer."""
+        p = picker(n=2, random_first=0)
+        got = p.next_requests("A", bits(2), 8, exclude={0})
+        assert {b[0] for b in got} == {1}
+
+    def test_interesting(self):
+        """A peer is interesting only if it has a piece we lack."""
+        p = picker(n=4)
+        p.mark_have(0)
+        assert p.interesting(bits(4, [0, 1]))
+        assert not p.interesting(bits(4, [0]))
+        for i in range(4):
+            p.mark_have(i)
+        assert not p.interesting(bits(4))
+        assert p.complete
+
+
+class EndgameTests:
+    """When nothing is left unrequested, blocks are duplicated, at most twice."""
+
+    def test_endgame_duplicates_at_most_twice(self):
+        """A second peer gets duplicates of in-flight blocks; a third gets none."""
+        p = picker(n=1)
+        a = p.next_requests("A", bits(1), 10)
+        assert len(a) == 4
+        b = p.next_requests("B", bits(1), 10)
+        assert sorted(b) == sorted(a)
+        assert p.next_requests("C", bits(1), 10) == []
+        assert p.next_requests("A", bits(1), 10) == []
+
+    def test_no_endgame_while_pieces_remain(self):
+        """With unstarted pieces left, a peer lacking them gets no duplicates."""
+        p = picker(n=2, random_first=0)
+        p.next_requests("A", bits(2), 4)
+        started = next(iter(p.in_progress))
+        # B only has the started piece; the other piece is not in progress yet.
+        assert p.next_requests("B", bits(2, [started]), 4) == []
+
+    def test_received_block_not_duplicated(self):
+        """Blocks already received are never requested again in the endgame."""
+        p = picker(n=1)
+        a = p.next_requests("A", bits(1), 4)
+        p.block_received("A", 0, 0, bytes(BLOCK_SIZE))
+        b = p.next_requests("B", bits(1), 10)
+        assert sorted(b) == sorted(a[1:])
+
+
+class OutcomeTests:
+    """block_received, request_dropped and piece_failed bookkeeping."""
+
+    def test_block_received_completes_piece(self):
+        """The last block returns the piece with its assembled buffer."""
+        p = picker(n=1, last=BLOCK_SIZE + 10)
+        p.next_requests("A", bits(1), 2)
+        piece, others = p.block_received("A", 0, 0, b"x" * BLOCK_SIZE)
+        assert (piece, others) == (None, [])
+        piece, others = p.block_received("A", 0, BLOCK_SIZE, b"y" * 10)
+        assert piece is not None and others == []
+        assert bytes(piece.buffer) == b"x" * BLOCK_SIZE + b"y" * 10
+        assert piece.sources == {"A"}
+
+    def test_block_received_names_peers_to_cancel(self):
+        """In the endgame, the other holder of a block is returned to be cancelled."""
+        p = picker(n=1)
+        p.next_requests("A", bits(1), 4)
+        p.next_requests("B", bits(1), 4)
+        piece, others = p.block_received("B", 0, 0, bytes(BLOCK_SIZE))
+        assert piece is None and others == ["A"]
+        # A's late copy of the same block is ignored.
+        assert p.block_received("A", 0, 0, bytes(BLOCK_SIZE)) == (None, [])
+
+    def test_unrequested_and_malformed_blocks_ignored(self):
+        """Blocks nobody requested from this peer, misaligned or wrong-sized: ignored."""
+        p = picker(n=2)
+        p.next_requests("A", bits(2, [0]), 1)
+        index = next(iter(p.in_progress))
+        assert p.block_received("B", index, 0, bytes(BLOCK_SIZE)) == (None, [])
+        assert p.block_received("A", index, 1, bytes(BLOCK_SIZE)) == (None, [])
+        assert p.block_received("A", index, 0, bytes(BLOCK_SIZE - 1)) == (None, [])
+        assert p.block_received("A", 1 - index, 0, bytes(BLOCK_SIZE)) == (None, [])
+        assert p.block_received("A", index, BLOCK_SIZE, bytes(BLOCK_SIZE)) == (None, [])
+        piece = p.in_progress[index]
+        assert piece.remaining == 4
+
+    def test_request_dropped_requeues(self):
+        """A dropped request is handed to the next peer that asks."""
+        p = picker(n=1)
+        p.next_requests("A", bits(1), 2)
+        p.request_dropped("A", (0, BLOCK_SIZE, BLOCK_SIZE))
+        got = p.next_requests("B", bits(1), 1)
+        assert got == [(0, BLOCK_SIZE, BLOCK_SIZE)]
+
+    def test_dropping_everything_frees_the_piece(self):
+        """A piece with nothing received or in flight leaves in_progress."""
+        p = picker(n=1)
+        blocks = p.next_requests("A", bits(1), 4)
+        for block in blocks:
+            p.request_dropped("A", block)
+        assert p.in_progress == {}
+        assert len(p.next_requests("B", bits(1), 4)) == 4
+
+    def test_drop_keeps_received_blocks(self):
+        """Dropping after some blocks arrived keeps the piece and its data."""
+        p = picker(n=1)
+        blocks = p.next_requests("A", bits(1), 4)
+        p.block_received("A", 0, 0, b"z" * BLOCK_SIZE)
+        for block in blocks[1:]:
+            p.request_dropped("A", block)
+        piece = p.in_progress[0]
+        assert piece.remaining == 3
+        assert p.next_requests("B", bits(1), 4) == blocks[1:]
+
+    def test_drop_of_one_endgame_holder_does_not_requeue(self):
+        """If another peer still holds the block, dropping one holder re-queues nothing."""
+        p = picker(n=1)
+        p.next_requests("A", bits(1), 4)
+        p.next_requests("B", bits(1), 4)
+        p.request_dropped("A", (0, 0, BLOCK_SIZE))
+        assert p.in_progress[0].unrequested == []
+        # ...but A may be given it again as an endgame duplicate.
+        assert (0, 0, BLOCK_SIZE) in p.next_requests("A", bits(1), 4)
+
+    def test_piece_failed_restarts(self):
+        """A piece that failed its hash is requested again from scratch."""
+        p = picker(n=1)
+        for block in p.next_requests("A", bits(1), 4):
+            piece, _ = p.block_received("A", block[0], block[1], bytes(block[2]))
+        assert piece is not None
+        p.piece_failed(piece)
+        assert p.in_progress == {} and 0 not in p.have
+        assert len(p.next_requests("B", bits(1), 4)) == 4
+
+    def test_mark_have_drops_progress(self):
+        """mark_have ends any in-progress state for that piece."""
+        p = picker(n=2)
+        p.next_requests("A", bits(2, [1]), 1)
+        p.mark_have(1)
+        assert 1 not in p.in_progress and 1 in p.have
+
+    def test_availability_counts(self):
+        """peer_has / peer_bitfield / peer_gone keep availability exact."""
+        p = picker(n=3)
+        p.peer_bitfield(bits(3, [0, 2]))
+        p.peer_has(2)
+        assert p.availability == [1, 0, 2]
+        p.peer_gone(bits(3, [0, 2]))
+        assert p.availability == [0, 0, 1]
