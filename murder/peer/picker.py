@@ -54,10 +54,10 @@ class Picker:
         self.in_progress: dict[int, PieceInProgress] = {}
         self.random_first = random_first
         self._rng = rng or random.Random()
-        # Pieces still to start, shuffled once: rarest-first scans this order so
-        # ties break randomly without a sort per request.
-        self._order = list(range(num_pieces))
-        self._rng.shuffle(self._order)
+        # Pieces neither had nor in progress, shuffled once: rarest-first scans
+        # this list so ties break randomly without a sort per request.
+        self._pending = list(range(num_pieces))
+        self._rng.shuffle(self._pending)
 
     def piece_size(self, index: int) -> int:
         if self._sizes is not None:
@@ -80,7 +80,21 @@ class Picker:
 
     def mark_have(self, index: int) -> None:
         self.have.add(index)
-        self.in_progress.pop(index, None)
+        if self.in_progress.pop(index, None) is None:
+            try:
+                self._pending.remove(index)
+            except ValueError:
+                pass
+
+    def _start(self, index: int) -> PieceInProgress:
+        self._pending.remove(index)
+        piece = self.in_progress[index] = PieceInProgress(index, self.piece_size(index))
+        return piece
+
+    def _abandon(self, index: int) -> None:
+        """A piece in progress goes back to the pending pool."""
+        if self.in_progress.pop(index, None) is not None:
+            self._pending.insert(self._rng.randrange(len(self._pending) + 1), index)
 
     @property
     def complete(self) -> bool:
@@ -94,20 +108,18 @@ class Picker:
 
     # -- choosing
     def _new_piece(self, peer_bits: Bitfield, exclude: set[int]) -> int | None:
-        have = self.have
-        in_progress = self.in_progress
-        avail = self.availability
-        if have.count < self.random_first:
-            for i in self._order:
-                if i in peer_bits and i not in have and i not in in_progress and i not in exclude:
+        everything = peer_bits.complete
+        if self.have.count < self.random_first:
+            for i in self._pending:
+                if (everything or i in peer_bits) and i not in exclude:
                     return i
             return None
+        avail = self.availability
         best = None
         best_avail = 1 << 30
-        for i in self._order:
+        for i in self._pending:
             a = avail[i]
-            if a < best_avail and i in peer_bits and i not in have \
-                    and i not in in_progress and i not in exclude:
+            if a < best_avail and (everything or i in peer_bits) and i not in exclude:
                 best, best_avail = i, a
                 if a <= 1:
                     break
@@ -136,8 +148,7 @@ class Picker:
             index = self._new_piece(peer_bits, exclude)
             if index is None:
                 break
-            piece = PieceInProgress(index, self.piece_size(index))
-            self.in_progress[index] = piece
+            piece = self._start(index)
             while piece.unrequested and len(out) < count:
                 b = piece.unrequested.pop()
                 piece.requested.setdefault(b, set()).add(peer)
@@ -156,8 +167,7 @@ class Picker:
 
     def _endgame(self) -> bool:
         """True when every missing piece is in progress with nothing unrequested."""
-        missing = self.num_pieces - self.have.count
-        if len(self.in_progress) < missing:
+        if self._pending:
             return False
         return all(not p.unrequested for p in self.in_progress.values())
 
@@ -191,7 +201,7 @@ class Picker:
 
     def piece_failed(self, piece: PieceInProgress) -> None:
         """The assembled piece did not hash: start it over."""
-        self.in_progress.pop(piece.index, None)
+        self._abandon(piece.index)
 
     def request_dropped(self, peer: Hashable, block: Block) -> None:
         """A request will not be answered (choke, reject, disconnect, timeout)."""
@@ -213,4 +223,4 @@ class Picker:
         if not piece.requested and piece.remaining == len(piece.unrequested) \
                 == len(piece.received):
             # Nothing received and nothing in flight: free the buffer.
-            del self.in_progress[index]
+            self._abandon(index)

@@ -77,6 +77,9 @@ class PeerProtocol(protocol.Protocol):
             peer = self.transport.getPeer()
             self.address = (peer.host, peer.port)
         self.last_received = self.swarm.clock.seconds()
+        # Fewer, larger reads: 256 KiB per recv instead of Twisted's 64 KiB.
+        if hasattr(self.transport, "bufferSize"):
+            self.transport.bufferSize = 2**18
         self.transport.registerProducer(self, True)
         if self.outgoing:
             self._send_handshake()

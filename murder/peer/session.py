@@ -312,8 +312,11 @@ class Swarm:
     def fill_requests(self, conn: PeerProtocol) -> None:
         if self.have.complete or not conn.am_interested or conn.peer_choking:
             return
-        want = self._depth(conn) - len(conn.outstanding)
-        if want <= 0:
+        depth = self._depth(conn)
+        want = depth - len(conn.outstanding)
+        # Refill in batches, not after every block: one picker pass per
+        # quarter pipeline keeps the queue full at a fraction of the CPU.
+        if want <= 0 or (conn.outstanding and want < max(1, depth // 4)):
             return
         now = self.clock.seconds()
         exclude = {i for i, t in conn.rejected.items() if now - t < 2.0} if conn.rejected else None
