@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -281,3 +282,110 @@ class LocalAddressTests:
         except OSError:
             expected = ""
         assert compat.detect_local_ip(["udp://", "not a url", "http://:80/x"]) == expected
+
+
+def _legacy_torrent(tmp_path: Path, announce_port: int, size: int = 700_000) -> tuple[Path, Path]:
+    """A payload and its legacy torrent (2^18 pieces) announcing to 127.0.0.1:port."""
+    import bencodepy
+
+    payload = tmp_path / "release.tgz"
+    payload.write_bytes(os.urandom(size))
+    torrent = tmp_path / "release.tgz.torrent"
+    torrent.write_bytes(bencodepy.encode(metainfo.create(
+        str(payload), f"http://127.0.0.1:{announce_port}/announce",
+        piece_length=metainfo.LEGACY_PIECE_LENGTH)))
+    return payload, torrent
+
+
+def _proc_status(pid: int) -> dict[str, str]:
+    with open(f"/proc/{pid}/status") as f:
+        return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+
+
+@pytest.mark.integration
+class ClientTests:
+    """murder_client.py peer/seeder over the real package, on loopback."""
+
+    def test_peer_already_complete_detaches(self, tmp_path):
+        """A payload already complete at <saveas> gives `done and done`, exit 0 at
+        once, and leaves a detached seeder: own session, SIGHUP ignored, stdio on
+        /dev/null, command line still matching the recipes' pkill pattern."""
+        from compat_recipes import kill_pids, pids_matching
+
+        payload, torrent = _legacy_torrent(tmp_path, free_port())
+        original = payload.read_bytes()
+        pattern = f"murder_client.py peer.*{payload}"
+        env = recipe_env({"MURDER_TRACKER_TIMEOUT": "30"})
+        try:
+            started = time.monotonic()
+            result = run_script("murder_client.py", "peer", str(torrent), str(payload),
+                                "127.0.0.1", cwd=tmp_path, env=env, timeout=60)
+            assert (result.returncode, result.stdout) == (0, "done and done\n")
+            assert time.monotonic() - started < 20
+            children = pids_matching(pattern)
+            assert len(children) == 1
+            pid = children[0]
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            session = int(fields[3])
+            assert session == pid != os.getsid(0)
+            assert int(_proc_status(pid)["SigIgn"], 16) & (1 << (signal.SIGHUP - 1))
+            for fd in (0, 1, 2):
+                assert os.readlink(f"/proc/{pid}/fd/{fd}") == "/dev/null"
+            assert payload.read_bytes() == original
+        finally:
+            kill_pids(pids_matching(pattern))
+
+    def test_peer_bad_torrent(self, tmp_path):
+        """An unreadable torrent fails with one line, exit 1, and no file at <saveas>."""
+        torrent = tmp_path / "bad.torrent"
+        torrent.write_bytes(b"this is not bencode")
+        result = run_script("murder_client.py", "peer", str(torrent), str(tmp_path / "out"),
+                            "127.0.0.1", cwd=tmp_path, timeout=60)
+        assert result.returncode == 1
+        assert result.stdout == ""
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("murder_client.py: ")
+        assert "torrent" in lines[0]
+        assert not (tmp_path / "out").exists()
+
+    def test_seeder_bad_payload(self, tmp_path):
+        """A payload that does not match the torrent is refused: one line, exit 1."""
+        payload, torrent = _legacy_torrent(tmp_path, free_port())
+        with open(payload, "r+b") as f:
+            f.seek(300_000)
+            f.write(b"corrupted")
+        result = run_script("murder_client.py", "seeder", str(torrent), str(payload),
+                            "127.0.0.1", cwd=tmp_path, timeout=60)
+        assert result.returncode == 1
+        assert "done and done" not in result.stdout
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "piece 1" in lines[0]
+
+    def test_seeder_runs_until_hangup(self, tmp_path):
+        """The seeder prints `done and done` after verifying, keeps serving, and stops
+        cleanly on SIGHUP (what screen sends when stop_seeding kills it)."""
+        port = free_port()
+        tracker = subprocess.Popen(
+            [sys.executable, str(DIST / "murder_tracker.py"), "--port", str(port),
+             "--bind", "127.0.0.1"], cwd=tmp_path, env=recipe_env(),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        seeder = None
+        try:
+            wait_for_port("127.0.0.1", port)
+            payload, torrent = _legacy_torrent(tmp_path, port)
+            seeder = subprocess.Popen(
+                [sys.executable, str(DIST / "murder_client.py"), "seeder", str(torrent),
+                 str(payload), "127.0.0.1"], cwd=tmp_path, env=recipe_env(),
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+            assert seeder.stdout.readline() == b"done and done\n"
+            time.sleep(1.5)
+            assert seeder.poll() is None
+            seeder.send_signal(signal.SIGHUP)
+            out, err = seeder.communicate(timeout=20)
+            assert seeder.returncode == 0, err
+        finally:
+            for proc in (seeder, tracker):
+                if proc is not None and proc.poll() is None:
+                    proc.kill()
+                    proc.wait()

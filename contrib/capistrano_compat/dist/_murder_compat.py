@@ -15,6 +15,7 @@ peer's lingering seeder ignores SIGHUP.
 
 from __future__ import annotations
 
+import io
 import os
 import shlex
 import signal
@@ -421,6 +422,37 @@ def run_peer(script_path: str, torrent: str, saveas: str, ip: str) -> int:
     return 1
 
 
+class _StderrTail(io.TextIOBase):
+    """Stands in for the worker's stderr (/dev/null): keeps the last few lines.
+
+    The peer reports most failures on the status fd, but an option error is
+    printed before it ever opens it; this lets the worker pass that on.
+    """
+
+    def __init__(self, keep: int = 8) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+        self._partial = ""
+        self._keep = keep
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        pieces = (self._partial + text).split("\n")
+        self._partial = pieces.pop()[-4096:]
+        self.lines = (self.lines + [p.strip()[:4096] for p in pieces if p.strip()])[-self._keep:]
+        return len(text)
+
+    def reason(self) -> str | None:
+        """The peer's own one-line error, if it printed one."""
+        lines = self.lines + ([self._partial.strip()] if self._partial.strip() else [])
+        for line in reversed(lines):
+            if line.startswith("murder peer:"):
+                return line[len("murder peer:"):].strip()
+        return lines[-1] if lines else None
+
+
 def run_peer_worker(torrent: str, saveas: str, ip: str, status_fd: int) -> int:
     """Background half of ``peer``: download, verify, place, seed 30 s, exit.
 
@@ -436,6 +468,8 @@ def run_peer_worker(torrent: str, saveas: str, ip: str, status_fd: int) -> int:
             "--status-fd", str(peer_fd), "--quiet"]
     if ip:
         args += ["--ip", ip]
+    tail = _StderrTail()
+    sys.stderr = tail
     try:
         from murder import cli
 
@@ -445,7 +479,8 @@ def run_peer_worker(torrent: str, saveas: str, ip: str, status_fd: int) -> int:
         _write_status(status_fd, f"failed {type(e).__name__}: {e}")
     else:
         if code:
-            _write_status(status_fd, f"failed murder peer exited with status {code}")
+            _write_status(status_fd, "failed " + (tail.reason() or
+                                                  f"murder peer exited with status {code}"))
     return int(code or 0)
 
 
