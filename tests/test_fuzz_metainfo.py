@@ -1,0 +1,86 @@
+"""Fuzz metainfo.parse on every run: each input yields a Metainfo or a MetainfoError.
+
+The mutators and the oracle live in fuzz/fuzz_metainfo.py (also a standalone,
+longer fuzz target).  The seed is fixed so a failure reproduces; set
+MURDER_FUZZ_SEED to explore other inputs.  The oracle also checks that every
+torrent parse() accepts is safe to lay out on disk (no '..', no separators, no
+duplicates, no file under a file) and round-trips through encode().
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import random
+from pathlib import Path
+
+import bencodepy
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+
+_FUZZ = Path(__file__).resolve().parent.parent / "fuzz" / "fuzz_metainfo.py"
+_spec = importlib.util.spec_from_file_location("fuzz_metainfo", _FUZZ)
+fuzz = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(fuzz)
+
+COUNT = 12_000
+SEED = int(os.environ.get("MURDER_FUZZ_SEED", "20240611"))
+
+
+class MutationFuzzTests:
+    """Mutated and random torrents never raise anything but MetainfoError."""
+
+    def test_mutated_inputs(self) -> None:
+        """12,000 mutated/random inputs: Metainfo or MetainfoError, valid ones safe."""
+        count, outcomes = fuzz.run(COUNT, SEED)
+        valid = outcomes["ok"]
+        print(f"\nmetainfo fuzz: ran {count} inputs (seed {SEED}): {valid} valid, "
+              f"{count - valid} MetainfoError, {len(outcomes) - 1} distinct error shapes")
+        assert count >= 10_000
+        assert sum(outcomes.values()) == count
+        # The mix must exercise both sides and most of the validator's reasons.
+        assert valid >= count // 20
+        assert count - valid >= count // 2
+        assert len(outcomes) - 1 >= 25
+
+    def test_seed_corpus_is_valid(self) -> None:
+        """The seeds are valid torrents, so mutations start from accepted input."""
+        for data in fuzz.seed_corpus():
+            assert fuzz.check(data) == "ok"
+        rng = random.Random(SEED)
+        for _ in range(200):
+            assert fuzz.check(fuzz.random_valid_torrent(rng)) == "ok"
+
+    def test_oracle_catches_unsafe_paths(self) -> None:
+        """The oracle itself rejects what parse must refuse (guards against a blind oracle)."""
+        seed = bencodepy.decode(fuzz.seed_corpus()[1])
+        seed[b"info"][b"files"][0][b"path"] = [b".."]
+        assert fuzz.check(bencodepy.encode(seed)).startswith("path element")
+        assert fuzz.check(b"not bencode").startswith("not bencode")
+
+
+_bencode = st.recursive(
+    st.integers() | st.binary(max_size=30) | st.sampled_from(fuzz.HOSTILE_PATH_ELEMENTS),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(
+        st.sampled_from([b"info", b"name", b"length", b"files", b"path", b"pieces",
+                         b"piece length", b"announce", b"announce-list", b"private"])
+        | st.binary(max_size=6), children, max_size=6),
+    max_leaves=30,
+)
+
+
+class StructuredFuzzTests:
+    """Hypothesis-built bencode values shaped like torrents."""
+
+    @settings(max_examples=400, deadline=None)
+    @given(_bencode)
+    def test_any_bencode_value(self, value) -> None:
+        """Any bencode value, torrent-shaped or not, is accepted or refused cleanly."""
+        fuzz.check(bencodepy.encode(value))
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.binary(max_size=300))
+    def test_any_bytes(self, data: bytes) -> None:
+        """Arbitrary bytes never raise anything but MetainfoError."""
+        fuzz.check(data)
