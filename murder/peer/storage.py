@@ -181,6 +181,7 @@ class DownloadStorage(PieceStorage):
         self.target = os.path.abspath(target)
         super().__init__(meta, self.target + PART_SUFFIX, writable=True)
         self.finalized = False
+        self.target_complete = False
 
     def _check_target_parent(self) -> None:
         parent = os.path.dirname(self.target)
@@ -223,6 +224,9 @@ class DownloadStorage(PieceStorage):
                     if found.complete and self._sizes_match(existing):
                         self.target_complete = True
                         existing.close()
+                        # Seed from the target itself: no .part is ever made.
+                        self.root = self.target
+                        self.writable = False
                         return found
                 else:
                     found = Bitfield(self.meta.num_pieces)
@@ -282,7 +286,7 @@ class DownloadStorage(PieceStorage):
     def discard(self) -> None:
         """Remove the partial download (on a fatal error)."""
         self.close()
-        if self.finalized or not _exists(self.root):
+        if self.finalized or self.target_complete or not _exists(self.root):
             return
         if os.path.isdir(self.root) and not os.path.islink(self.root):
             shutil.rmtree(self.root, ignore_errors=True)
