@@ -221,3 +221,28 @@ class DfileTests:
         save_dfile(s, str(path))
         assert os.listdir(tmp_path) == ["data"]
         assert bencodepy.decode(path.read_bytes())[b"version"] == 1
+
+
+class CompactCacheTests:
+    """The cached compact strings stay equal to the peers held."""
+
+    def test_cache_follows_joins_leaves_and_moves(self):
+        """After joins (appended), leaves and address changes, replies match the peer set."""
+        s = store()
+        rng = random.Random(11)
+        expected: dict[int, bytes] = {}
+        for step in range(400):
+            n = rng.randrange(1, 40)
+            action = rng.random()
+            if action < 0.6:
+                ip = f"10.1.0.{n}" if rng.random() < 0.8 else f"10.2.0.{n}"
+                s.announce(req(n, ip=ip))
+                expected[n] = bytes(int(x) for x in ip.split(".")) + (6881).to_bytes(2, "big")
+            elif action < 0.8:
+                s.announce(req(n, event="stopped"))
+                expected.pop(n, None)
+            if IH in s.torrents and step % 3 == 0:
+                me = rng.randrange(1, 40)
+                peers, _ = s.torrents[IH].compact_sample(b"%020d" % me, 100, s.rng)
+                got = sorted(peers[i:i + 6] for i in range(0, len(peers), 6))
+                assert got == sorted(v for k, v in expected.items() if k != me)

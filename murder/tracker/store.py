@@ -99,6 +99,19 @@ class Torrent:
         self._c4 = b"".join(p.compact for p in list4)
         self._c6 = b"".join(p.compact for p in list6)
 
+    def _append(self, peer: Peer) -> None:
+        """Extend the caches with a new peer (swarms mostly grow during a deploy)."""
+        if self._c4 is None:
+            return
+        if peer.v6:
+            self._pos6[peer.peer_id] = len(self._list6)
+            self._list6.append(peer)
+            self._c6 += peer.compact
+        else:
+            self._pos4[peer.peer_id] = len(self._list4)
+            self._list4.append(peer)
+            self._c4 += peer.compact
+
     @property
     def leechers(self) -> int:
         return len(self.peers) - self.seeders
@@ -200,7 +213,7 @@ class PeerStore:
             peer = Peer(req.peer_id, req.ip, req.port, compact, v6, req.left, req.uploaded,
                         req.downloaded, now, req.key)
             torrent.peers[req.peer_id] = peer
-            torrent._c4 = None
+            torrent._append(peer)
             torrent.empty_since = None
             self.peer_count += 1
             if req.left == 0:
