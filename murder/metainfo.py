@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import bencodepy
 
-from murder.errors import MetainfoError, SourceError
+from murder.errors import MetainfoError, SourceError, StorageError
 
 #: The legacy Capistrano scripts always used 2**18.
 LEGACY_PIECE_LENGTH = 2**18
@@ -181,6 +181,12 @@ def parse(data: bytes) -> Metainfo:
     if not _depth_ok(top):
         raise MetainfoError("nested too deeply")
     info = _get(top, b"info", dict, "")
+    if bencodepy.encode(info) not in data:
+        # Every client hashes the info bytes as found in the file; a dict whose
+        # re-encoding differs (unsorted or duplicate keys) would give us another
+        # info hash and another swarm, so refuse it.
+        raise MetainfoError("info dict is not canonical bencode (unsorted or duplicate keys)",
+                            "info")
     name = _path_element(_get(info, b"name", bytes, "info"), "info.name")
     piece_length = _get(info, b"piece length", int, "info")
     if piece_length <= 0:
@@ -300,8 +306,14 @@ def _walk(root: str) -> list[tuple[tuple[str, ...], str]]:
             full = os.path.join(dirpath, name)
             if os.path.islink(full) or not os.path.isfile(full):
                 continue
-            rel = os.path.relpath(full, root)
-            found.append((tuple(rel.split(os.sep)), full))
+            rel = tuple(os.path.relpath(full, root).split(os.sep))
+            for j, element in enumerate(rel):
+                try:
+                    _path_element(os.fsencode(element), "")
+                except MetainfoError as e:
+                    raise SourceError(full, f"file name {element!r} cannot go in a torrent "
+                                      f"({e.reason})") from None
+            found.append((rel, full))
     found.sort(key=lambda item: [p.encode("utf-8", "surrogateescape") for p in item[0]])
     return found
 
@@ -365,9 +377,10 @@ def create(path: str, announce: str, *, piece_length: int | None = None,
             sources = [path]
         if total == 0:
             raise SourceError(path, "payload is empty")
-        plen = piece_length or auto_piece_length(total)
-        if plen < MIN_PIECE_LENGTH or plen & (plen - 1):
-            raise SourceError(path, f"piece length {plen} is not a power of two >= {MIN_PIECE_LENGTH}")
+        plen = auto_piece_length(total) if piece_length is None else piece_length
+        if plen < MIN_PIECE_LENGTH or plen > MAX_PIECE_LENGTH or plen & (plen - 1):
+            raise SourceError(path, f"piece length {plen} is not a power of two >= {MIN_PIECE_LENGTH}"
+                              + (f" and <= {MAX_PIECE_LENGTH}" if plen > MAX_PIECE_LENGTH else ""))
         info[b"piece length"] = plen
         info[b"pieces"] = b"".join(_stream_pieces(sources, plen, total, progress))
     except OSError as e:
@@ -385,19 +398,35 @@ def create(path: str, announce: str, *, piece_length: int | None = None,
     return top
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file + fsync + rename (never half a file)."""
+    """Write ``data`` to ``path`` via a temp file + fsync + rename (never half a file).
+
+    The file gets the usual ``0666 & ~umask`` mode (mkstemp's 0600 would hide
+    it from other deploy users).  Raises :class:`StorageError` on any OSError.
+    """
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    except OSError as e:
+        raise StorageError(path, e.strerror or str(e)) from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
+            os.fchmod(f.fileno(), 0o666 & ~_umask())
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(e, OSError):
+            raise StorageError(path, e.strerror or str(e)) from None
         raise

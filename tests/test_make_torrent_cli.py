@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from murder.errors import StorageError
+
 from conftest import venv_bin
 from murder import cli, metainfo
 
@@ -167,7 +169,6 @@ class MakeTorrentCommandTests:
         assert _leftovers(tmp_path) == []
         capsys.readouterr()
 
-    @pytest.mark.xfail(strict=True, reason="bug: write_atomic leaves mkstemp's mode 0600")
     def test_output_mode_follows_umask(self, tmp_path: Path, tmp_payload, capsys) -> None:
         """The torrent gets the usual 0666 & ~umask mode, readable by other deploy users."""
         path = tmp_payload(b"payload")
@@ -230,7 +231,6 @@ class InstalledCommandTests:
         assert wrong.returncode == 2
         assert "Traceback" not in wrong.stderr
 
-    @pytest.mark.xfail(strict=True, reason="bug: OSError from write_atomic escapes as a traceback")
     def test_unwritable_output_one_line(self, tmp_path: Path, tmp_payload) -> None:
         """An output path in a missing directory: exit 1 and a single error line."""
         path = tmp_payload(b"payload")
@@ -353,7 +353,7 @@ class WriteAtomicTests:
             raise OSError(28, "No space left on device")
 
         monkeypatch.setattr(os, "fsync", broken_fsync)
-        with pytest.raises(OSError):
+        with pytest.raises(StorageError, match="No space left on device"):
             metainfo.write_atomic(str(out), b"new data")
         monkeypatch.undo()
         assert out.read_bytes() == b"old"
