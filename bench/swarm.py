@@ -239,8 +239,10 @@ class Context:
         self.wait_until(f"{kind} tracker", lambda: self._http_ok(
             f"http://{host.addr}:{port}/scrape"), 30, [proc])
 
-    def _http_ok(self, url: str) -> bool:
+    def _http_ok(self, url: str, head: bool = False) -> bool:
+        """True once ``url`` answers at all (any HTTP status), seen from the tracker host."""
         r = self.topo.run(self.topo.tracker, ["curl", "-s", "-o", "/dev/null", "-m", "2",
+                                              *(["-I"] if head else []),
                                               "-w", "%{http_code}", url], check=False)
         return r.returncode == 0 and r.stdout.strip() not in ("", "000")
 
@@ -329,7 +331,7 @@ class HttpMethod(Method):
             VENV_PYTHON, "-m", "http.server", str(HTTP_PORT), "--bind", s.addr,
             "--directory", os.path.dirname(ctx.payload.path)])
         self.url = f"http://{s.addr}:{HTTP_PORT}/{ctx.payload.name}"
-        ctx.wait_until("http server", lambda: ctx._http_ok(self.url), 30, [server])
+        ctx.wait_until("http server", lambda: ctx._http_ok(self.url, head=True), 30, [server])
 
     def receiver(self, ctx: Context, host: Host, dest: str) -> tuple[list[str], dict, Receiver]:
         target = os.path.join(dest, ctx.payload.name)
