@@ -85,7 +85,8 @@ class PeerProtocol(protocol.Protocol):
             self._send_handshake()
 
     def _send_handshake(self) -> None:
-        self.transport.write(wire.handshake(self.swarm.meta.info_hash, self.swarm.peer_id))
+        self.transport.write(wire.handshake(self.swarm.meta.info_hash, self.swarm.peer_id,
+                                            fast=self.swarm.fast))
 
     def connectionLost(self, reason=None) -> None:  # noqa: N802
         was_active = self.state is State.ACTIVE
