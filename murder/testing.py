@@ -172,3 +172,58 @@ def connect_swarms(server: Any, client: Any, *, clock: Clock | None = None,
     pump = iosim.connect(server_proto, server_tr, client_proto, client_tr, greet=greet,
                          clock=clock)
     return server_proto, client_proto, pump
+
+
+class RemotePeer:
+    """One connection of a swarm driven by hand, through a ``StringTransport``.
+
+    The test plays the remote side: :meth:`send` feeds wire bytes to the
+    swarm's real :class:`~murder.peer.protocol.PeerProtocol`, :meth:`sent`
+    returns (and clears) what the swarm wrote back, parsed into messages.
+    Construction performs the handshake (the remote dials in).
+    """
+
+    def __init__(self, swarm: Any, peer_id: bytes, *, fast: bool = True,
+                 address: tuple[str, int] = ("10.0.0.9", 40000)) -> None:
+        from twisted.internet.testing import StringTransport
+
+        from murder.peer import wire
+        from murder.peer.protocol import PeerProtocol
+
+        self.swarm = swarm
+        self.peer_id = peer_id
+        self.transport = StringTransport(peerAddress=IPv4Address("TCP", *address))
+        self.protocol = PeerProtocol(swarm, outgoing=False, address=address)
+        self.protocol.makeConnection(self.transport)
+        meta = swarm.meta
+        self._reader = wire.MessageReader(meta.num_pieces, meta.piece_length,
+                                          meta.total_length, fast=True)
+        self._greeted = False
+        self.send(wire.handshake(meta.info_hash, peer_id, fast=fast))
+
+    def send(self, data: bytes) -> None:
+        """Deliver bytes from the remote to the swarm's protocol."""
+        self.protocol.dataReceived(data)
+
+    def sent(self) -> list[tuple]:
+        """Messages the swarm wrote since the last call (handshake excluded)."""
+        from murder.peer import wire
+
+        data = self.transport.value()
+        self.transport.clear()
+        if not self._greeted and len(data) >= wire.HANDSHAKE_LENGTH:
+            data = data[wire.HANDSHAKE_LENGTH:]
+            self._greeted = True
+        return self._reader.feed(data)
+
+    @property
+    def closed(self) -> bool:
+        """True once the swarm asked to close this connection."""
+        return bool(self.transport.disconnecting)
+
+    def lose(self) -> None:
+        """Report the connection lost to the protocol (StringTransport never does)."""
+        from twisted.internet.error import ConnectionDone
+        from twisted.python.failure import Failure
+
+        self.protocol.connectionLost(Failure(ConnectionDone()))
