@@ -28,7 +28,9 @@ import filecmp
 import os
 import random
 import shutil
+import signal
 import subprocess
+import sys
 import time
 import urllib.request
 import uuid
@@ -362,3 +364,32 @@ class RecipeFailureTests:
         assert wait_until_gone(f"murder_client.py peer.*{target}") == []
         # Nothing left to kill: stop_peering fails, as documented in the README.
         assert peer.run(f"pkill -f \"murder_client.py peer.*{target}\"").returncode == 1
+
+
+class ShellQuirkTests:
+    """The README's claim about dash and self-matching pkill patterns holds here."""
+
+    @pytest.mark.skipif(os.path.realpath("/bin/sh").rsplit("/", 1)[-1] != "dash",
+                        reason="/bin/sh is not dash")
+    def test_dash_kills_its_own_parent(self, tmp_path):
+        """`sh -c 'pkill -f "murder_client.py peer.*<f>"'` (Capistrano's default
+        shell) kills its own sh and exits 143; with bash (the Capfile fix) it
+        exits 0. Both stop the matching process."""
+        marker = tmp_path / f"{uuid.uuid4().hex}.tgz"
+        pattern = f"murder_client.py peer.*{marker}"
+        # sh dies of SIGTERM (-15 here; a calling shell or Capistrano reports 143).
+        for shell, expected in (("sh", -signal.SIGTERM), ("bash", 0)):
+            # A stand-in whose command line looks like a lingering peer's.
+            victim = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)",
+                                       "murder_client.py", "peer", str(marker)])
+            try:
+                deadline = time.monotonic() + 10
+                while victim.pid not in pids_matching(pattern) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                result = subprocess.run([shell, "-c", f'pkill -f "{pattern}"'], timeout=30)
+                assert result.returncode == expected, shell
+                assert victim.wait(10) == -15
+            finally:
+                if victim.poll() is None:
+                    victim.kill()
+                    victim.wait()

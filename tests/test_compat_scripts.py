@@ -389,3 +389,43 @@ class ClientTests:
                 if proc is not None and proc.poll() is None:
                     proc.kill()
                     proc.wait()
+
+    def test_peer_interrupted_before_complete(self, tmp_path):
+        """SIGTERM to the foreground peer before completion (operator ^C, Capistrano
+        giving up) stops the background download too: exit 1, one line, no
+        process and no file left."""
+        from compat_recipes import pids_matching, wait_until_gone
+
+        port = free_port()
+        tracker = subprocess.Popen(
+            [sys.executable, str(DIST / "murder_tracker.py"), "--port", str(port),
+             "--bind", "127.0.0.1"], cwd=tmp_path, env=recipe_env(),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        peer = None
+        saveas = tmp_path / "out" / "release.tgz"
+        saveas.parent.mkdir()
+        pattern = f"murder_client.py peer.*{saveas}"
+        try:
+            wait_for_port("127.0.0.1", port)
+            _, torrent = _legacy_torrent(tmp_path, port)  # no seeder: it cannot finish
+            peer = subprocess.Popen(
+                [sys.executable, str(DIST / "murder_client.py"), "peer", str(torrent),
+                 str(saveas), "127.0.0.1"], cwd=tmp_path, env=recipe_env(),
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+            deadline = time.monotonic() + 20
+            while len(pids_matching(pattern)) < 2 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            time.sleep(1.0)  # let the worker announce and wait for peers
+            peer.terminate()
+            out, err = peer.communicate(timeout=30)
+            assert peer.returncode == 1
+            assert out == b""
+            assert err.decode().splitlines() == ["murder_client.py: interrupted by signal 15"]
+            assert wait_until_gone(pattern) == []
+            assert os.listdir(saveas.parent) == []
+        finally:
+            from compat_recipes import kill_pids
+
+            kill_pids(pids_matching(pattern))
+            tracker.terminate()
+            tracker.wait(20)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import os
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -337,10 +338,29 @@ def _trackers_of(torrent: str) -> tuple[str, ...]:
 
 
 def _remove_unverified(saveas: str) -> None:
-    """Never leave a file that was not verified at the path the recipe untars."""
+    """After a failure, leave nothing for the recipes to trip over or leak.
+
+    A file at ``<saveas>`` did not verify against this torrent (the peer only
+    renames into place what did), so ``tar`` must not see it.  The peer keeps
+    ``<saveas>.part`` for a resume, but the gem's clean_temp_files removes only
+    ``<saveas>`` and the torrent, and every deploy has a new tag: a kept part
+    file would fill /tmp.
+    """
+    try:
+        from murder.peer.storage import PART_SUFFIX
+    except ImportError:
+        PART_SUFFIX = ".part"
     try:
         if os.path.isfile(saveas) and not os.path.islink(saveas):
             os.unlink(saveas)
+    except OSError:
+        pass
+    part = saveas + PART_SUFFIX
+    try:
+        if os.path.isdir(part) and not os.path.islink(part):
+            shutil.rmtree(part, ignore_errors=True)
+        elif os.path.lexists(part):
+            os.unlink(part)
     except OSError:
         pass
 
