@@ -20,7 +20,7 @@ class PieceInProgress:
     """One piece being assembled in memory until it is complete and hashed."""
 
     __slots__ = ("index", "size", "buffer", "unrequested", "requested", "received",
-                 "remaining", "sources")
+                 "remaining", "sources", "block_from")
 
     def __init__(self, index: int, size: int) -> None:
         self.index = index
@@ -33,6 +33,9 @@ class PieceInProgress:
         self.received = bytearray(nblocks)
         self.remaining = nblocks
         self.sources: set = set()
+        #: Who sent each block, so a failed hash with several sources can be
+        #: blamed on the right one once the piece verifies (see Swarm).
+        self.block_from: list = [None] * nblocks
 
     def block(self, b: int) -> Block:
         begin = b * BLOCK_SIZE
@@ -193,6 +196,7 @@ class Picker:
         piece.received[b] = 1
         piece.remaining -= 1
         piece.sources.add(peer)
+        piece.block_from[b] = peer
         others = [p for p in holders if p is not peer]
         del piece.requested[b]
         if piece.remaining == 0:

@@ -109,6 +109,8 @@ class Swarm:
         self.downloaded = 0
         self.wasted = 0
         self.hash_failures = 0
+        #: piece index -> [(begin, length, source, sha1 of its block)] of failed tries.
+        self._suspects: dict[int, list] = {}
         self.done = defer.Deferred()
         self.failed: MurderError | None = None
         self._on_complete = on_complete
@@ -369,10 +371,26 @@ class Swarm:
                           index=piece.index, sources=[c.address for c in piece.sources])
             for c in piece.sources:
                 c.strikes += 1
-                if len(piece.sources) == 1 or c.strikes >= 3:
-                    self.ban(c, f"sent data failing the hash of piece {piece.index}")
+            if len(piece.sources) == 1:
+                self.ban(next(iter(piece.sources)),
+                         f"sent data failing the hash of piece {piece.index}")
+            else:
+                # Several sources: banning them all (or on strike counts) bans
+                # the honest seeder too and can stall the download.  Remember
+                # each source's block; the piece's verified data will tell.
+                record = self._suspects.setdefault(piece.index, [])
+                for b, source in enumerate(piece.block_from):
+                    if source is not None:
+                        begin = b * BLOCK_SIZE
+                        block = piece.buffer[begin:begin + BLOCK_SIZE]
+                        record.append((begin, len(block), source,
+                                       hashlib.sha1(block).digest()))
             del sources
             return
+        liars = {source for begin, length, source, digest in self._suspects.pop(piece.index, ())
+                 if hashlib.sha1(piece.buffer[begin:begin + length]).digest() != digest}
+        for source in liars:
+            self.ban(source, f"sent a bad block of piece {piece.index}")
         try:
             self.storage.write_piece(piece.index, piece.buffer)
         except StorageError as e:
