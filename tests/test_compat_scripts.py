@@ -32,8 +32,9 @@ def _python_without_murder() -> list[str]:
         if not os.path.exists(exe):
             continue
         probe = subprocess.run([exe, "-I", "-c", "import murder"], capture_output=True)
-        version = subprocess.run([exe, "-I", "-c", "import sys; print(sys.version_info >= (3, 11))"],
-                                 capture_output=True, text=True)
+        version = subprocess.run(
+            [exe, "-I", "-c", "import sys; print(sys.version_info >= (3, 11))"],
+            capture_output=True, text=True)
         if probe.returncode != 0 and version.stdout.strip() == "True":
             return [exe, "-I"]
     pytest.skip("every Python 3.11 here can import murder")

@@ -53,10 +53,20 @@ def _stop_on_sighup() -> None:
     would skip the tracker's final dfile save and the seeder's ``stopped``
     announce.  Twisted's reactor handles SIGINT/SIGTERM itself, not SIGHUP.
     """
+    def stop() -> None:
+        from twisted.internet import reactor
+        from twisted.internet.error import ReactorNotRunning
+
+        try:
+            reactor.stop()
+        except ReactorNotRunning:  # a second hangup while already stopping
+            pass
+
     def hangup(signum: int, frame: object) -> None:
         from twisted.internet import reactor
 
-        reactor.callFromThread(reactor.stop)
+        # Queued calls run once the reactor runs, so an early hangup still stops it.
+        reactor.callFromThread(stop)
 
     signal.signal(signal.SIGHUP, hangup)
 
@@ -563,8 +573,8 @@ def client_main(argv: Sequence[str], script_path: str) -> int:
         ip = detect_local_ip(_trackers_of(torrent))
     try:
         if mode == "peer":
-            worker_fd = os.environ.get(WORKER_ENV)
-            if worker_fd:
+            worker_fd = os.environ.get(WORKER_ENV, "")
+            if worker_fd.isdigit():
                 return run_peer_worker(torrent, saveas, ip, int(worker_fd))
             return run_peer(os.path.abspath(script_path), torrent, saveas, ip)
         return run_seeder(torrent, saveas, ip)

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 # Usage: python murder_client.py <peer|seeder> <file.torrent> <saveas> [<ip>]
-"""Legacy Murder client: `peer` downloads then seeds 30 s in the background, `seeder` seeds until killed.
+"""Legacy Murder client: `peer` downloads, then seeds 30 s in the background;
+`seeder` seeds until killed.
 
 Drop-in replacement for the 2010 BitTornado script of the same name, used
 verbatim by the `murder` Capistrano gem; it runs the installed `murder`

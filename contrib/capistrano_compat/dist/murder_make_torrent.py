@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 # Usage: python murder_make_torrent.py <file> <trackerhost:port> <target.torrent>
-"""Legacy Murder torrent maker: 256 KiB pieces, announce http://<trackerhost:port>/announce.
+"""Legacy Murder torrent maker: 256 KiB pieces, announce http://HOST:PORT/announce.
 
 Drop-in replacement for the 2010 BitTornado script of the same name, used
 verbatim by the `murder` Capistrano gem; it runs the installed `murder`

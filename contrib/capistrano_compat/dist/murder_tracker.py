@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 # Usage: python murder_tracker.py [--key value ...]
-"""Legacy Murder tracker: an HTTP BitTorrent tracker on port 8998, in the foreground.
+"""Legacy Murder tracker: HTTP BitTorrent tracker on port 8998, in the foreground.
 
 Drop-in replacement for the 2010 BitTornado script of the same name, used
 verbatim by the `murder` Capistrano gem; it runs the installed `murder`
