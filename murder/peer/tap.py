@@ -10,6 +10,7 @@ the right exit status (0 only for a verified payload).  ``seedertap`` and
 from __future__ import annotations
 
 import atexit
+import math
 import os
 import sys
 from dataclasses import dataclass, field, replace
@@ -31,13 +32,15 @@ from murder.peer.storage import DownloadStorage, SeedStorage
 
 def parse_rate(text: str) -> int:
     """``"0"``, ``"500K"``, ``"12.5M"``, ``"1G"`` bytes per second → int."""
-    text = text.strip().upper().removesuffix("B").removesuffix("/S")
+    text = text.strip().upper().removesuffix("/S").removesuffix("B")
     scale = {"K": 2**10, "M": 2**20, "G": 2**30}.get(text[-1:], 1)
     number = text[:-1] if scale != 1 else text
     try:
         value = float(number) * scale
     except ValueError:
-        raise ValueError(f"not a rate: {text!r} (use e.g. 0, 500K, 12M)") from None
+        value = math.nan
+    if not math.isfinite(value):  # "inf"/"nan" parse as floats but are no rate
+        raise ValueError(f"not a rate: {text!r} (use e.g. 0, 500K, 12M)")
     if value < 0:
         raise ValueError("a rate cannot be negative")
     return int(value)
