@@ -9,14 +9,18 @@ duplicates, no file under a file) and round-trips through encode().
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 import random
 from pathlib import Path
 
 import bencodepy
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from murder.metainfo import FileEntry, parse
 
 
 _FUZZ = Path(__file__).resolve().parent.parent / "fuzz" / "fuzz_metainfo.py"
@@ -58,6 +62,24 @@ class MutationFuzzTests:
         seed[b"info"][b"files"][0][b"path"] = [b".."]
         assert fuzz.check(bencodepy.encode(seed)).startswith("path element")
         assert fuzz.check(b"not bencode").startswith("not bencode")
+
+    @pytest.mark.parametrize("bad_path", [("t", ".."), ("t", "a/b"), ("t", "")])
+    def test_oracle_flags_a_parser_that_accepts_traversal(self, monkeypatch, bad_path) -> None:
+        """If parse() ever let a hostile path through, check() would fail loudly."""
+        good = parse(fuzz.seed_corpus()[0])
+        evil = dataclasses.replace(good, files=(FileEntry(bad_path, good.total_length, 0),))
+        monkeypatch.setattr(fuzz, "parse", lambda data: evil)
+        with pytest.raises(AssertionError):
+            fuzz.check(b"anything")
+
+    def test_oracle_flags_other_exceptions(self, monkeypatch) -> None:
+        """An exception other than MetainfoError escapes check() (it is a bug)."""
+        def broken(data: bytes):
+            raise KeyError(b"info")
+
+        monkeypatch.setattr(fuzz, "parse", broken)
+        with pytest.raises(KeyError):
+            fuzz.check(b"anything")
 
 
 _bencode = st.recursive(
