@@ -16,9 +16,7 @@ import sys
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from twisted.application import service
 from twisted.internet import defer, threads
-from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -144,7 +142,8 @@ class RunConfig:
     meta: metainfo.Metainfo
     role: str  # "peer" or "seeder"
     path: str  # payload (seeder) or target (peer)
-    listen: str
+    port: int
+    bind: str
     ip: str | None
     tracker_timeout: float
     trust: tuple[str, ...]
@@ -169,9 +168,7 @@ def config_from(options: _CommonOptions) -> RunConfig:
         max_download_rate=options["max-download-rate"],
         super_seed=seeder and not options["no-super-seed"],
     )
-    bind = options["bind"]
-    listen = f"tcp:{options['port']}" + (f":interface={bind}" if bind else "")
-    common = dict(meta=meta, listen=listen, ip=options["ip"],
+    common = dict(meta=meta, port=options["port"], bind=options["bind"], ip=options["ip"],
                   tracker_timeout=options["tracker-timeout"], trust=tuple(options["trust"]),
                   ca=options["ca"], quiet=bool(options["quiet"]), swarm=swarm,
                   progress_interval=options["progress-interval"])
@@ -185,8 +182,14 @@ def config_from(options: _CommonOptions) -> RunConfig:
                      max_linger=options["max-linger"], status_fd=options["status-fd"], **common)
 
 
-def http_client(reactor, ca: str | None):
-    """treq client; with ``ca``, https trackers must present a cert it signed."""
+def http_client(reactor, ca: str | None, urls: tuple[str, ...] = ()):
+    """The announce client: the light :class:`PlainHTTP` when every tracker is
+    ``http://``, else treq; with ``ca``, https trackers must present a
+    certificate it signed."""
+    if ca is None and all(u.startswith("http://") for u in urls):
+        from murder.peer.httpget import PlainHTTP
+
+        return PlainHTTP(reactor)
     import treq
     from treq.client import HTTPClient
     from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
@@ -205,8 +208,11 @@ def http_client(reactor, ca: str | None):
     return HTTPClient(agent)
 
 
-class SwarmRun(service.Service):
-    """Runs one seeder or peer from start to exit status."""
+class SwarmRun:
+    """Runs one seeder or peer from start to exit status.
+
+    A plain object with ``start``/``stop`` so the foreground command need not
+    import twisted.application; :func:`make_service` adapts it for twistd."""
 
     log = Logger()
 
@@ -226,25 +232,23 @@ class SwarmRun(service.Service):
         self._progress = None
         self.finished = defer.Deferred()
 
-    # -- service
-    def startService(self) -> None:  # noqa: N802
-        super().startService()
+    def start(self) -> None:
         d = defer.ensureDeferred(self._run())
         d.addErrback(self._failed)
 
-    def stopService(self) -> defer.Deferred:  # noqa: N802
-        super().stopService()
+    def stop(self) -> defer.Deferred:
         return defer.ensureDeferred(self._shutdown())
 
     async def _run(self) -> None:
         c = self.config
-        from murder import trust
+        if c.trust or os.environ.get("MURDER_TRUST"):
+            from murder import trust  # imports cryptography: only when asked
 
-        who = trust.enforce(c.meta, list(c.trust) or None)
-        if who is not None:
-            self.log.info("torrent signed by trusted key {who}", who=who)
+            who = trust.enforce(c.meta, list(c.trust) or None)
+            if who is not None:
+                self.log.info("torrent signed by trusted key {who}", who=who)
         if self.http is None:
-            self.http = http_client(self.reactor, c.ca)
+            self.http = http_client(self.reactor, c.ca, c.meta.trackers)
         if c.role == "seeder":
             storage = SeedStorage(c.meta, c.path)
             storage.check()
@@ -265,11 +269,13 @@ class SwarmRun(service.Service):
         self.storage = storage
         self.swarm = swarm = Swarm(c.meta, storage, have, self.reactor, c.swarm,
                                    on_complete=self._complete)
-        endpoint = serverFromString(self.reactor, c.listen)
         try:
-            self._port = await endpoint.listen(PeerFactory(swarm))
+            # listenTCP, not an endpoint string: endpoints import pyOpenSSL,
+            # a large share of start-up time for a process that only needs TCP.
+            self._port = self.reactor.listenTCP(c.port, PeerFactory(swarm), interface=c.bind)
         except Exception as e:
-            raise MurderError(f"cannot listen on {c.listen}: {e}") from None
+            where = f"{c.bind or '*'}:{c.port}"
+            raise MurderError(f"cannot listen on {where}: {e}") from None
         port = self._port.getHost().port
         self.announcer = Announcer(
             self.reactor, self.http, c.meta.trackers, c.meta.info_hash, swarm.peer_id, port,
@@ -408,9 +414,20 @@ class SwarmRun(service.Service):
         self._progress.start()
 
 
-def make_service(options: _CommonOptions) -> SwarmRun:
+def make_service(options: _CommonOptions):
     """``makeService`` for both plugins: the process exits with the run's status."""
+    from twisted.application import service
+
     run = SwarmRun(config_from(options))
+
+    class _RunService(service.Service):
+        def startService(self) -> None:  # noqa: N802
+            super().startService()
+            run.start()
+
+        def stopService(self) -> defer.Deferred:  # noqa: N802
+            super().stopService()
+            return run.stop()
 
     def exit_with_status() -> None:
         if run.exit_code:
@@ -420,7 +437,9 @@ def make_service(options: _CommonOptions) -> SwarmRun:
 
     # twistd has no exit-status hook: this runs after its own cleanup.
     atexit.register(exit_with_status)
-    return run
+    svc = _RunService()
+    svc.run = run
+    return svc
 
 
 def run_foreground(options: _CommonOptions) -> int:
@@ -450,8 +469,8 @@ def run_foreground(options: _CommonOptions) -> int:
     globalLogBeginner.beginLoggingTo([FilteringLogObserver(observer, [predicate])],
                                      redirectStandardIO=False)
     run = SwarmRun(config, reactor)
-    reactor.callWhenRunning(run.startService)
-    reactor.addSystemEventTrigger("before", "shutdown", run.stopService)
+    reactor.callWhenRunning(run.start)
+    reactor.addSystemEventTrigger("before", "shutdown", run.stop)
     reactor.run()
     code = run.exit_code if run.exit_code is not None else 1
     if code and getattr(run, "failure_message", None) and config.quiet:
