@@ -117,6 +117,23 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+def _report_status_fd(args: list[str], line: str) -> None:
+    """A peer asked for ``--status-fd N`` hears about option errors there too."""
+    for i, arg in enumerate(args):
+        value = None
+        if arg == "--status-fd" and i + 1 < len(args):
+            value = args[i + 1]
+        elif arg.startswith("--status-fd="):
+            value = arg.split("=", 1)[1]
+        if value is not None and value.isdigit():
+            try:
+                os.write(int(value), (line + "\n").encode())
+                os.close(int(value))
+            except OSError:
+                pass
+            return
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -142,6 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             module = importlib.import_module(_EXTRA_COMMANDS[command][0])
             return module.main(command, rest)
     except usage.UsageError as e:
+        _report_status_fd(rest, f"failed {e}")
         print(f"murder {command}: {e}", file=sys.stderr)
         print(f"Run `murder {command} --help` for usage.", file=sys.stderr)
         return 2

@@ -38,7 +38,7 @@ class SwarmConfig:
     min_pipeline: int = 8
     max_pipeline: int = 256
     #: Seconds of data to keep requested from a peer at its measured rate.
-    request_horizon: float = 0.5
+    request_horizon: float = 0.25
     #: A peer that sends nothing for this long with requests pending loses them.
     snub_timeout: float = 5.0
     idle_timeout: float = 120.0
@@ -119,6 +119,7 @@ class Swarm:
         self._down_bucket = (_Bucket(config.max_download_rate, now)
                              if config.max_download_rate else None)
         self._throttled: set[PeerProtocol] = set()
+        self._served_to: dict[int, PeerProtocol] = {}
         self._resume_call = None
         self._choke_round = 0
         self._choke_tick = 0.0
@@ -321,7 +322,12 @@ class Swarm:
         if want <= 0 or (conn.outstanding and want < max(1, depth // 4)):
             return
         now = self.clock.seconds()
-        exclude = {i for i, t in conn.rejected.items() if now - t < 2.0} if conn.rejected else None
+        exclude = None
+        if conn.rejected:
+            # A rejected piece is asked of this peer again only after a pause
+            # and only if no other connection can supply it.
+            avail = self.picker.availability
+            exclude = {i for i, t in conn.rejected.items() if now - t < 2.0 or avail[i] > 1}
         blocks = self.picker.next_requests(conn, conn.bits, want, exclude)
         if not blocks:
             if not conn.outstanding and not self.picker.interesting(conn.bits):
@@ -425,15 +431,26 @@ class Swarm:
 
     # -------------------------------------------------------------- uploads
     def allow_request(self, conn: PeerProtocol, index: int) -> bool:
+        """Super-seeding: the seeder sends each piece to one peer.
+
+        A request for a piece that a connected peer already has, or that is
+        being sent to another peer, is rejected once (BEP 6), so the seeder's
+        upload goes to pieces the swarm lacks and peers fetch the rest from
+        each other.  A peer that asks again is served: it may be unable to
+        reach the others.  Peers without the fast extension cannot be told
+        "no" without stalling them, so they are always served.
+        """
         if not self.config.super_seed or not conn.fast:
             return True
-        if self.picker.availability[index] == 0:
+        owner = self._served_to.get(index)
+        if owner is conn or index in conn.seed_refused:
             return True
-        asked = conn.seed_refused
-        if index in asked:
-            return True  # it insists: it cannot get the piece elsewhere
-        asked.add(index)
-        return False
+        if self.picker.availability[index] > 0 or (owner is not None and
+                                                   owner.state.value == "active"):
+            conn.seed_refused.add(index)
+            return False
+        self._served_to[index] = conn
+        return True
 
     def read_block(self, index: int, begin: int, length: int) -> bytes | None:
         try:

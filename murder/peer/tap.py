@@ -339,10 +339,11 @@ class SwarmRun:
         fd = self.config.status_fd
         if fd is None:
             return
+        # One line, then the descriptor is closed: a reader sees EOF at once.
+        self.config = replace(self.config, status_fd=None)
         try:
             os.write(fd, (line + "\n").encode())
-            if not line.startswith("complete"):
-                os.close(fd)
+            os.close(fd)
         except OSError:
             pass
 
@@ -368,19 +369,10 @@ class SwarmRun:
         if self.exit_code is not None:
             return
         self.exit_code = code
-        if code == 0:
-            self._status_close()
         if self.reactor.running:
             self.reactor.stop()
         if not self.finished.called:
             self.finished.callback(code)
-
-    def _status_close(self) -> None:
-        if self.config.status_fd is not None:
-            try:
-                os.close(self.config.status_fd)
-            except OSError:
-                pass
 
     async def _shutdown(self) -> None:
         if self._linger is not None and self._linger.active():
@@ -469,6 +461,10 @@ def run_foreground(options: _CommonOptions) -> int:
     globalLogBeginner.beginLoggingTo([FilteringLogObserver(observer, [predicate])],
                                      redirectStandardIO=False)
     run = SwarmRun(config, reactor)
+    # SIGHUP (an ssh session or screen going away) is a clean stop, like SIGTERM.
+    import signal
+
+    signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(reactor.stop))
     reactor.callWhenRunning(run.start)
     reactor.addSystemEventTrigger("before", "shutdown", run.stop)
     reactor.run()
