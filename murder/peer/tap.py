@@ -461,10 +461,13 @@ def run_foreground(options: _CommonOptions) -> int:
     globalLogBeginner.beginLoggingTo([FilteringLogObserver(observer, [predicate])],
                                      redirectStandardIO=False)
     run = SwarmRun(config, reactor)
-    # SIGHUP (an ssh session or screen going away) is a clean stop, like SIGTERM.
+    # SIGHUP (an ssh session or screen going away) is a clean stop, like
+    # SIGTERM, unless the caller chose to ignore it (the legacy shim's
+    # detached seeding child must survive its terminal).
     import signal
 
-    signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(reactor.stop))
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+        signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(reactor.stop))
     reactor.callWhenRunning(run.start)
     reactor.addSystemEventTrigger("before", "shutdown", run.stop)
     reactor.run()
