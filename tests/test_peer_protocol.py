@@ -129,6 +129,22 @@ class EndToEndTests:
             assert (tmp_path / "dst" / "tree" / rel).read_bytes() == content
         assert errors == []
 
+    def test_peer_complete_at_start_serves_from_target(self, tmp_path, errors):
+        """A peer that found the payload already at its target uploads it from there."""
+        meta, payload = build_torrent(data(3 * PLEN + 5), name="p.bin", piece_length=PLEN)
+        (tmp_path / "p.bin").write_bytes(payload)
+        st = DownloadStorage(meta, str(tmp_path / "p.bin"))
+        have = st.prepare()
+        assert have.complete
+        st.finalize()
+        pair = Pair(meta=meta, seed_storage=st)
+        pair.payload = payload
+        pair.connect()
+        assert bytes(pair.peer_storage.buffer) == payload
+        assert pair.completed == [0]
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["p.bin"]
+        assert errors == []
+
     def test_peer_to_peer_relay(self, errors):
         """A second peer downloads from the first once the first is complete."""
         pair = Pair()
