@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 import socket
 import struct
 
@@ -14,8 +13,6 @@ from twisted.web import resource
 
 from murder.errors import AnnounceError, TrackerUnreachable
 from murder.peer.announcer import Announcer, build_query, parse_response
-from murder.tracker.store import PeerStore
-from murder.tracker.web import TrackerResource
 
 IH = bytes(range(100, 120))
 PID = b"-MU0100-\x00\xff%&=+ abcdefg"[:20]
@@ -280,25 +277,3 @@ class AnnouncerTests:
         h.advance(30)
         assert len(h.tracker.requests) == 1
 
-
-class RealTrackerTests:
-    """The announcer against murder's own tracker resource, in memory."""
-
-    def test_two_peers_find_each_other(self):
-        """The second announcer gets the first peer (address from ip=, with its id)."""
-        clock = Clock()
-        store = PeerStore(clock, rng=random.Random(1))
-        stub = StubTreq(TrackerResource(store))
-        got: list = []
-        first = Announcer(clock, stub, ("http://t.test/announce",), IH, b"A" * 20, 7001,
-                          "10.0.0.1", lambda: (0, 0, 0), got.append)
-        second = Announcer(clock, stub, ("http://t.test/announce",), IH, b"B" * 20, 7002,
-                           "10.0.0.2", lambda: (0, 0, 100), got.append)
-        first.start()
-        clock.advance(0)
-        stub.flush()
-        second.start()
-        clock.advance(0)
-        stub.flush()
-        assert got[-1].peers == [(("10.0.0.1", 7001), b"A" * 20)]
-        assert (got[-1].complete, got[-1].incomplete) == (1, 1)
