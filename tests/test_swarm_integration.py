@@ -315,6 +315,27 @@ class FailureTests:
                     os.close(fd)
 
 
+    def test_sigterm_keeps_part_for_resume(self, swarm, procs, tmp_path):
+        """SIGTERM mid-download: exit non-zero, no target, the .part stays for a resume."""
+        dest = tmp_path / "dest"
+        dest.mkdir()
+        proc = procs.start("peer", *swarm.peer_args("--destination", str(dest),
+                                                    "--max-download-rate", "512K"))
+        part = dest / "release.bin.part"
+        wait_until(lambda: proc.poll() is not None or
+                   (part.exists() and "peer for release.bin" in procs.output(proc)), 15,
+                   "the download to start")
+        time.sleep(1)
+        assert proc.poll() is None, procs.output(proc)
+        proc.send_signal(signal.SIGTERM)
+        code = procs.wait(proc, 10)
+        assert code != 0, procs.output(proc)
+        assert os.listdir(dest) == ["release.bin.part"]
+        resumed = procs.start("resumed", *swarm.peer_args("--destination", str(dest)))
+        assert procs.wait(resumed, 30) == 0, procs.output(resumed)
+        assert "resuming: " in procs.output(resumed)
+        assert sha256(dest / "release.bin") == swarm.digest
+
     @pytest.mark.xfail(strict=True, reason="bug: a payload complete at start is reported "
                        "'complete' and then the run fails when the tracker times out before "
                        "--seed-time ends (status fd gets both lines, exit 1)")
