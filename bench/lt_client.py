@@ -32,7 +32,9 @@ def settings(listen: str) -> dict:
         "download_rate_limit": 0,
         "connections_limit": 1000,
         "allow_multiple_connections_per_ip": True,
-        "alert_mask": lt.alert.category_t.status_notification | lt.alert.category_t.error_notification,
+        "alert_mask": (lt.alert.category_t.status_notification
+                       | lt.alert.category_t.error_notification
+                       | lt.alert.category_t.tracker_notification),
     }
 
 
@@ -61,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
             if isinstance(alert, (lt.torrent_error_alert, lt.file_error_alert)):
                 print(f"error: {alert.message()}", file=sys.stderr, flush=True)
                 return 1
+            if isinstance(alert, (lt.tracker_error_alert, lt.tracker_warning_alert,
+                                  lt.listen_failed_alert, lt.tracker_reply_alert)):
+                print(f"{type(alert).__name__}: {alert.message()}", flush=True)
             finished = finished or isinstance(alert, lt.torrent_finished_alert)
         if not reported and (finished or handle.status().is_seeding):
             reported = True

@@ -111,6 +111,10 @@ class CpuSampler:
         w = self.window(t0, t1)
         return sum(all(x > threshold for x in b) for b in w) / len(w) if w else None
 
+    def busy_cpu_seconds(self, t0: float, t1: float) -> float:
+        """CPU-seconds the whole machine was busy in [t0, t1] (all processes + softirq)."""
+        return sum(sum(b) * self.period for b in self.window(t0, t1))
+
     def mean_busy(self, t0: float, t1: float) -> float | None:
         w = self.window(t0, t1)
         return statistics.fmean(statistics.fmean(b) for b in w) if w else None
@@ -534,10 +538,15 @@ def run_one(method: Method, n: int, size: int, rate_mbit: float, repeat: int,
         "peak_rss_kib": max((r.proc.maxrss_kib or 0 for r in receivers if r.proc), default=None),
         "cpu_saturation": sampler.saturation(t0, t_end),
         "cpu_mean_busy": sampler.mean_busy(t0, t_end),
+        "machine_busy_cpu_s": sampler.busy_cpu_seconds(t0, t_end),
         "workdir": workdir,
     })
     if rec["time_s"] is not None:
         rec["ratio"] = rec["time_s"] / bound
+    if rec["status"] == "failed":
+        kept = os.path.join(args.failed_logs, os.path.basename(workdir))
+        shutil.copytree(ctx.logdir, kept, dirs_exist_ok=True)
+        rec["logs"] = kept
     if not args.keep:
         shutil.rmtree(workdir, ignore_errors=True)
     return rec
@@ -571,7 +580,10 @@ def table(records: list[dict], header: bool = True) -> str:
     lines = ["  ".join(c.rjust(w) if i > 0 else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
              for r in rows]
     notes = [f"  {r['method']} N={r['n']} #{r['repeat']}: {r['status']}: {r.get('reason')}"
+             + (f" [logs kept in {r['logs']}]" if r.get("logs") else "")
              for r in records if r["status"] != "ok"]
+    notes += [f"  {r['method']} N={r['n']}: median of {r['ok_runs']} successful of {r['runs']} runs"
+              for r in records if r.get("ok_runs", 0) < r.get("runs", 0)]
     return "\n".join(lines + notes)
 
 
@@ -621,6 +633,7 @@ def plot(records: list[dict], path: str) -> str | None:
                     label=r["method"] if r["repeat"] == 0 else None)
         bound = kumar_ross_bound(size, rate * 1e6 / 8, rate * 1e6 / 8, [rate * 1e6 / 8] * n)
         ax.axvline(bound, color="k", linestyle="--", label="T_min")
+        ax.yaxis.get_major_locator().set_params(integer=True)
         ax.set(title=f"N={n}, {size / 2**20:.0f} MiB, {rate:g} Mbit/s", xlabel="s since gate",
                ylabel="receivers complete")
         ax.legend(fontsize=7)
@@ -672,6 +685,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--workdir", default=None,
                     help="where payloads/downloads go (default: a fresh dir in /dev/shm)")
     ap.add_argument("--keep", action="store_true", help="keep work dirs and logs")
+    ap.add_argument("--failed-logs", default="/tmp/mzb-failed-logs",
+                    help="failed runs' process logs are copied here (default /tmp/mzb-failed-logs)")
     args = ap.parse_args(argv)
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = set(args.methods) - set(ALL_METHODS)
