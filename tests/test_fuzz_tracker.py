@@ -1,9 +1,12 @@
-"""Fuzz the tracker resource in memory with random and mutated queries.
+"""Fuzz the tracker in memory with random and mutated queries.
 
-Every answer must be bencode with either ``failure reason`` or the expected
-keys (or a 4xx with a failure reason), never a 500 or an exception; the
-store's counters must stay consistent and within its caps; and the tracker
-must still answer a valid announce afterwards.
+Requests go through the real server path: bytes into the HTTP protocol
+(:mod:`murder.tracker.fasthttp`, kept-alive connections, reopened when the
+server closes one), answers parsed by the standard library.  Every answer
+must be bencode with either ``failure reason`` or the expected keys (or a
+4xx with a failure reason), never a 500 or an exception; the store's
+counters must stay consistent and within its caps; and the tracker must
+still answer a valid announce afterwards.
 """
 
 from __future__ import annotations
@@ -14,13 +17,12 @@ from urllib.parse import quote_from_bytes
 
 import bencodepy
 from hypothesis import given, settings, strategies as st
-from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
-from twisted.web.http import parse_qs
-from twisted.web.test.requesthelper import DummyRequest
 
+from murder.tracker.fasthttp import TrackerHTTPFactory
 from murder.tracker.store import PeerStore
-from murder.tracker.web import TrackerResource
+from murder.tracker.web import TrackerApp
+from tracker_harness import Connection, parse_responses
 
 MAX_TORRENTS = 64
 MAX_PEERS = 800
@@ -32,24 +34,44 @@ NASTY = [b"", b"0", b"-1", b"65536", b"99999999999999999999999", b"1e3", b" 1", 
          b"fd00::7", b"999.1.1.1", b"x" * 300, b"\xd9\xa3\xd9\xa3", b"+5", b"0x10"]
 
 
-def make_tracker() -> tuple[TrackerResource, PeerStore, Clock]:
-    clock = Clock()
-    store = PeerStore(clock, max_torrents=MAX_TORRENTS, max_peers_per_torrent=200,
-                      max_peers=MAX_PEERS, rng=random.Random(3))
-    return TrackerResource(store, numwant_max=50), store, clock
+class FuzzTracker:
+    """The tracker behind its HTTP protocol, one kept-alive connection per client."""
+
+    def __init__(self) -> None:
+        self.clock = Clock()
+        self.store = PeerStore(self.clock, max_torrents=MAX_TORRENTS, max_peers_per_torrent=200,
+                               max_peers=MAX_PEERS, rng=random.Random(3))
+        self.factory = TrackerHTTPFactory(TrackerApp(self.store, numwant_max=50), self.clock)
+        self.connections: dict[str, Connection] = {}
+
+    def raw(self, request: bytes, client: str = "127.0.0.1") -> tuple[int, bytes, bool]:
+        """Send raw request bytes; (status, body, closed) of the first answer."""
+        conn = self.connections.get(client)
+        if conn is None or conn.closed:
+            conn = self.connections[client] = Connection(self.factory, client)
+        conn.send(request)
+        data = conn.take()
+        first = parse_responses(data, ["GET"] * data.count(b"HTTP/1.1 "))[0]
+        return first.status, first.body, conn.closed
 
 
-def render(resource: TrackerResource, path: bytes, query: bytes,
+def make_tracker() -> tuple[FuzzTracker, PeerStore, Clock]:
+    tracker = FuzzTracker()
+    return tracker, tracker.store, tracker.clock
+
+
+#: Bytes a request line cannot carry raw; clients send them %-escaped.
+_UNSENDABLE = {b" ": b"%20", b"\r": b"%0D", b"\n": b"%0A"}
+
+
+def render(tracker: FuzzTracker, path: bytes, query: bytes,
            client: str = "127.0.0.1") -> tuple[int, bytes]:
-    """Render one GET like twisted.web would (same query splitting)."""
-    request = DummyRequest([])
-    request.method = b"GET"
-    request.path = path
-    request.uri = path + (b"?" + query if query else b"")
-    request.args = parse_qs(query, 1)  # what twisted.web.http.Request does
-    request.client = IPv4Address("TCP", client, 40000)
-    body = resource.render(request)
-    return request.responseCode or 200, body
+    """GET ``path?query`` over HTTP, escaping what a request line cannot hold."""
+    for raw, escaped in _UNSENDABLE.items():
+        query = query.replace(raw, escaped)
+    target = path + (b"?" + query if query else b"")
+    code, body, _ = tracker.raw(b"GET %s HTTP/1.1\r\nHost: t\r\n\r\n" % target, client)
+    return code, body
 
 
 def check(path: bytes, code: int, body: bytes) -> None:
@@ -126,7 +148,7 @@ class TrackerFuzzTests:
 
     def test_random_and_mutated_queries(self):
         """10,000 random/mutated announces and scrapes: well-formed answers, bounded store."""
-        resource, store, clock = make_tracker()
+        tracker, store, clock = make_tracker()
         rng = random.Random(20240601)
         hashes = [rng.randbytes(20) for _ in range(20)]
         started = time.monotonic()
@@ -134,7 +156,7 @@ class TrackerFuzzTests:
         for i in range(10_000):
             path, query = random_query(rng, hashes)
             client = "127.0.0.1" if i % 3 else "203.0.113.9"
-            code, body = render(resource, path, query, client)
+            code, body = render(tracker, path, query, client)
             check(path, code, body)
             outcomes["failure" if b"failure reason" in body[:20] else "ok"] += 1
             if i % 1000 == 0:
@@ -146,21 +168,21 @@ class TrackerFuzzTests:
         assert outcomes["ok"] > 2000 and outcomes["failure"] > 1000, outcomes
         assert time.monotonic() - started < 30
         # Still working: a valid announce on a fresh hash in a torrent slot gets peers.
-        code, body = render(resource, b"/announce", b"info_hash=" + quote_from_bytes(
+        code, body = render(tracker, b"/announce", b"info_hash=" + quote_from_bytes(
             hashes[0]).encode() + b"&peer_id=-OK0001-000000000000&port=1&left=1&compact=1")
         reply = bencodepy.decode(body)
         assert code == 200 and ANNOUNCE_KEYS <= set(reply), reply
 
     def test_random_hash_flood_hits_cap(self):
         """Announcing thousands of random info hashes stops at the torrent cap."""
-        resource, store, _ = make_tracker()
+        tracker, store, _ = make_tracker()
         rng = random.Random(5)
         refused = 0
         for _ in range(3000):
             query = (b"info_hash=" + quote_from_bytes(rng.randbytes(20)).encode()
                      + b"&peer_id=" + quote_from_bytes(rng.randbytes(20)).encode()
                      + b"&port=6881&left=0&compact=1")
-            code, body = render(resource, b"/announce", query)
+            code, body = render(tracker, b"/announce", query)
             refused += body == b"d14:failure reason34:tracker is full: too many torrentse"
         assert len(store.torrents) == MAX_TORRENTS
         assert refused == 3000 - MAX_TORRENTS
@@ -170,10 +192,17 @@ class TrackerFuzzTests:
     @given(path=st.sampled_from([b"/announce", b"/scrape", b"/", b"/status.json", b"/a"]),
            query=st.binary(max_size=300))
     def test_arbitrary_bytes(self, path, query):
-        """Arbitrary query bytes on any path never produce a 500 or an exception."""
-        resource, store, _ = make_tracker()
-        code, body = render(resource, path, query)
+        """Arbitrary raw query bytes on any path never produce a 500 or an exception.
+
+        Bytes a request line cannot hold (space, CR, LF) get a 400 that closes
+        the connection; anything else reaches the tracker.
+        """
+        tracker, store, _ = make_tracker()
+        code, body, closed = tracker.raw(b"GET " + path + b"?" + query + b" HTTP/1.1\r\n\r\n")
         assert code != 500
-        if path in (b"/announce", b"/scrape", b"/a"):
+        if any(c in query for c in b" \r\n"):
+            assert code == 400 and closed
+            assert set(bencodepy.decode(body)) == {b"failure reason"}
+        elif path in (b"/announce", b"/scrape", b"/a"):
             check(b"/announce" if path == b"/a" else path, code, body)
         check_store(store)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote_from_bytes
+
 import bencodepy
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
+from twisted.web.http import parse_qs
 
 from murder.errors import AnnounceError
 from murder.tracker import announce as codec
@@ -97,6 +100,65 @@ class ParseAnnounceTests:
     def test_mapped_v4_remote_normalized(self):
         """A v4 client on a dual-stack socket is recorded by its v4 address."""
         assert _parse(_args(), remote="::ffff:10.1.2.3").ip == "10.1.2.3"
+
+
+#: Characters that make query splitting and unescaping interesting.
+_QUERY_ALPHABET = "%+&=;0123456789abcdefABCDEFxyz -_.\x00\xff\t"
+
+
+def _escaped(raw: bytes, lower: bool) -> bytes:
+    """``raw`` fully %-escaped (as clients send info hashes), in either hex case."""
+    text = "".join("%%%02x" % b if lower else "%%%02X" % b for b in raw)
+    return text.encode()
+
+
+_value = st.one_of(
+    st.binary(max_size=30),
+    st.text(_QUERY_ALPHABET, max_size=30).map(lambda t: t.encode("latin-1")),
+    st.builds(_escaped, st.binary(max_size=25), st.booleans()),
+    st.builds(lambda prefix, raw: prefix + quote_from_bytes(raw).encode(),
+              st.sampled_from([b"", b"-XX0001-", b"a+b"]), st.binary(max_size=20)),
+    st.builds(lambda a, b: a + b, st.builds(_escaped, st.binary(max_size=8), st.booleans()),
+              st.sampled_from([b"%", b"%4", b"%zz", b"% 1", b"%0 ", b"+", b"x", b"%+1"])),
+)
+
+
+class ParseQueryTests:
+    """parse_query splits exactly as twisted.web's parse_qs(qs, keep_blank_values=1)."""
+
+    @settings(max_examples=500)
+    @given(qs=st.binary(max_size=200))
+    def test_arbitrary_bytes(self, qs):
+        """Any byte string gives the same dict as parse_qs."""
+        assert codec.parse_query(qs) == parse_qs(qs, 1)
+
+    @settings(max_examples=1000)
+    @given(items=st.lists(st.tuples(_value, st.sampled_from([b"=", b"", b"=="]), _value),
+                          max_size=8),
+           separator=st.sampled_from([b"&", b";", b"&&"]))
+    def test_query_shaped(self, items, separator):
+        """Query-shaped strings (escaped hashes, prefixes, broken escapes) match parse_qs."""
+        qs = separator.join(k + eq + v for k, eq, v in items)
+        assert codec.parse_query(qs) == parse_qs(qs, 1)
+
+    @pytest.mark.parametrize("value", [
+        b"% 0%A ", b"%A%BCD", b"%%41", b"%4%41", b"%0x%41", b"-XX-%41%4", b"%41%42+",
+        b"%e9%E9", b"%\xff\xff%41", b"%\t0%41", b"%41%", b"+%41", b"%2B%2b",
+    ])
+    def test_escape_edge_cases(self, value):
+        """Escapes that look almost like a run of %XX take the generic path and agree."""
+        qs = b"k" + value + b"=" + value
+        assert codec.parse_query(qs) == parse_qs(qs, 1)
+
+    def test_announce_fields(self):
+        """A typical announce decodes its escaped hash and id, keeps blanks and repeats."""
+        ih = bytes(range(20))
+        qs = (b"info_hash=" + _escaped(ih, lower=False) + b"&peer_id=-XX0001-"
+              + _escaped(b"\xff" * 12, lower=True) + b"&port=6881&event=&x&key=a+b%21"
+              + b";numwant=5&numwant=6")
+        assert codec.parse_query(qs) == {
+            b"info_hash": [ih], b"peer_id": [b"-XX0001-" + b"\xff" * 12], b"port": [b"6881"],
+            b"event": [b""], b"key": [b"a b!"], b"numwant": [b"5", b"6"]}
 
 
 class TrustedNetworksTests:

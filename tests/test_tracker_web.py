@@ -1,42 +1,29 @@
-"""Unit tests for murder.tracker.web through treq.testing.StubTreq (in memory)."""
+"""Unit tests for murder.tracker.web (TrackerApp) through the HTTP protocol, in memory."""
 
 from __future__ import annotations
 
 import json
-import random
 from urllib.parse import quote_from_bytes, urlencode
 
 import bencodepy
 import pytest
-from treq.testing import StubTreq
 from twisted.internet.task import Clock
 
 from murder.tracker.announce import TrustedNetworks
-from murder.tracker.store import PeerStore, TorrentInfo
-from murder.tracker.web import RateLimitedLog, TrackerResource
+from murder.tracker.store import TorrentInfo
+from murder.tracker.web import RateLimitedLog
+from tracker_harness import Tracker as _Harness
 
 IH = b"\xaa" * 19 + b"\x01"
 
 
-class Tracker:
-    """A tracker resource in memory with a synchronous GET helper."""
-
-    def __init__(self, **kw) -> None:
-        self.clock = Clock()
-        self.store = PeerStore(self.clock, rng=random.Random(1),
-                               **{k: kw.pop(k) for k in list(kw) if k.startswith("max_")})
-        self.resource = TrackerResource(self.store, **kw)
-        self.stub = StubTreq(self.resource)
+class Tracker(_Harness):
+    """The tracker in memory with a synchronous GET helper."""
 
     def get(self, path: str) -> tuple[int, bytes, bytes]:
         """(status, content-type, body) of GET ``path``."""
-        out = []
-        d = self.stub.get("http://tracker.test" + path)
-        d.addCallback(lambda r: self.stub.content(r).addCallback(
-            lambda body: out.append((r.code, r.headers.getRawHeaders(b"content-type")[0], body))))
-        self.stub.flush()
-        assert out, "no response"
-        return out[0]
+        response = self.request(path)
+        return response.status, response.header("content-type").encode(), response.body
 
     def announce(self, n: int, ih: bytes = IH, **params) -> dict:
         query = {"peer_id": b"%020d" % n, "port": str(6000 + n), "left": "100",
@@ -87,7 +74,7 @@ class AnnounceResourceTests:
 
     def test_ip_ignored_from_untrusted(self):
         """ip= from an untrusted network is ignored: the socket address is used."""
-        t = Tracker(trusted=TrustedNetworks(["10.0.0.0/8"]))  # StubTreq is 127.0.0.1
+        t = Tracker(trusted=TrustedNetworks(["10.0.0.0/8"]))  # the harness is 127.0.0.1
         t.announce(1, ip="10.5.5.5")
         assert t.store.torrents[IH].peers[b"%020d" % 1].ip == "127.0.0.1"
 

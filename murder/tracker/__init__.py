@@ -2,15 +2,17 @@
 
 Layers: :mod:`~murder.tracker.announce` (pure codec), :mod:`~murder.tracker.store`
 (pure state with an injected clock, dfile persistence), :mod:`~murder.tracker.web`
-(the twisted.web resource), :mod:`~murder.tracker.tap` (options and service).
+(what each URL answers), :mod:`~murder.tracker.fasthttp` (the HTTP server
+protocol around it), :mod:`~murder.tracker.tap` (options and service).
 """
 
 from murder.tracker.announce import AnnounceRequest, TrustedNetworks
+from murder.tracker.fasthttp import TrackerHTTPFactory
 from murder.tracker.store import PeerStore
 from murder.tracker.tap import Options, TrackerConfig, buildService, makeService, runForeground
-from murder.tracker.web import TrackerResource
+from murder.tracker.web import TrackerApp
 
 __all__ = [
-    "AnnounceRequest", "Options", "PeerStore", "TrackerConfig", "TrackerResource",
-    "TrustedNetworks", "buildService", "makeService", "runForeground",
+    "AnnounceRequest", "Options", "PeerStore", "TrackerApp", "TrackerConfig",
+    "TrackerHTTPFactory", "TrustedNetworks", "buildService", "makeService", "runForeground",
 ]

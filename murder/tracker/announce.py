@@ -1,10 +1,10 @@
 """Announce and scrape queries: parse, validate, build replies.  Pure code.
 
 Covers BEP 3 (announce), BEP 7 (``peers6``), BEP 23 (compact peers) and
-BEP 48 (scrape).  Input is the already split query string (``{name: [values]}``
-with bytes keys and values, as ``twisted.web`` hands it over); every malformed
-value raises :class:`~murder.errors.AnnounceError` whose reason goes back to
-the client as ``failure reason``.  Nothing here does I/O or reads the clock.
+BEP 48 (scrape).  :func:`parse_query` splits a raw query string into
+``{name: [values]}`` with bytes keys and values; every malformed value raises
+:class:`~murder.errors.AnnounceError` whose reason goes back to the client as
+``failure reason``.  Nothing here does I/O or reads the clock.
 
 The compact announce reply is the tracker's hot path, so it is formatted
 directly; :func:`bencodepy.encode` produces the very same bytes (the tests
@@ -17,6 +17,7 @@ import ipaddress
 import socket
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
+from urllib.parse import unquote_to_bytes
 
 import bencodepy
 
@@ -87,6 +88,60 @@ class TrustedNetworks:
             self._cache.clear()
         self._cache[host] = answer
         return answer
+
+
+def _unescape(raw: bytes) -> bytes:
+    """``urllib.parse.unquote_to_bytes(raw.replace(b"+", b" "))``, faster on announces.
+
+    Info hashes arrive fully escaped (``%12%34…``) and most peer ids as a
+    printable prefix then escapes (``-XX0001-%12…``); for those one
+    :meth:`bytes.fromhex` replaces a Python loop over every escape.  Anything
+    else, or anything odd (``%`` without two hex digits), takes the generic
+    path, so the result is always exactly the generic one.
+    """
+    if b"+" in raw:
+        raw = raw.replace(b"+", b" ")
+    start = raw.find(b"%")
+    if start < 0:
+        return raw
+    tail = raw[start:]
+    count = len(tail) // 3
+    if len(tail) == 3 * count and tail.count(b"%") == count and tail[::3].count(b"%") == count:
+        digits = tail.replace(b"%", b"")
+        if digits.isalnum():  # ASCII only; fromhex also skips whitespace, which must not pass
+            try:
+                return raw[:start] + bytes.fromhex(digits.decode("ascii"))
+            except ValueError:
+                pass
+    return unquote_to_bytes(raw)
+
+
+def parse_query(qs: bytes) -> dict[bytes, list[bytes]]:
+    """Split a query string exactly as ``twisted.web.http.parse_qs(qs, 1)`` does.
+
+    Pairs are separated by ``&`` or ``;``, items without ``=`` are dropped,
+    blank values are kept, ``+`` means space and ``%XX`` escapes are decoded.
+    Only items holding ``%`` or ``+`` are unescaped (most announce fields are
+    plain digits or words), and escaped ones mostly by :func:`_unescape`'s
+    shortcut: generic unescaping was a visible share of each announce's time.
+    """
+    args: dict[bytes, list[bytes]] = {}
+    if b";" in qs:
+        qs = qs.replace(b";", b"&")
+    for item in qs.split(b"&"):
+        key, sep, value = item.partition(b"=")
+        if not sep:
+            continue
+        if b"%" in key or b"+" in key:
+            key = _unescape(key)
+        if b"%" in value or b"+" in value:
+            value = _unescape(value)
+        values = args.get(key)
+        if values is None:
+            args[key] = [value]
+        else:
+            values.append(value)
+    return args
 
 
 def normalize_host(host: str) -> str:

@@ -21,13 +21,13 @@ from twisted.internet.interfaces import IReactorCore, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python import usage
-from twisted.web import server
 
 from murder import metainfo
 from murder.errors import MetainfoError
 from murder.tracker.announce import DEFAULT_TRUSTED_NETWORKS, TrustedNetworks
+from murder.tracker.fasthttp import TrackerHTTPFactory
 from murder.tracker.store import PeerStore, TorrentInfo, load_dfile, save_dfile
-from murder.tracker.web import TrackerResource
+from murder.tracker.web import TrackerApp
 
 log = Logger()
 
@@ -274,16 +274,6 @@ class TrackerStateService(service.Service):
                           error=e.strerror or str(e))
 
 
-class _Site(server.Site):
-    """A Site that writes access-log lines only when asked (they cost per request)."""
-
-    access_log = False
-
-    def log(self, request: server.Request) -> None:
-        if self.access_log:
-            super().log(request)
-
-
 def buildService(config: TrackerConfig, reactor: Any) -> service.MultiService:
     """The tracker as a service tree: state first, then the HTTP listener.
 
@@ -296,23 +286,21 @@ def buildService(config: TrackerConfig, reactor: Any) -> service.MultiService:
                       max_torrents=config.max_torrents,
                       max_peers_per_torrent=config.max_peers_per_torrent,
                       max_peers=config.max_peers)
-    root = TrackerResource(
+    app = TrackerApp(
         store, interval=config.interval, min_interval=config.min_interval,
         numwant_default=config.numwant_default, numwant_max=config.numwant_max,
         trusted=TrustedNetworks(config.trusted_networks), verbose=config.verbose)
-    site = _Site(root)
-    site.displayTracebacks = False
-    site.access_log = config.verbose
+    factory = TrackerHTTPFactory(app, reactor, verbose=config.verbose)
     top = service.MultiService()
     state = TrackerStateService(store, config, reactor)
     state.setServiceParent(top)
-    listener = StreamServerEndpointService(serverFromString(reactor, config.listen), site)
+    listener = StreamServerEndpointService(serverFromString(reactor, config.listen), factory)
     # A port already in use must fail the start, not just log.
     listener._raiseSynchronously = True
     listener.setName("tracker-http")
     listener.setServiceParent(top)
     top.store = store  # type: ignore[attr-defined]
-    top.resource = root  # type: ignore[attr-defined]
+    top.app = app  # type: ignore[attr-defined]
     return top
 
 

@@ -1,12 +1,14 @@
-"""twisted.web face of the tracker: ``/announce``, ``/scrape``, ``/``, ``/status.json``.
+"""What the tracker answers, independent of the HTTP server: ``/announce``,
+``/scrape``, ``/`` and ``/status.json``.
 
-One leaf resource dispatches on the path (no child lookup per request: this
-is the hot path).  It parses with :mod:`murder.tracker.announce`, lets the
-:class:`~murder.tracker.store.PeerStore` decide, and writes bencode.  It never
-raises: a malformed announce gets ``failure reason`` with HTTP 200 (BEP 3
-clients only read the body), a request that is not a tracker request at all
-gets a 4xx with a bencoded ``failure reason``, and an unexpected bug gets a
-500 and one logged traceback (rate limited).
+:class:`TrackerApp` maps one request target (path and raw query string) and
+the client's address to a :class:`Reply`; :mod:`murder.tracker.fasthttp`
+speaks HTTP around it.  It parses with :mod:`murder.tracker.announce`, lets
+the :class:`~murder.tracker.store.PeerStore` decide, and writes bencode.  It
+never raises: a malformed announce gets ``failure reason`` with HTTP 200
+(BEP 3 clients only read the body), a request that is not a tracker request
+at all gets a 4xx with a bencoded ``failure reason``, and an unexpected bug
+gets a 500 and one logged traceback (rate limited).
 
 ``/status.json`` schema (version 1, stable; new keys may be added)::
 
@@ -33,12 +35,10 @@ from __future__ import annotations
 import html
 import json
 import time
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from twisted.web import resource
-from twisted.web.server import Request
 
 from murder.errors import AnnounceError
 from murder.tracker import announce as codec
@@ -46,10 +46,19 @@ from murder.tracker.store import PeerStore
 
 log = Logger()
 
-#: Longer URIs get 414 (a 74-hash scrape still fits).  twisted.web itself
-#: drops connections whose request line passes 16 kB.
+#: Longer request targets get 414 (a 74-hash scrape still fits).
 MAX_URI = 8192
-_BENCODE = b"text/plain"
+BENCODE = b"text/plain"
+JSON = b"application/json"
+HTML = b"text/html; charset=utf-8"
+
+
+class Reply(NamedTuple):
+    """One answer: HTTP status code, content type and body."""
+
+    code: int
+    content_type: bytes
+    body: bytes
 
 
 class RateLimitedLog:
@@ -79,16 +88,16 @@ class RateLimitedLog:
         return False
 
 
-class TrackerResource(resource.Resource):
-    """The whole tracker site as one leaf resource."""
+Route = Callable[[bytes, bytes, str], Reply]
 
-    isLeaf = True
+
+class TrackerApp:
+    """The whole tracker site: request target in, :class:`Reply` out."""
 
     def __init__(self, store: PeerStore, *, interval: int = 15, min_interval: int = 5,
                  numwant_default: int = 500, numwant_max: int = 500,
                  trusted: codec.TrustedNetworks | None = None,
                  tracker_id: bytes | None = None, verbose: bool = False) -> None:
-        super().__init__()
         self.store = store
         self.interval = interval
         self.min_interval = min_interval
@@ -98,52 +107,55 @@ class TrackerResource(resource.Resource):
         self.tracker_id = tracker_id
         self.verbose = verbose
         self.rejected_log = RateLimitedLog(store.clock)
-        self._routes = {
+        self._routes: dict[bytes, Route] = {
             b"/announce": self._announce, b"/scrape": self._scrape,
             b"/": self._status_html, b"/status.json": self._status_json,
         }
 
     # -------------------------------------------------------------- dispatch
 
-    def render_GET(self, request: Request) -> bytes:  # noqa: N802 (Twisted API)
-        """Answer any GET; never raises."""
+    def handle(self, target: bytes, remote: str) -> Reply:
+        """Answer a GET of ``target`` (path and query, as on the request line); never raises."""
         try:
-            if len(request.uri) > MAX_URI:
-                return self._refuse(request, 414, "request URI too long")
-            route = self._routes.get(request.path)
+            if len(target) > MAX_URI:
+                return self.refuse(414, "request URI too long", target, remote)
+            path, _, query = target.partition(b"?")
+            route = self._routes.get(path)
             if route is None:
-                return self._refuse(request, 404, "no such path: use /announce or /scrape")
-            return route(request)
+                route = self._routes.get(_origin_path(path))
+                if route is None:
+                    return self.refuse(404, "no such path: use /announce or /scrape",
+                                       target, remote)
+            return route(query, target, remote)
         except Exception:
             if self.rejected_log.allow():
-                log.failure("tracker bug while answering {uri!r}", uri=request.uri[:200])
-            request.setResponseCode(500)
-            request.setHeader(b"content-type", _BENCODE)
-            return codec.failure_reply("internal tracker error")
+                log.failure("tracker bug while answering {uri!r}", uri=target[:200])
+            return Reply(500, BENCODE, codec.failure_reply("internal tracker error"))
 
-    def _refuse(self, request: Request, code: int, reason: str) -> bytes:
+    def refuse(self, code: int, reason: str, target: bytes, remote: str) -> Reply:
+        """A bencoded ``failure reason`` with ``code``, logged within the rate limit.
+
+        The HTTP server uses it too, so every refusal looks and logs the same.
+        """
         if self.rejected_log.allow():
-            log.info("rejected {uri!r} from {peer}: {reason}", uri=request.uri[:120],
-                     peer=_remote(request), reason=reason)
-        request.setResponseCode(code)
-        request.setHeader(b"content-type", _BENCODE)
-        return codec.failure_reply(reason)
+            log.info("rejected {uri!r} from {peer}: {reason}", uri=target[:120],
+                     peer=remote, reason=reason)
+        return Reply(code, BENCODE, codec.failure_reply(reason))
 
     # --------------------------------------------------------------- tracker
 
-    def _announce(self, request: Request) -> bytes:
-        args = request.args
-        request.setHeader(b"content-type", _BENCODE)
+    def _announce(self, query: bytes, target: bytes, remote: str) -> Reply:
+        args = codec.parse_query(query)
         if b"info_hash" not in args and b"peer_id" not in args:
-            return self._refuse(request, 400, "not an announce: info_hash and peer_id missing")
-        remote = _remote(request)
+            return self.refuse(400, "not an announce: info_hash and peer_id missing",
+                               target, remote)
         try:
             req = codec.parse_announce(args, remote, self.trusted,
                                        numwant_default=self.numwant_default,
                                        numwant_max=self.numwant_max)
             torrent = self.store.announce(req)
         except AnnounceError as e:
-            return self._refuse(request, 200, e.reason)
+            return self.refuse(200, e.reason, target, remote)
         if req.event or self.verbose:
             log.info("announce {event} {info_hash} from {peer} left={left}",
                      event=req.event or "update", info_hash=req.info_hash.hex(),
@@ -151,39 +163,40 @@ class TrackerResource(resource.Resource):
         numwant = 0 if req.event == "stopped" else req.numwant
         if req.compact:
             peers, peers6 = torrent.compact_sample(req.peer_id, numwant, self.store.rng)
-            return codec.compact_reply(
+            return Reply(200, BENCODE, codec.compact_reply(
                 complete=torrent.seeders, incomplete=torrent.leechers, interval=self.interval,
                 min_interval=self.min_interval, peers=peers, peers6=peers6,
-                tracker_id=self.tracker_id)
+                tracker_id=self.tracker_id))
         four, six = torrent.sample(req.peer_id, numwant, self.store.rng)
-        return codec.dict_reply(
+        return Reply(200, BENCODE, codec.dict_reply(
             complete=torrent.seeders, incomplete=torrent.leechers, interval=self.interval,
             min_interval=self.min_interval,
             peers=[(p.peer_id, p.ip, p.port) for p in four + six],
-            no_peer_id=req.no_peer_id, tracker_id=self.tracker_id)
+            no_peer_id=req.no_peer_id, tracker_id=self.tracker_id))
 
-    def _scrape(self, request: Request) -> bytes:
-        request.setHeader(b"content-type", _BENCODE)
+    def _scrape(self, query: bytes, target: bytes, remote: str) -> Reply:
         try:
-            hashes = codec.parse_scrape(request.args)
+            hashes = codec.parse_scrape(codec.parse_query(query))
         except AnnounceError as e:
-            return self._refuse(request, 200, e.reason)
-        return codec.scrape_reply(self.store.scrape(hashes))
+            return self.refuse(200, e.reason, target, remote)
+        return Reply(200, BENCODE, codec.scrape_reply(self.store.scrape(hashes)))
 
     # ---------------------------------------------------------------- status
 
-    def _status_json(self, request: Request) -> bytes:
-        request.setHeader(b"content-type", b"application/json")
-        return json.dumps(status(self.store), indent=1).encode()
+    def _status_json(self, query: bytes, target: bytes, remote: str) -> Reply:
+        return Reply(200, JSON, json.dumps(status(self.store), indent=1).encode())
 
-    def _status_html(self, request: Request) -> bytes:
-        request.setHeader(b"content-type", b"text/html; charset=utf-8")
-        return render_status_html(status(self.store)).encode()
+    def _status_html(self, query: bytes, target: bytes, remote: str) -> Reply:
+        return Reply(200, HTML, render_status_html(status(self.store)).encode())
 
 
-def _remote(request: Request) -> str:
-    host = getattr(request.getClientAddress(), "host", "")
-    return host if isinstance(host, str) else ""
+def _origin_path(path: bytes) -> bytes:
+    """``http://host:port/announce`` (absolute-form, RFC 9112 3.2.2) → ``/announce``."""
+    scheme, sep, rest = path.partition(b"://")
+    if not sep or b"/" in scheme:
+        return path
+    slash = rest.find(b"/")
+    return rest[slash:] if slash >= 0 else b"/"
 
 
 def status(store: PeerStore) -> dict[str, Any]:
