@@ -336,9 +336,6 @@ class FailureTests:
         assert "resuming: " in procs.output(resumed)
         assert sha256(dest / "release.bin") == swarm.digest
 
-    @pytest.mark.xfail(strict=True, reason="bug: a payload complete at start is reported "
-                       "'complete' and then the run fails when the tracker times out before "
-                       "--seed-time ends (status fd gets both lines, exit 1)")
     def test_complete_at_start_tracker_down(self, procs, tmp_path):
         """A payload already complete at the target exits 0 even if no tracker answers."""
         dest = tmp_path / "dest"

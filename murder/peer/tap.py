@@ -291,7 +291,16 @@ class SwarmRun:
             self._complete()
         if not c.meta.trackers:
             raise MurderError("the torrent names no tracker")
-        await self.announcer.start()
+        try:
+            await self.announcer.start()
+        except MurderError as e:
+            if c.role == "peer" and swarm.is_seed:
+                # The payload is verified and in place: the deploy succeeded;
+                # only the seeding that would help others is lost.
+                self.log.warn("{error}; the payload is complete, so this peer only "
+                              "misses out on seeding", error=str(e))
+                return
+            raise
 
     def _tracker_reply(self, reply: AnnounceReply) -> None:
         if self.swarm is not None:
