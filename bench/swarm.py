@@ -22,6 +22,7 @@ Run as root, with the project's venv python::
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import os
@@ -283,9 +284,11 @@ class Method:
         raise NotImplementedError
 
 
-def _works(argv: list[str]) -> bool:
+@functools.lru_cache(maxsize=None)
+def _works(argv: tuple[str, ...]) -> bool:
+    """Whether ``argv`` exits 0 (asked once per process: probing murder costs ~0.5 s)."""
     try:
-        return subprocess.run(argv, capture_output=True, timeout=60).returncode == 0
+        return subprocess.run(list(argv), capture_output=True, timeout=60).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False
 
@@ -293,7 +296,7 @@ def _works(argv: list[str]) -> bool:
 def bt_tracker_kind(args: argparse.Namespace) -> str:
     """The tracker standard clients announce to: ours if it runs, else opentracker."""
     if args.tracker == "auto":
-        return "murder" if _works([MURDER, "tracker", "--help"]) else "opentracker"
+        return "murder" if _works((MURDER, "tracker", "--help")) else "opentracker"
     return args.tracker
 
 
@@ -304,7 +307,7 @@ class MurderMethod(Method):
 
     def unavailable(self, args: argparse.Namespace) -> str | None:
         for sub in ("tracker", "seed", "peer"):
-            if not _works([MURDER, sub, "--help"]):
+            if not _works((MURDER, sub, "--help")):
                 return f"`{MURDER} {sub} --help` fails (the murder {sub} CLI is not there yet)"
         return None
 
@@ -392,7 +395,7 @@ class LibtorrentMethod(Method):
     script = os.path.join(HERE, "lt_client.py")
 
     def unavailable(self, args: argparse.Namespace) -> str | None:
-        return None if _works([VENV_PYTHON, "-c", "import libtorrent"]) else \
+        return None if _works((VENV_PYTHON, "-c", "import libtorrent")) else \
             "libtorrent python bindings not importable in the venv"
 
     def start_infra(self, ctx: Context) -> None:
@@ -744,6 +747,10 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, Interrupted) as e:
         print(f"swarm.py: interrupted ({e or 'SIGINT'}); tearing down", file=sys.stderr)
         status = 130
+    except Exception as e:  # noqa: BLE001 - report what we have, then fail
+        print(f"swarm.py: {type(e).__name__}: {e}; stopping", file=sys.stderr)
+        report["error"] = f"{type(e).__name__}: {e}"
+        status = 1
     finally:
         signal.alarm(0)
         sampler.stop()
