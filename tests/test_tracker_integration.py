@@ -6,10 +6,14 @@ every process is killed by its PID in a ``finally``.
 
 from __future__ import annotations
 
+import datetime
+import http.client
+import ipaddress
 import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import time
 import urllib.request
@@ -25,8 +29,8 @@ from murder import metainfo
 IH = b"\x5a" * 20
 
 
-def http_get(url: str, timeout: float = 5.0) -> bytes:
-    with urllib.request.urlopen(url, timeout=timeout) as response:
+def http_get(url: str, timeout: float = 5.0, context: ssl.SSLContext | None = None) -> bytes:
+    with urllib.request.urlopen(url, timeout=timeout, context=context) as response:
         return response.read()
 
 
@@ -59,14 +63,16 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 10.
 class Server:
     """A tracker process on a free port."""
 
-    def __init__(self, argv: list[str], port: int, cwd: Path) -> None:
+    def __init__(self, argv: list[str], port: int, cwd: Path,
+                 context: ssl.SSLContext | None = None) -> None:
         self.port = port
-        self.base = f"http://127.0.0.1:{port}"
+        self.context = context
+        self.base = f"{'https' if context else 'http'}://127.0.0.1:{port}"
         self.log_path = cwd / f"tracker-{port}-{time.monotonic_ns()}.log"
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(argv, cwd=cwd, stdout=self.log, stderr=subprocess.STDOUT)
         try:
-            wait_for(lambda: self.proc.poll() is not None or http_get(self.base + "/scrape"),
+            wait_for(lambda: self.proc.poll() is not None or self.get("/scrape"),
                      20, "tracker to listen")
         except BaseException:
             self.stop(signal.SIGKILL)
@@ -76,18 +82,21 @@ class Server:
     def output(self) -> str:
         return self.log_path.read_text()
 
+    def get(self, path: str) -> bytes:
+        return http_get(self.base + path, context=self.context)
+
     def announce(self, n: int, ih: bytes = IH, **params: str) -> dict:
         query = {"peer_id": f"-IT0001-{n:012d}", "port": str(7000 + n), "left": "0",
                  "compact": "1", **params}
         url = (f"{self.base}/announce?info_hash={quote_from_bytes(ih)}&"
                + "&".join(f"{k}={v}" for k, v in query.items()))
-        return bencodepy.decode(http_get(url))
+        return bencodepy.decode(http_get(url, context=self.context))
 
     def scrape(self) -> dict:
-        return bencodepy.decode(http_get(self.base + "/scrape"))[b"files"]
+        return bencodepy.decode(self.get("/scrape"))[b"files"]
 
     def status(self) -> dict:
-        return json.loads(http_get(self.base + "/status.json"))
+        return json.loads(self.get("/status.json"))
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         code = stop(self.proc, sig)
@@ -167,6 +176,61 @@ class ForegroundTrackerTests:
         assert result.returncode == 1
         lines = [ln for ln in result.stderr.splitlines() if not ln[:4].isdigit()]
         assert len(lines) == 1 and "cannot listen" in lines[0] and "in use" in lines[0]
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """A key and a certificate for 127.0.0.1, valid for a day."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .sign(key, hashes.SHA256()))
+    key_path, cert_path = tmp_path / "key.pem", tmp_path / "cert.pem"
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return key_path, cert_path
+
+
+@pytest.mark.integration
+class TLSTrackerTests:
+    """The tracker serves HTTPS on an ssl: endpoint string, with keep-alive."""
+
+    def test_https_announce_keep_alive(self, tmp_path):
+        """Over --listen ssl:..., announces work and two requests share one TLS connection."""
+        key, cert = _self_signed(tmp_path)
+        port = free_port()
+        context = ssl.create_default_context(cafile=str(cert))
+        server = Server([venv_bin("murder"), "tracker", "--dfile", "", "--listen",
+                         f"ssl:{port}:interface=127.0.0.1:privateKey={key}:certKey={cert}"],
+                        port, tmp_path, context=context)
+        try:
+            assert server.announce(1, left="0")[b"complete"] == 1
+            conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=5)
+            try:
+                conn.request("GET", "/scrape?info_hash=" + quote_from_bytes(IH))
+                first = conn.getresponse()
+                assert first.status == 200 and first.read()
+                sock = conn.sock
+                conn.request("GET", "/status.json")
+                second = conn.getresponse()
+                assert json.loads(second.read())["totals"]["seeders"] == 1
+                assert conn.sock is sock, "the server closed the kept-alive connection"
+            finally:
+                conn.close()
+        finally:
+            server.stop()
 
 
 def _payload_torrent(tmp_path: Path, announce: str) -> tuple[Path, Path, bytes]:
