@@ -205,7 +205,12 @@ class Announcer:
         self._call = None
         event = self._pending_event
         url = self.urls[self._current]
-        d = self._announce_once(url, event, self.request_timeout)
+        timeout = self.request_timeout
+        if self._started is not None:
+            # Before the first answer, no single request may outlast the bound.
+            waited = self.clock.seconds() - self._first_attempt
+            timeout = max(0.5, min(timeout, self.tracker_timeout - waited))
+        d = self._announce_once(url, event, timeout)
         d.addCallbacks(self._success, self._failure, callbackArgs=(url, event),
                        errbackArgs=(url,))
         d.addErrback(lambda f: self.log.failure("announce bookkeeping failed", f))

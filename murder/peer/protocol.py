@@ -143,6 +143,9 @@ class PeerProtocol(protocol.Protocol):
         self.peer_id = peer_id
         refusal = self.swarm.accept_handshake(self)
         if refusal:
+            if not self.outgoing and peer_id == self.swarm.peer_id:
+                # Answer our own dial so that side learns the address is us.
+                self._send_handshake()
             self.drop(refusal)
             return None
         if not self.outgoing:

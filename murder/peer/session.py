@@ -190,6 +190,8 @@ class Swarm:
     def accept_handshake(self, conn: PeerProtocol) -> str | None:
         """Return a reason to refuse the connection, or None to accept it."""
         pid = conn.peer_id
+        if self._stopping:
+            return "shutting down"
         if pid == self.peer_id:
             if conn.outgoing:
                 self.self_addresses.add(conn.address)
