@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 DEB_PACKAGES := screen aria2 transmission-cli opentracker mktorrent bind9-host procps iproute2 wrk
 DEB_COMMANDS := screen aria2c transmission-show opentracker mktorrent host pkill ip wrk
 
-.PHONY: demo test unit venv sysdeps bench clean
+.PHONY: demo test unit venv sysdeps bench clean bytecode
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,11 @@ $(STAMP): setup.py
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+# PYTHONDONTWRITEBYTECODE may be set in the environment; then every process
+# would recompile our sources at start (0.1 s each, times every peer).
+bytecode: $(STAMP)
+	@$(PY) -m compileall -q murder twisted contrib >/dev/null
 
 # Install the Debian tools the tests use, only when one is missing (needs root).
 sysdeps:
@@ -30,12 +35,12 @@ sysdeps:
 	  else echo "not root: tests needing$$missing will be skipped"; fi; \
 	fi
 
-demo: $(STAMP)
+demo: bytecode
 	$(PY) -m murder.demo
 
 # pytest exits 5 when it collected no test; make treats any non-zero as failure,
 # and we say so explicitly so an empty run can never look green.
-test: $(STAMP) sysdeps
+test: bytecode sysdeps
 	@$(PY) -m pytest tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; fi; exit $$rc
 

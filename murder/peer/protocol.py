@@ -203,7 +203,14 @@ class PeerProtocol(protocol.Protocol):
 
     def _got_bits(self, bits: Bitfield) -> None:
         if self.bits.count:
-            raise ProtocolError("bitfield after have messages")
+            # aria2 1.36 sends a BITFIELD after HAVE messages (BEP 3 says
+            # first only).  Take it as a batch of HAVEs if it only adds pieces.
+            if any(i not in bits for i in self.bits):
+                raise ProtocolError("bitfield after have messages drops pieces")
+            for index in bits:
+                if self.bits.add(index):
+                    self.swarm.got_have(self, index)
+            return
         self.bits = bits
         self.swarm.got_bitfield(self)
 

@@ -109,6 +109,7 @@ class Swarm:
         self.downloaded = 0
         self.wasted = 0
         self.hash_failures = 0
+        self.refused_requests = 0
         #: piece index -> [(begin, length, source, sha1 of its block)] of failed tries.
         self._suspects: dict[int, list] = {}
         self.done = defer.Deferred()
@@ -450,6 +451,7 @@ class Swarm:
         if self.picker.availability[index] > 0 or (owner is not None and
                                                    owner.state.value == "active"):
             conn.seed_refused.add(index)
+            self.refused_requests += 1
             return False
         self._served_to[index] = conn
         return True

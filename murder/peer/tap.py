@@ -386,6 +386,14 @@ class SwarmRun:
     async def _shutdown(self) -> None:
         if self._linger is not None and self._linger.active():
             self._linger.cancel()
+        if self.swarm is not None:
+            sw = self.swarm
+            self.log.info(
+                "totals: uploaded {up} bytes ({ratio:.2f}x the payload), downloaded {down}, "
+                "wasted {wasted}, hash failures {fails}, refused requests {refused}",
+                up=sw.uploaded, ratio=sw.uploaded / self.config.meta.total_length,
+                down=sw.downloaded, wasted=sw.wasted, fails=sw.hash_failures,
+                refused=sw.refused_requests)
         if self._progress is not None:
             self._progress.stop()
         if self.announcer is not None:
