@@ -436,3 +436,33 @@ class WireFuzzTests:
         case.deliver(case.invalid_message())
         assert case.transport.disconnecting
         assert case.storage.writes == []
+
+
+class LateBitfieldTests:
+    """A BITFIELD after HAVE messages (what aria2 1.36 sends)."""
+
+    def _case(self) -> Case:
+        rng = random.Random(3)
+        case = Case(rng)
+        while case.n < 3 or not case.negotiated:
+            case = Case(rng)
+        case.deliver(case.handshake())
+        return case
+
+    def test_superset_is_accepted_as_haves(self) -> None:
+        """HAVE_NONE, HAVE 0, then a bitfield {0, 1}: kept open, piece 1 known."""
+        case = self._case()
+        bits = Bitfield(case.n)
+        bits.add(0)
+        bits.add(1)
+        case.deliver(wire.simple(wire.HAVE_NONE) + wire.have(0) + wire.bitfield(bits.tobytes()))
+        assert not case.transport.disconnecting
+        assert 1 in case.proto.bits and case.proto.bits.count == 2
+
+    def test_bitfield_dropping_a_have_closes(self) -> None:
+        """HAVE 0 then a bitfield without piece 0 is a violation: closed."""
+        case = self._case()
+        bits = Bitfield(case.n)
+        bits.add(1)
+        case.deliver(wire.have(0) + wire.bitfield(bits.tobytes()))
+        assert case.transport.disconnecting
