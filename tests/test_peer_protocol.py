@@ -368,7 +368,7 @@ class FlowControlTests:
         assert remote.sent() == [(wire.REJECT, 0, 0, BLOCK_SIZE)]
 
     def test_super_seed_rejects_piece_someone_has_once(self):
-        """Super-seeding: a piece another peer has is refused once, then served."""
+        """Super-seeding: a piece another peer has is refused for one burst, then served."""
         pair = Pair(seeder_config=SwarmConfig(super_seed=True))
         n = pair.meta.num_pieces
         holder = RemotePeer(pair.seeder, b"-MU0100-holderholder", address=("10.0.0.3", 1))
@@ -380,8 +380,12 @@ class FlowControlTests:
         assert (wire.UNCHOKE, None, None, None) in asker.sent()
         asker.send(wire.request(1, 0, BLOCK_SIZE))  # nobody has piece 1: served
         assert asker.sent() == [(wire.PIECE, 1, 0, pair.payload[PLEN:PLEN + BLOCK_SIZE])]
-        asker.send(wire.request(0, 0, BLOCK_SIZE))
-        assert asker.sent() == [(wire.REJECT, 0, 0, BLOCK_SIZE)]
+        asker.send(wire.request(0, 0, BLOCK_SIZE) + wire.request(0, BLOCK_SIZE, BLOCK_SIZE))
+        # The whole burst of requests for that piece is refused …
+        assert asker.sent() == [(wire.REJECT, 0, 0, BLOCK_SIZE),
+                                (wire.REJECT, 0, BLOCK_SIZE, BLOCK_SIZE)]
+        # … and asking again a second later means it has no other source: served.
+        pair.seeder.clock.advance(1.0)
         asker.send(wire.request(0, 0, BLOCK_SIZE))
         assert asker.sent() == [(wire.PIECE, 0, 0, pair.payload[:BLOCK_SIZE])]
 

@@ -47,7 +47,8 @@ class Picker:
 
     def __init__(self, num_pieces: int, piece_sizes: list[int] | None = None,
                  piece_length: int = 0, total_length: int = 0,
-                 random_first: int = 4, rng: random.Random | None = None) -> None:
+                 random_first: int = 4, rng: random.Random | None = None,
+                 endgame_blocks: int = 64) -> None:
         self.num_pieces = num_pieces
         self._sizes = piece_sizes
         self.piece_length = piece_length
@@ -56,6 +57,7 @@ class Picker:
         self.availability = [0] * num_pieces
         self.in_progress: dict[int, PieceInProgress] = {}
         self.random_first = random_first
+        self.endgame_blocks = endgame_blocks
         self._rng = rng or random.Random()
         # Pieces neither had nor in progress, shuffled once: rarest-first scans
         # this list so ties break randomly without a sort per request.
@@ -169,10 +171,21 @@ class Picker:
         return out
 
     def _endgame(self) -> bool:
-        """True when every missing piece is in progress with nothing unrequested."""
+        """True when every missing block is requested and few are still missing.
+
+        Deep pipelines mean that "everything requested" happens long before
+        the end; duplicating all of that would cost whole pieces of upload.
+        So duplicates start only when at most ``endgame_blocks`` blocks are
+        still to arrive (1 MiB by default: a fraction of a second here).
+        """
         if self._pending:
             return False
-        return all(not p.unrequested for p in self.in_progress.values())
+        missing = 0
+        for p in self.in_progress.values():
+            if p.unrequested:
+                return False
+            missing += p.remaining
+        return missing <= self.endgame_blocks
 
     # -- outcomes
     def block_received(self, peer: Hashable, index: int, begin: int, block: bytes

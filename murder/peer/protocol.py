@@ -69,7 +69,7 @@ class PeerProtocol(protocol.Protocol):
         self.rate = 0.0
         self._rate_mark = 0
         self.strikes = 0
-        self.seed_refused: set[int] = set()
+        self.seed_refused: dict[int, float] = {}
 
     # ------------------------------------------------------------ connection
     def connectionMade(self) -> None:  # noqa: N802

@@ -44,6 +44,8 @@ class SwarmConfig:
     idle_timeout: float = 120.0
     connect_timeout: float = 5.0
     random_first: int = 4
+    #: Endgame (duplicate requests) starts when this few blocks are missing.
+    endgame_blocks: int = 64
     #: Seeder: refuse (BEP 6 reject) a piece that a connected peer already has, once
     #: per requester, so the seeder's upload goes to pieces the swarm lacks.
     super_seed: bool = False
@@ -95,7 +97,7 @@ class Swarm:
         self.max_queued_requests = config.max_queued_requests
         self.picker = Picker(meta.num_pieces, piece_length=meta.piece_length,
                              total_length=meta.total_length, random_first=config.random_first,
-                             rng=rng)
+                             rng=rng, endgame_blocks=config.endgame_blocks)
         for index in have:
             self.picker.mark_have(index)
         self.have = self.picker.have
@@ -446,11 +448,20 @@ class Swarm:
         if not self.config.super_seed or not conn.fast:
             return True
         owner = self._served_to.get(index)
-        if owner is conn or index in conn.seed_refused:
+        if owner is conn:
             return True
+        now = self.clock.seconds()
+        refused_at = conn.seed_refused.get(index)
+        if refused_at is not None:
+            # The rest of the same burst of block requests is refused too; a
+            # request well after the refusal means the peer has no other source.
+            if now - refused_at >= 1.0:
+                return True
+            self.refused_requests += 1
+            return False
         if self.picker.availability[index] > 0 or (owner is not None and
                                                    owner.state.value == "active"):
-            conn.seed_refused.add(index)
+            conn.seed_refused[index] = now
             self.refused_requests += 1
             return False
         self._served_to[index] = conn
