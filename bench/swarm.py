@@ -230,7 +230,8 @@ class Context:
             time.sleep(0.05)
 
     # ------------------------------------------------------------ trackers
-    def start_tracker(self, kind: str) -> None:
+    def start_tracker(self, kind: str, info_hash: bytes) -> None:
+        """Start the tracker; opentracker (Debian: whitelist build) is told ``info_hash``."""
         host = self.topo.tracker
         port = TRACKER_PORTS[kind]
         if kind == "murder":
@@ -239,7 +240,10 @@ class Context:
         else:
             chroot = os.path.join(self.workdir, "opentracker")
             os.makedirs(chroot, exist_ok=True)
-            argv = ["opentracker", "-i", host.addr, "-p", str(port), "-P", str(port), "-d", chroot]
+            with open(os.path.join(chroot, "whitelist"), "w") as f:
+                f.write(info_hash.hex() + "\n")
+            argv = ["opentracker", "-i", host.addr, "-p", str(port), "-P", str(port), "-d", chroot,
+                    "-w", "/whitelist"]  # read after opentracker chroots to -d
         proc = self.spawn(host, f"tracker-{kind}", argv)
         self.wait_until(f"{kind} tracker", lambda: self._http_ok(
             f"http://{host.addr}:{port}/scrape"), 30, [proc])
@@ -312,8 +316,8 @@ class MurderMethod(Method):
         return None
 
     def start_infra(self, ctx: Context) -> None:
-        ctx.start_tracker("murder")
         self.torrent, info_hash = ctx.payload.torrent("murder", ctx.args.piece_length)
+        ctx.start_tracker("murder", info_hash)
         s = ctx.topo.seeder
         seeder = ctx.spawn(s, "seeder", [MURDER, "seed", "--torrent", self.torrent,
                                          "--file", ctx.payload.path, "--ip", s.addr])
@@ -368,8 +372,8 @@ class Aria2Method(Method):
 
     def start_infra(self, ctx: Context) -> None:
         kind = bt_tracker_kind(ctx.args)
-        ctx.start_tracker(kind)
         self.torrent, info_hash = ctx.payload.torrent(kind, ctx.args.piece_length)
+        ctx.start_tracker(kind, info_hash)
         s = ctx.topo.seeder
         seeder = ctx.spawn(s, "seeder", [
             "aria2c", *ARIA2_COMMON, "--check-integrity=true",
@@ -400,8 +404,8 @@ class LibtorrentMethod(Method):
 
     def start_infra(self, ctx: Context) -> None:
         kind = bt_tracker_kind(ctx.args)
-        ctx.start_tracker(kind)
         self.torrent, info_hash = ctx.payload.torrent(kind, ctx.args.piece_length)
+        ctx.start_tracker(kind, info_hash)
         s = ctx.topo.seeder
         seeder = ctx.spawn(s, "seeder", [
             VENV_PYTHON, self.script, "--seed", "--torrent", self.torrent,
