@@ -529,23 +529,22 @@ class DiskFaultTests:
                 subprocess.run(["umount", "-l", str(dest)], check=False)
 
     def test_killed_around_completion_never_truncates(self, tmp_path: Path) -> None:
-        """SIGKILL peers at random moments around their completion (several
-        runs): the target is either absent or the complete payload."""
+        """SIGKILL peers at random moments around their completion (when 0-2
+        pieces are left, plus 0-150 ms; several runs): the target is either
+        absent or the complete payload, never a truncated file."""
         rng = random.Random()
-        with Swarm(tmp_path) as swarm:
+        with Swarm(tmp_path, size=2 * 2**20) as swarm:
             swarm.start_tracker()
             swarm.start_seeder()
-            start = time.monotonic()
-            first = swarm.start_peer("calibrate")
-            wait_for(lambda: swarm.target("calibrate").exists(), 30, "a first completion",
-                     interval=0.01)
-            done_after = time.monotonic() - start
-            swarm.assert_complete("calibrate", first, timeout=30)
+            total = swarm.meta.num_pieces
             outcomes = {"absent": 0, "complete": 0}
             for i in range(8):
                 name = f"k{i}"
-                peer = swarm.start_peer(name)
-                time.sleep(rng.uniform(0.6, 1.3) * done_after)
+                peer = swarm.start_peer(name, "--max-download-rate", "2M")
+                left = rng.randrange(0, 3)
+                wait_for(lambda: swarm.progress(name) >= total - left or not peer.alive(), 30,
+                         f"{name} near completion", interval=0.01)
+                time.sleep(rng.uniform(0, 0.15))
                 peer.kill(signal.SIGKILL)
                 target = swarm.target(name)
                 if target.exists():
@@ -553,6 +552,6 @@ class DiskFaultTests:
                     outcomes["complete"] += 1
                 else:
                     outcomes["absent"] += 1
-            # Both sides of the rename should have been hit; if not, the
-            # window was badly placed (report it, the invariant still held).
+            # Both sides of the rename are usually hit; the invariant above is
+            # what the test asserts (timing on a loaded machine varies).
             print(f"outcomes after SIGKILL around completion: {outcomes}")

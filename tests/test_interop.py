@@ -14,7 +14,6 @@ metainfo interop tests.
 from __future__ import annotations
 
 import shutil
-import signal
 import sys
 import textwrap
 from pathlib import Path
