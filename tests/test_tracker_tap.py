@@ -165,3 +165,22 @@ class StateServiceTests:
         assert set(scanner.scan()) == {ih_a}
         os.unlink(path_a)
         assert scanner.scan() == {}
+
+
+class TuneGCTests:
+    """The tracker process makes cyclic GC rare (full collections stall every announce)."""
+
+    def test_young_threshold_raised(self):
+        """tune_gc raises the young-generation threshold and keeps the older ones."""
+        import gc
+
+        from murder.tracker.tap import GC_YOUNG_THRESHOLD, tune_gc
+
+        before = gc.get_threshold()
+        try:
+            gc.set_threshold(700, 10, 10)
+            tune_gc()
+            assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, 10, 10)
+            assert GC_YOUNG_THRESHOLD > 700
+        finally:
+            gc.set_threshold(*before)

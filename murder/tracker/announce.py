@@ -166,9 +166,11 @@ def _number(args: Args, name: bytes, default: int | None = None) -> int:
     raw = _one(args, name, required=default is None)
     if raw is None:
         return default  # type: ignore[return-value]
-    if not raw.isdigit() or len(raw) > _MAX_DIGITS or int(raw) > _MAX_NUMBER:
-        raise AnnounceError(f"invalid {name.decode()}: not a non-negative integer")
-    return int(raw)
+    if raw.isdigit() and len(raw) <= _MAX_DIGITS:
+        value = int(raw)
+        if value <= _MAX_NUMBER:
+            return value
+    raise AnnounceError(f"invalid {name.decode()}: not a non-negative integer")
 
 
 def _hash20(raw: bytes | None, name: str) -> bytes:

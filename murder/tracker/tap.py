@@ -9,6 +9,7 @@ for the ``murder`` command.
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 import os
 import sys
@@ -304,10 +305,31 @@ def buildService(config: TrackerConfig, reactor: Any) -> service.MultiService:
     return top
 
 
+#: Young-generation threshold of the cyclic GC in a tracker process (CPython's default: 700).
+GC_YOUNG_THRESHOLD = 10_000
+
+
+def tune_gc() -> None:
+    """Make the cyclic garbage collector run rarely in a tracker process.
+
+    A full store holds tens of thousands of Peer objects, and a full
+    collection walks them all: 85 ms at 50,000 peers, measured in-process on
+    the benchmark machine, which alone breaks the 20 ms p99 target.  Announces
+    allocate few GC-tracked objects and create no reference cycles (reference
+    counting frees them), so a young generation of 10,000 objects (a pause of
+    a few ms at most) makes full collections about 15 times rarer and only
+    delays the collection of rare cyclic garbage.  Process-wide, hence called
+    by the process entry points only.
+    """
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
+
+
 def makeService(options: Options) -> service.MultiService:  # noqa: N802 (twistd API)
     """Entry point of the ``murder-tracker`` twistd plugin."""
     from twisted.internet import reactor
 
+    tune_gc()
     log.info("murder tracker listening on {listen}, dfile {dfile}",
              listen=options.config.listen, dfile=options.config.dfile)
     return buildService(options.config, reactor)
@@ -319,6 +341,7 @@ def runForeground(options: Options) -> int:  # noqa: N802 (cli API)
     from twisted.logger import globalLogBeginner, textFileLogObserver
 
     config = options.config
+    tune_gc()
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)],
                                      redirectStandardIO=False)
     top = buildService(config, reactor)
