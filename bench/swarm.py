@@ -320,12 +320,13 @@ class MurderMethod(Method):
         ctx.start_tracker("murder", info_hash)
         s = ctx.topo.seeder
         seeder = ctx.spawn(s, "seeder", [MURDER, "seed", "--torrent", self.torrent,
-                                         "--file", ctx.payload.path, "--ip", s.addr])
+                                         "--file", ctx.payload.path, "--ip", s.addr,
+                                         *ctx.args.murder_seed_args])
         ctx.wait_seeded("murder", info_hash, seeder)
 
     def receiver(self, ctx: Context, host: Host, dest: str) -> tuple[list[str], dict, Receiver]:
         argv = [MURDER, "peer", "--torrent", self.torrent, "--destination", dest,
-                "--ip", host.addr, "--quiet", *ctx.args.murder_peer_args]
+                "--ip", host.addr, *ctx.args.murder_peer_args]
         if "--seed-time" not in ctx.args.murder_peer_args:
             argv.append("--seed-until-swarm-done")
         return argv, {}, Receiver(host, os.path.join(dest, ctx.payload.name), "path")
@@ -678,6 +679,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="tracker for aria2/libtorrent (auto: ours if `murder tracker` runs)")
     ap.add_argument("--piece-length", type=int, default=None,
                     help="torrent piece length in bytes (default: make-torrent's choice)")
+    ap.add_argument("--murder-seed-arg", dest="murder_seed_args", action="append", default=[],
+                    help="extra argument for `murder seed` (repeatable)")
     ap.add_argument("--murder-peer-arg", dest="murder_peer_args", action="append", default=[],
                     help="extra argument for `murder peer` (repeatable, e.g. --murder-peer-arg=--seed-time=5)")
     ap.add_argument("--queue-ms", type=float, default=100.0,

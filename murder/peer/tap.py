@@ -13,6 +13,7 @@ import atexit
 import math
 import os
 import sys
+import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -451,8 +452,24 @@ def make_service(options: _CommonOptions):
     return svc
 
 
+def _skip_tls_stack(config: RunConfig) -> None:
+    """Keep pyOpenSSL out of a process that will never speak TLS.
+
+    Twisted's TCP module imports pyOpenSSL (and with it ``cryptography`` and
+    ``service_identity``) only to offer STARTTLS; that is about a quarter of a
+    peer's start-up CPU, paid by every host of a deploy at the same moment.
+    A missing module makes Twisted fall back to plain TCP, which is all a peer
+    with ``http://`` trackers and no ``--ca`` uses.  Signed torrents verify
+    with ``cryptography`` directly, which stays importable.
+    """
+    if config.ca is None and all(u.startswith("http://") for u in config.meta.trackers) \
+            and "twisted.internet.tcp" not in sys.modules:
+        sys.modules.setdefault("OpenSSL", None)  # type: ignore[arg-type]
+
+
 def run_foreground(options: _CommonOptions) -> int:
     """Run in the foreground on the global reactor; return the exit status."""
+    _skip_tls_stack(config_from(options))
     from twisted.internet import reactor
     from twisted.logger import globalLogBeginner, LogLevel, FilteringLogObserver, \
         LogLevelFilterPredicate, formatEvent
@@ -460,6 +477,7 @@ def run_foreground(options: _CommonOptions) -> int:
     config = config_from(options)
     level = LogLevel.warn if config.quiet else LogLevel.info
     prefix = f"murder {'seed' if config.role == 'seeder' else 'peer'}"
+    tty = sys.stderr.isatty()  # log files get timestamps, a terminal does not
 
     def observer(event: dict) -> None:
         # Twisted's own factory start/stop chatter is noise for a deploy log.
@@ -471,7 +489,9 @@ def run_foreground(options: _CommonOptions) -> int:
             text += "\n" + event["log_failure"].getTraceback()
         from murder.peer.progress import clear_line
         clear_line(sys.stderr)
-        sys.stderr.write(f"{prefix}: {text}\n")
+        stamp = "" if tty else time.strftime("%H:%M:%S", time.localtime(event["log_time"])) + \
+            f".{int(event['log_time'] * 1000) % 1000:03d} "
+        sys.stderr.write(f"{stamp}{prefix}: {text}\n")
         sys.stderr.flush()
 
     predicate = LogLevelFilterPredicate(defaultLogLevel=level)
