@@ -447,6 +447,9 @@ class Swarm:
         """
         if not self.config.super_seed or not conn.fast:
             return True
+        if len(self._served_to) == self.meta.num_pieces:
+            # Every piece has left once: spare upload now shortens the tail.
+            return True
         owner = self._served_to.get(index)
         if owner is conn:
             return True
