@@ -12,7 +12,8 @@ Usage:
   python fuzz/fuzz_metainfo.py [--count N] [--seed S]      seeded mutation loop
   python fuzz/fuzz_metainfo.py --atheris [libFuzzer args]  coverage-guided (pip install atheris)
 
-Both print how many inputs ran.  tests/test_fuzz_metainfo.py imports
+Both print how many inputs ran; the loop also counts inputs that hang (>1 s)
+and exits 1 if any did.  tests/test_fuzz_metainfo.py imports
 ``seed_corpus``, ``mutate`` and ``check`` from here for the short per-run fuzz.
 """
 
@@ -22,6 +23,7 @@ import argparse
 import hashlib
 import random
 import re
+import signal
 import sys
 import time
 from collections import Counter
@@ -197,11 +199,18 @@ def _mutate_structure(rng: random.Random, data: bytes) -> bytes | None:
 # ----------------------------------------------------------------- byte level
 
 
-def _mutate_bytes(rng: random.Random, data: bytes, corpus: list[bytes]) -> bytes:
+def _mutate_bytes(rng: random.Random, data: bytes, corpus: list[bytes],
+                  negative_lengths: bool) -> bytes:
     buf = bytearray(data)
     for _ in range(rng.choice([1, 1, 1, 2, 4, 8])):
-        op = rng.randrange(7)
+        op = rng.randrange(8 if negative_lengths else 7)
         pos = rng.randrange(len(buf) + 1)
+        if op == 7:  # make a string length negative ("3:abc" -> "-3:abc")
+            starts = [m.start() for m in re.finditer(rb"(?<![0-9-])[0-9]+:", bytes(buf))]
+            if starts:
+                at = rng.choice(starts)
+                buf[at:at] = b"-"
+            continue
         if op == 0 and buf:  # flip a bit
             i = min(pos, len(buf) - 1)
             buf[i] ^= 1 << rng.randrange(8)
@@ -222,8 +231,12 @@ def _mutate_bytes(rng: random.Random, data: bytes, corpus: list[bytes]) -> bytes
     return bytes(buf)
 
 
-def mutate(rng: random.Random, corpus: list[bytes]) -> bytes:
-    """One fuzz input: mostly mutated valid torrents, sometimes pure noise."""
+def mutate(rng: random.Random, corpus: list[bytes], negative_lengths: bool = False) -> bytes:
+    """One fuzz input: mostly mutated valid torrents, sometimes pure noise.
+
+    ``negative_lengths`` adds a mutation aimed at bencode.py 4.1's decoder,
+    which accepts "-6:" as a dict key length and loops forever on some inputs.
+    """
     roll = rng.random()
     if roll < 0.03:
         return rng.randbytes(rng.randrange(0, 200))
@@ -236,7 +249,7 @@ def mutate(rng: random.Random, corpus: list[bytes]) -> bytes:
         for _ in range(rng.choice([1, 1, 2, 3])):
             data = _mutate_structure(rng, data) or data
         return data
-    return _mutate_bytes(rng, data, corpus)
+    return _mutate_bytes(rng, data, corpus, negative_lengths)
 
 
 # --------------------------------------------------------------------- oracle
@@ -276,21 +289,52 @@ def check(data: bytes) -> str:
     return "ok"
 
 
-def run(count: int, seed: int) -> tuple[int, Counter]:
-    """Run ``count`` inputs from ``seed``; return (count, outcome counter)."""
+class Hang(BaseException):
+    """One input ran longer than the per-input limit (BaseException: no except eats it)."""
+
+
+def _on_alarm(signum: int, frame: Any) -> None:
+    raise Hang()
+
+
+def run(count: int, seed: int, limit: float = 0.25, negative_lengths: bool = False,
+        max_hangs: int | None = None) -> tuple[int, Counter, list[bytes]]:
+    """Run ``count`` inputs from ``seed``; return (count, outcomes, inputs that hung).
+
+    Each input gets ``limit`` seconds (SIGALRM); one that runs longer is counted
+    as "HANG" and kept, since a parser that never returns is a denial of service.
+    The run stops early after ``max_hangs`` hangs (the returned count says how
+    many inputs ran).
+    """
     rng = random.Random(seed)
     corpus = seed_corpus()
     outcomes: Counter = Counter()
-    for _ in range(count):
-        data = mutate(rng, corpus)
-        try:
-            outcomes[check(data)] += 1
-        except Exception:
-            print(f"FAILED on input (seed {seed}): {data!r}", file=sys.stderr)
-            raise
-        if len(data) < 4096 and outcomes["ok"] and rng.random() < 0.01:
-            corpus.append(data)  # grow the corpus with inputs that still decode
-    return count, outcomes
+    hangs: list[bytes] = []
+    previous = signal.signal(signal.SIGALRM, _on_alarm)
+    ran = 0
+    try:
+        for _ in range(count):
+            if max_hangs is not None and len(hangs) >= max_hangs:
+                break
+            ran += 1
+            data = mutate(rng, corpus, negative_lengths)
+            signal.setitimer(signal.ITIMER_REAL, limit)
+            try:
+                outcome = check(data)
+            except Hang:
+                outcome = "HANG"
+                hangs.append(data)
+            except Exception:
+                print(f"FAILED on input (seed {seed}): {data!r}", file=sys.stderr)
+                raise
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+            outcomes[outcome] += 1
+            if len(data) < 4096 and outcome == "ok" and rng.random() < 0.01:
+                corpus.append(data)  # grow the corpus with inputs that still decode
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+    return ran, outcomes, hangs
 
 
 def _atheris_main(argv: list[str]) -> None:
@@ -325,6 +369,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=200_000, help="inputs to run (plain loop)")
     parser.add_argument("--seed", type=int, default=None, help="RNG seed (default: time)")
+    parser.add_argument("--max-hangs", type=int, default=5, help="stop after this many hangs")
+    parser.add_argument("--no-negative-lengths", action="store_true",
+                        help="skip the mutation that makes bencode string lengths negative")
     parser.add_argument("--verbose", "-v", action="store_true", help="print each outcome's count")
     parser.add_argument("--atheris", action="store_true",
                         help="coverage-guided fuzzing with atheris; remaining args go to libFuzzer")
@@ -338,14 +385,19 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     seed = args.seed if args.seed is not None else time.time_ns() % 2**32
     started = time.monotonic()
-    count, outcomes = run(args.count, seed)
+    count, outcomes, hangs = run(args.count, seed, negative_lengths=not args.no_negative_lengths,
+                                 max_hangs=args.max_hangs)
     elapsed = time.monotonic() - started
+    errors = count - outcomes["ok"] - outcomes["HANG"]
+    shapes = len(set(outcomes) - {"ok", "HANG"})
     print(f"ran {count} inputs (seed {seed}) in {elapsed:.1f} s: {outcomes['ok']} valid, "
-          f"{count - outcomes['ok']} MetainfoError, {len(outcomes) - 1} distinct error shapes")
+          f"{errors} MetainfoError, {shapes} distinct error shapes, {len(hangs)} hangs")
+    if hangs:
+        print(f"shortest hanging input: {min(hangs, key=len)!r}")
     if args.verbose:
         for shape, n in outcomes.most_common():
             print(f"{n:8d}  {shape}")
-    return 0
+    return 1 if hangs else 0
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import tempfile
 import time
 from pathlib import Path
@@ -689,6 +690,29 @@ class ParseErrorTests:
         """100k nested lists do not blow the stack: a MetainfoError, not RecursionError."""
         e = _error(b"d1:x" + b"l" * 100_000 + b"e" * 100_000 + b"e")
         assert str(e).startswith("invalid torrent: ")
+
+    @pytest.mark.xfail(strict=True, reason=(
+        "bug: bencode.py 4.1 decode_string accepts a negative length for a dict key and "
+        "moves backwards: an endless loop (denial of service)"))
+    @pytest.mark.parametrize("data", [b"d1:a1:b-6:e", b"d4:infod6:lengthi5e4:name1:a-6:ee"])
+    def test_negative_string_length_does_not_hang(self, data: bytes) -> None:
+        """A negative string length is refused at once, not an endless decode loop."""
+        class Hang(BaseException):
+            pass
+
+        def alarm(signum, frame):
+            raise Hang()
+
+        previous = signal.signal(signal.SIGALRM, alarm)
+        signal.setitimer(signal.ITIMER_REAL, 2.0)
+        try:
+            e = _error(data)
+        except Hang:
+            pytest.fail(f"parse({data!r}) still running after 2 s")
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+        assert str(e).startswith("invalid torrent: not bencode: ")
 
     def test_deeply_nested_dicts(self) -> None:
         """Deep dict nesting in an unknown key is refused as too deep."""
