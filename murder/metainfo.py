@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import bencodepy
 
+from murder import bencode
 from murder.errors import MetainfoError, SourceError, StorageError
 
 #: The legacy Capistrano scripts always used 2**18.
@@ -98,8 +99,8 @@ class Metainfo:
 
 def _decode(data: bytes) -> Any:
     try:
-        return bencodepy.decode(data)
-    except (bencodepy.BencodeDecodeError, ValueError, TypeError, IndexError,
+        return bencode.decode(data)
+    except (bencode.DecodeError, ValueError, TypeError, IndexError,
             KeyError, RecursionError, UnicodeDecodeError, AttributeError) as e:
         raise MetainfoError(f"not bencode: {e}") from None
 
@@ -181,7 +182,7 @@ def parse(data: bytes) -> Metainfo:
     if not _depth_ok(top):
         raise MetainfoError("nested too deeply")
     info = _get(top, b"info", dict, "")
-    if bencodepy.encode(info) not in data:
+    if bencodepy.encode(info) != bencode.raw_value(data, b"info"):
         # Every client hashes the info bytes as found in the file; a dict whose
         # re-encoding differs (unsorted or duplicate keys) would give us another
         # info hash and another swarm, so refuse it.
@@ -358,6 +359,10 @@ def create(path: str, announce: str, *, piece_length: int | None = None,
     if not os.path.exists(path):
         raise SourceError(path, "no such file or directory")
     name = os.path.basename(path.rstrip(os.sep))
+    try:
+        _path_element(name.encode("utf-8", "surrogateescape"), "")
+    except MetainfoError as e:
+        raise SourceError(path, f"file name {name!r} cannot go in a torrent ({e.reason})") from None
     info: dict[bytes, Any] = {b"name": name.encode("utf-8", "surrogateescape")}
     try:
         if os.path.isdir(path):

@@ -221,9 +221,7 @@ class NonCanonicalTests:
 
     @pytest.mark.parametrize("hide_copy", [
         False,
-        pytest.param(True, marks=pytest.mark.xfail(strict=True, reason=(
-            "bug: parse() checks `encode(info) in data`; a copy of the canonical bytes "
-            "anywhere in the file passes it"))),
+        pytest.param(True),
     ], ids=["plain", "canonical-copy-elsewhere"])
     def test_refused_or_same_hash_as_libtorrent(self, tmp_path: Path, hide_copy: bool) -> None:
         """Ours refuses it or computes libtorrent's info hash, never a third swarm id."""

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import quote_from_bytes
 
-import bencodepy
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from murder import bencode
 from murder.errors import AnnounceError, TrackerUnreachable
 
 Address = tuple[str, int]
@@ -65,7 +65,7 @@ def _compact(blob: bytes, family: int) -> list[tuple[Address, bytes | None]]:
 def parse_response(body: bytes) -> AnnounceReply:
     """Decode a tracker reply; raise :class:`AnnounceError` on failure or garbage."""
     try:
-        reply = bencodepy.decode(body)
+        reply = bencode.decode(body)
     except Exception as e:  # bencodepy raises several types on garbage
         raise AnnounceError(f"tracker sent no bencode ({e})") from None
     if not isinstance(reply, dict):

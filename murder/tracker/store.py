@@ -33,6 +33,7 @@ import bencodepy
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from murder import bencode
 from murder.errors import AnnounceError
 from murder.metainfo import write_atomic
 from murder.tracker.announce import AnnounceRequest, compact_address
@@ -320,7 +321,7 @@ class PeerStore:
         announcing still expires on time.  Caps and the allow-list apply.
         """
         try:
-            top = bencodepy.decode(data)
+            top = bencode.decode(data)
         except Exception as e:  # bencodepy raises many kinds on garbage
             raise ValueError(f"not bencode: {e}") from None
         if not isinstance(top, dict) or top.get(b"version") != DFILE_VERSION:
