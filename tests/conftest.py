@@ -79,16 +79,3 @@ def tmp_payload(tmp_path: Path) -> Callable[..., Path]:
         return make_payload(root, name, spec)
 
     return factory
-
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    """Collect ``FooTests`` classes (STYLE.md naming) besides pytest's ``Test*``.
-
-    pytest.ini has no ``python_classes`` line, so without this every
-    ``*Tests`` class would be silently skipped.  (The proper home is
-    ``python_classes = Test* *Tests`` in pytest.ini; appending twice is harmless.)
-    """
-    patterns = config.getini("python_classes")
-    if "*Tests" not in patterns:
-        patterns.append("*Tests")
