@@ -69,6 +69,11 @@ def _progress_printer(stream):
 def make_torrent(options: MakeTorrentOptions) -> int:
     from murder import metainfo
 
+    secret = None
+    if options["auth-secret"]:
+        from murder.tracker.auth import load_secret
+
+        secret = load_secret(options["auth-secret"])  # a bad file fails before hashing
     announce_list = options["announce-list"]
     if announce_list:
         announce_list = [[options["announce"]], *announce_list]
@@ -78,6 +83,11 @@ def make_torrent(options: MakeTorrentOptions) -> int:
         private=bool(options["private"]),
         progress=None if options["quiet"] else _progress_printer(sys.stderr),
     )
+    if secret is not None:
+        from murder import trust
+
+        # Before signing: the signature covers the announce URLs, token included.
+        torrent = trust.authorise_announce(torrent, secret)
     if options["sign"]:
         from murder import trust
 

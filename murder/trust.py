@@ -296,6 +296,37 @@ def verify_metainfo(meta: metainfo.Metainfo,
     return signer_id
 
 
+# ------------------------------------------------------- announce authorisation
+
+
+def authorise_announce(torrent: dict, secret: bytes) -> dict:
+    """Return a copy of ``torrent`` whose tracker URLs carry the swarm's auth token.
+
+    ``announce`` and every ``announce-list`` URL get ``auth=<token>`` (see
+    :mod:`murder.tracker.auth`), so a tracker started with the same
+    ``--auth-secret`` accepts the torrent's announces and scrapes.  ``info``
+    is untouched (same info hash).  Sign *after* this: the signature covers
+    the announce URLs, token included.
+    """
+    from murder.tracker.auth import token, url_with_token
+
+    info = torrent.get(b"info")
+    if not isinstance(info, dict):
+        raise TrustError("cannot authorise a torrent without an 'info' dict")
+    value = token(secret, metainfo.info_hash(info))
+
+    def rewrite(url: bytes) -> bytes:
+        return url_with_token(url.decode("utf-8"), value).encode("utf-8")
+
+    out = dict(torrent)
+    if isinstance(out.get(b"announce"), bytes):
+        out[b"announce"] = rewrite(out[b"announce"])
+    if isinstance(out.get(b"announce-list"), list):
+        out[b"announce-list"] = [[rewrite(u) for u in tier]
+                                 for tier in out[b"announce-list"]]
+    return out
+
+
 # ------------------------------------------------------------------- key files
 
 

@@ -38,6 +38,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
+from murder.tracker.auth import redact
 from murder.tracker.web import Reply, TrackerApp
 
 log = Logger()
@@ -213,7 +214,7 @@ class TrackerHTTPProtocol(Protocol):
             extra = b"Allow: GET, HEAD\r\n"
         if self.factory.verbose:
             log.info("{method} {uri!r} from {peer}: {code}", method=method.decode("latin-1"),
-                     uri=target[:200], peer=self._remote, code=reply.code)
+                     uri=redact(target[:200]), peer=self._remote, code=reply.code)
         self._write(version, reply, keep_alive, extra, method == b"HEAD")
 
     def _fields(self, lines: list[bytes], keep_alive: bool) -> bool:

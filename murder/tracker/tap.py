@@ -24,8 +24,9 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from murder import metainfo
-from murder.errors import MetainfoError
+from murder.errors import ConfigError, MetainfoError
 from murder.tracker.announce import DEFAULT_TRUSTED_NETWORKS, TrustedNetworks
+from murder.tracker.auth import Authoriser, load_secret
 from murder.tracker.fasthttp import TrackerHTTPFactory
 from murder.tracker.store import PeerStore, TorrentInfo, load_dfile, save_dfile
 from murder.tracker.web import TrackerApp
@@ -53,6 +54,10 @@ class TrackerConfig:
     max_peers: int = 200_000
     trusted_networks: tuple[str, ...] = DEFAULT_TRUSTED_NETWORKS
     verbose: bool = False
+    #: Files holding announce secrets (any one of them may make a valid token).
+    auth_secrets: tuple[str, ...] = ()
+    #: PEM file of the CA(s) whose client certificates the TLS listener requires.
+    client_ca: str | None = None
 
 
 def _endpoint_escape(value: str) -> str:
@@ -64,12 +69,21 @@ class Options(usage.Options):
 
     synopsis = "[options]"
     longdesc = ("HTTP BitTorrent tracker (BEP 3/23/48) for datacenter deploys. "
-                "Announce URL: http://HOST:PORT/announce; status at / and /status.json.")
+                "Announce URL: http://HOST:PORT/announce; status at / and /status.json. "
+                "HTTPS: --listen ssl:PORT:privateKey=KEY.pem:certKey=CERT.pem (peers "
+                "then use https://HOST:PORT/announce and --ca). Access control: "
+                "--allowed-dir, --auth-secret (per-swarm tokens that `murder make-torrent "
+                "--auth-secret` writes into the announce URL), --client-ca. "
+                "See docs/trust.md.")
     optParameters = [
         ["port", "p", "8998", "TCP port to listen on (legacy shortcut)."],
         ["bind", None, None, "Address to listen on (legacy shortcut; default all)."],
         ["listen", None, None, "Twisted endpoint string, overrides --port/--bind "
-                               "(e.g. tcp:8998, tcp6:8998:interface=\\:\\:)."],
+                               "(e.g. tcp:8998, tcp6:8998:interface=\\:\\:, or for HTTPS "
+                               "ssl:8998:privateKey=key.pem:certKey=cert.pem)."],
+        ["client-ca", None, None, "With an ssl: --listen: PEM file of the CA certificate(s) "
+                                  "that must have signed every client's certificate; "
+                                  "clients without one cannot connect."],
         ["dfile", None, "data", "State file, loaded at start and saved periodically "
                                 "('' to disable)."],
         ["interval", None, "15", "Seconds between announces asked of clients."],
@@ -92,6 +106,18 @@ class Options(usage.Options):
     optFlags = [
         ["verbose", "v", "Log every announce and every HTTP request."],
     ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["auth-secret"] = []
+
+    def opt_auth_secret(self, path: str) -> None:
+        """File holding the shared announce secret: announces and scrapes must then
+        carry the swarm's token (auth=HMAC-SHA256(secret, info hash), written into
+        the announce URL by `murder make-torrent --auth-secret`); others get a
+        failure reason. Repeatable: a token made with any of the secrets is valid
+        (rotation)."""
+        self["auth-secret"].append(path)
 
     def _int(self, name: str, low: int, high: int | None = None) -> int:
         raw = self[name]
@@ -122,7 +148,7 @@ class Options(usage.Options):
 
             try:  # parse only: a MemoryReactor never opens a socket
                 serverFromString(MemoryReactor(), description)
-            except (ValueError, TypeError, KeyError) as e:
+            except Exception as e:  # ssl: also loads key and certificate (OSError, SSL errors)
                 raise usage.UsageError(f"--listen {description!r} is not a server "
                                        f"endpoint string: {e}") from None
             return description
@@ -162,8 +188,23 @@ class Options(usage.Options):
             TrustedNetworks(networks)
         except ValueError as e:
             raise usage.UsageError(f"--trusted-networks: {e}") from None
+        auth_secrets = tuple(self["auth-secret"])
+        try:
+            for path in auth_secrets:
+                load_secret(path)  # refuse a bad secret now, not at the first announce
+        except ConfigError as e:
+            raise usage.UsageError(f"--auth-secret: {e}") from None
+        listen = self._listen()
+        client_ca = self["client-ca"]
+        if client_ca is not None:
+            from twisted.internet.testing import MemoryReactor
+
+            try:
+                server_endpoint(MemoryReactor(), listen, client_ca)
+            except ConfigError as e:
+                raise usage.UsageError(f"--client-ca: {e}") from None
         self.config = TrackerConfig(
-            listen=self._listen(), dfile=dfile, interval=interval, min_interval=min_interval,
+            listen=listen, dfile=dfile, interval=interval, min_interval=min_interval,
             numwant_default=numwant_default, numwant_max=numwant_max,
             peer_timeout=peer_timeout, expire_interval=expire_interval,
             allowed_dir=allowed_dir, allowed_rescan=self._seconds("allowed-rescan"),
@@ -172,7 +213,56 @@ class Options(usage.Options):
             max_peers_per_torrent=self._int("max-peers-per-torrent", 1),
             max_peers=self._int("max-peers", 1),
             trusted_networks=networks, verbose=bool(self["verbose"]),
+            auth_secrets=auth_secrets, client_ca=client_ca,
         )
+
+
+def _load_ca_certificates(path: str) -> list[Any]:
+    """Every certificate in the PEM file ``path``, as Twisted ``Certificate`` objects."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+    from twisted.internet.ssl import Certificate
+
+    try:
+        with open(path, "rb") as f:
+            certs = x509.load_pem_x509_certificates(f.read())
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror or e}") from None
+    except ValueError as e:
+        raise ConfigError(f"{path} holds no PEM certificate ({e})") from None
+    return [Certificate.loadPEM(c.public_bytes(Encoding.PEM)) for c in certs]
+
+
+def server_endpoint(reactor: Any, listen: str, client_ca: str | None = None) -> Any:
+    """The listening endpoint for ``listen``; with ``client_ca``, TLS that requires
+    a client certificate signed by one of the CAs in that PEM file.
+
+    Twisted's ``ssl:`` endpoint string cannot ask for client certificates, so
+    the server's key and certificate (loaded by the string parser) are reused
+    in a new ``CertificateOptions`` with ``trustRoot``, which makes OpenSSL
+    demand and verify a client certificate during the handshake: a client
+    without a valid one never gets to send a request.
+    """
+    from twisted.internet.endpoints import SSL4ServerEndpoint, serverFromString
+
+    endpoint = serverFromString(reactor, listen)
+    if client_ca is None:
+        return endpoint
+    if not isinstance(endpoint, SSL4ServerEndpoint):
+        raise ConfigError(f"needs an ssl: --listen endpoint, not {listen!r}")
+    from twisted.internet.ssl import CertificateOptions, trustRootFromCertificates
+
+    # The endpoint keeps its arguments in private attributes; read them once
+    # here, so a Twisted change fails at start-up (and in the tests), not later.
+    server = getattr(endpoint, "_sslContextFactory", None)
+    if not isinstance(server, CertificateOptions):
+        raise ConfigError("cannot add client verification to this ssl: endpoint")
+    options = CertificateOptions(
+        privateKey=server.privateKey, certificate=server.certificate,
+        extraCertChain=server.extraCertChain or None, dhParameters=server.dhParameters,
+        trustRoot=trustRootFromCertificates(_load_ca_certificates(client_ca)))
+    return SSL4ServerEndpoint(reactor, endpoint._port, options,
+                              backlog=endpoint._backlog, interface=endpoint._interface)
 
 
 class AllowedDir:
@@ -281,8 +371,6 @@ def buildService(config: TrackerConfig, reactor: Any) -> service.MultiService:
     Children stop in reverse order, so the listener closes before the final
     dfile save.
     """
-    from twisted.internet.endpoints import serverFromString
-
     store = PeerStore(reactor, peer_timeout=config.peer_timeout,
                       max_torrents=config.max_torrents,
                       max_peers_per_torrent=config.max_peers_per_torrent,
@@ -290,12 +378,14 @@ def buildService(config: TrackerConfig, reactor: Any) -> service.MultiService:
     app = TrackerApp(
         store, interval=config.interval, min_interval=config.min_interval,
         numwant_default=config.numwant_default, numwant_max=config.numwant_max,
-        trusted=TrustedNetworks(config.trusted_networks), verbose=config.verbose)
+        trusted=TrustedNetworks(config.trusted_networks), verbose=config.verbose,
+        auth=Authoriser.from_files(config.auth_secrets) if config.auth_secrets else None)
     factory = TrackerHTTPFactory(app, reactor, verbose=config.verbose)
     top = service.MultiService()
     state = TrackerStateService(store, config, reactor)
     state.setServiceParent(top)
-    listener = StreamServerEndpointService(serverFromString(reactor, config.listen), factory)
+    listener = StreamServerEndpointService(
+        server_endpoint(reactor, config.listen, config.client_ca), factory)
     # A port already in use must fail the start, not just log.
     listener._raiseSynchronously = True
     listener.setName("tracker-http")
@@ -303,6 +393,15 @@ def buildService(config: TrackerConfig, reactor: Any) -> service.MultiService:
     top.store = store  # type: ignore[attr-defined]
     top.app = app  # type: ignore[attr-defined]
     return top
+
+
+def _log_access(config: TrackerConfig) -> None:
+    """Say at start which access controls are on (never the secrets)."""
+    if config.auth_secrets:
+        log.info("announce authorisation on: {count} secret file(s)",
+                 count=len(config.auth_secrets))
+    if config.client_ca:
+        log.info("TLS client certificates required, CA {path}", path=config.client_ca)
 
 
 #: Young-generation threshold of the cyclic GC in a tracker process (CPython's default: 700).
@@ -330,6 +429,7 @@ def makeService(options: Options) -> service.MultiService:  # noqa: N802 (twistd
     from twisted.internet import reactor
 
     tune_gc()
+    _log_access(options.config)
     log.info("murder tracker listening on {listen}, dfile {dfile}",
              listen=options.config.listen, dfile=options.config.dfile)
     return buildService(options.config, reactor)
@@ -352,6 +452,7 @@ def runForeground(options: Options) -> int:  # noqa: N802 (cli API)
         print(f"murder tracker: cannot listen on {config.listen}: {reason}", file=sys.stderr)
         return 1
     top.startService()
+    _log_access(config)
     log.info("murder tracker listening on {listen}, dfile {dfile}",
              listen=config.listen, dfile=config.dfile)
     assert IReactorCore.providedBy(reactor)

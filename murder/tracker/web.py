@@ -14,7 +14,8 @@ gets a 500 and one logged traceback (rate limited).
 
     {"version": 1,
      "now": <unix time, float>,
-     "totals": {"torrents": n, "peers": n, "seeders": n, "leechers": n},
+     "totals": {"torrents": n, "peers": n, "seeders": n, "leechers": n,
+                "rejected_auth": n},   # only when announce authorisation is on
      "torrents": [
        {"info_hash": "<40 hex>",
         "name": "<from the allowed dir>" | null,
@@ -28,6 +29,14 @@ gets a 500 and one logged traceback (rate limited).
            "last_announce_age": <seconds, float>}]}]}
 
 Torrents are sorted by info hash, peers by (ip, port).
+
+With an :class:`~murder.tracker.auth.Authoriser` (``--auth-secret``),
+announces and scrapes must carry a valid ``auth`` token per swarm (see
+:mod:`murder.tracker.auth`); refusals are a ``failure reason`` with HTTP 200,
+counted in ``totals.rejected_auth`` and logged with the client address under
+the shared rate limit.  Logged request targets never show ``auth`` values.
+The status pages stay readable without a token: they hold no token or
+secret, and an info hash without its token cannot be announced to.
 """
 
 from __future__ import annotations
@@ -42,6 +51,7 @@ from twisted.logger import Logger
 
 from murder.errors import AnnounceError
 from murder.tracker import announce as codec
+from murder.tracker.auth import Authoriser, redact
 from murder.tracker.store import PeerStore
 
 log = Logger()
@@ -97,8 +107,10 @@ class TrackerApp:
     def __init__(self, store: PeerStore, *, interval: int = 15, min_interval: int = 5,
                  numwant_default: int = 500, numwant_max: int = 500,
                  trusted: codec.TrustedNetworks | None = None,
-                 tracker_id: bytes | None = None, verbose: bool = False) -> None:
+                 tracker_id: bytes | None = None, verbose: bool = False,
+                 auth: Authoriser | None = None) -> None:
         self.store = store
+        self.auth = auth
         self.interval = interval
         self.min_interval = min_interval
         self.numwant_default = numwant_default
@@ -129,7 +141,7 @@ class TrackerApp:
             return route(query, target, remote)
         except Exception:
             if self.rejected_log.allow():
-                log.failure("tracker bug while answering {uri!r}", uri=target[:200])
+                log.failure("tracker bug while answering {uri!r}", uri=redact(target[:200]))
             return Reply(500, BENCODE, codec.failure_reply("internal tracker error"))
 
     def refuse(self, code: int, reason: str, target: bytes, remote: str) -> Reply:
@@ -138,7 +150,7 @@ class TrackerApp:
         The HTTP server uses it too, so every refusal looks and logs the same.
         """
         if self.rejected_log.allow():
-            log.info("rejected {uri!r} from {peer}: {reason}", uri=target[:120],
+            log.info("rejected {uri!r} from {peer}: {reason}", uri=redact(target[:120]),
                      peer=remote, reason=reason)
         return Reply(code, BENCODE, codec.failure_reply(reason))
 
@@ -153,6 +165,10 @@ class TrackerApp:
             req = codec.parse_announce(args, remote, self.trusted,
                                        numwant_default=self.numwant_default,
                                        numwant_max=self.numwant_max)
+            if self.auth is not None:
+                refused = self.auth.check((req.info_hash,), args.get(b"auth", ()))
+                if refused is not None:
+                    raise AnnounceError(refused)
             torrent = self.store.announce(req)
         except AnnounceError as e:
             return self.refuse(200, e.reason, target, remote)
@@ -176,7 +192,12 @@ class TrackerApp:
 
     def _scrape(self, query: bytes, target: bytes, remote: str) -> Reply:
         try:
-            hashes = codec.parse_scrape(codec.parse_query(query))
+            args = codec.parse_query(query)
+            hashes = codec.parse_scrape(args)
+            if self.auth is not None:
+                refused = self.auth.check(hashes or (), args.get(b"auth", ()))
+                if refused is not None:
+                    raise AnnounceError(refused)
         except AnnounceError as e:
             return self.refuse(200, e.reason, target, remote)
         return Reply(200, BENCODE, codec.scrape_reply(self.store.scrape(hashes)))
@@ -184,10 +205,17 @@ class TrackerApp:
     # ---------------------------------------------------------------- status
 
     def _status_json(self, query: bytes, target: bytes, remote: str) -> Reply:
-        return Reply(200, JSON, json.dumps(status(self.store), indent=1).encode())
+        return Reply(200, JSON, json.dumps(self.status(), indent=1).encode())
 
     def _status_html(self, query: bytes, target: bytes, remote: str) -> Reply:
-        return Reply(200, HTML, render_status_html(status(self.store)).encode())
+        return Reply(200, HTML, render_status_html(self.status()).encode())
+
+    def status(self) -> dict[str, Any]:
+        """The ``/status.json`` document, with the tracker's own counters."""
+        doc = status(self.store)
+        if self.auth is not None:
+            doc["totals"]["rejected_auth"] = self.auth.rejected
+        return doc
 
 
 def _origin_path(path: bytes) -> bytes:
@@ -250,7 +278,9 @@ def render_status_html(doc: dict[str, Any]) -> str:
         "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}</style></head><body>",
         "<h1>Murder tracker</h1>",
         f"<p>{totals['torrents']} torrents, {totals['peers']} peers "
-        f"({totals['seeders']} seeders, {totals['leechers']} leechers). "
+        f"({totals['seeders']} seeders, {totals['leechers']} leechers"
+        + (f"; {totals['rejected_auth']} unauthorised requests refused"
+           if "rejected_auth" in totals else "") + "). "
         "Machine-readable: <a href='/status.json'>/status.json</a></p>",
     ]
     for t in doc["torrents"]:
