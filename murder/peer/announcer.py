@@ -101,6 +101,25 @@ def parse_response(body: bytes) -> AnnounceReply:
     )
 
 
+def describe_failure(failure) -> str:
+    """One readable line for a failed announce.
+
+    twisted.web wraps connection failures in ``ResponseNeverReceived`` /
+    ``ResponseFailed`` whose message is a list of ``Failure`` reprs, and
+    pyOpenSSL errors are lists of tuples; a refused TLS handshake should read
+    ``TLS error: certificate verify failed``.
+    """
+    reasons = getattr(failure.value, "reasons", None)
+    if reasons:
+        return "; ".join(dict.fromkeys(describe_failure(r) for r in reasons))
+    value = failure.value
+    if type(value).__module__.startswith("OpenSSL") and value.args \
+            and isinstance(value.args[0], list):
+        details = [str(e[-1]) for e in value.args[0] if isinstance(e, tuple) and e]
+        return "TLS error: " + (", ".join(details) or type(value).__name__)
+    return failure.getErrorMessage() or failure.type.__name__
+
+
 class Announcer:
     """Keeps one torrent announced to its trackers.
 
@@ -233,7 +252,7 @@ class Announcer:
             d.callback(reply)
 
     def _failure(self, failure, url: str) -> None:
-        self._last_error = failure.getErrorMessage() or failure.type.__name__
+        self._last_error = describe_failure(failure)
         self.log.warn("tracker {url} failed: {why}", url=url, why=self._last_error)
         self._current = (self._current + 1) % len(self.urls)
         if self._started is not None:

@@ -206,7 +206,24 @@ def http_client(reactor, ca: str | None, urls: tuple[str, ...] = ()):
         raise MurderError(f"cannot load CA certificate {ca}: {e}") from None
     pool = HTTPConnectionPool(reactor)
     agent = Agent(reactor, contextFactory=BrowserLikePolicyForHTTPS(trustRoot=root), pool=pool)
-    return HTTPClient(agent)
+    return _TreqClient(HTTPClient(agent))
+
+
+class _TreqClient:
+    """A treq ``HTTPClient`` with the ``content`` call the announcer makes
+    (treq offers it as a module function, not as a client method)."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def get(self, url: str, **kwargs: Any) -> defer.Deferred:
+        return self._client.get(url, **kwargs)
+
+    @staticmethod
+    def content(response: Any) -> defer.Deferred:
+        import treq
+
+        return treq.content(response)
 
 
 class SwarmRun:

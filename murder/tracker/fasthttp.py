@@ -84,6 +84,7 @@ class TrackerHTTPProtocol(Protocol):
         self._closing = False
         self._remote = ""
         self._timeout: Any = None
+        self._registered = False
 
     # ------------------------------------------------------------ lifecycle
 
@@ -91,6 +92,7 @@ class TrackerHTTPProtocol(Protocol):
         host = getattr(self.transport.getPeer(), "host", "")
         self._remote = host if isinstance(host, str) else ""
         self.transport.registerProducer(self, True)
+        self._registered = True
         self._timeout = self.factory.clock.callLater(self.factory.idle_timeout, self._idle)
 
     def connectionLost(self, reason: Any = None) -> None:  # noqa: N802
@@ -107,7 +109,7 @@ class TrackerHTTPProtocol(Protocol):
             # The client neither reads nor writes: do not wait for it to drain.
             self.transport.abortConnection()
         else:
-            self.transport.loseConnection()
+            self._lose()
 
     # ---------------------------------------------------- IPushProducer
 
@@ -257,7 +259,20 @@ class TrackerHTTPProtocol(Protocol):
         self.transport.write(out if head_only else out + body)
         if not keep_alive:
             self._closing = True
-            self.transport.loseConnection()
+            self._lose()
+
+    def _lose(self) -> None:
+        """Close after the buffered answers are sent.
+
+        The producer is unregistered first: a TLS transport
+        (``TLSMemoryBIOProtocol``) postpones its close until no producer is
+        registered, so over ``ssl:`` a ``Connection: close`` answer would
+        otherwise leave the connection open until the idle timeout.
+        """
+        if self._registered:
+            self._registered = False
+            self.transport.unregisterProducer()
+        self.transport.loseConnection()
 
     def _error(self, code: int, reason: str) -> None:
         """Answer an HTTP-level error and close; the rest of the input is dropped."""
