@@ -412,3 +412,36 @@ class FlowControlTests:
         assert remote.protocol.outstanding == {} or all(
             t > SwarmConfig().snub_timeout for t in remote.protocol.outstanding.values())
         pair.peer.stop()
+
+
+class RateCapTests:
+    """The upload cap holds however requests arrive."""
+
+    SIZE = 8 * PLEN
+
+    def _run(self, **configs) -> float:
+        pair = Pair(data(self.SIZE), **configs)
+        pump = pair.connect()
+        for _ in range(4000):  # bounded: 200 simulated seconds
+            if pair.completed:
+                break
+            pair.clock.advance(0.05)
+            pump.flush()
+        assert pair.completed, "download did not finish"
+        assert bytes(pair.peer_storage.buffer) == pair.payload
+        return pair.completed[0]
+
+    def test_uncapped_is_fast(self):
+        """Without caps the in-memory transfer finishes in the first simulated tick."""
+        assert self._run() <= 0.1
+
+    def test_upload_cap(self):
+        """A seeder capped at RATE bytes/s cannot deliver faster than that.
+
+        (The download cap pauses reading from the socket, which iosim does not
+        model; tests/test_swarm_integration.py checks it over real TCP.)"""
+        rate = self.SIZE // 4
+        took = self._run(seeder_config=SwarmConfig(max_upload_rate=rate))
+        # The quarter-second burst and the block in flight when credit ran out.
+        assert took >= (self.SIZE - rate / 4 - wire.BLOCK_SIZE) / rate - 0.1
+        assert took <= self.SIZE / rate + 2.0

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -180,6 +181,19 @@ class DeployTests:
             assert procs.wait(proc, 40) == 0, procs.output(proc)
             assert sha256(dest / "release.bin") == swarm.digest
             assert os.listdir(dest) == ["release.bin"]
+
+    def test_download_cap(self, swarm, procs, tmp_path):
+        """--max-download-rate holds: 6 MiB at 4 MiB/s takes over a second of download."""
+        dest = tmp_path / "dest"
+        dest.mkdir()
+        proc = procs.start("peer", *swarm.peer_args("--destination", str(dest),
+                                                    "--max-download-rate", "4M"))
+        assert procs.wait(proc, 40) == 0, procs.output(proc)
+        took = float(re.search(r"verified \(\d+ bytes in ([0-9.]+)s\)",
+                               procs.output(proc)).group(1))
+        # 6 MiB less the quarter-second burst, at 4 MiB/s.
+        assert took >= (swarm.meta.total_length - 2**20) / (4 * 2**20) - 0.1, took
+        assert sha256(dest / "release.bin") == swarm.digest
 
     def test_existing_complete_file(self, swarm, procs, tmp_path):
         """A complete verified file at the target: exit 0 at once, file untouched."""

@@ -61,20 +61,31 @@ def make_peer_id() -> bytes:
 
 
 class _Bucket:
-    """Token bucket for optional rate caps."""
+    """Token bucket for the optional rate caps.
+
+    Every byte is counted, also those that arrive while over the limit, so a
+    cap holds with many sources; ``wait`` says how long until it is back in
+    credit.  Bursts are bounded by a quarter second of the rate.
+    """
 
     def __init__(self, rate: int, now: float) -> None:
         self.rate = rate
-        self.tokens = float(rate)
+        self.burst = max(rate / 4, float(BLOCK_SIZE))
+        self.tokens = self.burst
         self.stamp = now
 
-    def take(self, n: int, now: float) -> bool:
-        self.tokens = min(self.rate, self.tokens + (now - self.stamp) * self.rate)
+    def _refill(self, now: float) -> None:
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
         self.stamp = now
-        if self.tokens <= 0:
-            return False
+
+    def spend(self, n: int, now: float) -> None:
+        self._refill(now)
         self.tokens -= n
-        return True
+
+    def wait(self, now: float) -> float:
+        """Seconds until the bucket is in credit again (0: it is)."""
+        self._refill(now)
+        return 0.0 if self.tokens > 0 else -self.tokens / self.rate + 0.001
 
 
 class Swarm:
@@ -121,9 +132,11 @@ class Swarm:
         self._up_bucket = _Bucket(config.max_upload_rate, now) if config.max_upload_rate else None
         self._down_bucket = (_Bucket(config.max_download_rate, now)
                              if config.max_download_rate else None)
-        self._throttled: set[PeerProtocol] = set()
+        self._up_waiting: set[PeerProtocol] = set()
+        self._down_paused: set[PeerProtocol] = set()
+        self._up_call = None
+        self._down_call = None
         self._served_to: dict[int, PeerProtocol] = {}
-        self._resume_call = None
         self._choke_round = 0
         self._choke_tick = 0.0
         self._ticker = task.LoopingCall(self._tick)
@@ -232,7 +245,8 @@ class Swarm:
             del self.connections[conn.peer_id]
             self.picker.peer_gone(conn.bits)
             self.requests_dropped(conn, list(conn.outstanding))
-            self._throttled.discard(conn)
+            self._up_waiting.discard(conn)
+            self._down_paused.discard(conn)
             if self.config.upload_slots and not conn.am_choking:
                 self._choke_round_now()
 
@@ -358,9 +372,10 @@ class Swarm:
             return
         conn.last_block = self.clock.seconds()
         self.downloaded += len(block)
-        if self._down_bucket is not None and not self._down_bucket.take(len(block),
-                                                                        conn.last_block):
-            self._throttle_download(conn)
+        if self._down_bucket is not None:
+            self._down_bucket.spend(len(block), conn.last_block)
+            if self._down_bucket.wait(conn.last_block):
+                self._throttle_download(conn)
         piece, others = self.picker.block_received(conn, index, begin, block)
         for other in others:
             other.outstanding.pop(key, None)
@@ -480,31 +495,42 @@ class Swarm:
     def upload_allowed(self, conn: PeerProtocol) -> bool:
         if self._up_bucket is None:
             return True
-        if self._up_bucket.take(BLOCK_SIZE, self.clock.seconds()):
+        delay = self._up_bucket.wait(self.clock.seconds())
+        if not delay:
             return True
-        self._throttled.add(conn)
-        self._schedule_resume()
+        self._up_waiting.add(conn)
+        if self._up_call is None or not self._up_call.active():
+            self._up_call = self.clock.callLater(delay, self._resume_uploads)
         return False
 
-    def _throttle_download(self, conn: PeerProtocol) -> None:
-        conn.transport.pauseProducing()
-        self._throttled.add(conn)
-        self._schedule_resume()
-
-    def _schedule_resume(self) -> None:
-        if self._resume_call is None or not self._resume_call.active():
-            self._resume_call = self.clock.callLater(0.05, self._resume_throttled)
-
-    def _resume_throttled(self) -> None:
-        conns, self._throttled = self._throttled, set()
+    def _resume_uploads(self) -> None:
+        conns, self._up_waiting = self._up_waiting, set()
         for conn in conns:
-            if conn.state.value != "active":
-                continue
-            conn.transport.resumeProducing()
-            conn.resumeProducing()
+            if conn.state.value == "active":
+                conn.resumeProducing()
+
+    def _throttle_download(self, conn: PeerProtocol) -> None:
+        """Over the download cap: stop reading from this peer until in credit."""
+        conn.transport.pauseProducing()
+        self._down_paused.add(conn)
+        if self._down_call is None or not self._down_call.active():
+            delay = self._down_bucket.wait(self.clock.seconds())
+            self._down_call = self.clock.callLater(delay, self._resume_downloads)
+
+    def _resume_downloads(self) -> None:
+        delay = self._down_bucket.wait(self.clock.seconds())
+        if delay:
+            self._down_call = self.clock.callLater(delay, self._resume_downloads)
+            return
+        conns, self._down_paused = self._down_paused, set()
+        for conn in conns:
+            if conn.state.value == "active":
+                conn.transport.resumeProducing()
 
     def uploaded_block(self, conn: PeerProtocol, index: int, length: int) -> None:
         self.uploaded += length
+        if self._up_bucket is not None:
+            self._up_bucket.spend(length, self.clock.seconds())
 
     # ---------------------------------------------------------------- timer
     def _tick(self) -> None:
