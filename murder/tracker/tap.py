@@ -112,12 +112,15 @@ class Options(usage.Options):
         self["auth-secret"] = []
 
     def opt_auth_secret(self, path: str) -> None:
-        """File holding the shared announce secret: announces and scrapes must then
-        carry the swarm's token (auth=HMAC-SHA256(secret, info hash), written into
-        the announce URL by `murder make-torrent --auth-secret`); others get a
-        failure reason. Repeatable: a token made with any of the secrets is valid
-        (rotation)."""
         self["auth-secret"].append(path)
+
+    # One line: usage.Options shows a docstring's indentation verbatim.
+    opt_auth_secret.__doc__ = (
+        "File holding the shared announce secret: announces and scrapes must then "
+        "carry the swarm's token (auth=HMAC-SHA256(secret, info hash), written into "
+        "the announce URL by `murder make-torrent --auth-secret`); others get a "
+        "failure reason. Repeatable: a token made with any of the secrets is valid "
+        "(rotation).")
 
     def _int(self, name: str, low: int, high: int | None = None) -> int:
         raw = self[name]
