@@ -70,6 +70,7 @@ class PeerProtocol(protocol.Protocol):
         self._rate_mark = 0
         self.strikes = 0
         self.seed_refused: dict[int, float] = {}
+        self.turn_piece: int | None = None
 
     # ------------------------------------------------------------ connection
     def connectionMade(self) -> None:  # noqa: N802
@@ -80,9 +81,23 @@ class PeerProtocol(protocol.Protocol):
         # Fewer, larger reads: 256 KiB per recv instead of Twisted's 64 KiB.
         if hasattr(self.transport, "bufferSize"):
             self.transport.bufferSize = 2**18
+        if self.swarm.config.upload_slots and self.swarm.config.send_buffer:
+            self._small_send_buffer(self.swarm.config.send_buffer)
         self.transport.registerProducer(self, True)
         if self.outgoing:
             self._send_handshake()
+
+    def _small_send_buffer(self, size: int) -> None:
+        """Bound what the kernel holds for this peer, so upload turns stay turns."""
+        handle = getattr(self.transport, "getHandle", None)
+        sock = handle() if handle else None
+        if sock is not None and hasattr(sock, "setsockopt"):
+            import socket
+
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+            except OSError:
+                pass
 
     def _send_handshake(self) -> None:
         self.transport.write(wire.handshake(self.swarm.meta.info_hash, self.swarm.peer_id,
@@ -174,6 +189,8 @@ class PeerProtocol(protocol.Protocol):
                 self.upload_queue.remove((a, b, c))
             except ValueError:
                 pass
+            if not self.upload_queue:
+                swarm.upload_turn_over(self)
         elif msg_id == wire.UNCHOKE:
             self.peer_choking = False
             swarm.fill_requests(self)
@@ -228,17 +245,29 @@ class PeerProtocol(protocol.Protocol):
             return
         self.upload_queue.append((index, begin, length))
         if not self._paused:
-            self._pump()
+            self.swarm.upload_ready(self)
 
     # --------------------------------------------------------------- sending
-    def _pump(self) -> None:
-        """Send queued blocks until the transport asks us to pause."""
+    def pump(self) -> None:
+        """Send queued blocks until the transport pauses us or our turn ends.
+
+        With limited upload slots a turn is one piece: when the next queued
+        block belongs to another piece and other peers wait, the turn passes.
+        """
         swarm = self.swarm
         queue = self.upload_queue
+        limited = bool(swarm.config.upload_slots)
         while queue and not self._paused and self.state is State.ACTIVE:
             if not swarm.upload_allowed(self):
                 return
-            index, begin, length = queue.popleft()
+            index, begin, length = queue[0]
+            if limited:
+                if self.turn_piece is None:
+                    self.turn_piece = index
+                elif index != self.turn_piece and swarm.others_waiting():
+                    swarm.upload_turn_over(self)
+                    return
+            queue.popleft()
             block = swarm.read_block(index, begin, length)
             if block is None:
                 self.drop("cannot read our own payload")
@@ -246,15 +275,17 @@ class PeerProtocol(protocol.Protocol):
             self.transport.writeSequence((wire.piece_header(index, begin, length), block))
             self.uploaded += length
             swarm.uploaded_block(self, index, length)
+        if limited and not queue and self.state is State.ACTIVE:
+            swarm.upload_turn_over(self)
 
     def pauseProducing(self) -> None:  # noqa: N802
         self._paused = True
 
     def resumeProducing(self) -> None:  # noqa: N802
         self._paused = False
-        if self.state is State.ACTIVE:
+        if self.state is State.ACTIVE and self.upload_queue:
             try:
-                self._pump()
+                self.swarm.upload_ready(self)
             except Exception:
                 self.log.failure("upload to {address} failed", address=self.address)
                 self.drop("internal error")
@@ -275,6 +306,7 @@ class PeerProtocol(protocol.Protocol):
                 for block in self.upload_queue:
                     self.send(wire.reject(*block))
             self.upload_queue.clear()
+            self.swarm.upload_turn_over(self)
             self.send(wire.simple(wire.CHOKE))
         else:
             self.send(wire.simple(wire.UNCHOKE))

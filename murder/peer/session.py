@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+from collections import deque
 from dataclasses import dataclass
 from typing import Callable
 
@@ -31,10 +32,16 @@ class SwarmConfig:
     """Tuning knobs with datacenter defaults (see docs in peer/tap.py)."""
 
     max_connections: int = 200
-    #: Upload slots: 0 unchokes every interested peer (trusted datacenter).
-    upload_slots: int = 0
-    #: Seconds between choke rounds when slots are limited.
-    choke_interval: float = 5.0
+    #: Upload slots: how many peers we send pieces to at the same moment.
+    #: Every interested peer is unchoked (no tit-for-tat among trusted hosts)
+    #: and its requests queue; the slots take turns a piece at a time, so a
+    #: piece reaches one peer at full link speed and can be forwarded at
+    #: once, instead of reaching all of them slowly and together.  0 sends
+    #: to everyone at once (TCP fair share).  See bench/README.md.
+    upload_slots: int = 1
+    #: Kernel send buffer per connection when slots are limited: small, so
+    #: that a turn's data has left before the next turn starts.
+    send_buffer: int = 128 * 1024
     min_pipeline: int = 8
     max_pipeline: int = 256
     #: Seconds of data to keep requested from a peer at its measured rate.
@@ -137,8 +144,9 @@ class Swarm:
         self._up_call = None
         self._down_call = None
         self._served_to: dict[int, PeerProtocol] = {}
-        self._choke_round = 0
-        self._choke_tick = 0.0
+        self._min_depth = max(config.min_pipeline, -(-meta.piece_length // BLOCK_SIZE) + 4)
+        self._up_active: list[PeerProtocol] = []
+        self._up_turns: deque[PeerProtocol] = deque()
         self._ticker = task.LoopingCall(self._tick)
         self._ticker.clock = reactor
         self._stopping = False
@@ -247,8 +255,7 @@ class Swarm:
             self.requests_dropped(conn, list(conn.outstanding))
             self._up_waiting.discard(conn)
             self._down_paused.discard(conn)
-            if self.config.upload_slots and not conn.am_choking:
-                self._choke_round_now()
+            self._upload_forget(conn)
 
     def connection_lost(self, conn: PeerProtocol) -> None:
         self._forget(conn)
@@ -293,42 +300,55 @@ class Swarm:
             self.fill_requests(conn)
 
     def choker_update(self, conn: PeerProtocol) -> None:
-        """Interest changed: unchoke at once when slots allow."""
-        if not conn.peer_interested:
-            if not conn.am_choking and self.config.upload_slots:
-                conn.set_choking(True)
-                self._choke_round_now()
-            return
-        if not self.config.upload_slots:
-            conn.set_choking(False)
-            return
-        unchoked = sum(1 for c in self.connections.values() if not c.am_choking)
-        if unchoked < self.config.upload_slots:
-            conn.set_choking(False)
+        """Interest changed: every interested peer is unchoked (trusted hosts)."""
+        conn.set_choking(not conn.peer_interested)
 
-    def _choke_round_now(self) -> None:
-        """Limited slots: rotate which interested peers we upload to.
-
-        Prefers the peers with the fewest pieces (they have the most to
-        forward on), one slot rotating so nobody starves.
-        """
+    # -------------------------------------------------------- upload turns
+    def upload_ready(self, conn: PeerProtocol) -> None:
+        """``conn`` has queued requests: send now, or wait for a turn."""
         slots = self.config.upload_slots
-        interested = [c for c in self.connections.values() if c.peer_interested]
-        if not interested:
+        if not slots or conn in self._up_active:
+            conn.pump()
             return
-        self._choke_round += 1
-        interested.sort(key=lambda c: (c.bits.count, c.peer_id))
-        keep = interested[:max(0, slots - 1)]
-        rest = interested[len(keep):]
-        if rest:
-            keep.append(rest[self._choke_round % len(rest)])
-        chosen = set(id(c) for c in keep)
-        for c in self.connections.values():
-            c.set_choking(id(c) not in chosen)
+        if len(self._up_active) < slots:
+            self._up_active.append(conn)
+            conn.turn_piece = None
+            conn.pump()
+        elif conn not in self._up_turns:
+            self._up_turns.append(conn)
+
+    def others_waiting(self) -> bool:
+        return bool(self._up_turns)
+
+    def upload_turn_over(self, conn: PeerProtocol) -> None:
+        """``conn`` finished its piece (or its queue): the next peer's turn."""
+        if not self.config.upload_slots:
+            return
+        if conn in self._up_active:
+            self._up_active.remove(conn)
+        if conn.upload_queue and conn.state.value == "active" and conn not in self._up_turns:
+            self._up_turns.append(conn)
+        while self._up_turns and len(self._up_active) < self.config.upload_slots:
+            nxt = self._up_turns.popleft()
+            if nxt.state.value != "active" or not nxt.upload_queue:
+                continue
+            self._up_active.append(nxt)
+            nxt.turn_piece = None
+            nxt.pump()
+
+    def _upload_forget(self, conn: PeerProtocol) -> None:
+        if conn in self._up_active:
+            self._up_active.remove(conn)
+            self.upload_turn_over(conn)
+        if conn in self._up_turns:
+            self._up_turns.remove(conn)
 
     # ------------------------------------------------------------- requests
     def _depth(self, conn: PeerProtocol) -> int:
-        depth = int(conn.rate * self.config.request_horizon / BLOCK_SIZE) + self.config.min_pipeline
+        """Requests to keep outstanding: the peer's measured rate times the
+        horizon, but never less than a whole piece, since a peer that sends a
+        piece per upload turn must have all of it asked for."""
+        depth = int(conn.rate * self.config.request_horizon / BLOCK_SIZE) + self._min_depth
         return min(depth, self.config.max_pipeline)
 
     def fill_requests(self, conn: PeerProtocol) -> None:
@@ -552,11 +572,6 @@ class Swarm:
                 conn.drop("idle")
             else:
                 self.fill_requests(conn)
-        if self.config.upload_slots:
-            self._choke_tick += tick
-            if self._choke_tick >= self.config.choke_interval:
-                self._choke_tick = 0.0
-                self._choke_round_now()
 
     # ---------------------------------------------------------------- stats
     def stats(self) -> tuple[int, int, int]:
