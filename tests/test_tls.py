@@ -288,6 +288,41 @@ class ClientCertificateTests:
                 https_get(port, "/status.json", context)
 
 
+class PeerClientCertificateTests:
+    """Our peers can announce to a tracker that demands client certificates."""
+
+    def test_peer_with_client_certificate_completes(self, tmp_path, procs, pki):
+        """--client-cert/--client-key from the tracker's client CA: the download completes;
+        the same peer without them fails with a non-zero exit and leaves no file."""
+        port = start_tracker(procs, tmp_path, pki, "--client-ca", str(pki.ca),
+                             ready=client_context(pki))
+        announce = f"https://127.0.0.1:{port}/announce"
+        payload = tmp_path / "seed" / "release.bin"
+        payload.parent.mkdir()
+        payload.write_bytes(os.urandom(600_000))
+        torrent = tmp_path / "release.torrent"
+        metainfo.write_atomic(str(torrent), bencodepy.encode(metainfo.create(str(payload),
+                                                                             announce)))
+        tls = ["--ca", str(pki.ca), "--client-cert", str(pki.client_cert),
+               "--client-key", str(pki.client_key)]
+        procs.start("seeder", "seed", "--torrent", str(torrent), "--file", str(payload),
+                    "--ip", "127.0.0.1", "--bind", "127.0.0.1", *tls)
+        good, bad = tmp_path / "good", tmp_path / "bad"
+        good.mkdir()
+        bad.mkdir()
+        ok = procs.start("peer", "peer", "--torrent", str(torrent), "--destination",
+                         str(good), "--ip", "127.0.0.1", "--bind", "127.0.0.1",
+                         "--seed-time", "0", "--tracker-timeout", "15", *tls)
+        refused = procs.start("peer-without-cert", "peer", "--torrent", str(torrent),
+                              "--destination", str(bad), "--ip", "127.0.0.1", "--bind",
+                              "127.0.0.1", "--seed-time", "0", "--tracker-timeout", "3",
+                              "--ca", str(pki.ca))
+        assert ok.wait(60) == 0, procs.output(ok)
+        assert sha256(good / "release.bin") == sha256(payload)
+        assert refused.wait(60) != 0
+        assert os.listdir(bad) == []
+
+
 class SignedAuthorisedDeployTests:
     """A signed torrent with an auth token, over HTTPS, with --trust: the whole chain."""
 

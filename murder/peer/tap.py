@@ -54,6 +54,8 @@ class _CommonOptions(usage.Options):
         ["tracker-timeout", None, 60.0,
          "Fail if no tracker answers within this many seconds.", float],
         ["ca", None, None, "CA certificate (PEM) to verify https:// trackers with."],
+        ["client-cert", None, None, "Client certificate (PEM) for trackers that require one."],
+        ["client-key", None, None, "Private key (PEM) of --client-cert (default: in that file)."],
         ["max-connections", None, 200, "Most peer connections kept open.", int],
         ["upload-slots", None, 0,
          "Peers uploaded to at once; 0 = every interested peer (datacenter).", int],
@@ -87,6 +89,10 @@ class _CommonOptions(usage.Options):
         for key in ("tracker-timeout", "max-connections", "pipeline"):
             if self[key] <= 0:
                 raise usage.UsageError(f"--{key} must be positive")
+        if self["client-key"] and not self["client-cert"]:
+            raise usage.UsageError("--client-key needs --client-cert")
+        if self["client-cert"] and not self["ca"]:
+            raise usage.UsageError("--client-cert needs --ca (the tracker's CA)")
         if self["upload-slots"] < 0:
             raise usage.UsageError("--upload-slots cannot be negative")
         try:
@@ -151,6 +157,8 @@ class RunConfig:
     ca: str | None
     quiet: bool
     swarm: SwarmConfig
+    client_cert: str | None = None
+    client_key: str | None = None
     progress_interval: float | None = None
     skip_verify: bool = False
     seed_time: float = 30.0
@@ -172,6 +180,7 @@ def config_from(options: _CommonOptions) -> RunConfig:
     common = dict(meta=meta, port=options["port"], bind=options["bind"], ip=options["ip"],
                   tracker_timeout=options["tracker-timeout"], trust=tuple(options["trust"]),
                   ca=options["ca"], quiet=bool(options["quiet"]), swarm=swarm,
+                  client_cert=options["client-cert"], client_key=options["client-key"],
                   progress_interval=options["progress-interval"])
     if seeder:
         return RunConfig(role="seeder", path=os.path.abspath(options["file"]),
@@ -183,10 +192,11 @@ def config_from(options: _CommonOptions) -> RunConfig:
                      max_linger=options["max-linger"], status_fd=options["status-fd"], **common)
 
 
-def http_client(reactor, ca: str | None, urls: tuple[str, ...] = ()):
+def http_client(reactor, ca: str | None, urls: tuple[str, ...] = (),
+                client_cert: str | None = None, client_key: str | None = None):
     """The announce client: the light :class:`PlainHTTP` when every tracker is
     ``http://``, else treq; with ``ca``, https trackers must present a
-    certificate it signed."""
+    certificate it signed, and with ``client_cert`` we present ours."""
     if ca is None and all(u.startswith("http://") for u in urls):
         from murder.peer.httpget import PlainHTTP
 
@@ -204,9 +214,38 @@ def http_client(reactor, ca: str | None, urls: tuple[str, ...] = ()):
             root = Certificate.loadPEM(f.read())
     except (OSError, Exception) as e:
         raise MurderError(f"cannot load CA certificate {ca}: {e}") from None
+    policy: Any = BrowserLikePolicyForHTTPS(trustRoot=root)
+    if client_cert:
+        policy = _client_cert_policy(root, client_cert, client_key)
     pool = HTTPConnectionPool(reactor)
-    agent = Agent(reactor, contextFactory=BrowserLikePolicyForHTTPS(trustRoot=root), pool=pool)
+    agent = Agent(reactor, contextFactory=policy, pool=pool)
     return _TreqClient(HTTPClient(agent))
+
+
+def _client_cert_policy(root, cert_path: str, key_path: str | None):
+    """An HTTPS policy that verifies the tracker against ``root`` and presents
+    our certificate (for trackers started with ``--client-ca``)."""
+    from twisted.internet.ssl import PrivateCertificate, optionsForClientTLS
+    from twisted.web.iweb import IPolicyForHTTPS
+    from zope.interface import implementer
+
+    try:
+        with open(cert_path, "rb") as f:
+            pem = f.read()
+        if key_path:
+            with open(key_path, "rb") as f:
+                pem += b"\n" + f.read()
+        mine = PrivateCertificate.loadPEM(pem)
+    except Exception as e:
+        raise MurderError(f"cannot load client certificate {cert_path}: {e}") from None
+
+    @implementer(IPolicyForHTTPS)
+    class _Policy:
+        def creatorForNetloc(self, hostname: bytes, port: int):  # noqa: N802
+            return optionsForClientTLS(hostname.decode("ascii"), trustRoot=root,
+                                       clientCertificate=mine)
+
+    return _Policy()
 
 
 class _TreqClient:
@@ -266,7 +305,8 @@ class SwarmRun:
             if who is not None:
                 self.log.info("torrent signed by trusted key {who}", who=who)
         if self.http is None:
-            self.http = http_client(self.reactor, c.ca, c.meta.trackers)
+            self.http = http_client(self.reactor, c.ca, c.meta.trackers, c.client_cert,
+                                    c.client_key)
         if c.role == "seeder":
             storage = SeedStorage(c.meta, c.path)
             storage.check()
