@@ -57,8 +57,9 @@ class _CommonOptions(usage.Options):
         ["client-cert", None, None, "Client certificate (PEM) for trackers that require one."],
         ["client-key", None, None, "Private key (PEM) of --client-cert (default: in that file)."],
         ["max-connections", None, 200, "Most peer connections kept open.", int],
-        ["upload-slots", None, 0,
-         "Peers uploaded to at once; 0 = every interested peer (datacenter).", int],
+        ["upload-slots", None, 1,
+         "Peers sent to at the same moment, a piece per turn; every interested peer "
+         "is unchoked and queued. 0 = all at once (TCP fair share).", int],
         ["pipeline", None, 256, "Most 16 KiB requests outstanding per peer.", int],
         ["max-upload-rate", None, "0", "Upload cap, bytes/s with K/M/G suffix (0: none)."],
         ["max-download-rate", None, "0", "Download cap, bytes/s with K/M/G (0: none)."],
