@@ -68,6 +68,17 @@ class TrackerUnreachable(MurderError):
         )
 
 
+class StalledError(MurderError):
+    """A download made no progress for too long (every source gone or banned)."""
+
+    def __init__(self, seconds: float, peers: int, missing: int) -> None:
+        self.seconds = seconds
+        self.peers = peers
+        self.missing = missing
+        super().__init__(f"no piece verified for {seconds:g}s with {peers} peers connected; "
+                         f"{missing} pieces missing")
+
+
 class ProtocolError(MurderError):
     """A remote peer broke the wire protocol; its connection is dropped."""
 

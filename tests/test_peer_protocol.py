@@ -445,3 +445,31 @@ class RateCapTests:
         # The quarter-second burst and the block in flight when credit ran out.
         assert took >= (self.SIZE - rate / 4 - wire.BLOCK_SIZE) / rate - 0.1
         assert took <= self.SIZE / rate + 2.0
+
+
+class StallTests:
+    """A download that cannot progress fails instead of hanging."""
+
+    def test_no_source_fails_after_stall_timeout(self):
+        """With no peer able to send anything, done fails with StalledError after the timeout."""
+        from murder.errors import StalledError
+
+        pair = Pair(peer_config=SwarmConfig(stall_timeout=30.0))
+        failures = []
+        pair.peer.done.addErrback(failures.append)
+        pair.peer.start()
+        pair.clock.advance(29.0)
+        assert not failures
+        for _ in range(8):
+            pair.clock.advance(0.25)
+        assert len(failures) == 1 and failures[0].check(StalledError)
+        assert "no piece verified for 30s with 0 peers connected; 6 pieces missing" == \
+            str(failures[0].value)
+
+    def test_progress_resets_the_stall_clock(self):
+        """A transfer that completes is never failed by the stall timer."""
+        pair = Pair(peer_config=SwarmConfig(stall_timeout=30.0))
+        pair.peer.start()
+        pair.connect()
+        pair.clock.advance(60.0)
+        assert pair.completed and pair.peer.failed is None

@@ -18,7 +18,7 @@ from typing import Callable
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
-from murder.errors import MurderError, StorageError
+from murder.errors import MurderError, StalledError, StorageError
 from murder.metainfo import Metainfo
 from murder.peer import wire
 from murder.peer.picker import Picker
@@ -56,6 +56,12 @@ class SwarmConfig:
     #: Seeder: refuse (BEP 6 reject) a piece that a connected peer already has, once
     #: per requester, so the seeder's upload goes to pieces the swarm lacks.
     super_seed: bool = False
+    #: Seeder: after every piece has left once, serve duplicates freely only
+    #: until this many payload copies have been uploaded in all.
+    seed_budget: float = 1.5
+    #: Fail a download that verified no piece for this long (every source
+    #: gone or banned); 0 waits forever.
+    stall_timeout: float = 300.0
     max_upload_rate: int = 0  # bytes/s, 0 = unlimited
     max_download_rate: int = 0
     max_queued_requests: int = 2048
@@ -151,6 +157,7 @@ class Swarm:
         self._ticker.clock = reactor
         self._stopping = False
         self.started_at = now
+        self._last_progress = now
         self.completed_at: float | None = now if self.have.complete else None
 
     # ------------------------------------------------------------ lifecycle
@@ -443,6 +450,7 @@ class Swarm:
             self.fail(e)
             return
         self.picker.mark_have(piece.index)
+        self._last_progress = self.clock.seconds()
         msg = wire.have(piece.index)
         for conn in list(self.connections.values()):
             if piece.index not in conn.bits:
@@ -482,8 +490,10 @@ class Swarm:
         """
         if not self.config.super_seed or not conn.fast:
             return True
-        if len(self._served_to) == self.meta.num_pieces:
-            # Every piece has left once: spare upload now shortens the tail.
+        if len(self._served_to) == self.meta.num_pieces and \
+                self.uploaded < self.config.seed_budget * self.meta.total_length:
+            # Every piece has left once: spare upload shortens the tail, up to
+            # a budget, so that the swarm, not the seeder, carries the fan-out.
             return True
         owner = self._served_to.get(index)
         if owner is conn:
@@ -555,6 +565,11 @@ class Swarm:
     # ---------------------------------------------------------------- timer
     def _tick(self) -> None:
         now = self.clock.seconds()
+        if not self.have.complete and self.config.stall_timeout and \
+                now - self._last_progress > self.config.stall_timeout:
+            self.fail(StalledError(self.config.stall_timeout, len(self.connections),
+                                   self.meta.num_pieces - self.have.count))
+            return
         tick = self.config.tick
         for conn in list(self.connections.values()):
             recent = conn.downloaded - conn._rate_mark

@@ -61,6 +61,8 @@ class _CommonOptions(usage.Options):
          "Peers sent to at the same moment, a piece per turn; every interested peer "
          "is unchoked and queued. 0 = all at once (TCP fair share).", int],
         ["pipeline", None, 256, "Most 16 KiB requests outstanding per peer.", int],
+        ["stall-timeout", None, 300.0,
+         "Fail when no piece verified for this many seconds (0: wait forever).", float],
         ["max-upload-rate", None, "0", "Upload cap, bytes/s with K/M/G suffix (0: none)."],
         ["max-download-rate", None, "0", "Download cap, bytes/s with K/M/G (0: none)."],
         ["progress-interval", None, None,
@@ -94,6 +96,8 @@ class _CommonOptions(usage.Options):
             raise usage.UsageError("--client-key needs --client-cert")
         if self["client-cert"] and not self["ca"]:
             raise usage.UsageError("--client-cert needs --ca (the tracker's CA)")
+        if self["stall-timeout"] < 0:
+            raise usage.UsageError("--stall-timeout cannot be negative")
         if self["upload-slots"] < 0:
             raise usage.UsageError("--upload-slots cannot be negative")
         try:
@@ -175,7 +179,7 @@ def config_from(options: _CommonOptions) -> RunConfig:
     swarm = SwarmConfig(
         max_connections=options["max-connections"], upload_slots=options["upload-slots"],
         max_pipeline=options["pipeline"], max_upload_rate=options["max-upload-rate"],
-        max_download_rate=options["max-download-rate"],
+        max_download_rate=options["max-download-rate"], stall_timeout=options["stall-timeout"],
         super_seed=seeder and not options["no-super-seed"],
     )
     common = dict(meta=meta, port=options["port"], bind=options["bind"], ip=options["ip"],
