@@ -226,3 +226,20 @@ class OutcomeTests:
         assert p.availability == [1, 0, 2]
         p.peer_gone(bits(3, [0, 2]))
         assert p.availability == [0, 0, 1]
+
+
+class WithdrawnRequestTests:
+    """A block whose request we withdrew from a slow peer is still used if it arrives."""
+
+    def test_withdrawn_block_is_taken_not_refetched(self):
+        """After request_dropped, the late block (withdrawn=True) fills the piece."""
+        p = picker(n=1)
+        (block,) = p.next_requests("A", bits(1, [0]), 1)
+        p.request_dropped("A", block)
+        index, begin, length = block
+        assert p.block_received("A", index, begin, bytes(length)) == (None, [])
+        piece = p.in_progress[index]
+        before = piece.remaining
+        p.block_received("A", index, begin, bytes(length), withdrawn=True)
+        assert piece.remaining == before - 1
+        assert (begin // BLOCK_SIZE) not in piece.unrequested

@@ -188,11 +188,14 @@ class Picker:
         return missing <= self.endgame_blocks
 
     # -- outcomes
-    def block_received(self, peer: Hashable, index: int, begin: int, block: bytes
-                       ) -> tuple[PieceInProgress | None, list]:
+    def block_received(self, peer: Hashable, index: int, begin: int, block: bytes,
+                       withdrawn: bool = False) -> tuple[PieceInProgress | None, list]:
         """Store a block.  Returns ``(piece if now complete, other peers to cancel)``.
 
-        Unrequested or duplicate blocks are ignored (``None, []``).
+        Unrequested, duplicate or malformed blocks are ignored (``None, []``).
+        With ``withdrawn`` (we had asked this peer, then gave up on it as too
+        slow) a block still missing is taken all the same: the piece hash
+        still decides, and the bytes are not fetched twice.
         """
         piece = self.in_progress.get(index)
         if piece is None or begin % BLOCK_SIZE:
@@ -204,14 +207,21 @@ class Picker:
             return None, []
         holders = piece.requested.get(b)
         if holders is None or peer not in holders:
-            return None, []
+            if not withdrawn:
+                return None, []
+            if holders is None:
+                try:
+                    piece.unrequested.remove(b)
+                except ValueError:
+                    pass
+                holders = set()
+        piece.requested.pop(b, None)
         piece.buffer[begin:begin + len(block)] = block
         piece.received[b] = 1
         piece.remaining -= 1
         piece.sources.add(peer)
         piece.block_from[b] = peer
         others = [p for p in holders if p is not peer]
-        del piece.requested[b]
         if piece.remaining == 0:
             return piece, others
         return None, others

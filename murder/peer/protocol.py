@@ -71,6 +71,8 @@ class PeerProtocol(protocol.Protocol):
         self.strikes = 0
         self.seed_refused: dict[int, float] = {}
         self.turn_piece: int | None = None
+        #: Requests given up on (snubbed) whose blocks are still welcome.
+        self.withdrawn: set[tuple[int, int, int]] = set()
 
     # ------------------------------------------------------------ connection
     def connectionMade(self) -> None:  # noqa: N802

@@ -394,16 +394,20 @@ class Swarm:
 
     def got_block(self, conn: PeerProtocol, index: int, begin: int, block: bytes) -> None:
         key = (index, begin, len(block))
+        withdrawn = False
         if conn.outstanding.pop(key, None) is None:
-            self.wasted += len(block)
-            return
+            withdrawn = key in conn.withdrawn
+            if not withdrawn:
+                self.wasted += len(block)
+                return
+            conn.withdrawn.discard(key)
         conn.last_block = self.clock.seconds()
         self.downloaded += len(block)
         if self._down_bucket is not None:
             self._down_bucket.spend(len(block), conn.last_block)
             if self._down_bucket.wait(conn.last_block):
                 self._throttle_download(conn)
-        piece, others = self.picker.block_received(conn, index, begin, block)
+        piece, others = self.picker.block_received(conn, index, begin, block, withdrawn)
         for other in others:
             other.outstanding.pop(key, None)
             other.send(wire.cancel(*key))
@@ -499,16 +503,23 @@ class Swarm:
         if owner is conn:
             return True
         now = self.clock.seconds()
+        if owner is not None and owner.state.value == "active" and \
+                self.picker.availability[index] == 0:
+            # On its way to another peer, which will offer it as soon as it
+            # verifies: asking again does not help.
+            conn.seed_refused[index] = now
+            self.refused_requests += 1
+            return False
         refused_at = conn.seed_refused.get(index)
         if refused_at is not None:
-            # The rest of the same burst of block requests is refused too; a
-            # request well after the refusal means the peer has no other source.
+            # The rest of the same burst is refused too; a request well after
+            # the refusal, while peers hold the piece, means this peer cannot
+            # reach them.
             if now - refused_at >= 1.0:
                 return True
             self.refused_requests += 1
             return False
-        if self.picker.availability[index] > 0 or (owner is not None and
-                                                   owner.state.value == "active"):
+        if self.picker.availability[index] > 0:
             conn.seed_refused[index] = now
             self.refused_requests += 1
             return False
@@ -579,6 +590,9 @@ class Swarm:
                 self.log.info("{address} is not answering requests; asking others",
                               address=conn.address)
                 conn.last_block = now
+                # Kept in mind: if they arrive after all, they are still used.
+                if len(conn.withdrawn) < 4 * self.config.max_pipeline:
+                    conn.withdrawn.update(conn.outstanding)
                 self.requests_dropped(conn, list(conn.outstanding))
                 for other in list(self.connections.values()):
                     if other is not conn:
