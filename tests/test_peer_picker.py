@@ -171,14 +171,16 @@ class OutcomeTests:
         got = p.next_requests("B", bits(1), 1)
         assert got == [(0, BLOCK_SIZE, BLOCK_SIZE)]
 
-    def test_dropping_everything_frees_the_piece(self):
-        """A piece with nothing received or in flight leaves in_progress."""
+    def test_dropping_everything_keeps_the_piece_for_others(self):
+        """A piece with nothing received or in flight stays in progress, every block
+        back to unrequested, and the next peer continues it first."""
         p = picker(n=1)
         blocks = p.next_requests("A", bits(1), 4)
         for block in blocks:
             p.request_dropped("A", block)
-        assert p.in_progress == {}
-        assert len(p.next_requests("B", bits(1), 4)) == 4
+        (piece,) = p.in_progress.values()
+        assert piece.requested == {} and len(piece.unrequested) == 4
+        assert p.next_requests("B", bits(1, [0]), 4) == blocks
 
     def test_drop_keeps_received_blocks(self):
         """Dropping after some blocks arrived keeps the piece and its data."""

@@ -247,7 +247,5 @@ class Picker:
                 piece.unrequested.append(b)
                 # Re-sort descending so pop() keeps giving the lowest block.
                 piece.unrequested.sort(reverse=True)
-        if not piece.requested and piece.remaining == len(piece.unrequested) \
-                == len(piece.received):
-            # Nothing received and nothing in flight: free the buffer.
-            self._abandon(index)
+        # The piece stays in progress: it is continued first by any peer that
+        # has it, and a late block of a withdrawn request can still land in it.
