@@ -6,8 +6,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 # Debian packages the integration and interop tests drive for real.
-DEB_PACKAGES := screen aria2 transmission-cli opentracker mktorrent bind9-host procps iproute2 wrk
-DEB_COMMANDS := screen aria2c transmission-show opentracker mktorrent host pkill ip wrk
+DEB_PACKAGES := screen aria2 transmission-cli opentracker mktorrent bind9-host procps iproute2 wrk curl util-linux gawk tar
+DEB_COMMANDS := screen aria2c transmission-show opentracker mktorrent host pkill ip tc bridge wrk curl unshare taskset awk tar
 
 .PHONY: demo test unit venv sysdeps bench clean bytecode
 
