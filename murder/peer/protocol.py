@@ -74,6 +74,11 @@ class PeerProtocol(protocol.Protocol):
         #: Requests given up on (snubbed) whose blocks are still welcome.
         self.withdrawn: set[tuple[int, int, int]] = set()
 
+    @property
+    def active(self) -> bool:
+        """Handshake done and not closed: the connection carries messages."""
+        return self.state is State.ACTIVE
+
     # ------------------------------------------------------------ connection
     def connectionMade(self) -> None:  # noqa: N802
         if self.address is None:

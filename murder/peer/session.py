@@ -1,4 +1,4 @@
-"""One torrent's swarm: connections, picker, storage and choker together.
+"""One torrent's swarm: connections, picker, storage and upload turns together.
 
 :class:`Swarm` is the core that the protocols report to; it decides what to
 request, what to serve and whom to drop.  It does no socket I/O itself except
@@ -333,11 +333,11 @@ class Swarm:
             return
         if conn in self._up_active:
             self._up_active.remove(conn)
-        if conn.upload_queue and conn.state.value == "active" and conn not in self._up_turns:
+        if conn.upload_queue and conn.active and conn not in self._up_turns:
             self._up_turns.append(conn)
         while self._up_turns and len(self._up_active) < self.config.upload_slots:
             nxt = self._up_turns.popleft()
-            if nxt.state.value != "active" or not nxt.upload_queue:
+            if not nxt.active or not nxt.upload_queue:
                 continue
             self._up_active.append(nxt)
             nxt.turn_piece = None
@@ -423,7 +423,6 @@ class Swarm:
             self.hash_failures += 1
             self.wasted += piece.size
             self.picker.piece_failed(piece)
-            sources = [c for c in piece.sources if c.state.value == "active"]
             self.log.warn("piece {index} failed its hash (sources {sources})",
                           index=piece.index, sources=[c.address for c in piece.sources])
             for c in piece.sources:
@@ -442,7 +441,6 @@ class Swarm:
                         block = piece.buffer[begin:begin + BLOCK_SIZE]
                         record.append((begin, len(block), source,
                                        hashlib.sha1(block).digest()))
-            del sources
             return
         liars = {source for begin, length, source, digest in self._suspects.pop(piece.index, ())
                  if hashlib.sha1(piece.buffer[begin:begin + length]).digest() != digest}
@@ -503,7 +501,7 @@ class Swarm:
         if owner is conn:
             return True
         now = self.clock.seconds()
-        if owner is not None and owner.state.value == "active" and \
+        if owner is not None and owner.active and \
                 self.picker.availability[index] == 0:
             # On its way to another peer, which will offer it as soon as it
             # verifies: asking again does not help.
@@ -547,7 +545,7 @@ class Swarm:
     def _resume_uploads(self) -> None:
         conns, self._up_waiting = self._up_waiting, set()
         for conn in conns:
-            if conn.state.value == "active":
+            if conn.active:
                 conn.resumeProducing()
 
     def _throttle_download(self, conn: PeerProtocol) -> None:
@@ -565,7 +563,7 @@ class Swarm:
             return
         conns, self._down_paused = self._down_paused, set()
         for conn in conns:
-            if conn.state.value == "active":
+            if conn.active:
                 conn.transport.resumeProducing()
 
     def uploaded_block(self, conn: PeerProtocol, index: int, length: int) -> None:

@@ -259,7 +259,7 @@ class DownloadStorage(PieceStorage):
         """fsync and rename ``.part`` over the target: all or nothing."""
         if self.finalized:
             return
-        if getattr(self, "target_complete", False):
+        if self.target_complete:
             self.finalized = True
             return
         self.sync()

@@ -292,6 +292,7 @@ class SwarmRun:
         self._port = None
         self._linger = None
         self._progress = None
+        self.failure_message: str | None = None
         self.finished = defer.Deferred()
 
     def start(self) -> None:
@@ -571,7 +572,7 @@ def run_foreground(options: _CommonOptions) -> int:
     reactor.addSystemEventTrigger("before", "shutdown", run.stop)
     reactor.run()
     code = run.exit_code if run.exit_code is not None else 1
-    if code and getattr(run, "failure_message", None) and config.quiet:
+    if code and run.failure_message and config.quiet:
         sys.stderr.write(f"{prefix}: {run.failure_message}\n")
     return code
 
