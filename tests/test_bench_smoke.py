@@ -8,7 +8,6 @@ harness), and no namespace of the run is left behind.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time

@@ -27,7 +27,7 @@ from typing import Callable
 
 import pytest
 
-from conftest import free_port, venv_bin
+from conftest import free_port, venv_bin, sha256_file as sha256
 from murder import metainfo
 
 HOSTILE = str(Path(__file__).with_name("hostile_peer.py"))
@@ -54,14 +54,6 @@ def port_open(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.2)
         return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(2**20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def verified_set(path: Path, meta: metainfo.Metainfo) -> set[int]:

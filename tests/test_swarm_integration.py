@@ -6,7 +6,6 @@ PID in a finalizer; every wait is bounded.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -19,21 +18,13 @@ from pathlib import Path
 
 import bencodepy
 import pytest
-from conftest import free_port, venv_bin
+from conftest import free_port, venv_bin, sha256_file as sha256
 
 from murder import metainfo
 
 pytestmark = pytest.mark.integration
 
 PIECE = 2**18
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(2**20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def random_file(path: Path, size: int) -> Path:
