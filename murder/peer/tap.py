@@ -75,8 +75,7 @@ class _CommonOptions(usage.Options):
         self["trust"] = []
 
     def opt_trust(self, path: str) -> None:
-        """Trusted Ed25519 public key (file or directory; repeatable). Default:
-        $MURDER_TRUST. When set, unsigned or foreign torrents are refused."""
+        """Trusted Ed25519 public key, file or directory (repeatable; default: $MURDER_TRUST)."""
         self["trust"].append(path)
 
     def postOptions(self) -> None:  # noqa: N802
