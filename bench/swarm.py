@@ -717,6 +717,12 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     install_signal_handlers(args.timeout)
+    # PYTHONDONTWRITEBYTECODE may be set: without fresh .pyc files every murder
+    # process would recompile edited sources at start, which is not what an
+    # installed package costs (pip byte-compiles on install).
+    import murder
+    subprocess.run([sys.executable, "-m", "compileall", "-q",
+                    os.path.dirname(murder.__file__)], stdout=subprocess.DEVNULL, check=False)
     stale = cleanup_stale()
     if stale:
         print(f"removed stale namespaces of dead runs: {' '.join(stale)}")
