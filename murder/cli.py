@@ -93,7 +93,9 @@ def make_torrent(options: MakeTorrentOptions) -> int:
 
         torrent = trust.sign_torrent(torrent, trust.load_private_key(options["sign"]))
     output = options["output"] or options["path"].rstrip(os.sep) + ".torrent"
-    data = metainfo.parse(__import__("bencodepy").encode(torrent))
+    from murder import bencode
+
+    data = metainfo.parse(bencode.encode(torrent))
     metainfo.write_atomic(output, data.encode())
     print(f"{output}: info hash {data.info_hash.hex()}, {data.num_pieces} pieces "
           f"of {data.piece_length} bytes, {data.total_length} bytes")

@@ -25,7 +25,7 @@ import tempfile
 import time
 import urllib.request
 
-from murder import metainfo
+from murder import bencode, metainfo
 
 _PROGRESS = re.compile(rb"(\d+\.\d)% \((\d+)/(\d+) pieces\)")
 
@@ -126,7 +126,7 @@ class Demo:
 
         started = time.monotonic()
         torrent = metainfo.create(release, announce)
-        meta = metainfo.parse(metainfo.bencodepy.encode(torrent))
+        meta = metainfo.parse(bencode.encode(torrent))
         torrent_path = os.path.join(self.root, "release.torrent")
         metainfo.write_atomic(torrent_path, meta.encode())
         say(f"  torrent   {meta.total_length / 2**20:.1f} MiB in {len(meta.files)} files, "

@@ -182,7 +182,8 @@ def parse(data: bytes) -> Metainfo:
     if not _depth_ok(top):
         raise MetainfoError("nested too deeply")
     info = _get(top, b"info", dict, "")
-    if bencodepy.encode(info) != bencode.raw_value(data, b"info"):
+    raw_info = bencode.raw_value(data, b"info")
+    if bencodepy.encode(info) != raw_info:
         # Every client hashes the info bytes as found in the file; a dict whose
         # re-encoding differs (unsorted or duplicate keys) would give us another
         # info hash and another swarm, so refuse it.
@@ -255,7 +256,7 @@ def parse(data: bytes) -> Metainfo:
     creation = _get(top, b"creation date", int, "", required=False)
     private = _get(info, b"private", int, "info", required=False)
     return Metainfo(
-        info_hash=info_hash(info),
+        info_hash=hashlib.sha1(raw_info).digest(),
         name=name,
         piece_length=piece_length,
         pieces=pieces,

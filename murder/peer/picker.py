@@ -45,12 +45,10 @@ class PieceInProgress:
 class Picker:
     """Chooses what to request next from each peer."""
 
-    def __init__(self, num_pieces: int, piece_sizes: list[int] | None = None,
-                 piece_length: int = 0, total_length: int = 0,
+    def __init__(self, num_pieces: int, piece_length: int = 0, total_length: int = 0,
                  random_first: int = 4, rng: random.Random | None = None,
                  endgame_blocks: int = 64) -> None:
         self.num_pieces = num_pieces
-        self._sizes = piece_sizes
         self.piece_length = piece_length
         self.total_length = total_length
         self.have = Bitfield(num_pieces)
@@ -65,8 +63,6 @@ class Picker:
         self._rng.shuffle(self._pending)
 
     def piece_size(self, index: int) -> int:
-        if self._sizes is not None:
-            return self._sizes[index]
         if index == self.num_pieces - 1:
             return self.total_length - index * self.piece_length
         return self.piece_length

@@ -14,6 +14,7 @@ CANCEL still works on queued blocks.
 from __future__ import annotations
 
 import enum
+import socket
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -99,8 +100,6 @@ class PeerProtocol(protocol.Protocol):
         handle = getattr(self.transport, "getHandle", None)
         sock = handle() if handle else None
         if sock is not None and hasattr(sock, "setsockopt"):
-            import socket
-
             try:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
             except OSError:

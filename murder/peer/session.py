@@ -127,7 +127,6 @@ class Swarm:
         self.have = self.picker.have
         self.connections: dict[bytes, PeerProtocol] = {}
         self.dialing: set[tuple[str, int]] = set()
-        self.known_ids: set[bytes] = set()
         self.banned_ids: set[bytes] = set()
         self.banned_hosts: set[tuple[str, int]] = set()
         self.self_addresses: set[tuple[str, int]] = set()

@@ -14,7 +14,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet import defer, threads
@@ -169,7 +169,6 @@ class RunConfig:
     seed_until_swarm_done: bool = False
     max_linger: float = 300.0
     status_fd: int | None = None
-    extra: dict = field(default_factory=dict)
 
 
 def config_from(options: _CommonOptions) -> RunConfig:
@@ -292,6 +291,7 @@ class SwarmRun:
         self._linger = None
         self._progress = None
         self.failure_message: str | None = None
+        self._status_fd = config.status_fd  # cleared once its one line is written
         self.finished = defer.Deferred()
 
     def start(self) -> None:
@@ -408,11 +408,11 @@ class SwarmRun:
         self._linger = self.reactor.callLater(0.5, self._check_swarm_done)
 
     def _status(self, line: str) -> None:
-        fd = self.config.status_fd
+        fd = self._status_fd
         if fd is None:
             return
         # One line, then the descriptor is closed: a reader sees EOF at once.
-        self.config = replace(self.config, status_fd=None)
+        self._status_fd = None
         try:
             os.write(fd, (line + "\n").encode())
             os.close(fd)
@@ -531,12 +531,12 @@ def _skip_tls_stack(config: RunConfig) -> None:
 
 def run_foreground(options: _CommonOptions) -> int:
     """Run in the foreground on the global reactor; return the exit status."""
-    _skip_tls_stack(config_from(options))
+    config = config_from(options)
+    _skip_tls_stack(config)
     from twisted.internet import reactor
     from twisted.logger import globalLogBeginner, LogLevel, FilteringLogObserver, \
         LogLevelFilterPredicate, formatEvent
 
-    config = config_from(options)
     level = LogLevel.warn if config.quiet else LogLevel.info
     prefix = f"murder {'seed' if config.role == 'seeder' else 'peer'}"
     tty = sys.stderr.isatty()  # log files get timestamps, a terminal does not
@@ -577,4 +577,4 @@ def run_foreground(options: _CommonOptions) -> int:
 
 
 __all__ = ["SeederOptions", "PeerOptions", "RunConfig", "SwarmRun", "config_from",
-           "make_service", "run_foreground", "parse_rate", "replace"]
+           "make_service", "run_foreground", "parse_rate"]
