@@ -146,7 +146,7 @@ class OutcomeTests:
         p.next_requests("A", bits(1), 4)
         p.next_requests("B", bits(1), 4)
         piece, others = p.block_received("B", 0, 0, bytes(BLOCK_SIZE))
-        assert piece is None and others == ["A"]
+        assert piece is None and others == [("A", (0, 0, BLOCK_SIZE))]
         # A's late copy of the same block is ignored.
         assert p.block_received("A", 0, 0, bytes(BLOCK_SIZE)) == (None, [])
 
@@ -245,3 +245,78 @@ class WithdrawnRequestTests:
         p.block_received("A", index, begin, bytes(length), withdrawn=True)
         assert piece.remaining == before - 1
         assert (begin // BLOCK_SIZE) not in piece.unrequested
+
+
+class LargeRequestTests:
+    """``span``: several consecutive 16 KiB blocks in one request (murder peers)."""
+
+    def test_span_merges_consecutive_blocks_within_a_piece(self):
+        """Counts stay in 16 KiB blocks; requests never cross a piece."""
+        p = picker(n=3, last=PLEN - BLOCK_SIZE // 2)
+        reqs = p.next_requests("A", bits(3), 12, span=3)
+        assert sum(-(-length // BLOCK_SIZE) for _, _, length in reqs) == 12  # last block short
+        for index, begin, length in reqs:
+            size = PLEN if index < 2 else PLEN - BLOCK_SIZE // 2
+            assert begin % BLOCK_SIZE == 0 and begin + length <= size
+            assert length <= 3 * BLOCK_SIZE
+        by_piece = {}
+        for index, begin, length in reqs:
+            by_piece.setdefault(index, []).append((begin, length))
+        assert {i: [b for b, _ in v] for i, v in by_piece.items()} == {
+            i: [0, 3 * BLOCK_SIZE] for i in range(3)}
+
+    def test_count_limits_the_span(self):
+        p = picker(n=2)
+        (req,) = p.next_requests("A", bits(2), 2, span=8)
+        assert req[1:] == (0, 2 * BLOCK_SIZE)
+
+    def test_large_block_fills_every_block_it_covers(self):
+        p = picker(n=1)
+        (req,) = p.next_requests("A", bits(1), 4, span=4)
+        assert req == (0, 0, PLEN)
+        data = bytes(range(256)) * (PLEN // 256)
+        piece, others = p.block_received("A", 0, 0, data)
+        assert piece is not None and bytes(piece.buffer) == data and others == []
+        assert piece.block_from == ["A"] * 4
+
+    def test_large_block_after_an_endgame_duplicate(self):
+        """A block that came first from another peer is kept; the rest of the
+        large block is taken; the duplicate's requester is named for cancel."""
+        p = picker(n=1)
+        p.next_requests("A", bits(1), 4, span=4)
+        dup = p.next_requests("B", bits(1), 4)  # endgame: each block once more
+        assert (0, BLOCK_SIZE, BLOCK_SIZE) in dup
+        first = bytes([1]) * BLOCK_SIZE
+        piece, others = p.block_received("B", 0, BLOCK_SIZE, first)
+        assert piece is None and others == [("A", (0, BLOCK_SIZE, BLOCK_SIZE))]
+        piece, others = p.block_received("A", 0, 0, bytes([2]) * PLEN)
+        assert piece is not None
+        assert bytes(piece.buffer[BLOCK_SIZE:2 * BLOCK_SIZE]) == first
+        assert piece.block_from == ["A", "B", "A", "A"]
+        assert ("B", (0, 0, BLOCK_SIZE)) in others
+
+    def test_dropping_a_large_request_requeues_each_block(self):
+        p = picker(n=1)
+        (req,) = p.next_requests("A", bits(1), 4, span=4)
+        p.request_dropped("A", req)
+        assert p.next_requests("B", bits(1), 4) == [
+            (0, b * BLOCK_SIZE, BLOCK_SIZE) for b in range(4)]
+
+    def test_misaligned_large_block_ignored(self):
+        p = picker(n=1)
+        p.next_requests("A", bits(1), 4, span=4)
+        assert p.block_received("A", 0, 0, bytes(PLEN - 1)) == (None, [])
+        assert p.block_received("A", 0, 1, bytes(BLOCK_SIZE)) == (None, [])
+        assert p.in_progress[0].remaining == 4
+
+
+def test_can_request():
+    """Only a piece with blocks nobody was asked for yet can yield requests."""
+    p = picker(n=3)
+    p.mark_have(0)
+    assert not p.can_request(0)
+    assert p.can_request(1)
+    (req,) = p.next_requests("A", bits(3, [1]), 4, span=4)
+    assert req[0] == 1 and not p.can_request(1)
+    p.request_dropped("A", req)
+    assert p.can_request(1)

@@ -300,8 +300,8 @@ class HostileInputTests:
 class FlowControlTests:
     """Choke, reject and super-seeding, with a hand-driven remote."""
 
-    def unchoked_remote(self, pair: Pair, fast: bool) -> RemotePeer:
-        remote = RemotePeer(pair.peer, SEED_ID, fast=fast)
+    def unchoked_remote(self, pair: Pair, fast: bool, peer_id: bytes = SEED_ID) -> RemotePeer:
+        remote = RemotePeer(pair.peer, peer_id, fast=fast)
         remote.send(wire.simple(wire.HAVE_ALL) if fast
                     else wire.bitfield(Bitfield(pair.meta.num_pieces, full=True).tobytes()))
         msgs = remote.sent()
@@ -310,12 +310,24 @@ class FlowControlTests:
         return remote
 
     def test_requests_after_unchoke(self):
-        """After unchoke the peer pipelines 16 KiB requests, within the piece bounds."""
+        """After unchoke a standard client gets a pipeline of 16 KiB requests."""
         pair = Pair()
-        remote = self.unchoked_remote(pair, fast=True)
+        remote = self.unchoked_remote(pair, fast=True, peer_id=b"-TR3000-standardclnt")
         reqs = [m for m in remote.sent() if m[0] == wire.REQUEST]
         assert len(reqs) == SwarmConfig().min_pipeline
         assert all(m[3] == BLOCK_SIZE for m in reqs)
+        assert set(remote.protocol.outstanding) == {m[1:] for m in reqs}
+
+    def test_large_requests_to_murder_peers(self):
+        """Another murder peer is asked for consecutive blocks in one request,
+        never across a piece boundary; the pipeline holds as many bytes."""
+        pair = Pair()
+        remote = self.unchoked_remote(pair, fast=True)
+        reqs = [m for m in remote.sent() if m[0] == wire.REQUEST]
+        piece_length = pair.meta.piece_length
+        assert BLOCK_SIZE < piece_length <= SwarmConfig().request_size
+        assert all(begin == 0 and length == piece_length for _, _, begin, length in reqs)
+        assert sum(m[3] for m in reqs) == SwarmConfig().min_pipeline * BLOCK_SIZE
         assert set(remote.protocol.outstanding) == {m[1:] for m in reqs}
 
     def test_choke_drops_outstanding_requests(self):
@@ -442,8 +454,10 @@ class RateCapTests:
         model; tests/test_swarm_integration.py checks it over real TCP.)"""
         rate = self.SIZE // 4
         took = self._run(seeder_config=SwarmConfig(max_upload_rate=rate))
-        # The quarter-second burst and the block in flight when credit ran out.
-        assert took >= (self.SIZE - rate / 4 - wire.BLOCK_SIZE) / rate - 0.1
+        # The quarter-second burst and the block in flight when credit ran out
+        # (one request: up to request_size between murder peers).
+        in_flight = min(SwarmConfig().request_size, PLEN)
+        assert took >= (self.SIZE - rate / 4 - in_flight) / rate - 0.1
         assert took <= self.SIZE / rate + 2.0
 
 

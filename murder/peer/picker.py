@@ -107,6 +107,18 @@ class Picker:
             return not self.have.complete
         return any(i not in self.have for i in peer_bits)
 
+    def can_request(self, index: int) -> bool:
+        """Is any block of piece ``index`` still to be requested from someone?
+
+        A HAVE for a piece we have, or whose blocks are all asked for
+        already, cannot give a peer anything new to ask for; the session then
+        skips a picker pass (a HAVE arrives for every piece from every peer).
+        """
+        if index in self.have:
+            return False
+        piece = self.in_progress.get(index)
+        return piece is None or bool(piece.unrequested)
+
     # -- choosing
     def _new_piece(self, peer_bits: Bitfield, exclude: set[int]) -> int | None:
         everything = peer_bits.complete
@@ -127,44 +139,66 @@ class Picker:
         return best
 
     def next_requests(self, peer: Hashable, peer_bits: Bitfield, count: int,
-                      exclude: set[int] | None = None) -> list[Block]:
-        """Up to ``count`` blocks to request from ``peer``.
+                      exclude: set[int] | None = None, span: int = 1) -> list[Block]:
+        """Requests for up to ``count`` 16 KiB blocks from ``peer``.
 
         First unrequested blocks of pieces already in progress (finish what is
         started: a complete piece can be shared on), then a new piece chosen
         random-first/rarest-first, and when nothing is left unrequested, the
         endgame: blocks already requested from others, at most twice each.
+
+        With ``span`` > 1, up to that many consecutive blocks of a piece go
+        out as one request (only to peers known to accept large requests; see
+        ``SwarmConfig.request_size``).  Bookkeeping stays per 16 KiB block, so
+        sources with different request sizes can fill the same piece.
         """
         out: list[Block] = []
+        taken = 0
         exclude = exclude or set()
         for piece in list(self.in_progress.values()):
-            if len(out) >= count:
+            if taken >= count:
                 return out
             if piece.unrequested and piece.index in peer_bits and piece.index not in exclude:
-                while piece.unrequested and len(out) < count:
-                    b = piece.unrequested.pop()
-                    piece.requested.setdefault(b, set()).add(peer)
-                    out.append(piece.block(b))
-        while len(out) < count:
+                taken += self._take(piece, peer, count - taken, span, out)
+        while taken < count:
             index = self._new_piece(peer_bits, exclude)
             if index is None:
                 break
-            piece = self._start(index)
-            while piece.unrequested and len(out) < count:
-                b = piece.unrequested.pop()
-                piece.requested.setdefault(b, set()).add(peer)
-                out.append(piece.block(b))
-        if len(out) < count and self._endgame():
+            taken += self._take(self._start(index), peer, count - taken, span, out)
+        if taken < count and self._endgame():
             for piece in self.in_progress.values():
                 if piece.index not in peer_bits or piece.index in exclude:
                     continue
                 for b, holders in piece.requested.items():
-                    if len(out) >= count:
+                    if taken >= count:
                         return out
                     if not piece.received[b] and peer not in holders and len(holders) < 2:
                         holders.add(peer)
                         out.append(piece.block(b))
+                        taken += 1
         return out
+
+    @staticmethod
+    def _take(piece: PieceInProgress, peer: Hashable, count: int, span: int,
+              out: list[Block]) -> int:
+        """Request up to ``count`` unrequested blocks of ``piece``, lowest first,
+        consecutive ones merged ``span`` at a time; return how many were taken."""
+        unrequested = piece.unrequested
+        requested = piece.requested
+        taken = 0
+        while unrequested and taken < count:
+            first = b = unrequested.pop()
+            requested.setdefault(b, set()).add(peer)
+            run = 1
+            limit = min(span, count - taken)
+            while run < limit and unrequested and unrequested[-1] == b + 1:
+                b = unrequested.pop()
+                requested.setdefault(b, set()).add(peer)
+                run += 1
+            begin = first * BLOCK_SIZE
+            out.append((piece.index, begin, min(run * BLOCK_SIZE, piece.size - begin)))
+            taken += run
+        return taken
 
     def _endgame(self) -> bool:
         """True when every missing block is requested and few are still missing.
@@ -186,38 +220,55 @@ class Picker:
     # -- outcomes
     def block_received(self, peer: Hashable, index: int, begin: int, block: bytes,
                        withdrawn: bool = False) -> tuple[PieceInProgress | None, list]:
-        """Store a block.  Returns ``(piece if now complete, other peers to cancel)``.
+        """Store a block: one or, from a large request, several consecutive
+        16 KiB blocks of a piece.
 
-        Unrequested, duplicate or malformed blocks are ignored (``None, []``).
-        With ``withdrawn`` (we had asked this peer, then gave up on it as too
-        slow) a block still missing is taken all the same: the piece hash
-        still decides, and the bytes are not fetched twice.
+        Returns ``(piece if now complete, [(other peer, block), …])``: the
+        endgame duplicates of what just arrived, to cancel.  Parts not
+        requested from ``peer`` or already received are ignored, as is a
+        malformed block (``None, []``).  With ``withdrawn`` (we had asked this
+        peer, then gave up on it as too slow) missing parts are taken all the
+        same: the piece hash still decides, and the bytes are not fetched twice.
         """
         piece = self.in_progress.get(index)
-        if piece is None or begin % BLOCK_SIZE:
+        length = len(block)
+        if piece is None or begin % BLOCK_SIZE or not length:
             return None, []
-        b = begin // BLOCK_SIZE
-        if b >= len(piece.received) or piece.received[b]:
+        end = begin + length
+        if end > piece.size or (end % BLOCK_SIZE and end != piece.size):
             return None, []
-        if len(block) != min(BLOCK_SIZE, piece.size - begin):
-            return None, []
-        holders = piece.requested.get(b)
-        if holders is None or peer not in holders:
-            if not withdrawn:
-                return None, []
-            if holders is None:
-                try:
-                    piece.unrequested.remove(b)
-                except ValueError:
-                    pass
-                holders = set()
-        piece.requested.pop(b, None)
-        piece.buffer[begin:begin + len(block)] = block
-        piece.received[b] = 1
-        piece.remaining -= 1
-        piece.sources.add(peer)
-        piece.block_from[b] = peer
-        others = [p for p in holders if p is not peer]
+        received = piece.received
+        requested = piece.requested
+        first = begin // BLOCK_SIZE
+        data = memoryview(block)  # slices without copies; one copy into the piece
+        others = []
+        took = False
+        for b in range(first, -(-end // BLOCK_SIZE)):
+            if received[b]:
+                continue
+            holders = requested.pop(b, None)
+            if holders is None or peer not in holders:
+                if not withdrawn:
+                    if holders is not None:
+                        requested[b] = holders
+                    continue
+                if holders is None:
+                    try:
+                        piece.unrequested.remove(b)
+                    except ValueError:
+                        pass
+                    holders = set()
+            at = b * BLOCK_SIZE
+            size = min(BLOCK_SIZE, piece.size - at)
+            piece.buffer[at:at + size] = data[at - begin:at - begin + size]
+            received[b] = 1
+            piece.remaining -= 1
+            piece.block_from[b] = peer
+            took = True
+            if len(holders) > 1:
+                others.extend((p, piece.block(b)) for p in holders if p is not peer)
+        if took:
+            piece.sources.add(peer)
         if piece.remaining == 0:
             return piece, others
         return None, others
@@ -228,20 +279,23 @@ class Picker:
 
     def request_dropped(self, peer: Hashable, block: Block) -> None:
         """A request will not be answered (choke, reject, disconnect, timeout)."""
-        index, begin, _ = block
+        index, begin, length = block
         piece = self.in_progress.get(index)
         if piece is None:
             return
-        b = begin // BLOCK_SIZE
-        holders = piece.requested.get(b)
-        if holders is None:
-            return
-        holders.discard(peer)
-        if not holders:
-            del piece.requested[b]
-            if not piece.received[b]:
-                piece.unrequested.append(b)
-                # Re-sort descending so pop() keeps giving the lowest block.
-                piece.unrequested.sort(reverse=True)
+        returned = False
+        for b in range(begin // BLOCK_SIZE, -(-(begin + length) // BLOCK_SIZE)):
+            holders = piece.requested.get(b)
+            if holders is None:
+                continue
+            holders.discard(peer)
+            if not holders:
+                del piece.requested[b]
+                if not piece.received[b]:
+                    piece.unrequested.append(b)
+                    returned = True
+        if returned:
+            # Re-sort descending so pop() keeps giving the lowest block.
+            piece.unrequested.sort(reverse=True)
         # The piece stays in progress: it is continued first by any peer that
         # has it, and a late block of a withdrawn request can still land in it.

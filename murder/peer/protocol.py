@@ -74,6 +74,9 @@ class PeerProtocol(protocol.Protocol):
         self.turn_piece: int | None = None
         #: Requests given up on (snubbed) whose blocks are still welcome.
         self.withdrawn: set[tuple[int, int, int]] = set()
+        #: 16 KiB blocks merged into one request to this peer (see
+        #: ``SwarmConfig.request_size``); 1 for standard clients.
+        self.span = 1
 
     @property
     def active(self) -> bool:

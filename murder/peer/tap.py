@@ -26,7 +26,9 @@ from murder.errors import MurderError, StorageError
 from murder.peer.announcer import Announcer, AnnounceReply
 from murder.peer.protocol import PeerFactory
 from murder.peer.session import SwarmConfig, Swarm
+from murder.peer import wire
 from murder.peer.storage import DownloadStorage, SeedStorage
+from murder.peer.wire import BLOCK_SIZE
 
 
 def parse_rate(text: str) -> int:
@@ -61,6 +63,9 @@ class _CommonOptions(usage.Options):
          "Peers sent to at the same moment, a piece per turn; every interested peer "
          "is unchoked and queued. 0 = all at once (TCP fair share).", int],
         ["pipeline", None, 256, "Most 16 KiB requests outstanding per peer.", int],
+        ["request-size", None, "128K",
+         "Bytes per request to other murder peers (16K to 128K, a multiple of 16K; "
+         "standard clients always get 16K)."],
         ["stall-timeout", None, 300.0,
          "Fail when no piece verified for this many seconds (0: wait forever).", float],
         ["max-upload-rate", None, "0", "Upload cap, bytes/s with K/M/G suffix (0: none)."],
@@ -88,6 +93,14 @@ class _CommonOptions(usage.Options):
                 self[key] = parse_rate(str(self[key]))
             except ValueError as e:
                 raise usage.UsageError(f"--{key}: {e}") from None
+        try:
+            size = parse_rate(str(self["request-size"]))
+        except ValueError as e:
+            raise usage.UsageError(f"--request-size: {e}") from None
+        if size % BLOCK_SIZE or not BLOCK_SIZE <= size <= wire.MAX_REQUEST:
+            raise usage.UsageError(
+                f"--request-size must be a multiple of 16K from 16K to 128K, not {size}")
+        self["request-size"] = size
         for key in ("tracker-timeout", "max-connections", "pipeline"):
             if self[key] <= 0:
                 raise usage.UsageError(f"--{key} must be positive")
@@ -179,6 +192,7 @@ def config_from(options: _CommonOptions) -> RunConfig:
         max_pipeline=options["pipeline"], max_upload_rate=options["max-upload-rate"],
         max_download_rate=options["max-download-rate"], stall_timeout=options["stall-timeout"],
         super_seed=seeder and not options["no-super-seed"],
+        request_size=options["request-size"],
     )
     common = dict(meta=meta, port=options["port"], bind=options["bind"], ip=options["ip"],
                   tracker_timeout=options["tracker-timeout"], trust=tuple(options["trust"]),
