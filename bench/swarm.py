@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 import shutil
+import shlex
 import signal
 import statistics
 import subprocess
@@ -309,6 +310,13 @@ class MurderMethod(Method):
 
     name = "murder"
 
+    def __init__(self, name: str = "murder", extra: list[str] | None = None) -> None:
+        #: A ``--variant``: the same method with extra arguments for both
+        #: ``murder seed`` and ``murder peer`` (same tuning options), run in
+        #: the same benchmark to compare settings side by side.
+        self.name = name
+        self.extra = list(extra or ())
+
     def unavailable(self, args: argparse.Namespace) -> str | None:
         for sub in ("tracker", "seed", "peer"):
             if not _works((MURDER, sub, "--help")):
@@ -321,12 +329,12 @@ class MurderMethod(Method):
         s = ctx.topo.seeder
         seeder = ctx.spawn(s, "seeder", [MURDER, "seed", "--torrent", self.torrent,
                                          "--file", ctx.payload.path, "--ip", s.addr,
-                                         *ctx.args.murder_seed_args])
+                                         *ctx.args.murder_seed_args, *self.extra])
         ctx.wait_seeded("murder", info_hash, seeder)
 
     def receiver(self, ctx: Context, host: Host, dest: str) -> tuple[list[str], dict, Receiver]:
         argv = [MURDER, "peer", "--torrent", self.torrent, "--destination", dest,
-                "--ip", host.addr, *ctx.args.murder_peer_args]
+                "--ip", host.addr, *ctx.args.murder_peer_args, *self.extra]
         if "--seed-time" not in ctx.args.murder_peer_args:
             argv.append("--seed-until-swarm-done")
         return argv, {}, Receiver(host, os.path.join(dest, ctx.payload.name), "path")
@@ -683,6 +691,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="extra argument for `murder seed` (repeatable)")
     ap.add_argument("--murder-peer-arg", dest="murder_peer_args", action="append", default=[],
                     help="extra argument for `murder peer` (repeatable, e.g. --murder-peer-arg=--seed-time=5)")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME=ARGS",
+                    help="a murder method with other settings, run side by side: NAME and "
+                         "extra arguments for both `murder seed` and `murder peer` "
+                         "(shell-quoted), e.g. 'murder-16k=--request-size=16K'; "
+                         "list NAME in --methods (repeatable)")
     ap.add_argument("--queue-ms", type=float, default=100.0,
                     help="FIFO behind each shaper, in ms at the rate (default 100)")
     ap.add_argument("--run-timeout", type=float, default=None,
@@ -699,7 +712,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="failed runs' process logs are copied here (default /tmp/mzb-failed-logs)")
     args = ap.parse_args(argv)
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = set(args.methods) - set(ALL_METHODS)
+    args.variants = {}
+    for spec in args.variant:
+        name, sep, extra = spec.partition("=")
+        if not sep or not name or name in ALL_METHODS:
+            ap.error(f"--variant {spec!r}: expected NAME=ARGS with a new NAME")
+        args.variants[name.strip()] = shlex.split(extra)
+    unknown = set(args.methods) - set(ALL_METHODS) - set(args.variants)
     if unknown:
         ap.error(f"unknown method(s): {', '.join(sorted(unknown))}")
     args.rates = {}
@@ -745,7 +764,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"Mbit/s (goodput; ≈0.96 × rate after TCP/IP/Ethernet headers)")
                 if not 0.85 * rate <= check["single"] <= 1.05 * rate:
                     print("WARNING: measured rate is off the configured one", file=sys.stderr)
-        methods = [METHODS[m]() for m in args.methods]
+        methods = [METHODS[m]() if m in METHODS else MurderMethod(m, args.variants[m])
+                   for m in args.methods]
         print(table([]), flush=True)
         for size_mib in args.sizes_mib:
             size = int(size_mib * 2**20)
