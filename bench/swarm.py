@@ -453,19 +453,28 @@ def monitor(receivers: list[Receiver], payload: Payload, deadline: float,
 
     t_signal: first poll (every 10 ms) that sees the receiver's done signal
     (curl exit 0 / aria2 or libtorrent completion marker / murder's payload at
-    its final path with full size).  Then the target's sha256 is computed here;
-    if it matches, t_done = t_signal; if not, it is re-hashed every 100 ms and
-    t_done = the start of the first matching hash.
+    its final path with full size).  Once every receiver has signalled, each
+    target's sha256 is computed here; if it matches, t_done = t_signal; if not,
+    it is re-hashed every 100 ms and t_done = the start of the first matching
+    hash.  Hashing waits for the last signal so that it neither takes CPU from
+    the clients still running on the same cores nor delays the polling of
+    receivers that finish together (16 × 16 MiB of sha256 took ~0.6 s here).
     """
     pending = list(receivers)
-    while pending and time.monotonic() < deadline:
+    while time.monotonic() < deadline:
         now = time.monotonic()
         for r in pending:
             if r.t_signal is None:
                 r.t_signal = _signalled(r, now)
                 if r.t_signal is None and not r.proc.running:
                     r.failure = f"exited with status {r.proc.status} before completing"
-        for r in [r for r in pending if r.t_signal is not None and r.next_check <= now]:
+        pending = [r for r in pending if r.t_signal is None and r.failure is None]
+        if not pending:
+            break
+        time.sleep(poll)
+    pending = [r for r in receivers if r.t_signal is not None and r.failure is None]
+    while pending and time.monotonic() < deadline:
+        for r in [r for r in pending if r.next_check <= time.monotonic()]:
             start = time.monotonic()
             try:
                 ok = sha256_file(r.target) == payload.sha256
@@ -479,9 +488,10 @@ def monitor(receivers: list[Receiver], payload: Payload, deadline: float,
                 if not r.proc.running and r.checks > 3:
                     r.failure = f"payload sha256 mismatch after exit {r.proc.status}"
         pending = [r for r in pending if r.t_done is None and r.failure is None]
-        time.sleep(poll)
-    for r in pending:
-        if r.failure is None:
+        if pending:
+            time.sleep(poll)
+    for r in receivers:
+        if r.t_done is None and r.failure is None:
             r.failure = "timed out"
 
 

@@ -401,6 +401,33 @@ class FlowControlTests:
         asker.send(wire.request(0, 0, BLOCK_SIZE))
         assert asker.sent() == [(wire.PIECE, 0, 0, pair.payload[:BLOCK_SIZE])]
 
+    def test_super_seed_duplicates_only_after_every_piece_has_left(self):
+        """Every piece being *assigned* is not every piece *sent*: until the last
+        first copy has left, a piece on its way to one peer is refused to others;
+        after that, spare upload serves duplicates (the tail budget)."""
+        pair = Pair(seeder_config=SwarmConfig(super_seed=True))
+        n = pair.meta.num_pieces
+        first = RemotePeer(pair.seeder, PEER_ID, address=("10.0.0.4", 1))
+        first.send(wire.simple(wire.HAVE_NONE) + wire.simple(wire.INTERESTED))
+        first.sent()
+        size = pair.meta.piece_size
+        first.send(b"".join(wire.request(i, 0, min(BLOCK_SIZE, size(i))) for i in range(n)))
+        assert [m[0] for m in first.sent()] == [wire.PIECE] * n  # all assigned to `first`
+        other = RemotePeer(pair.seeder, b"-MU0100-otherotherot", address=("10.0.0.5", 1))
+        other.send(wire.simple(wire.HAVE_NONE) + wire.simple(wire.INTERESTED))
+        other.sent()
+        other.send(wire.request(0, 0, BLOCK_SIZE))
+        assert other.sent() == [(wire.REJECT, 0, 0, BLOCK_SIZE)]
+        assert pair.seeder.first_copy_at is None
+        rest = [(i, b, min(BLOCK_SIZE, size(i) - b)) for i in range(n)
+                for b in range(BLOCK_SIZE, size(i), BLOCK_SIZE)]
+        first.send(b"".join(wire.request(*r) for r in rest))
+        assert len(first.sent()) == len(rest)
+        assert pair.seeder.first_copy_at is not None
+        assert pair.seeder.uploaded_at_first_copy == pair.meta.total_length
+        other.send(wire.request(1, 0, BLOCK_SIZE))
+        assert other.sent() == [(wire.PIECE, 1, 0, pair.payload[PLEN:PLEN + BLOCK_SIZE])]
+
     def test_cancel_removes_queued_block(self):
         """A CANCEL for a block still queued (transport paused) means it is never sent."""
         pair = Pair()

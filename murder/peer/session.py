@@ -162,6 +162,11 @@ class Swarm:
         self._up_call = None
         self._down_call = None
         self._served_to: dict[int, PeerProtocol] = {}
+        #: Upload bytes per piece until every piece has left once (then None).
+        self._sent: dict[int, int] = {}
+        self._pieces_sent = 0
+        self.first_copy_at: float | None = None
+        self.uploaded_at_first_copy = 0
         self._min_depth = max(config.min_pipeline, -(-meta.piece_length // BLOCK_SIZE) + 4)
         self._up_active: list[PeerProtocol] = []
         self._up_turns: deque[PeerProtocol] = deque()
@@ -509,10 +514,14 @@ class Swarm:
         """
         if not self.config.super_seed or not conn.fast:
             return True
-        if len(self._served_to) == self.meta.num_pieces and \
+        if self.first_copy_at is not None and \
                 self.uploaded < self.config.seed_budget * self.meta.total_length:
             # Every piece has left once: spare upload shortens the tail, up to
             # a budget, so that the swarm, not the seeder, carries the fan-out.
+            # Not before: a piece being *assigned* is not a piece sent, and
+            # duplicates queued ahead of the last first copies delay them
+            # (measured: 0.5 copies of duplicates before the last first copy
+            # left, at N=16; see bench/README.md).
             return True
         owner = self._served_to.get(index)
         if owner is conn:
@@ -585,6 +594,18 @@ class Swarm:
 
     def uploaded_block(self, conn: PeerProtocol, index: int, length: int) -> None:
         self.uploaded += length
+        if self.first_copy_at is None and self.config.super_seed:
+            sent = self._sent.get(index, 0) + length
+            self._sent[index] = sent
+            if sent >= self.meta.piece_size(index) and sent - length < self.meta.piece_size(index):
+                self._pieces_sent += 1
+                if self._pieces_sent == self.meta.num_pieces:
+                    # The milestone that bounds a deploy: until here the
+                    # seeder's upload is the swarm's scarcest resource.
+                    self.first_copy_at = self.clock.seconds()
+                    self.uploaded_at_first_copy = self.uploaded
+                    self.log.info("every piece has left once: {copies:.2f} copies uploaded "
+                                  "so far", copies=self.uploaded / self.meta.total_length)
         if self._up_bucket is not None:
             self._up_bucket.spend(length, self.clock.seconds())
 
