@@ -405,7 +405,7 @@ class FlowControlTests:
         """Every piece being *assigned* is not every piece *sent*: until the last
         first copy has left, a piece on its way to one peer is refused to others;
         after that, spare upload serves duplicates (the tail budget)."""
-        pair = Pair(seeder_config=SwarmConfig(super_seed=True))
+        pair = Pair(seeder_config=SwarmConfig(super_seed=True, seed_budget=1.5))
         n = pair.meta.num_pieces
         first = RemotePeer(pair.seeder, PEER_ID, address=("10.0.0.4", 1))
         first.send(wire.simple(wire.HAVE_NONE) + wire.simple(wire.INTERESTED))
@@ -427,6 +427,26 @@ class FlowControlTests:
         assert pair.seeder.uploaded_at_first_copy == pair.meta.total_length
         other.send(wire.request(1, 0, BLOCK_SIZE))
         assert other.sent() == [(wire.PIECE, 1, 0, pair.payload[PLEN:PLEN + BLOCK_SIZE])]
+
+    def test_default_seed_budget_serves_no_free_duplicates(self):
+        """With the default budget (one copy) a piece a peer holds is refused even
+        after every piece has left; asking again a second later is still served."""
+        pair = Pair(seeder_config=SwarmConfig(super_seed=True))
+        n, size = pair.meta.num_pieces, pair.meta.piece_size
+        first = RemotePeer(pair.seeder, PEER_ID, address=("10.0.0.4", 1))
+        first.send(wire.simple(wire.HAVE_NONE) + wire.simple(wire.INTERESTED))
+        first.send(b"".join(wire.request(i, b, min(BLOCK_SIZE, size(i) - b))
+                            for i in range(n) for b in range(0, size(i), BLOCK_SIZE)))
+        first.send(b"".join(wire.have(i) for i in range(n)))
+        assert pair.seeder.first_copy_at is not None
+        other = RemotePeer(pair.seeder, b"-MU0100-otherotherot", address=("10.0.0.5", 1))
+        other.send(wire.simple(wire.HAVE_NONE) + wire.simple(wire.INTERESTED))
+        other.sent()
+        other.send(wire.request(1, 0, BLOCK_SIZE))
+        assert other.sent() == [(wire.REJECT, 1, 0, BLOCK_SIZE)]
+        pair.seeder.clock.advance(1.0)
+        other.send(wire.request(1, 0, BLOCK_SIZE))
+        assert [m[0] for m in other.sent()] == [wire.PIECE]
 
     def test_cancel_removes_queued_block(self):
         """A CANCEL for a block still queued (transport paused) means it is never sent."""

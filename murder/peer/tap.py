@@ -122,7 +122,12 @@ class SeederOptions(_CommonOptions):
     """``murder seed`` / ``twistd murder-seeder``."""
 
     synopsis = "murder seed --torrent T --file F [options]"
-    optParameters = [["file", "f", None, "The payload: file, or directory of a multi-file torrent."]]
+    optParameters = [
+        ["file", "f", None, "The payload: file, or directory of a multi-file torrent."],
+        ["seed-budget", None, 1.0,
+         "Once every piece has left once, serve pieces peers could get from each other "
+         "until this many payload copies are uploaded in all (1: never).", float],
+    ]
     optFlags = [
         ["skip-verify", None, "Do not hash the payload at start (you just made the torrent)."],
         ["no-super-seed", None, "Serve any piece asked for, even ones peers already have."],
@@ -131,6 +136,8 @@ class SeederOptions(_CommonOptions):
     def postOptions(self) -> None:  # noqa: N802
         if not self["file"]:
             raise usage.UsageError("--file is required")
+        if not self["seed-budget"] >= 1.0:  # also refuses nan
+            raise usage.UsageError("--seed-budget must be at least 1 (one copy)")
         super().postOptions()
 
 
@@ -192,6 +199,7 @@ def config_from(options: _CommonOptions) -> RunConfig:
         max_pipeline=options["pipeline"], max_upload_rate=options["max-upload-rate"],
         max_download_rate=options["max-download-rate"], stall_timeout=options["stall-timeout"],
         super_seed=seeder and not options["no-super-seed"],
+        seed_budget=options["seed-budget"] if seeder else SwarmConfig.seed_budget,
         request_size=options["request-size"],
     )
     common = dict(meta=meta, port=options["port"], bind=options["bind"], ip=options["ip"],
