@@ -57,8 +57,8 @@ class MakeTorrentCommandTests:
         assert captured.err == ""
         m = metainfo.load(out)
         assert (m.name, m.total_length, m.announce) == ("rel.tgz", len(data), ANNOUNCE)
-        assert m.piece_length == 2**18  # auto sizing for a small payload
-        assert m.pieces[0] == hashlib.sha1(data[:2**18]).digest()
+        assert m.piece_length == 2**17  # auto sizing for a small payload
+        assert m.pieces[0] == hashlib.sha1(data[:2**17]).digest()
 
     def test_default_output_next_to_file(self, tmp_payload, capsys) -> None:
         """Without -o the torrent is PATH.torrent."""

@@ -191,11 +191,11 @@ class CreateSingleFileTests:
         assert t[b"info"][b"pieces"] == _sha1_pieces(path.read_bytes(), 2**18)
 
     def test_auto_piece_length_small_payload(self, tmp_payload) -> None:
-        """Without piece_length a small payload gets the smallest auto size, 2**18."""
+        """Without piece_length a small payload gets the smallest auto size, 2**17."""
         path = tmp_payload(os.urandom(2**20 + 5))
         t = metainfo.create(str(path), ANNOUNCE)
-        assert t[b"info"][b"piece length"] == 2**18
-        assert len(t[b"info"][b"pieces"]) == 20 * 5
+        assert t[b"info"][b"piece length"] == 2**17
+        assert len(t[b"info"][b"pieces"]) == 20 * 9
 
     def test_info_hash_is_sha1_of_raw_info_bytes(self, tmp_payload) -> None:
         """info_hash is the SHA-1 of the info dict bytes as written in the file."""
@@ -462,22 +462,22 @@ class AutoPieceLengthTests:
     """auto_piece_length(): powers of two aiming at ~1500 pieces."""
 
     @pytest.mark.parametrize("total, expected", [
-        (1, 2**18), (2**18 * 1500, 2**18), (2**18 * 1500 + 2**18, 2**19),
+        (1, 2**17), (2**17 * 1500, 2**17), (2**17 * 1500 + 2**17, 2**18),
         (2**30, 2**20), (2**40, 2**24),
     ])
     def test_examples(self, total: int, expected: int) -> None:
-        """Sizes grow by doubling from 256 KiB until <= 1500 pieces, capped at 16 MiB."""
+        """Sizes grow by doubling from 128 KiB until <= 1500 pieces, capped at 16 MiB."""
         assert metainfo.auto_piece_length(total) == expected
 
     @given(st.integers(min_value=1, max_value=2**45))
     def test_properties(self, total: int) -> None:
-        """Always a power of two in [2**18, 2**24]; <= 1500 pieces unless capped; minimal."""
+        """Always a power of two in [2**17, 2**24]; <= 1500 pieces unless capped; minimal."""
         length = metainfo.auto_piece_length(total)
         assert length & (length - 1) == 0
-        assert 2**18 <= length <= 2**24
+        assert 2**17 <= length <= 2**24
         if length < 2**24:
             assert total // length <= 1500
-        if length > 2**18:
+        if length > 2**17:
             assert total // (length // 2) > 1500
 
 
