@@ -310,15 +310,21 @@ class MurderMethod(Method):
 
     name = "murder"
 
-    def __init__(self, name: str = "murder", extra: list[str] | None = None) -> None:
+    def __init__(self, name: str = "murder", extra: list[str] | None = None,
+                 command: str = MURDER) -> None:
         #: A ``--variant``: the same method with extra arguments for both
-        #: ``murder seed`` and ``murder peer`` (same tuning options), run in
-        #: the same benchmark to compare settings side by side.
+        #: ``murder seed`` and ``murder peer`` (same tuning options), or with
+        #: another ``murder`` executable (``--variant-command``, e.g. an older
+        #: checkout), run in the same benchmark to compare side by side.
         self.name = name
         self.extra = list(extra or ())
+        self.command = command
 
     def unavailable(self, args: argparse.Namespace) -> str | None:
-        for sub in ("tracker", "seed", "peer"):
+        for sub in ("seed", "peer"):
+            if not _works((self.command, sub, "--help")):
+                return f"`{self.command} {sub} --help` fails"
+        for sub in ("tracker",):
             if not _works((MURDER, sub, "--help")):
                 return f"`{MURDER} {sub} --help` fails (the murder {sub} CLI is not there yet)"
         return None
@@ -327,13 +333,13 @@ class MurderMethod(Method):
         self.torrent, info_hash = ctx.payload.torrent("murder", ctx.args.piece_length)
         ctx.start_tracker("murder", info_hash)
         s = ctx.topo.seeder
-        seeder = ctx.spawn(s, "seeder", [MURDER, "seed", "--torrent", self.torrent,
+        seeder = ctx.spawn(s, "seeder", [self.command, "seed", "--torrent", self.torrent,
                                          "--file", ctx.payload.path, "--ip", s.addr,
                                          *ctx.args.murder_seed_args, *self.extra])
         ctx.wait_seeded("murder", info_hash, seeder)
 
     def receiver(self, ctx: Context, host: Host, dest: str) -> tuple[list[str], dict, Receiver]:
-        argv = [MURDER, "peer", "--torrent", self.torrent, "--destination", dest,
+        argv = [self.command, "peer", "--torrent", self.torrent, "--destination", dest,
                 "--ip", host.addr, *ctx.args.murder_peer_args, *self.extra]
         if "--seed-time" not in ctx.args.murder_peer_args:
             argv.append("--seed-until-swarm-done")
@@ -706,6 +712,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                          "extra arguments for both `murder seed` and `murder peer` "
                          "(shell-quoted), e.g. 'murder-16k=--request-size=16K'; "
                          "list NAME in --methods (repeatable)")
+    ap.add_argument("--variant-command", action="append", default=[], metavar="NAME=PATH",
+                    help="run the --variant NAME (or a new variant) with this `murder` "
+                         "executable for seeder and peers, e.g. a wrapper running an older "
+                         "checkout (the tracker stays ours)")
     ap.add_argument("--queue-ms", type=float, default=100.0,
                     help="FIFO behind each shaper, in ms at the rate (default 100)")
     ap.add_argument("--run-timeout", type=float, default=None,
@@ -728,6 +738,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if not sep or not name or name in ALL_METHODS:
             ap.error(f"--variant {spec!r}: expected NAME=ARGS with a new NAME")
         args.variants[name.strip()] = shlex.split(extra)
+    args.variant_commands = {}
+    for spec in args.variant_command:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or name in ALL_METHODS or not os.access(path, os.X_OK):
+            ap.error(f"--variant-command {spec!r}: expected NAME=PATH to an executable")
+        args.variant_commands[name] = path
+        args.variants.setdefault(name, [])
     unknown = set(args.methods) - set(ALL_METHODS) - set(args.variants)
     if unknown:
         ap.error(f"unknown method(s): {', '.join(sorted(unknown))}")
@@ -774,7 +791,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"Mbit/s (goodput; ≈0.96 × rate after TCP/IP/Ethernet headers)")
                 if not 0.85 * rate <= check["single"] <= 1.05 * rate:
                     print("WARNING: measured rate is off the configured one", file=sys.stderr)
-        methods = [METHODS[m]() if m in METHODS else MurderMethod(m, args.variants[m])
+        methods = [METHODS[m]() if m in METHODS else
+                   MurderMethod(m, args.variants[m], args.variant_commands.get(m, MURDER))
                    for m in args.methods]
         print(table([]), flush=True)
         for size_mib in args.sizes_mib:
