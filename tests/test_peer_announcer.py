@@ -9,10 +9,11 @@ import bencodepy
 import pytest
 from treq.testing import StubTreq
 from twisted.internet.task import Clock
+from twisted.logger import formatEvent
 from twisted.web import resource
 
 from murder.errors import AnnounceError, TrackerUnreachable
-from murder.peer.announcer import Announcer, build_query, parse_response
+from murder.peer.announcer import Announcer, build_query, parse_response, shown
 
 IH = bytes(range(100, 120))
 PID = b"-MU0100-\x00\xff%&=+ abcdefg"[:20]
@@ -227,6 +228,34 @@ class AnnouncerTests:
         count = len(h.tracker.requests)
         h.advance(60)
         assert len(h.tracker.requests) == count  # gave up for good
+
+    def test_auth_token_never_in_logs_or_errors(self):
+        """An announce URL's auth= token (a per-swarm secret) is redacted in the
+        warning for a failed tracker and in TrackerUnreachable; it still goes out."""
+        from twisted.logger import globalLogPublisher
+
+        secret_url = URL_A + "?auth=0123456789abcdef0123456789abcdef&x=1"
+        events: list[dict] = []
+        globalLogPublisher.addObserver(events.append)
+        try:
+            h = Harness({b"/a/announce": [refused(b"nope")]}, urls=(secret_url,),
+                        tracker_timeout=1)
+            fired = result_of(h.announcer.start())
+            h.advance(1.5)
+        finally:
+            globalLogPublisher.removeObserver(events.append)
+        assert h.tracker.requests[0][2]["auth"] == b"0123456789abcdef0123456789abcdef"
+        error = fired[0].value
+        assert isinstance(error, TrackerUnreachable)
+        assert "0123456789abcdef" not in str(error) and "auth=<redacted>&x=1" in str(error)
+        warned = [formatEvent(e) for e in events if "tracker" in (e.get("log_format") or "")]
+        assert warned and all("0123456789abcdef" not in w for w in warned)
+        assert any("auth=<redacted>" in w for w in warned)
+
+    def test_shown_url(self):
+        assert shown("http://t/announce") == "http://t/announce"
+        assert shown("http://t/a?AUTH=abc&b=2") == "http://t/a?AUTH=<redacted>&b=2"
+        assert shown("http://t/a?b=2&auth=abc") == "http://t/a?b=2&auth=<redacted>"
 
     def test_later_failures_keep_retrying(self):
         """After the first success, failures never end the announcer; it keeps trying."""

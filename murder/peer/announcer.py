@@ -7,6 +7,7 @@ Pure parts (:func:`build_query`, :func:`parse_response`) are separate from the
 
 from __future__ import annotations
 
+import re
 import socket
 import struct
 from dataclasses import dataclass
@@ -29,6 +30,18 @@ class AnnounceReply:
     peers: list[tuple[Address, bytes | None]]
     complete: int | None
     incomplete: int | None
+
+
+def shown(url: str) -> str:
+    """``url`` for logs and error messages: an ``auth=`` token (the tracker's
+    per-swarm secret, see murder/tracker/auth.py) is replaced, since deploy
+    logs are read far more widely than torrents are."""
+    if "auth=" not in url.lower():
+        return url
+    return _AUTH_VALUE.sub(r"\1<redacted>", url)
+
+
+_AUTH_VALUE = re.compile(r"([?&]auth=)[^&#]*", re.IGNORECASE)
 
 
 def build_query(info_hash: bytes, peer_id: bytes, port: int, uploaded: int, downloaded: int,
@@ -241,7 +254,7 @@ class Announcer:
         self.last_reply_at = self.clock.seconds()
         self._backoff = 0.5
         self.log.debug("announced {event} to {url}: {n} peers", event=event or "update",
-                       url=url, n=len(reply.peers))
+                       url=shown(url), n=len(reply.peers))
         interval = reply.interval
         if self.max_interval:
             interval = min(interval, self.max_interval)
@@ -253,14 +266,15 @@ class Announcer:
 
     def _failure(self, failure, url: str) -> None:
         self._last_error = describe_failure(failure)
-        self.log.warn("tracker {url} failed: {why}", url=url, why=self._last_error)
+        self.log.warn("tracker {url} failed: {why}", url=shown(url), why=self._last_error)
         self._current = (self._current + 1) % len(self.urls)
         if self._started is not None:
             waited = self.clock.seconds() - self._first_attempt
             if waited >= self.tracker_timeout:
                 d, self._started = self._started, None
                 self._stopped = True
-                d.errback(TrackerUnreachable(self.urls, self.tracker_timeout, self._last_error))
+                d.errback(TrackerUnreachable([shown(u) for u in self.urls],
+                                             self.tracker_timeout, self._last_error))
                 return
             delay = min(self._backoff, max(0.0, self.tracker_timeout - waited))
         else:
