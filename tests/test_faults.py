@@ -318,7 +318,8 @@ class ResumeTests:
 class HostilePeerTests:
     """Honest peers finish correctly with a hostile peer in the swarm."""
 
-    def _swarm_with(self, tmp_path: Path, mode: str) -> tuple[Swarm, Proc, list[str]]:
+    def _swarm_with(self, tmp_path: Path, mode: str, *peer_args: str
+                    ) -> tuple[Swarm, Proc, list[str]]:
         swarm = Swarm(tmp_path, size=2 * 2**20)
         swarm.start_tracker()
         # A slow seeder makes the hostile peer, which answers at once, the
@@ -326,7 +327,7 @@ class HostilePeerTests:
         swarm.start_seeder("--max-upload-rate", "2M")
         hostile = swarm.start_hostile(mode)
         names = ["h1", "h2", "h3"]
-        procs = [swarm.start_peer(n) for n in names]
+        procs = [swarm.start_peer(n, *peer_args) for n in names]
         try:
             for n, p in zip(names, procs):
                 swarm.assert_complete(n, p, timeout=60)
@@ -375,7 +376,7 @@ class HostilePeerTests:
     def test_silent_peer_requests_go_elsewhere(self, tmp_path: Path) -> None:
         """A peer that accepts requests and never answers: its requests time
         out and are re-issued to others; every peer finishes."""
-        swarm, hostile, logs = self._swarm_with(tmp_path, "silent")
+        swarm, hostile, logs = self._swarm_with(tmp_path, "silent", "--snub-timeout", "3")
         with swarm:
             stats = swarm.hostile_stats(hostile)
             # It never sent a block, so every block it was asked for came

@@ -66,6 +66,9 @@ class _CommonOptions(usage.Options):
         ["request-size", None, "128K",
          "Bytes per request to other murder peers (16K to 128K, a multiple of 16K; "
          "standard clients always get 16K)."],
+        ["snub-timeout", None, 30.0,
+         "Seconds a peer may leave our requests unanswered before they are asked "
+         "of others (blocks that still arrive are used).", float],
         ["stall-timeout", None, 300.0,
          "Fail when no piece verified for this many seconds (0: wait forever).", float],
         ["max-upload-rate", None, "0", "Upload cap, bytes/s with K/M/G suffix (0: none)."],
@@ -108,6 +111,8 @@ class _CommonOptions(usage.Options):
             raise usage.UsageError("--client-key needs --client-cert")
         if self["client-cert"] and not self["ca"]:
             raise usage.UsageError("--client-cert needs --ca (the tracker's CA)")
+        if not self["snub-timeout"] > 0:
+            raise usage.UsageError("--snub-timeout must be positive")
         if self["stall-timeout"] < 0:
             raise usage.UsageError("--stall-timeout cannot be negative")
         if self["upload-slots"] < 0:
@@ -200,7 +205,7 @@ def config_from(options: _CommonOptions) -> RunConfig:
         max_download_rate=options["max-download-rate"], stall_timeout=options["stall-timeout"],
         super_seed=seeder and not options["no-super-seed"],
         seed_budget=options["seed-budget"] if seeder else SwarmConfig.seed_budget,
-        request_size=options["request-size"],
+        request_size=options["request-size"], snub_timeout=options["snub-timeout"],
     )
     common = dict(meta=meta, port=options["port"], bind=options["bind"], ip=options["ip"],
                   tracker_timeout=options["tracker-timeout"], trust=tuple(options["trust"]),
