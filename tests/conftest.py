@@ -15,7 +15,10 @@ helpers with ``from conftest import free_port, venv_bin`` (pytest puts
 from __future__ import annotations
 
 import hashlib
+import os
+import signal
 import socket
+import subprocess
 import sys
 from pathlib import Path
 from typing import Callable, Mapping, Union
@@ -36,6 +39,22 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM,
+                 timeout: float = 10.0) -> int | None:
+    """Send ``sig`` to ``proc`` by PID, wait, SIGKILL by PID if it hangs."""
+    if proc.poll() is None:
+        try:
+            os.kill(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+    return proc.returncode
 
 
 def sha256_file(path: Path | str) -> str:

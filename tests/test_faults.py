@@ -27,7 +27,7 @@ from typing import Callable
 
 import pytest
 
-from conftest import free_port, venv_bin, sha256_file as sha256
+from conftest import free_port, sha256_file as sha256, stop_process, venv_bin
 from murder import metainfo
 
 HOSTILE = str(Path(__file__).with_name("hostile_peer.py"))
@@ -97,16 +97,7 @@ class Proc:
                                  f"stderr:\n{self.stderr()[-3000:]}") from None
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
-        if self.popen.poll() is None:
-            try:
-                os.kill(self.pid, sig)
-            except ProcessLookupError:
-                pass
-            try:
-                self.popen.wait(10)
-            except subprocess.TimeoutExpired:
-                os.kill(self.pid, signal.SIGKILL)
-                self.popen.wait(10)
+        stop_process(self.popen, sig)
 
     def stderr(self) -> str:
         return self.err.read_text(errors="replace") if self.err.exists() else ""

@@ -12,7 +12,6 @@ import hashlib
 import ipaddress
 import json
 import os
-import signal
 import socket
 import ssl
 import subprocess
@@ -23,7 +22,7 @@ from urllib.parse import quote_from_bytes
 
 import bencodepy
 import pytest
-from conftest import free_port, venv_bin
+from conftest import free_port, stop_process, venv_bin
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -157,13 +156,7 @@ class Procs:
 
     def stop_all(self) -> None:
         for proc, _ in reversed(self.procs):
-            if proc.poll() is None:
-                os.kill(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    os.kill(proc.pid, signal.SIGKILL)
-                    proc.wait(5)
+            stop_process(proc)
 
 
 @pytest.fixture

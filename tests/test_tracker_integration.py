@@ -23,7 +23,7 @@ from urllib.parse import quote_from_bytes
 import bencodepy
 import pytest
 
-from conftest import free_port, venv_bin
+from conftest import free_port, stop_process as stop, venv_bin
 from murder import metainfo
 
 IH = b"\x5a" * 20
@@ -46,18 +46,6 @@ def wait_for(predicate, timeout: float, what: str, step: float = 0.1):
             last = e
         time.sleep(step)
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
-
-
-def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
-    """Send ``sig`` to ``proc`` by PID, wait, kill by PID if it hangs."""
-    if proc.poll() is None:
-        os.kill(proc.pid, sig)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(5)
-    return proc.returncode
 
 
 class Server:
