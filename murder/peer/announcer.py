@@ -7,7 +7,6 @@ Pure parts (:func:`build_query`, :func:`parse_response`) are separate from the
 
 from __future__ import annotations
 
-import re
 import socket
 import struct
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from twisted.logger import Logger
 
 from murder import bencode
 from murder.errors import AnnounceError, TrackerUnreachable
+from murder.tracker.auth import redact
 
 Address = tuple[str, int]
 
@@ -33,15 +33,9 @@ class AnnounceReply:
 
 
 def shown(url: str) -> str:
-    """``url`` for logs and error messages: an ``auth=`` token (the tracker's
-    per-swarm secret, see murder/tracker/auth.py) is replaced, since deploy
-    logs are read far more widely than torrents are."""
-    if "auth=" not in url.lower():
-        return url
-    return _AUTH_VALUE.sub(r"\1<redacted>", url)
-
-
-_AUTH_VALUE = re.compile(r"([?&]auth=)[^&#]*", re.IGNORECASE)
+    """``url`` for logs and error messages, its ``auth=`` token (the tracker's
+    per-swarm secret) replaced: deploy logs are read more widely than torrents."""
+    return redact(url.encode()).decode()
 
 
 def build_query(info_hash: bytes, peer_id: bytes, port: int, uploaded: int, downloaded: int,

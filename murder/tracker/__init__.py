@@ -6,13 +6,23 @@ Layers: :mod:`~murder.tracker.announce` (pure codec), :mod:`~murder.tracker.stor
 protocol around it), :mod:`~murder.tracker.tap` (options and service).
 """
 
-from murder.tracker.announce import AnnounceRequest, TrustedNetworks
-from murder.tracker.fasthttp import TrackerHTTPFactory
-from murder.tracker.store import PeerStore
-from murder.tracker.tap import Options, TrackerConfig, buildService, makeService, runForeground
-from murder.tracker.web import TrackerApp
+from importlib import import_module
 
-__all__ = [
-    "AnnounceRequest", "Options", "PeerStore", "TrackerApp", "TrackerConfig",
-    "TrackerHTTPFactory", "TrustedNetworks", "buildService", "makeService", "runForeground",
-]
+#: Public names and the module each lives in.  Imported on first use (PEP 562):
+#: peers use :mod:`murder.tracker.auth` alone and must not pay for the whole
+#: tracker (HTTP server, service, store) at start-up.
+_EXPORTS = {
+    "AnnounceRequest": "announce", "TrustedNetworks": "announce",
+    "TrackerHTTPFactory": "fasthttp", "PeerStore": "store", "TrackerApp": "web",
+    "Options": "tap", "TrackerConfig": "tap", "buildService": "tap", "makeService": "tap",
+    "runForeground": "tap",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'murder.tracker' has no attribute {name!r}")
+    return getattr(import_module(f"murder.tracker.{module}"), name)
