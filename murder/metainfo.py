@@ -27,7 +27,7 @@ MIN_PIECE_LENGTH = 2**14
 #: all of it arrived and verified, so smaller pieces move through a swarm
 #: faster; fewer pieces mean fewer HAVEs and hash calls.  128 KiB is also one
 #: request between murder peers.  Measured (bench/README.md, N=16, 16 MiB):
-#: 128 KiB beat 256 KiB by ~0.3 T_min; 64 KiB was no better and cost CPU.
+#: 256 KiB 7.51, 8.22 s vs 128 KiB 7.28, 7.20 s; 64 KiB no better, more CPU.
 MIN_AUTO_PIECE_LENGTH = 2**17
 MAX_PIECE_LENGTH = 2**24
 #: Auto piece sizing aims at about this many pieces (BitTorrent folklore: 1–2k).

@@ -31,7 +31,8 @@ def test_cookiejar_chain_not_loaded_until_used():
 
 
 def test_main_leaves_gc_enabled(capsys):
-    """cli.main turns the cyclic GC off only while modules load."""
+    """Whatever path cli.main takes, it leaves the cyclic GC enabled (it turns
+    it off only while the command's modules load)."""
     import gc
 
     from murder import cli

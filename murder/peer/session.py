@@ -72,8 +72,8 @@ class SwarmConfig:
     #: Seeder: after every piece has left once, serve duplicates freely only
     #: until this many payload copies have been uploaded in all.  1.0: never
     #: (a peer that asks again a second after a refusal is still served).
-    #: Measured at N=4 and N=16 (bench/README.md): 1.5 bought no time and
-    #: cost half a payload of seeder upload, so the default is 1.0.
+    #: Measured (bench/README.md): 1.5 bought no time at N=4 or N=16 and cost
+    #: half a payload of seeder upload at N=16, so the default is 1.0.
     seed_budget: float = 1.0
     #: Fail a download that verified no piece for this long (every source
     #: gone or banned); 0 waits forever.

@@ -32,7 +32,7 @@ from murder.peer.wire import BLOCK_SIZE
 
 
 def parse_rate(text: str) -> int:
-    """``"0"``, ``"500K"``, ``"12.5M"``, ``"1G"`` bytes per second → int."""
+    """``"0"``, ``"500K"``, ``"12.5M"``, ``"1G"`` → int bytes (a size, or bytes per second)."""
     text = text.strip().upper().removesuffix("/S").removesuffix("B")
     scale = {"K": 2**10, "M": 2**20, "G": 2**30}.get(text[-1:], 1)
     number = text[:-1] if scale != 1 else text
