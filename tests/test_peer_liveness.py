@@ -139,6 +139,20 @@ class WedgedUploaderTests:
         assert wedged.protocol.snubbed
         peer.stop()
 
+    def test_a_starved_process_does_not_blame_its_peers(self):
+        """When this process itself did not run for seconds (one late tick),
+        the silence it sees is its own: nobody is snubbed on that tick; a
+        peer still silent on the next regular tick is."""
+        meta, data, clock, seeder, peer, done = self._pair()
+        wedged = RemotePeer(peer, b"-MU0110-wedgedwedged", address=("10.0.0.7", 3))
+        wedged.send(wire.simple(wire.HAVE_ALL) + wire.simple(wire.UNCHOKE))
+        assert wedged.protocol.outstanding
+        clock.advance(SwarmConfig().quiet_timeout + 2)  # one late tick
+        assert not wedged.protocol.snubbed
+        clock.advance(SwarmConfig().tick)
+        assert wedged.protocol.snubbed
+        peer.stop()
+
     def test_standard_client_is_judged_by_the_snub_timer_only(self):
         """A standard client promises no keep-alives: silence alone is not
         enough; its requests are taken back at ``snub_timeout``."""

@@ -200,6 +200,8 @@ class Swarm:
         self._min_depth = max(config.min_pipeline, -(-meta.piece_length // BLOCK_SIZE) + 4)
         self._up_active: list[PeerProtocol] = []
         self._up_turns: deque[PeerProtocol] = deque()
+        self._last_tick = now
+        self._judge_silence = True
         self._ticker = task.LoopingCall(self._tick)
         self._ticker.clock = reactor
         self._stopping = False
@@ -664,6 +666,10 @@ class Swarm:
             return
         tick = self.config.tick
         config = self.config
+        # A late tick means this process did not run (CPU starved, stopped):
+        # the silence it sees is its own, so it judges no one on silence now.
+        self._judge_silence = now - self._last_tick < config.quiet_timeout / 2
+        self._last_tick = now
         for conn in list(self.connections.values()):
             if not conn.active:
                 continue
@@ -687,7 +693,7 @@ class Swarm:
         waited = now - conn.last_block
         if waited > self.config.snub_timeout:
             return True
-        return (conn.keepalives and waited > self.config.quiet_timeout
+        return (conn.keepalives and self._judge_silence and waited > self.config.quiet_timeout
                 and now - conn.last_received > self.config.quiet_timeout
                 and conn not in self._down_paused)
 
