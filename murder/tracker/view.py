@@ -23,6 +23,7 @@ every ``--leecher-interval`` seconds (see :mod:`murder.tracker.tap`).
                             "seeder": n, "gone": n},
                  "hosts": n,                  # peers that came to download
                  "elapsed": s,                # since the first of them appeared
+                                              # (when all are done: the last end)
                  "rate": bytes/s, "left": bytes, "eta": s|null,
                  "seeder_uploaded": bytes, "seeder_ratio": x|null,
                  "completions": [s, ...],     # completion times since start
@@ -116,7 +117,8 @@ def swarm_view(store: PeerStore, torrent: Torrent, now: float, stall_after: floa
                 progress = round(max(0.0, min(1.0, 1 - p.left / size)), 4)
             age_from = p.gone_at if p.gone_at is not None else now
             out_rows.append([
-                p.ip, p.port, state, progress, round(p.rate), (round(peer_eta, 1)
+                p.ip, p.port, state, progress,
+                round(p.rate) if state == "downloading" else 0, (round(peer_eta, 1)
                                                                if peer_eta is not None else None),
                 p.left, p.uploaded, p.downloaded, round(now - p.last_seen, 1), done_at,
                 round(max(0.0, age_from - p.progress_at), 1)])
@@ -124,10 +126,14 @@ def swarm_view(store: PeerStore, torrent: Torrent, now: float, stall_after: floa
         eta = None  # a stalled host has no end in sight; do not promise one
     completions.sort()
     failures.sort()
+    elapsed = round(now - start, 3) if leechers else 0.0
+    if leechers and not (states["downloading"] or states["stalled"]):
+        # The deploy is over: its duration, not a clock that keeps running.
+        elapsed = max(completions + failures, default=elapsed)
     doc: dict[str, Any] = {
         "info_hash": torrent.info_hash.hex(), "name": info.name if info else None,
         "size": size, "size_estimated": estimated, "states": states,
-        "hosts": len(leechers), "elapsed": round(now - start, 3) if leechers else 0.0,
+        "hosts": len(leechers), "elapsed": elapsed,
         "rate": round(rate), "left": left, "eta": round(eta, 1) if eta is not None else None,
         "seeder_uploaded": seeder_uploaded,
         "seeder_ratio": round(seeder_uploaded / size, 3) if size else None,

@@ -155,8 +155,8 @@
         '<td>' + esc(p[c.ip]) + ':' + p[c.port] + '</td><td class="state">' + st + '</td>' +
         '<td class="pct"><span class="pbar"><div class="' + barColor + '" style="width:' +
         (100 * (prog || 0)) + '%"></div></span>' + pct(prog) + '</td>' +
-        '<td class="num">' + bytes(p[c.rate]) + '/s</td><td class="num">' + dur(p[c.eta]) +
-        '</td><td class="num">' + bytes(p[c.left]) + '</td><td class="num">' +
+        '<td class="num">' + (st === 'downloading' ? bytes(p[c.rate]) + '/s' : '–') +
+        '</td><td class="num">' + dur(p[c.eta]) + '</td><td class="num">' + bytes(p[c.left]) + '</td><td class="num">' +
         bytes(p[c.uploaded]) + '</td><td class="num">' + bytes(p[c.downloaded]) + '</td>' +
         '<td class="num">' + (p[c.done_at] == null ? '–' : dur(p[c.done_at])) + '</td>' +
         '<td class="num">' + (st === 'downloading' || st === 'stalled' ? dur(p[c.idle]) : '–') +
