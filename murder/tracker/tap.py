@@ -58,6 +58,10 @@ class TrackerConfig:
     auth_secrets: tuple[str, ...] = ()
     #: PEM file of the CA(s) whose client certificates the TLS listener requires.
     client_ca: str | None = None
+    #: Interval asked of leechers (None: ``interval``), for a live view this fresh.
+    leecher_interval: int | None = 2
+    #: Seconds without progress before a leecher shows as stalled.
+    stall_after: float = 30.0
 
 
 def _endpoint_escape(value: str) -> str:
@@ -102,6 +106,11 @@ class Options(usage.Options):
         ["max-peers", None, "200000", "Most peers in total."],
         ["trusted-networks", None, ",".join(DEFAULT_TRUSTED_NETWORKS),
          "Comma-separated networks whose requests may set ip=."],
+        ["leecher-interval", None, "2", "Seconds between announces asked of peers still "
+                                        "downloading, so the dashboard and /status.json are "
+                                        "that fresh (0: use --interval)."],
+        ["stall-after", None, "30", "Seconds without progress before the dashboard and "
+                                    "/metrics show a downloading peer as stalled."],
     ]
     optFlags = [
         ["verbose", "v", "Log every announce and every HTTP request."],
@@ -217,6 +226,8 @@ class Options(usage.Options):
             max_peers=self._int("max-peers", 1),
             trusted_networks=networks, verbose=bool(self["verbose"]),
             auth_secrets=auth_secrets, client_ca=client_ca,
+            leecher_interval=self._int("leecher-interval", 0, interval) or None,
+            stall_after=self._seconds("stall-after"),
         )
 
 
@@ -320,10 +331,13 @@ class TrackerStateService(service.Service):
 
     name = "tracker-state"
 
-    def __init__(self, store: PeerStore, config: TrackerConfig, clock: IReactorTime) -> None:
+    def __init__(self, store: PeerStore, config: TrackerConfig, clock: IReactorTime,
+                 save_timer: Any = None) -> None:
         self.store = store
         self.config = config
         self.clock = clock
+        #: A prometheus_client Histogram (or None) timing each dfile save.
+        self.save_timer = save_timer
         self.allowed_dir = AllowedDir(config.allowed_dir) if config.allowed_dir else None
         self._loops: list[LoopingCall] = []
 
@@ -333,7 +347,11 @@ class TrackerStateService(service.Service):
 
     def save(self) -> None:
         if self.config.dfile:
-            save_dfile(self.store, self.config.dfile)
+            if self.save_timer is None:
+                save_dfile(self.store, self.config.dfile)
+            else:
+                with self.save_timer.time():
+                    save_dfile(self.store, self.config.dfile)
 
     def startService(self) -> None:  # noqa: N802
         super().startService()
@@ -382,10 +400,12 @@ def buildService(config: TrackerConfig, reactor: Any) -> service.MultiService:
         store, interval=config.interval, min_interval=config.min_interval,
         numwant_default=config.numwant_default, numwant_max=config.numwant_max,
         trusted=TrustedNetworks(config.trusted_networks), verbose=config.verbose,
-        auth=Authoriser.from_files(config.auth_secrets) if config.auth_secrets else None)
+        auth=Authoriser.from_files(config.auth_secrets) if config.auth_secrets else None,
+        leecher_interval=config.leecher_interval, stall_after=config.stall_after,
+        view_cache=0.5)
     factory = TrackerHTTPFactory(app, reactor, verbose=config.verbose)
     top = service.MultiService()
-    state = TrackerStateService(store, config, reactor)
+    state = TrackerStateService(store, config, reactor, save_timer=app.metrics.dfile_save)
     state.setServiceParent(top)
     listener = StreamServerEndpointService(
         server_endpoint(reactor, config.listen, config.client_ca), factory)
