@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 
 from conftest import free_port
-from test_faults import Swarm, port_open, wait_for
+from murder import metainfo
+from test_faults import Swarm, _bencode, port_open, wait_for
+from test_interop import aria2c_argv, assert_payload, lt_argv, needs_aria2, needs_lt
 
 OPENTRACKER = shutil.which("opentracker")
 needs_opentracker = pytest.mark.skipif(OPENTRACKER is None,
@@ -41,10 +43,16 @@ class URLSwarm(Swarm):
     """A :class:`Swarm` whose torrent announces to ``url`` (a format string taking
     ``port``), so it can point at opentracker or at our tracker's UDP port."""
 
-    def __init__(self, tmp: Path, url: str, **kw) -> None:
+    def __init__(self, tmp: Path, url: str, private: bool = False, **kw) -> None:
         self.port = free_udp_port()
         self._url = url.format(port=self.port)
         super().__init__(tmp, **kw)
+        self.tracker_port = self.port  # HTTP (scrape, status) on the same number
+        if private:
+            raw = metainfo.create(str(self.payload), self._url, piece_length=self.meta.piece_length,
+                                  private=True)
+            metainfo.write_atomic(str(self.torrent), _bencode(raw))
+            self.meta = metainfo.load(str(self.torrent))
 
     @property
     def announce_url(self) -> str:
@@ -75,10 +83,10 @@ class Opentracker:
 
 
 def _seed_and_two_peers(swarm: Swarm) -> None:
-    """A seeder and two peers; both peers must end with the exact payload."""
-    seeder = swarm.start("seeder", [
-        swarm.murder, "seed", "--torrent", str(swarm.torrent), "--file", str(swarm.payload),
-        "--bind", "127.0.0.1", "--tracker-timeout", "20"])
+    """A seeder, once the tracker counts it, then two peers; both peers must end
+    with the exact payload.  (Peers started first would learn of the seeder only
+    at their next announce: opentracker asks for one every 30 minutes.)"""
+    seeder = swarm.start_seeder("--tracker-timeout", "20")
     peers = [(n, swarm.start_peer(n, "--tracker-timeout", "20", "--seed-time", "3"))
              for n in ("p1", "p2")]
     for name, proc in peers:
@@ -123,3 +131,84 @@ class OpentrackerSwarmTests:
                 tracker.cleanup()
 
 
+
+
+def start_udp_tracker(swarm: Swarm, *extra: str):
+    """Our tracker, HTTP and UDP on ``swarm.port``; ready when the TCP port listens
+    (the UDP port is bound first, in the same start)."""
+    return swarm.start_tracker("--udp-port", str(swarm.tracker_port), "--udp-bind", "127.0.0.1",
+                               *extra)
+
+
+@pytest.mark.integration
+class OurUDPTrackerTests:
+    """Our tracker's BEP 15 port with our own seeder and peers."""
+
+    def test_swarm_over_udp(self, tmp_path: Path) -> None:
+        """A torrent announcing only udp://: seeder and two peers complete, and the
+        tracker lists all three (the announces really went over UDP)."""
+        with URLSwarm(tmp_path, "udp://127.0.0.1:{port}/announce", size=2 * 2**20) as swarm:
+            tracker = start_udp_tracker(swarm)
+            _seed_and_two_peers(swarm)
+            assert "UDP announce started" in tracker.stderr() + tracker.stdout()
+
+    def test_udp_first_falls_back_to_http(self, tmp_path: Path) -> None:
+        """BEP 12: a dead udp:// tracker listed first, our HTTP tracker second: the peers
+        fall back to HTTP after the UDP share of --tracker-timeout and complete."""
+        with Swarm(tmp_path, size=2**20) as swarm:
+            dead = free_udp_port()
+            raw = swarm.meta.raw
+            raw[b"announce-list"] = [[f"udp://127.0.0.1:{dead}/announce".encode()],
+                                     [swarm.announce_url.encode()]]
+            metainfo.write_atomic(str(swarm.torrent), _bencode(raw))
+            swarm.start_tracker()
+            seeder = swarm.start("seeder", [
+                swarm.murder, "seed", "--torrent", str(swarm.torrent), "--file",
+                str(swarm.payload), "--bind", "127.0.0.1", "--tracker-timeout", "6"])
+            peer = swarm.start_peer("p1", "--tracker-timeout", "6")
+            swarm.assert_complete("p1", peer, timeout=60)
+            assert seeder.alive(), seeder.stderr()[-2000:]
+            assert "no UDP connect reply within 3s" in peer.stderr(), peer.stderr()
+
+
+@pytest.mark.integration
+@pytest.mark.interop
+class StandardClientsOverUDPTests:
+    """aria2c and libtorrent announce over UDP to our tracker and get peers: each
+    downloads the payload from our seeder, which it can only have learnt from a
+    UDP announce reply (DHT, LPD and PEX are off)."""
+
+    @needs_aria2
+    def test_aria2c_over_udp(self, tmp_path: Path) -> None:
+        """aria2c downloads from our seeder via our UDP tracker."""
+        with URLSwarm(tmp_path, "udp://127.0.0.1:{port}/announce", size=2**20,
+                      private=True) as swarm:
+            tracker = start_udp_tracker(swarm)
+            swarm.start_seeder()
+            directory = swarm.peer_dir("aria2")
+            # aria2 speaks UDP trackers through its DHT socket, so DHT must be on; the
+            # torrent is private, so DHT is never used for it, and with an empty routing
+            # table in a fresh file nothing is sent anywhere but to our tracker.
+            argv = aria2c_argv(swarm.torrent, directory)
+            argv[1:1] = ["--enable-dht=true", f"--dht-listen-port={free_udp_port()}",
+                         f"--dht-file-path={tmp_path / 'dht.dat'}"]
+            argv.remove("--enable-dht=false")
+            aria = swarm.start("aria2", argv)
+            code = aria.wait(60)
+            assert code == 0, aria.stdout()[-2000:] + aria.stderr()[-2000:]
+            assert_payload(swarm, directory / swarm.meta.name)
+            assert "UDP announce started" in tracker.stderr() + tracker.stdout()
+
+    @needs_lt
+    def test_libtorrent_over_udp(self, tmp_path: Path) -> None:
+        """libtorrent downloads from our seeder via our UDP tracker."""
+        with URLSwarm(tmp_path, "udp://127.0.0.1:{port}/announce", size=2**20) as swarm:
+            tracker = start_udp_tracker(swarm)
+            swarm.start_seeder()
+            directory = swarm.peer_dir("lt")
+            lt = swarm.start("lt", lt_argv(tmp_path, swarm.torrent, directory, "leech"))
+            code = lt.wait(60)
+            assert code == 0, lt.stdout()[-2000:] + lt.stderr()[-2000:]
+            assert_payload(swarm, directory / swarm.meta.name)
+            log = tracker.stderr() + tracker.stdout()
+            assert log.count("UDP announce started") >= 2, log[-3000:]
