@@ -222,12 +222,21 @@ def config_from(options: _CommonOptions) -> RunConfig:
                      max_linger=options["max-linger"], status_fd=options["status-fd"], **common)
 
 
+def udp_client(reactor, urls: tuple[str, ...]):
+    """The BEP 15 client when the torrent lists a ``udp://`` tracker, else None."""
+    if not any(u.startswith("udp://") for u in urls):
+        return None
+    from murder.peer.udptracker import UDPTrackerClient
+
+    return UDPTrackerClient(reactor)
+
+
 def http_client(reactor, ca: str | None, urls: tuple[str, ...] = (),
                 client_cert: str | None = None, client_key: str | None = None):
     """The announce client: the light :class:`PlainHTTP` when every tracker is
     ``http://``, else treq; with ``ca``, https trackers must present a
     certificate it signed, and with ``client_cert`` we present ours."""
-    if ca is None and all(u.startswith("http://") for u in urls):
+    if ca is None and all(u.startswith(("http://", "udp://")) for u in urls):
         from murder.peer.httpget import PlainHTTP
 
         return PlainHTTP(reactor)
@@ -370,6 +379,7 @@ class SwarmRun:
         self.announcer = Announcer(
             self.reactor, self.http, c.meta.trackers, c.meta.info_hash, swarm.peer_id, port,
             c.ip, swarm.stats, self._tracker_reply, tracker_timeout=c.tracker_timeout,
+            udp=udp_client(self.reactor, c.meta.trackers),
         )
         swarm.start()
         self._start_progress()

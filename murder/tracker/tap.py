@@ -62,6 +62,12 @@ class TrackerConfig:
     leecher_interval: int | None = 2
     #: Seconds without progress before a leecher shows as stalled.
     stall_after: float = 30.0
+    #: UDP port of the BEP 15 tracker (None: no UDP) and the address it binds.
+    udp_port: int | None = None
+    udp_bind: str = ""
+    #: ``redis://HOST:PORT/DB`` or ``unix:///path?db=N``: peers shared by several
+    #: tracker processes (None: in memory, saved to the dfile).
+    store: str | None = None
 
 
 def _endpoint_escape(value: str) -> str:
@@ -111,6 +117,13 @@ class Options(usage.Options):
                                         "that fresh (0: use --interval)."],
         ["stall-after", None, "30", "Seconds without progress before the dashboard and "
                                     "/metrics show a downloading peer as stalled."],
+        ["udp-port", None, None, "Also answer BEP 15 UDP announces on this port "
+                                 "(announce URL udp://HOST:PORT/announce)."],
+        ["udp-bind", None, None, "Address of the UDP port (default: --bind's, else all "
+                                 "IPv4; :: for IPv6 and IPv4)."],
+        ["store", None, None, "Keep peers in Redis, shared by every tracker process using "
+                              "the same store: redis://HOST:PORT/DB or unix:///PATH?db=N "
+                              "(default: in memory, saved to --dfile)."],
     ]
     optFlags = [
         ["verbose", "v", "Log every announce and every HTTP request."],
@@ -215,6 +228,22 @@ class Options(usage.Options):
                 server_endpoint(MemoryReactor(), listen, client_ca)
             except ConfigError as e:
                 raise usage.UsageError(f"--client-ca: {e}") from None
+        udp_port = self._int("udp-port", 0, 65535) if self["udp-port"] else None
+        udp_bind = (self["udp-bind"] or self["bind"] or "").strip()
+        if udp_bind:
+            try:
+                udp_bind = str(ipaddress.ip_address(udp_bind))
+            except ValueError:
+                raise usage.UsageError(f"--udp-bind must be an IP address, not {udp_bind!r}"
+                                       ) from None
+        store_url = self["store"] or None
+        if store_url is not None:
+            from murder.tracker.redisstore import parse_store_url
+
+            try:
+                parse_store_url(store_url)
+            except ConfigError as e:
+                raise usage.UsageError(f"--store: {e}") from None
         self.config = TrackerConfig(
             listen=listen, dfile=dfile, interval=interval, min_interval=min_interval,
             numwant_default=numwant_default, numwant_max=numwant_max,
@@ -228,6 +257,7 @@ class Options(usage.Options):
             auth_secrets=auth_secrets, client_ca=client_ca,
             leecher_interval=self._int("leecher-interval", 0, interval) or None,
             stall_after=self._seconds("stall-after"),
+            udp_port=udp_port, udp_bind=udp_bind, store=store_url,
         )
 
 
@@ -415,6 +445,16 @@ def buildService(config: TrackerConfig, reactor: Any) -> service.MultiService:
     listener.setServiceParent(top)
     top.store = store  # type: ignore[attr-defined]
     top.app = app  # type: ignore[attr-defined]
+    if config.udp_port is not None:
+        from twisted.application.internet import UDPServer
+
+        from murder.tracker.udp import UDPTrackerCore, UDPTrackerProtocol
+
+        top.udp = UDPTrackerCore(app)  # type: ignore[attr-defined]
+        udp = UDPServer(config.udp_port, UDPTrackerProtocol(top.udp),  # type: ignore[attr-defined]
+                        interface=config.udp_bind)
+        udp.setName("tracker-udp")
+        udp.setServiceParent(top)
     return top
 
 
