@@ -103,6 +103,8 @@ class HostRecord:
             self.pieces = self.total_pieces
             return "complete"
         if line.startswith("failed"):
+            if self.final:  # e.g. interrupted here first: keep that reason
+                return "failed"
             text = line[len("failed"):].strip() or "unknown error"
             kind = DISK_FULL if _disk_full(text) else \
                 TOO_OLD if any(h in text for h in _TOO_OLD_HINTS) else PEER_FAILED
