@@ -906,6 +906,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="run the --variant NAME (or a new variant) with this `murder` "
                          "executable for seeder and peers, e.g. a wrapper running an older "
                          "checkout (the tracker stays ours)")
+    ap.add_argument("--legacy-dist", action="append", default=[], metavar="NAME=DIR",
+                    help="a method NAME that runs the legacy scripts of another dist folder "
+                         "(e.g. an older checkout's contrib/capistrano_compat/dist) like "
+                         "murder-legacy; list NAME in --methods (repeatable)")
     ap.add_argument("--python27", default=None,
                     help="python2.7 for the murder2010 method "
                          "(default: $(pyenv root)/versions/2.7.18/bin/python2.7)")
@@ -940,7 +944,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             ap.error(f"--variant-command {spec!r}: expected NAME=PATH to an executable")
         args.variant_commands[name] = path
         args.variants.setdefault(name, [])
-    unknown = set(args.methods) - set(ALL_METHODS) - set(args.variants)
+    args.legacy_dists = {}
+    for spec in args.legacy_dist:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or name in ALL_METHODS or \
+                not os.path.isfile(os.path.join(path, "murder_client.py")):
+            ap.error(f"--legacy-dist {spec!r}: expected NAME=DIR holding murder_client.py")
+        args.legacy_dists[name] = os.path.abspath(path)
+    unknown = set(args.methods) - set(ALL_METHODS) - set(args.variants) - set(args.legacy_dists)
     if unknown:
         ap.error(f"unknown method(s): {', '.join(sorted(unknown))}")
     args.rates = {}
@@ -963,7 +974,8 @@ def main(argv: list[str] | None = None) -> int:
     # installed package costs (pip byte-compiles on install).
     import murder
     subprocess.run([sys.executable, "-m", "compileall", "-q",
-                    os.path.dirname(murder.__file__), LEGACY_DIST],
+                    os.path.dirname(murder.__file__), LEGACY_DIST,
+                    *args.legacy_dists.values()],
                    stdout=subprocess.DEVNULL, check=False)
     if not become_subreaper():
         print("swarm.py: prctl(PR_SET_CHILD_SUBREAPER) failed: detached legacy seeders "
@@ -992,7 +1004,8 @@ def main(argv: list[str] | None = None) -> int:
                 if not 0.85 * rate <= check["single"] <= 1.05 * rate:
                     print("WARNING: measured rate is off the configured one", file=sys.stderr)
         methods = [METHODS[m]() if m in METHODS else
-                   MurderMethod(m, args.variants[m], args.variant_commands.get(m, MURDER))
+                   LegacyScriptsMethod(m, dist=args.legacy_dists[m]) if m in args.legacy_dists
+                   else MurderMethod(m, args.variants[m], args.variant_commands.get(m, MURDER))
                    for m in args.methods]
         print(table([]), flush=True)
         for size_mib in args.sizes_mib:
