@@ -50,6 +50,11 @@ import chaos_schedule as cs  # noqa: E402
 HOSTILE = HERE.parent / "tests" / "hostile_peer.py"
 RESULTS = HERE / "results"
 FIRST_COPY = "every piece has left once"
+#: A run ends at the latest this long after its last fault (peers still
+#: downloading then are reported; a peer without progress is caught sooner,
+#: by the hang rule: no piece for STALL_TIMEOUT + GRACE).
+RUN_CAP = 150.0
+_PIECES = re.compile(rb"\((\d+)/\d+ pieces\)")
 _PORT = re.compile(r" on port (\d+)")
 _PROGRESS = re.compile(r"^(\d\d):(\d\d):(\d\d)\.(\d\d\d) .*\((\d+)/(\d+) pieces\)\s+down "
                        r"\s*([\d.]+) MiB/s\s+up\s+([\d.]+) MiB/s")
@@ -112,6 +117,22 @@ def group_pids(pgid: int) -> list[int]:
     return pids
 
 
+def descendants(pid: int) -> list[int]:
+    """Children, grandchildren… of ``pid`` (from /proc), deepest last."""
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/task/{p}/children") as f:
+                kids = [int(x) for x in f.read().split()]
+        except OSError:
+            kids = []
+        out += kids
+        todo += kids
+    return out
+
+
 def _kill(pid: int, sig: int) -> None:
     try:
         os.kill(pid, sig)
@@ -164,8 +185,11 @@ class Proc:
             return False
 
     def kill(self) -> None:
+        """SIGKILL it and anything it started (the full-disk peer's shell
+        wrapper has the peer as a child)."""
         if self.alive():
-            _kill(self.pid, signal.SIGKILL)
+            for pid in [self.pid, *descendants(self.pid)]:
+                _kill(pid, signal.SIGKILL)
         self.popen.wait(5)
 
     def stderr(self) -> str:
@@ -182,6 +206,21 @@ class Proc:
         except OSError:
             return None
         return text or None
+
+    def last_pieces(self) -> int | None:
+        """Pieces in its latest progress line (reads only what is new)."""
+        try:
+            with open(self.err, "rb") as f:
+                f.seek(getattr(self, "_offset", 0))
+                data = f.read()
+        except OSError:
+            return getattr(self, "_last", None)
+        cut = data.rfind(b"\n") + 1
+        self._offset = getattr(self, "_offset", 0) + cut
+        found = _PIECES.findall(data[:cut])
+        if found:
+            self._last = int(found[-1])
+        return getattr(self, "_last", None)
 
     def port(self) -> int | None:
         m = _PORT.search(self.stderr())
@@ -240,6 +279,10 @@ class Run:
         self.first_copy_at: float | None = None
         self.excluded: dict[str, list[tuple[float, float]]] = {}
         self.cuts: list[list[str]] = []
+        self.diagnoses: dict[str, str] = {}
+        #: Last sign of progress of each peer (start, a new piece, SIGCONT).
+        self.activity: dict[str, float] = {}
+        self._pieces: dict[str, int] = {}
 
     # -- set-up
     def log(self, text: str) -> None:
@@ -316,6 +359,8 @@ class Run:
         proc = self.start(f"{plan.name}-{n}", argv,
                           status=self.logs / f"{plan.name}-{n}.status")
         self.peers[plan.name].append(proc)
+        if hasattr(self, "t0"):
+            self.activity[plan.name] = self.now()
         return proc
 
     def start_hostile(self, h: cs.Hostile) -> Proc:
@@ -339,40 +384,51 @@ class Run:
         return files.get(self.meta.info_hash, {}).get(b"complete", 0)
 
     # -- faults
+    def push(self, at: float, what: str, fn: Callable[[], None]) -> None:
+        self.actions.append((at, what, fn))
+        self.actions.sort(key=lambda a: a[0])
+
+    def current(self, name: str) -> Proc | None:
+        """The running incarnation of peer ``name``, or None (not started or exited)."""
+        incs = self.peers.get(name)
+        return incs[-1] if incs and incs[-1].alive() else None
+
     def fault_actions(self, f: cs.Fault, base: float) -> list[tuple[float, str, Callable[[], None]]]:
         begin, end = base + f.at, base + f.at + f.duration
         plans = {p.name: p for p in self.s.peers}
         if f.kind == "stop":
             def stop() -> None:
-                proc = self.peers[f.target][-1]
-                if proc.alive():
+                proc = self.current(f.target)
+                if proc is not None:
                     proc.signal(signal.SIGSTOP)
                     proc.stopped = True
                     self.excluded.setdefault(f.target, []).append((begin, end))
                     self.log(f"SIGSTOP {f.target} (pid {proc.pid})")
                 else:
-                    self.log(f"SIGSTOP {f.target}: no-op, it has exited")
+                    self.log(f"SIGSTOP {f.target}: no-op, not running")
 
             def cont() -> None:
-                proc = self.peers[f.target][-1]
-                if proc.stopped:
+                incs = self.peers.get(f.target)
+                proc = incs[-1] if incs else None
+                if proc is not None and proc.stopped:
                     proc.signal(signal.SIGCONT)
                     proc.stopped = False
+                    self.activity[f.target] = self.now()
                     self.log(f"SIGCONT {f.target}")
             return [(begin, "stop", stop), (end, "cont", cont)]
         if f.kind == "kill":
             state = {"killed": False}
 
             def kill() -> None:
-                proc = self.peers[f.target][-1]
-                if proc.alive():
+                proc = self.current(f.target)
+                if proc is not None:
                     proc.kill()
                     state["killed"] = True
                     self.excluded.setdefault(f.target, []).append((begin, end + 2.0))
                     self.check_target(f.target)
                     self.log(f"SIGKILL {f.target} (pid {proc.pid})")
                 else:
-                    self.log(f"SIGKILL {f.target}: no-op, it has exited")
+                    self.log(f"SIGKILL {f.target}: no-op, not running")
 
             def restart() -> None:
                 if state["killed"]:
@@ -381,11 +437,18 @@ class Run:
             return [(begin, "kill", kill), (end, "restart", restart)]
         if f.kind == "netcut":
             rules: list[list[str]] = []
+            state = {"at": None, "tries": 0}
 
             def cut() -> None:
-                port = self.peers[f.target][-1].port()
-                if port is None or not self.peers[f.target][-1].alive():
-                    self.log(f"netcut {f.target}: no-op, not listening")
+                proc = self.current(f.target)
+                port = proc.port() if proc is not None else None
+                if port is None:
+                    if proc is not None and state["tries"] < 40:
+                        state["tries"] += 1  # not listening yet: try again shortly
+                        self.push(self.now() + 0.25, "cut", cut)
+                    else:
+                        self.log(f"netcut {f.target}: no-op, not listening")
+                        state["tries"] = -1
                     return
                 extra = ["--reject-with", "tcp-reset"] if f.detail == "REJECT" else []
                 for match in ("--dport", "--sport"):
@@ -393,14 +456,23 @@ class Run:
                     subprocess.run(["iptables", "-I", *rule], check=True)
                     rules.append(rule)
                 self.cuts.extend(rules)
-                self.excluded.setdefault(f.target, []).append((begin, end + 2.0))
+                state["at"] = self.now()
+                self.excluded.setdefault(f.target, []).append(
+                    (state["at"], state["at"] + f.duration + 2.0))
                 self.log(f"iptables {f.detail} port {port} of {f.target}")
 
             def restore() -> None:
+                if state["at"] is None and state["tries"] >= 0:
+                    self.push(self.now() + 0.25, "restore", restore)  # the cut is late
+                    return
+                if state["at"] is not None and self.now() < state["at"] + f.duration:
+                    self.push(state["at"] + f.duration, "restore", restore)
+                    return
                 for rule in rules:
                     subprocess.run(["iptables", "-D", *rule], check=False)
                     self.cuts.remove(rule)
                 if rules:
+                    self.activity[f.target] = self.now()
                     self.log(f"restored {f.target}'s port")
             return [(begin, "cut", cut), (end, "restore", restore)]
         if f.kind == "seeder-kill":
@@ -447,6 +519,10 @@ class Run:
     def observe(self) -> None:
         for name, incs in self.peers.items():
             proc = incs[-1]
+            pieces = proc.last_pieces()
+            if pieces is not None and pieces > self._pieces.get(name, -1):
+                self._pieces[name] = pieces
+                self.activity[name] = self.now()
             status = proc.status()
             if status and status.startswith("complete") and name not in self.completed_at:
                 self.completed_at[name] = self.now()
@@ -464,10 +540,10 @@ class Run:
         wall0 = time.monotonic()
         self.prepare()
         tracker = self.start_tracker()
-        wait_for(lambda: port_open(self.tracker_port) or not tracker.alive(), 20,
+        wait_for(lambda: port_open(self.tracker_port) or not tracker.alive(), 60,
                  "the tracker to listen")
         seeder = self.start_seeder()
-        wait_for(lambda: self.scrape_complete() >= 1 or not seeder.alive(), 20,
+        wait_for(lambda: self.scrape_complete() >= 1 or not seeder.alive(), 60,
                  "the seeder to announce")
         if not seeder.alive():
             raise RuntimeError(f"seeder died: {seeder.stderr()[-500:]}")
@@ -484,34 +560,54 @@ class Run:
         self.actions.sort(key=lambda a: a[0])
         hung: set[str] = set()
         late: set[str] = set()
+        capped: set[str] = set()
         while True:
             now = self.now()
             while self.actions and self.actions[0][0] <= now:
                 _, _, fn = self.actions.pop(0)
                 fn()
             self.observe()
-            deadline = self.s.deadline(self.first_copy_at)
-            pending = [n for n in self.s.honest
-                       if n not in self.peers or self.peers[n][-1].status() is None]
-            running = [n for n in self.s.honest if n in self.peers and self.peers[n][-1].alive()]
-            for n in running:
+            cap = self.s.horizon(self.first_copy_at) + RUN_CAP
+            waiting = []
+            for n, incs in self.peers.items():
+                proc = incs[-1]
+                if n in hung or proc.status() is not None:
+                    continue
+                if not proc.alive():
+                    continue  # exited without a status line: judged as a failure
+                waiting.append(n)
+                if not proc.stopped and now - self.activity[n] > cs.STALL_TIMEOUT + cs.GRACE:
+                    # Its own --stall-timeout should have ended it by now.
+                    hung.add(n)
+                    self.log(f"{n}: HANG, no piece and no status for "
+                             f"{now - self.activity[n]:.1f}s; last words: "
+                             + _last_words(proc.stderr()))
+                    self.diagnoses[n] = diagnose(proc.pid)
+                    self.log(f"{n}: " + self.diagnoses[n].splitlines()[0])
+                    proc.signal(signal.SIGCONT)
+                    proc.kill()
+            for n, incs in self.peers.items():
                 done = self.completed_at.get(n)
-                if done is not None and now > done + cs.MAX_LINGER + 12 and n not in late:
+                if incs[-1].alive() and done is not None and n not in late \
+                        and now > done + cs.MAX_LINGER + 12:
                     late.add(n)
                     self.log(f"{n}: still running {now - done:.1f}s after completing")
-            if not self.actions and not pending and not running:
+            running = [n for n, incs in self.peers.items()
+                       if incs[-1].alive() and n not in late and n not in hung]
+            if not self.actions and not running:
                 break
-            if now > deadline or (not self.actions and not pending and set(running) <= late):
-                hung = set(pending)
-                for n in pending:
-                    self.log(f"{n}: HANG at the deadline ({deadline:.1f}s); last words: "
-                             + _last_words(self.peers[n][-1].stderr() if n in self.peers else ""))
+            if now > cap:
+                capped = set(waiting) - hung
+                for n in sorted(capped):
+                    self.log(f"{n}: still downloading at the run cap ({cap:.0f}s); last words: "
+                             + _last_words(self.peers[n][-1].stderr()))
                 break
             time.sleep(0.05)
         elapsed = self.now()
-        return self.teardown(hung, late, elapsed, time.monotonic() - wall0)
+        return self.teardown(hung, late, capped, elapsed, time.monotonic() - wall0)
 
-    def teardown(self, hung: set[str], late: set[str], elapsed: float, wall: float) -> dict:
+    def teardown(self, hung: set[str], late: set[str], capped: set[str], elapsed: float,
+                 wall: float) -> dict:
         for rule in list(self.cuts):
             subprocess.run(["iptables", "-D", *rule], check=False)
         for incs in self.peers.values():
@@ -539,8 +635,9 @@ class Run:
             if plan.disk_full and left_file.exists():
                 leftovers += [f"(in its tmpfs) {x}" for x in left_file.read_text().split()]
             outcomes.append(cs.PeerOutcome(
-                name=plan.name, status=None if plan.name in hung else (last.status() if last else None),
-                exit_code=None if last is None or plan.name in hung else last.popen.returncode,
+                name=plan.name, status=last.status() if last else None,
+                exit_code=last.popen.returncode if last is not None else None,
+                hung=plan.name in hung, capped=plan.name in capped,
                 target=state, leftovers=leftovers, disk_full=plan.disk_full,
                 bad_target_seen=plan.name in self.bad_target,
                 completed_at=self.completed_at.get(plan.name), exited_late=plan.name in late))
@@ -569,14 +666,13 @@ class Run:
             "seed": self.s.seed, "schedule": self.s.to_json(), "describe": self.s.describe(),
             "verdict": vars(verdict), "outcomes": [vars(o) for o in outcomes],
             "events": self.events, "first_copy_at": self.first_copy_at,
-            "deadline": round(self.s.deadline(self.first_copy_at), 2),
             "max_completion": round(max(self.completed_at.values()), 2)
             if self.completed_at else None,
             "elapsed": round(elapsed, 2), "wall": round(wall, 2),
             "seeder_copies": round(copies, 2), "seeder_copies_exact": exact,
             "seeder_incarnations": len(self.seeders),
             "longest_wait": worst[1], "longest_wait_peer": worst[0], "waits": waits,
-            "last_words": last_words,
+            "last_words": last_words, "diagnoses": self.diagnoses,
         }
 
     def kill_all(self) -> None:
@@ -586,6 +682,30 @@ class Run:
             if proc.alive():
                 proc.signal(signal.SIGCONT)
                 proc.kill()
+
+
+def diagnose(pid: int) -> str:
+    """What a hung process is doing: its /proc state and CPU seconds, and its
+    Python stack (``py-spy dump``, when installed beside this interpreter)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        tick = os.sysconf("SC_CLK_TCK")
+        with open(f"/proc/{pid}/wchan") as f:
+            wchan = f.read().strip()
+        head = (f"state {fields[0]}, cpu {(int(fields[11]) + int(fields[12])) / tick:.2f}s, "
+                f"wchan {wchan or '-'}")
+    except OSError as e:
+        return f"(no /proc entry: {e})"
+    spy = Path(sys.executable).parent / "py-spy"
+    if spy.exists():
+        try:
+            out = subprocess.run([str(spy), "dump", "--pid", str(pid)], capture_output=True,
+                                 text=True, timeout=20)
+            head += "\n" + (out.stdout or out.stderr)[-4000:]
+        except subprocess.TimeoutExpired:
+            head += "\n(py-spy dump timed out)"
+    return head
 
 
 def _day_seconds() -> float:
@@ -644,7 +764,7 @@ def spawn_run(args: argparse.Namespace, seed: int, root: Path) -> dict:
         argv = ["unshare", "-n", "--", *argv, "--root"]
     # Worst case: start-up, the deadline with the seeder fault at its latest
     # guess, teardown.  Past it the run itself hung: that is reported.
-    hard = schedule.deadline(None) + 90
+    hard = schedule.horizon(None) + RUN_CAP + 180
     with open(workdir / "runner.err", "wb") as err:
         child = subprocess.Popen(argv, stdout=err, stderr=err, stdin=subprocess.DEVNULL,
                                  start_new_session=True)
@@ -686,7 +806,7 @@ def print_run(r: dict, index: int, total: int) -> None:
     lines += ["    " + line for line in r["describe"][1:]]
     if v["ok"]:
         lines.append(f"    PASS: all peers done by {r.get('max_completion')}s "
-                     f"(bound {r.get('deadline')}s); longest wait for a piece "
+                     f"; longest wait for a piece "
                      f"{r.get('longest_wait')}s ({r.get('longest_wait_peer')}); seeder uploaded "
                      f"{r.get('seeder_copies')} copies in {r.get('seeder_incarnations')} "
                      f"incarnation(s); wall {r.get('wall')}s")
@@ -695,6 +815,8 @@ def print_run(r: dict, index: int, total: int) -> None:
         lines += ["      " + p for p in v["problems"]]
         for name, words in (r.get("last_words") or {}).items():
             lines.append(f"      {name} last words: {words}")
+        for name, text in (r.get("diagnoses") or {}).items():
+            lines += [f"      {name} when called hung: " + text.replace("\n", "\n        ")]
         lines += ["      event " + e for e in r.get("events", [])]
     print("\n".join(lines), flush=True)
 
@@ -706,8 +828,9 @@ def print_summary(summary: dict, args: argparse.Namespace) -> None:
                 "leftover_processes", "max_completion_s", "longest_wait_for_a_piece_s",
                 "longest_wait_seed", "max_seeder_copies"):
         print(f"{key:28} {summary[key]}")
-    print(f"{'bound (per run)':28} every honest peer says complete/failed within "
-          f"last fault + {cs.STALL_TIMEOUT:g}s stall timeout + {cs.GRACE:g}s")
+    print(f"{'hang rule':28} an honest peer not stopped by the runner with no new piece "
+          f"and no complete/failed status for {cs.STALL_TIMEOUT + cs.GRACE:g}s "
+          f"(--stall-timeout {cs.STALL_TIMEOUT:g} + {cs.GRACE:g})")
     if summary["problems"]:
         print("problems:")
         for p in summary["problems"]:
@@ -717,10 +840,12 @@ def print_summary(summary: dict, args: argparse.Namespace) -> None:
 
 def chaos(args: argparse.Namespace) -> int:
     root = Path(tempfile.mkdtemp(prefix="murder-chaos-"))
-    seeds = [args.seed + i for i in range(args.runs)]
+    seeds = args.seed_list or [args.seed + i for i in range(args.runs)]
+    args.runs = len(seeds)
     results: list[dict] = []
     deadline = time.monotonic() + args.timeout
-    print(f"chaos: {args.runs} runs, seeds {seeds[0]}..{seeds[-1]}, peers {args.peers}, "
+    shown = ",".join(map(str, seeds)) if args.seed_list else f"{seeds[0]}..{seeds[-1]}"
+    print(f"chaos: {args.runs} runs, seeds {shown}, peers {args.peers}, "
           f"jobs {args.jobs}, root={args.root} (netcut and disk-full faults "
           f"{'on' if args.root else 'off'}), workdir {root}", flush=True)
 
@@ -858,6 +983,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scenario", choices=("chaos", "wedge"), default="chaos")
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--seed", type=int, default=None, help="first run's seed (default: random)")
+    ap.add_argument("--seeds", default="",
+                    help="explicit comma-separated run seeds (replays; overrides --seed/--runs)")
     ap.add_argument("--peers", default="8..16", help="honest peers per run, LO..HI")
     ap.add_argument("--jobs", type=int, default=1, help="concurrent runs")
     ap.add_argument("--kinds", default="",
@@ -883,12 +1010,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--root", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     args.peer_range = parse_range(args.peers)
+    args.seed_list = [int(x) for x in args.seeds.split(",") if x.strip()]
     if args.one is not None:
         return run_one(args)
     args.root = os.geteuid() == 0 and not args.no_root and shutil.which("unshare") is not None \
         and shutil.which("iptables") is not None
     if args.seed is None:
-        args.seed = random.SystemRandom().randrange(1, 10**6)
+        args.seed = args.seed_list[0] if args.seed_list else \
+            random.SystemRandom().randrange(1, 10**6)
     if args.scenario == "wedge":
         return wedge(args)
     return chaos(args)

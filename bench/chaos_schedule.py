@@ -27,7 +27,8 @@ HOSTILE_MODES = ("silent", "wrong", "garbage", "drop")
 STALL_TIMEOUT = 20.0
 #: ``--tracker-timeout``: longer than the tracker is ever down.
 TRACKER_TIMEOUT = 20.0
-#: Slack for process start-up and the last pieces on a loaded machine.
+#: Slack on top of the stall timeout before the runner calls a silent peer
+#: hung (its tick runs once a second; the machine is shared).
 GRACE = 15.0
 #: Most seconds a peer seeds or lingers after completing.
 MAX_LINGER = 5.0
@@ -106,10 +107,6 @@ class Schedule:
             end = max(end, base + f.at + f.duration)
         return end
 
-    def deadline(self, first_copy_at: float | None = None) -> float:
-        """The liveness bound: by then every honest peer has said complete or failed."""
-        return self.horizon(first_copy_at) + STALL_TIMEOUT + GRACE
-
     def describe(self) -> list[str]:
         lines = [f"seed {self.seed}: {len(self.peers)} peers, {self.size / 2**20:.2f} MiB in "
                  f"{self.size // self.piece_length} x {self.piece_length // 1024} KiB pieces, "
@@ -136,60 +133,70 @@ def draw(seed: int, peers: tuple[int, int] = (8, 16), *, disk_full: bool = False
     """Draw a schedule from ``seed``: ``peers`` = (least, most) honest peers.
 
     ``disk_full`` / ``netcut`` allow those faults (they need root: a tmpfs in
-    a mount namespace, iptables in a network namespace).  ``kinds`` limits the
-    fault kinds (default: all the environment allows).  Each faulted peer gets
-    one fault, so faults never overlap on a process and each is easy to read.
+    a mount namespace, iptables in a network namespace); without them a
+    netcut becomes a SIGKILL + restart and no peer gets the small disk.
+    ``kinds`` limits the fault kinds (default: all).  Every random number is
+    drawn whatever the flags, so a seed means the same swarm everywhere,
+    only with the unavailable faults left out or substituted.  Each faulted
+    peer gets one fault, so faults never overlap on a process.
     """
     rng = random.Random(seed)
     allowed = set(kinds) if kinds is not None else set(PEER_FAULTS + SWARM_FAULTS + ("hostile",))
-    if not netcut:
-        allowed.discard("netcut")
     n = rng.randint(*peers)
     piece_length = rng.choice([2**15, 2**16, 2**16, 2**17])
     size = rng.choice([2, 3, 4]) * 2**20 - rng.randrange(0, piece_length)
-    seeder_args: list[str] = []
-    if rng.random() < 0.5:
-        seeder_args += ["--max-upload-rate", rng.choice(["1M", "2M", "4M"])]
+    seeder_rate = rng.choice(["1M", "2M", "4M"])
+    seeder_args = ["--max-upload-rate", seeder_rate] if rng.random() < 0.5 else []
+    full_draw, full_index = rng.random(), rng.randrange(n)
+    full_peer = full_index if disk_full and full_draw < 0.3 else None
     plans: list[PeerPlan] = []
-    full_peer = rng.randrange(n) if disk_full and rng.random() < 0.3 else None
     for i in range(n):
         args: list[str] = []
-        r = rng.random()
+        r, down, up = rng.random(), rng.choice(["512K", "1M", "2M"]), \
+            rng.choice(["256K", "512K", "1M"])
         if r < 0.2:
-            args += ["--max-download-rate", rng.choice(["512K", "1M", "2M"])]
+            args += ["--max-download-rate", down]
         elif r < 0.4:
-            args += ["--max-upload-rate", rng.choice(["256K", "512K", "1M"])]
-        if rng.random() < 0.3:
+            args += ["--max-upload-rate", up]
+        linger, seed_time = rng.random(), rng.choice(["0", "0", "1", "3"])
+        if linger < 0.3:
             args += ["--seed-until-swarm-done", "--max-linger", f"{MAX_LINGER:g}"]
         else:
-            args += ["--seed-time", rng.choice(["0", "0", "1", "3"])]
-        start = 0.0 if rng.random() < 0.7 else round(rng.uniform(0.5, 5.0), 2)
+            args += ["--seed-time", seed_time]
+        late, at = rng.random(), round(rng.uniform(0.5, 5.0), 2)
+        start = 0.0 if late < 0.7 else at
         plans.append(PeerPlan(f"p{i:02d}", start, tuple(args), disk_full=(i == full_peer)))
     hostiles: list[Hostile] = []
-    if "hostile" in allowed:
-        for mode in HOSTILE_MODES:
-            if rng.random() < 0.3:
-                hostiles.append(Hostile(mode, round(rng.uniform(0.0, 3.0), 2)))
+    for mode in HOSTILE_MODES:
+        join, at = rng.random(), round(rng.uniform(0.0, 3.0), 2)
+        if "hostile" in allowed and join < 0.3:
+            hostiles.append(Hostile(mode, at))
     faults: list[Fault] = []
-    victims = [p.name for p in plans if not p.disk_full]
+    victims = [p.name for p in plans]
     rng.shuffle(victims)
-    peer_kinds = [k for k in PEER_FAULTS if k in allowed]
-    for name in victims[:rng.randint(1, max(1, n // 3))] if peer_kinds else []:
-        kind = rng.choice(peer_kinds)
-        at = round(rng.uniform(0.3, 6.0), 2)
-        if kind == "stop":
-            faults.append(Fault("stop", name, at, round(rng.uniform(0.5, 6.0), 2)))
-        elif kind == "kill":
-            faults.append(Fault("kill", name, at, round(rng.uniform(0.1, 2.0), 2)))
-        else:
-            faults.append(Fault("netcut", name, at, round(rng.uniform(1.0, 5.0), 2),
-                                detail=rng.choice(["DROP", "REJECT"])))
-    if "seeder-kill" in allowed and rng.random() < 0.4:
-        faults.append(Fault("seeder-kill", "seeder", round(rng.uniform(0.0, 1.0), 2),
-                            round(rng.uniform(0.3, 3.0), 2), trigger="first-copy"))
-    if "tracker-kill" in allowed and rng.random() < 0.4:
-        faults.append(Fault("tracker-kill", "tracker", round(rng.uniform(0.2, 5.0), 2),
-                            round(rng.uniform(0.3, 4.0), 2)))
+    starts = {p.name: p.start for p in plans}
+    count = rng.randint(1, max(1, n // 3))
+    for name in victims[:count]:
+        kind = rng.choice(PEER_FAULTS)
+        at = round(starts[name] + rng.uniform(0.3, 6.0), 2)
+        durations = {"stop": round(rng.uniform(0.5, 6.0), 2),
+                     "kill": round(rng.uniform(0.1, 2.0), 2),
+                     "netcut": round(rng.uniform(1.0, 5.0), 2)}
+        detail = rng.choice(["DROP", "REJECT"])
+        if kind == "netcut" and not netcut:
+            kind = "kill"
+        if kind not in allowed or name == (f"p{full_peer:02d}" if full_peer is not None else ""):
+            continue
+        faults.append(Fault(kind, name, at, durations[kind],
+                            detail=detail if kind == "netcut" else ""))
+    seeder_draw, at, duration = rng.random(), round(rng.uniform(0.0, 1.0), 2), \
+        round(rng.uniform(0.3, 3.0), 2)
+    if "seeder-kill" in allowed and seeder_draw < 0.4:
+        faults.append(Fault("seeder-kill", "seeder", at, duration, trigger="first-copy"))
+    tracker_draw, at, duration = rng.random(), round(rng.uniform(0.2, 5.0), 2), \
+        round(rng.uniform(0.3, 4.0), 2)
+    if "tracker-kill" in allowed and tracker_draw < 0.4:
+        faults.append(Fault("tracker-kill", "tracker", at, duration))
     return Schedule(seed=seed, size=size, piece_length=piece_length,
                     seeder_args=tuple(seeder_args), peers=tuple(plans),
                     hostiles=tuple(hostiles), faults=tuple(faults), netns=netcut)
@@ -203,7 +210,11 @@ class PeerOutcome:
     """What the runner saw of one honest peer (its last incarnation).
 
     ``status`` is the ``--status-fd`` line (``complete PATH`` /
-    ``failed REASON``), ``None`` if it never wrote one by the deadline.
+    ``failed REASON``), ``None`` if it wrote none.  ``hung``: it went
+    ``STALL_TIMEOUT + GRACE`` seconds without a new piece and without a
+    status line while not stopped by the runner (its own ``--stall-timeout``
+    should have ended it); ``capped``: still downloading, with progress, when
+    the run reached its time cap.
     ``target`` is ``absent``, ``ok`` (right sha256) or ``corrupt``;
     ``leftovers`` lists other files in its destination after the run;
     ``bad_target_seen`` is set if, at any moment, a file at the target did
@@ -219,6 +230,8 @@ class PeerOutcome:
     bad_target_seen: bool = False
     completed_at: float | None = None
     exited_late: bool = False
+    hung: bool = False
+    capped: bool = False
 
 
 @dataclass
@@ -241,7 +254,7 @@ def judge(outcomes: list[PeerOutcome], leftover_pids: list[int] = (),  # type: i
       nothing else left) or, only for the full-disk peer, ``failed`` with
       "no space left on device" and an empty destination; any other failure is
       reported with its one-line reason;
-    - a peer that said nothing by the deadline is a hang;
+    - a peer silent (no piece, no status) for ``STALL_TIMEOUT + GRACE`` is a hang;
     - a target with the wrong content, at any moment, or a ``.part`` next to
       a complete target, is corrupt/partial;
     - no process of the run is left once it was torn down;
@@ -253,10 +266,18 @@ def judge(outcomes: list[PeerOutcome], leftover_pids: list[int] = (),  # type: i
         if o.bad_target_seen or o.target == "corrupt":
             corrupt += 1
             problems.append(f"{o.name}: CORRUPT target (wrong sha256 seen at the target)")
-        if o.status is None:
+        if o.hung:
             hangs += 1
-            problems.append(f"{o.name}: HANG, no complete/failed status by the deadline "
-                            f"(exit {o.exit_code})")
+            problems.append(f"{o.name}: HANG, no piece and no complete/failed status for "
+                            f"{STALL_TIMEOUT + GRACE:g}s")
+            continue
+        if o.capped:
+            failures += 1
+            problems.append(f"{o.name}: still downloading when the run was capped")
+            continue
+        if o.status is None:
+            failures += 1
+            problems.append(f"{o.name}: exited {o.exit_code} without a complete/failed status")
             continue
         if o.exited_late:
             hangs += 1
