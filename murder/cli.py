@@ -120,6 +120,7 @@ _LOCAL_COMMANDS = {
 _EXTRA_COMMANDS = {
     "keygen": ("murder.trust", "Create an Ed25519 key pair for signing torrents."),
     "verify": ("murder.trust", "Check a torrent's signature against trusted keys."),
+    "simulate": ("murder.sim.cli", "Simulate a fleet deploy with the real swarm code."),
 }
 
 

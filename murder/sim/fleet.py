@@ -23,12 +23,11 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from murder.peer.announcer import Announcer
-from murder.peer.protocol import PeerFactory
 from murder.peer.session import Swarm, SwarmConfig
 from murder.peer.wire import BLOCK_SIZE, Bitfield
 from murder.sim.clock import SimClock
-from murder.sim.link import Switchboard
-from murder.sim.net import Network
+from murder.sim.link import SimPeerFactory, SimPeerProtocol, Switchboard
+from murder.sim.net import Network, Pipe
 from murder.testing import build_torrent
 from murder.tracker import topology
 from murder.tracker.store import PeerStore
@@ -212,6 +211,9 @@ def _policy(name: str, racks: int) -> Any:
 def build_and_run(cfg: FleetConfig) -> FleetResult:
     """Simulate one deploy to the end (every host complete, or ``time_limit``)."""
     wall0 = time.monotonic()
+    # Same hashes for the same run: sets of connections and pipes iterate alike.
+    SimPeerProtocol._created = 0
+    Pipe._created = 0
     rng = random.Random(cfg.seed)
     clock = SimClock()
     net = Network(clock, hop_latency=cfg.hop_latency, goodput=cfg.goodput,
@@ -267,7 +269,7 @@ def build_and_run(cfg: FleetConfig) -> FleetResult:
                       peer_id=peer_id, listen_port=PORT, rng=random.Random(rng.random()),
                       on_complete=lambda: completed(host))
         host.swarm = swarm
-        board.listen(host.net_id, (host.ip, PORT), PeerFactory(swarm))
+        board.listen(host.net_id, (host.ip, PORT), SimPeerFactory(swarm))
         http = TrackerHTTP(app, clock, host.ip, cfg.tracker_delay)
         announcer = Announcer(reactor, http, meta.trackers, meta.info_hash, peer_id, PORT,
                               host.ip, swarm.stats, lambda reply: swarm.add_peers(reply.peers),

@@ -33,8 +33,40 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone, ConnectionRefusedError
 from twisted.python.failure import Failure
 
+from murder.peer.protocol import OutgoingFactory, PeerProtocol
 from murder.sim.clock import SimClock
 from murder.sim.net import Network, Pipe
+
+
+class SimPeerProtocol(PeerProtocol):
+    """The real protocol, hashed by creation order instead of memory address.
+
+    The core keeps connections in sets (piece sources, request holders, paused
+    uploads); iterating a set of address-hashed objects visits them in an
+    order that differs from run to run, and so would the simulated deploy.
+    """
+
+    _created = 0
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        SimPeerProtocol._created += 1
+        self._seq = SimPeerProtocol._created
+
+    def __hash__(self) -> int:
+        return self._seq
+
+
+class SimPeerFactory:
+    """Accepts incoming connections for a swarm (``PeerFactory`` with :class:`SimPeerProtocol`)."""
+
+    def __init__(self, swarm: Any) -> None:
+        self.swarm = swarm
+
+    def buildProtocol(self, addr: Any) -> SimPeerProtocol | None:  # noqa: N802
+        if not self.swarm.accepting():
+            return None
+        return SimPeerProtocol(self.swarm, outgoing=False, address=(addr.host, addr.port))
 
 
 class SimConnector:
@@ -219,7 +251,10 @@ class Switchboard:
         if server is None:
             factory.clientConnectionFailed(connector, Failure(ConnectionRefusedError()))
             return
-        client = factory.buildProtocol(IPv4Address("TCP", *target.address))
+        if isinstance(factory, OutgoingFactory):
+            client = SimPeerProtocol(factory.swarm, outgoing=True, address=factory.address)
+        else:
+            client = factory.buildProtocol(IPv4Address("TCP", *target.address))
         conn = SimConnection(self.net, src, target.host, src_addr, target.address,
                              self.scale, self.send_buffer, self.resume_below)
         self.connections += 1

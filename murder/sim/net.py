@@ -47,7 +47,9 @@ class Pipe:
 
     __slots__ = ("src", "dst", "links", "latency", "cross", "queue", "backlog", "rate",
                  "stamp", "call", "active", "closed", "last_at", "on_sent", "mark",
-                 "min_cap", "sent")
+                 "min_cap", "sent", "nrate", "seq")
+
+    _created = 0
 
     def __init__(self, src: int, dst: int, links: tuple[int, ...], latency: float,
                  cross: bool, min_cap: float) -> None:
@@ -72,6 +74,13 @@ class Pipe:
         self.on_sent: Callable[[float], None] | None = None
         self.mark = 0
         self.sent = 0.0
+        self.nrate = 0.0
+        # Hash by creation order: sets of pipes iterate the same way every run.
+        Pipe._created += 1
+        self.seq = Pipe._created
+
+    def __hash__(self) -> int:
+        return self.seq
 
 
 class Network:
@@ -251,10 +260,6 @@ class Network:
         self._last_solve = now
         self.solves += 1
         active = self.active
-        for p in active:
-            if p.rate:
-                p.queue[0][0] -= p.rate * (now - p.stamp)
-            p.stamp = now
         cap = self.cap
         flows_on = self.flows_on
         rem: dict[int, float] = {}
@@ -279,7 +284,7 @@ class Network:
                 if p.mark == epoch:
                     continue
                 p.mark = epoch
-                p.rate = rate
+                p.nrate = rate
                 for other in p.links:
                     if other != link:
                         c2 = cnt[other] - 1
@@ -289,5 +294,11 @@ class Network:
                         if c2:
                             push(heap, (rem[other] / c2, other))
             cnt[link] = 0
+        # Only flows whose rate changed move their completion (lazy settling).
         for p in active:
-            self._reschedule(p)
+            if p.nrate != p.rate:
+                if p.rate:
+                    p.queue[0][0] -= p.rate * (now - p.stamp)
+                p.stamp = now
+                p.rate = p.nrate
+                self._reschedule(p)

@@ -58,6 +58,8 @@ class TrackerConfig:
     auth_secrets: tuple[str, ...] = ()
     #: PEM file of the CA(s) whose client certificates the TLS listener requires.
     client_ca: str | None = None
+    #: Topology file (``CIDR LOCATION`` lines): rack-aware peer lists.
+    topology: str | None = None
 
 
 def _endpoint_escape(value: str) -> str:
@@ -102,6 +104,9 @@ class Options(usage.Options):
         ["max-peers", None, "200000", "Most peers in total."],
         ["trusted-networks", None, ",".join(DEFAULT_TRUSTED_NETWORKS),
          "Comma-separated networks whose requests may set ip=."],
+        ["topology", None, None, "File of 'CIDR LOCATION' lines (e.g. 10.1.3.0/24 "
+                                 "dc1/row3/rack12): hand out the closest peers first, "
+                                 "plus the seeders and a share of farther peers."],
     ]
     optFlags = [
         ["verbose", "v", "Log every announce and every HTTP request."],
@@ -217,7 +222,20 @@ class Options(usage.Options):
             max_peers=self._int("max-peers", 1),
             trusted_networks=networks, verbose=bool(self["verbose"]),
             auth_secrets=auth_secrets, client_ca=client_ca,
+            topology=self._topology(),
         )
+
+    def _topology(self) -> str | None:
+        """Check the --topology file now, so a bad line fails the start."""
+        path = self["topology"]
+        if path:
+            from murder.tracker.topology import load
+
+            try:
+                load(path)
+            except ConfigError as e:
+                raise usage.UsageError(f"--topology: {e}") from None
+        return path or None
 
 
 def _load_ca_certificates(path: str) -> list[Any]:
@@ -395,6 +413,11 @@ def buildService(config: TrackerConfig, reactor: Any) -> service.MultiService:
     listener.setServiceParent(top)
     top.store = store  # type: ignore[attr-defined]
     top.app = app  # type: ignore[attr-defined]
+    if config.topology:
+        from murder.tracker.topology import RackAwareHandout, load
+
+        store.handout = RackAwareHandout(load(config.topology))
+        log.info("rack-aware peer lists from {path}", path=config.topology)
     return top
 
 

@@ -34,7 +34,6 @@ import ipaddress
 import math
 import random
 from dataclasses import dataclass
-from itertools import islice
 from typing import Any
 
 from murder.errors import ConfigError
@@ -128,10 +127,10 @@ def load(path: str) -> Topology:
 class _Index:
     """One torrent's peers grouped by location, extended as peers join."""
 
-    __slots__ = ("count", "flat", "loc", "groups", "prefixes", "seeders")
+    __slots__ = ("peer", "flat", "loc", "groups", "prefixes", "seeders")
 
     def __init__(self) -> None:
-        self.count = 0
+        self.peer: dict[bytes, Any] = {}
         self.flat: list = []
         self.loc: dict[bytes, Location | None] = {}
         self.groups: dict[Location | None, list] = {}
@@ -150,25 +149,35 @@ class RackAwareHandout:
 
     # -------------------------------------------------------------- index
     def _indexed(self, torrent: Any) -> _Index:
+        """The torrent's index, extended with the peers that joined since.
+
+        New peers are appended to ``torrent.peers`` (a dict keeps insertion
+        order), so they are read from its end until a known, unchanged peer.
+        Departed peers stay in the index and are skipped when drawn; when they
+        outnumber the live ones, or a peer came back as a new record, the
+        index is rebuilt.
+        """
         entry = self._index.get(torrent.info_hash)
         peers = torrent.peers
-        if entry is not None and entry[0] is torrent:
+        if entry is not None and entry[0] is torrent and \
+                len(entry[1].flat) <= 2 * len(peers) + 64:
             idx = entry[1]
-            grown = len(peers) - idx.count
-            if grown == 0:
+            fresh = []
+            for p in reversed(peers.values()):
+                known = idx.peer.get(p.peer_id)
+                if known is p:
+                    break
+                if known is not None:
+                    fresh = None  # came back as a new record: rebuild
+                    break
+                fresh.append(p)
+            if fresh is not None:
+                for p in reversed(fresh):
+                    self._add(idx, p)
                 return idx
-            if grown > 0:
-                # New peers are appended to the dict: read them from its end.
-                fresh = list(islice(reversed(peers.values()), grown))
-                if all(p.peer_id not in idx.loc for p in fresh):
-                    for p in reversed(fresh):
-                        self._add(idx, p)
-                    idx.count = len(peers)
-                    return idx
-        idx = _Index()  # peers left (or a new torrent object): start over
+        idx = _Index()
         for p in peers.values():
             self._add(idx, p)
-        idx.count = len(peers)
         if len(self._index) > 10_000:
             self._index.clear()
         self._index[torrent.info_hash] = (torrent, idx)
@@ -177,6 +186,7 @@ class RackAwareHandout:
     def _add(self, idx: _Index, peer: Any) -> None:
         loc = self.topology.locate(peer.ip)
         idx.loc[peer.peer_id] = loc
+        idx.peer[peer.peer_id] = peer
         idx.flat.append(peer)
         group = idx.groups.get(loc)
         if group is None:
