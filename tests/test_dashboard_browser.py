@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -18,8 +17,13 @@ import urllib.request
 
 import pytest
 from conftest import free_port, venv_bin
-from test_swarm_integration import (Processes, make_torrent, random_file,
-                                    tracker_knows_seeder, wait_until)
+from test_swarm_integration import (
+    Processes,
+    make_torrent,
+    random_file,
+    tracker_knows_seeder,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 

@@ -11,11 +11,11 @@ from urllib.parse import quote_from_bytes, urlencode
 import bencodepy
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from tracker_harness import Tracker as _Harness
 
 from murder.tracker.auth import Authoriser
 from murder.tracker.store import TorrentInfo
 from murder.tracker.tap import Options
-from tracker_harness import Tracker as _Harness
 
 IH = b"\xaa" * 19 + b"\x01"
 IH2 = b"\xbb" * 20
