@@ -156,3 +156,57 @@ class DashboardBrowserTests:
             assert (tmp_path / name).stat().st_size > 10_000
         doc = status(port)
         assert doc["version"] == 1 and doc["stall_after"] == STALL_AFTER
+        # The overview page shows the swarm as done too.
+        browser.get(f"http://127.0.0.1:{port}/")
+        wait_until(lambda: "7 / 7" in browser.find_element("css selector", "main").text, 10,
+                   "the overview to show 7 of 7 hosts done")
+
+    def test_two_thousand_hosts(self, tmp_path, browser):
+        """At 2,000 hosts the grid shows every host and the table stays bounded."""
+        from twisted.internet.task import Clock
+
+        from murder.tracker.announce import AnnounceRequest
+        from murder.tracker.store import PeerStore, save_dfile
+
+        # A tracker state of 2,000 hosts (a fifth done, the rest part-way) and a
+        # seeder, loaded from a dfile: the page is what is tested, not announcing.
+        store = PeerStore(Clock())
+        info_hash, size = b"\x42" * 20, 64 * 2**20
+        for n in range(2001):
+            left = 0 if n % 5 == 0 else size - (n * 7919) % size
+            event = "completed" if n and not left else "started"
+            store.announce(AnnounceRequest(info_hash, b"%020d" % n,
+                                           f"10.0.{n >> 8}.{n & 255}", 6881, 0,
+                                           size - left, left, event, True, False, 0))
+        save_dfile(store, str(tmp_path / "state"))
+        procs = Processes(tmp_path)
+        try:
+            port = free_port()
+            procs.start("tracker", venv_bin("murder"), "tracker", "--port", str(port),
+                        "--bind", "127.0.0.1", "--dfile", str(tmp_path / "state"),
+                        "--stall-after", "600")
+            wait_until(lambda: tracker_has_peers(port, 2001), 20, "the tracker to load the dfile")
+            browser.get(f"http://127.0.0.1:{port}/swarm?info_hash={info_hash.hex()}")
+            wait_until(lambda: browser.execute_script(
+                "return document.querySelectorAll('tr[data-host]').length") == 500, 20,
+                "the table to show its first 500 hosts")
+            text = browser.find_element("css selector", "main").text
+            assert "400 / 2000" in text and "1501 more hosts" in text
+            grid = browser.execute_script(
+                "var c = document.getElementById('grid'); "
+                "return [+c.dataset.per, +c.dataset.cell, c.clientWidth, c.clientHeight];")
+            per, cell, width, height = grid
+            assert cell >= 6 and per * cell == width
+            assert height == -(-2001 // per) * cell  # every host has its cell
+            assert height <= 900  # fits a laptop screen
+            browser.save_screenshot(str(tmp_path / "dashboard-2000.png"))
+            assert (tmp_path / "dashboard-2000.png").stat().st_size > 10_000
+        finally:
+            procs.kill_all()
+
+
+def tracker_has_peers(port: int, count: int) -> bool:
+    try:
+        return status(port)["totals"]["peers"] >= count
+    except OSError:
+        return False

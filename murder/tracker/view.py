@@ -31,7 +31,7 @@ every ``--leecher-interval`` seconds (see :mod:`murder.tracker.tap`).
 
 With ``?info_hash=HEX`` only that swarm is listed, and it also carries
 ``"columns": [...]`` and ``"peers": [[...], ...]`` (one array per peer, in
-``columns`` order, sorted by address) so 2,000 hosts stay a small answer.
+``columns`` order, sorted by numeric address) so 2,000 hosts stay a small answer.
 """
 
 from __future__ import annotations
@@ -60,7 +60,8 @@ def peer_state(peer: Peer, now: float, stall_after: float) -> str:
     return "stalled" if now - peer.progress_at >= stall_after else "downloading"
 
 
-_address = operator.attrgetter("ip", "port")
+#: Numeric address order (compact form: address bytes then port), IPv4 first.
+_address = operator.attrgetter("v6", "compact")
 
 
 def _all_peers(torrent: Torrent) -> Iterable[Peer]:
