@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 import urllib.request
 
 import pytest
@@ -124,12 +123,10 @@ class DashboardBrowserTests:
             return row and row[0] == "downloading" and row[1] not in ("0.0 %", "?")
         wait_until(slow_row_downloading, 20, "the slow host to show progress")
         os.kill(slow.pid, signal.SIGSTOP)
-        stopped_at = time.monotonic()
         # Flagged within stall_after plus one leecher interval, one poll and the
         # 0.5 s answer reuse, with slack for a loaded machine.
         wait_until(lambda: rows().get(slow_host, ("",))[0] == "stalled", STALL_AFTER + 8,
                    "the frozen host to be flagged stalled")
-        assert time.monotonic() - stopped_at <= STALL_AFTER + 8
         # Only the frozen host stands out: the seeder is not flagged.
         assert browser.execute_script(
             "return document.querySelectorAll('tr.stalled').length") == 1
