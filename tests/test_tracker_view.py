@@ -143,6 +143,9 @@ class LeecherIntervalTests:
         o = Options()
         o.parseOptions(["--dfile", ""])
         assert (o.config.leecher_interval, o.config.stall_after) == (2, 30.0)
+        o = Options()
+        o.parseOptions(["--dfile", "", "--interval", "1"])  # the default never exceeds it
+        assert o.config.leecher_interval == 1
 
     @pytest.mark.parametrize("argv", [["--leecher-interval", "20"],
                                       ["--leecher-interval", "x"], ["--stall-after", "0"]])

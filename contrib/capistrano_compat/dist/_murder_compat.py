@@ -164,7 +164,9 @@ def parse_legacy_pairs(args: Sequence[str]) -> dict[str, str]:
 
 def tracker_argv(pairs: dict[str, str]) -> tuple[list[str], str | None]:
     """Turn legacy pairs into ``murder tracker`` arguments and the logfile path."""
-    argv: list[str] = []
+    # The original asked every peer for the same interval (COMPAT.md): no
+    # shorter one for leechers (murder tracker's --leecher-interval).
+    argv: list[str] = ["--leecher-interval", "0"]
     for key, value in pairs.items():
         option = TRACKER_KEYS[key]
         if option is not None:
