@@ -326,3 +326,64 @@ class LocalTransportTests:
         for h in "abc":
             assert (tmp_path / "hosts" / h / "rel.bin").read_bytes() == payload.read_bytes()
         assert "b  then-failed" in result.output
+
+    def test_timeout_fails_unfinished_hosts(self, tmp_path):
+        """--timeout: hosts still downloading fail as timed out, their peers stop
+        (the .part stays for a resume, nothing at the target) and the exit is 1."""
+        payload = tmp_path / "big.bin"
+        payload.write_bytes(os.urandom(2 * 2**20))
+        slow = tmp_path / "slow-murder"
+        slow.write_text(f'#!/bin/sh\nexec {MURDER} "$@" --max-download-rate 64K\n')
+        slow.chmod(0o755)
+        report = tmp_path / "r.json"
+        proc = subprocess.run(
+            [MURDER, "deploy", "--transport", "local", "--remote-murder", str(slow),
+             "--timeout", "4", "--report", str(report), "-h", "a", str(payload),
+             str(tmp_path / "{host}")], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        assert "a  timed-out" in proc.stdout
+        assert "timed out after 4s" in proc.stdout
+        assert not (tmp_path / "a" / "big.bin").exists()
+        assert (tmp_path / "a" / "big.bin.part").exists()
+
+
+@pytest.mark.integration
+class PeerStdinControlTests:
+    """``murder peer --torrent - --stop-on-eof`` as `murder deploy` drives it."""
+
+    def test_eof_stops_the_peer_cleanly(self, tmp_path):
+        """The torrent arrives on stdin and the pipe stays open; closing it stops
+        the peer as SIGTERM would: a `failed interrupted …` status line, exit 1."""
+        import select
+
+        from murder import metainfo
+
+        (tmp_path / "p.bin").write_bytes(os.urandom(300_000))
+        torrent = metainfo.parse(bencode.encode(metainfo.create(
+            str(tmp_path / "p.bin"), "http://127.0.0.1:9/announce"))).encode()
+        (tmp_path / "d").mkdir()
+        r, w = os.pipe()
+        proc = subprocess.Popen(
+            [MURDER, "peer", "--torrent", "-", "--stop-on-eof", "--destination",
+             str(tmp_path / "d"), "--status-fd", str(w), "--tracker-timeout", "60"],
+            stdin=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=(w,))
+        os.close(w)
+        try:
+            proc.stdin.write(torrent)
+            proc.stdin.flush()
+            seen = b""
+            while b"peer for p.bin" not in seen:  # it parsed the torrent and listens
+                ready, _, _ = select.select([proc.stderr], [], [], 30)
+                assert ready, seen
+                chunk = os.read(proc.stderr.fileno(), 4096)
+                assert chunk, seen
+                seen += chunk
+            assert proc.poll() is None
+            proc.stdin.close()
+            assert proc.wait(30) == 1
+            with os.fdopen(r) as status:
+                assert status.read() == "failed interrupted before the download completed\n"
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
