@@ -387,3 +387,99 @@ class PeerStdinControlTests:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+class _FakeProcessTransport:
+    def __init__(self) -> None:
+        self.written = b""
+        self.stdin_closed = False
+        self.signals: list[str] = []
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def closeStdin(self) -> None:  # noqa: N802
+        self.stdin_closed = True
+
+    def signalProcess(self, sig: str) -> None:  # noqa: N802
+        self.signals.append(sig)
+
+
+class _ProcessClock(Clock):
+    """A Clock that also 'spawns' processes: records them, runs nothing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.spawned: list = []
+
+    def spawnProcess(self, proto, executable, args, env=None):  # noqa: N802
+        proto.transport = _FakeProcessTransport()
+        self.spawned.append((proto, args))
+        return proto.transport
+
+
+def _end(proto, code: int) -> None:
+    from twisted.internet.error import ProcessTerminated
+    from twisted.python.failure import Failure
+
+    proto.processEnded(Failure(ProcessTerminated(exitCode=code)))
+
+
+class SchedulingTests:
+    """The orchestrator's session bookkeeping, with fake processes and a Clock."""
+
+    def deployment(self, n: int, **kw):
+        from murder.deploy.orchestrator import DeployConfig, Deployment
+
+        config = DeployConfig(payload="/p", dest="/srv", transport=Transport(kind="local"),
+                              targets=tuple(Target(f"h{i}") for i in range(n)), **kw)
+        clock = _ProcessClock()
+        d = Deployment(config, clock)
+        d.torrent_bytes = b"d4:infod6:lengthi1eee"  # what the sessions are sent
+        d.meta = object()
+        return d, clock
+
+    def test_release_longest_verified_when_hosts_wait(self):
+        """--parallel 2 with 3 hosts: the third waits; when one verifies, its session
+        is closed (seeding ends) and the third opens once it has ended."""
+        d, clock = self.deployment(3, parallel=2)
+        d._pump()
+        assert [args[-1][:5] for _, args in clock.spawned] == ["mkdir", "mkdir"]
+        first, second = clock.spawned[0][0], clock.spawned[1][0]
+        assert first.transport.written == d.torrent_bytes
+        first.childDataReceived(1, b"complete /srv/x\n")
+        assert d.records[0].state == core.VERIFIED
+        assert first.transport.stdin_closed and not second.transport.stdin_closed
+        assert len(clock.spawned) == 2
+        _end(first, 0)
+        assert len(clock.spawned) == 3
+        assert d.records[0].state == core.VERIFIED  # its later exit changes nothing
+
+    def test_connection_failure_is_retried_then_named(self):
+        """A refused connection is retried after a delay, --retries times, then fails."""
+        d, clock = self.deployment(1, retries=1, retry_delay=2.0)
+        d._pump()
+        proto = clock.spawned[0][0]
+        proto.childDataReceived(2, b"ssh: connect to host h0 port 22: Connection refused\n")
+        _end(proto, 255)
+        assert d.records[0].state == "waiting" and len(clock.spawned) == 1
+        clock.advance(2.0)
+        assert len(clock.spawned) == 2 and d.records[0].attempts == 2
+        proto = clock.spawned[1][0]
+        proto.childDataReceived(2, b"ssh: connect to host h0 port 22: Connection refused\n")
+        _end(proto, 255)
+        assert d.records[0].state == core.FAILED and d.records[0].kind == core.UNREACHABLE
+        assert len(clock.spawned) == 2
+
+    def test_interrupt_closes_every_session(self):
+        """SIGINT: unfinished hosts fail as interrupted, every stdin is closed, and
+        lingering ssh clients get SIGTERM after the grace period."""
+        from murder.deploy.orchestrator import STOP_GRACE
+
+        d, clock = self.deployment(2)
+        d._pump()
+        d.interrupt(2)
+        assert all(r.kind == core.INTERRUPTED for r in d.records)
+        assert all(p.transport.stdin_closed for p, _ in clock.spawned)
+        clock.advance(STOP_GRACE)
+        assert all(p.transport.signals == ["TERM"] for p, _ in clock.spawned)
