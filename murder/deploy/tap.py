@@ -115,7 +115,7 @@ class DeployOptions(usage.Options):
                               ssh_config=self["ssh-config"],
                               ssh_options=tuple(self["ssh-option"]))
         announce = self["announce-host"]
-        if announce is None and not self["tracker"]:
+        if announce is None:  # also with --tracker: the seeder announces this address
             try:
                 announce = route_source(transport, self["targets"][0])
             except OSError as e:
