@@ -282,12 +282,12 @@ class DeployOptionsTests:
         payload.write_bytes(b"x")
         monkeypatch.setattr(sys, "stdin", io.StringIO("a\n# c\nb\n"))
         o = DeployOptions()
-        o.parseOptions(["--hosts", "-", "--host", "a", "-h", "c:2200", str(payload), "/srv"])
+        o.parseOptions(["--hosts", "-", "--host", "a", "-H", "c:2200", str(payload), "/srv"])
         assert [t.name for t in o["targets"]] == ["a", "b", "c:2200"]
 
     @pytest.mark.parametrize("args,message", [
-        ([], "no hosts"), (["--parallel", "0", "-h", "a"], "--parallel"),
-        (["-h", "a b"], "not a host"), (["--transport", "telnet", "-h", "a"], "--transport")])
+        ([], "no hosts"), (["--parallel", "0", "-H", "a"], "--parallel"),
+        (["-H", "a b"], "not a host"), (["--transport", "telnet", "-H", "a"], "--transport")])
     def test_refused(self, tmp_path, args, message):
         """Bad options fail with a clear one-line message."""
         payload = tmp_path / "p"
@@ -338,7 +338,7 @@ class LocalTransportTests:
         report = tmp_path / "r.json"
         proc = subprocess.run(
             [MURDER, "deploy", "--transport", "local", "--remote-murder", str(slow),
-             "--timeout", "4", "--report", str(report), "-h", "a", str(payload),
+             "--timeout", "4", "--report", str(report), "-H", "a", str(payload),
              str(tmp_path / "{host}")], capture_output=True, text=True, timeout=60)
         assert proc.returncode == 1, proc.stdout + proc.stderr
         assert "a  timed-out" in proc.stdout

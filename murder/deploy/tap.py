@@ -33,7 +33,7 @@ class DeployOptions(usage.Options):
                 "hosts are named with one reason each. Host keys are checked as your "
                 "OpenSSH configuration says (BatchMode on).")
     optParameters = [
-        ["hosts", "H", None, "File of hosts, one [user@]host[:port] a line, # comments "
+        ["hosts", "h", None, "File of hosts, one [user@]host[:port] a line, # comments "
                              "('-': stdin)."],
         ["ssh-config", "F", None, "SSH configuration file (ssh -F)."],
         ["announce-host", None, None, "Address the hosts reach this machine at (default: "
@@ -68,7 +68,7 @@ class DeployOptions(usage.Options):
         """A host, [user@]host[:port] (repeatable)."""
         self["host"].append(spec)
 
-    opt_h = opt_host
+    opt_H = opt_host  # noqa: N815 (pssh's letters: -h FILE, -H HOST)
 
     def opt_ssh_option(self, option: str) -> None:
         """An ssh -o option, e.g. ProxyJump=bastion (repeatable)."""
