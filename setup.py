@@ -15,7 +15,10 @@ setup(
         "cryptography>=41",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-twisted>=1.14", "hypothesis>=6", "libtorrent>=2.0"],
+        "test": ["pytest>=7", "pytest-twisted>=1.14", "hypothesis>=6", "libtorrent>=2.0",
+                 "redis>=5", "hiredis>=2"],
+        # --store redis://… (tracker peers shared by several tracker processes).
+        "redis": ["redis>=5", "hiredis>=2"],
         "bench": ["matplotlib>=3.7"],
     },
     entry_points={"console_scripts": ["murder = murder.cli:main"]},
