@@ -212,3 +212,82 @@ class StandardClientsOverUDPTests:
             assert_payload(swarm, directory / swarm.meta.name)
             log = tracker.stderr() + tracker.stdout()
             assert log.count("UDP announce started") >= 2, log[-3000:]
+
+
+TRANSMISSION = shutil.which("transmission-cli")
+
+
+def _netns():
+    """bench/netns.py (the emulated datacenter), or None with the reason it is unusable."""
+    import sys
+
+    bench = str(Path(__file__).resolve().parent.parent / "bench")
+    if bench not in sys.path:
+        sys.path.insert(0, bench)
+    import netns
+
+    return netns, netns.netns_available()
+
+
+def _wait_log(proc, text: str, timeout: float, what: str) -> None:
+    wait_for(lambda: text in proc.stderr() + proc.stdout() or not proc.alive(), timeout, what)
+    assert text in proc.stderr() + proc.stdout(), proc.stderr()[-2000:]
+
+
+@pytest.mark.integration
+@pytest.mark.interop
+@pytest.mark.netns
+@pytest.mark.skipif(TRANSMISSION is None,
+                    reason="transmission-cli is not installed (Debian transmission-cli)")
+class TransmissionTests:
+    """Transmission, the last standard client not yet driven in a swarm.
+
+    Transmission never connects to loopback peers (it counts 127/8 as a
+    martian address), so tracker, seeder and Transmission each run in a
+    network namespace of their own (bench/netns.py, 198.18.0.0/15).
+    """
+
+    def test_transmission_downloads_from_our_seeder(self, tmp_path: Path) -> None:
+        """transmission-cli downloads the payload from our seeder via our tracker
+        (private torrent; DHT, LPD, PEX, uTP and port mapping off in its settings,
+        so it talks to nothing but our tracker and seeder)."""
+        import json
+
+        netns, unusable = _netns()
+        if unusable:
+            pytest.skip(unusable)
+        with netns.Topology(n_peers=1, rate_mbit=1000) as topo:
+            tracker_host, seeder_host, client_host = topo.tracker, topo.seeder, topo.peers[0]
+            with URLSwarm(tmp_path, f"http://{tracker_host.addr}:{{port}}/announce",
+                          size=2**20, private=True) as swarm:
+                tracker = swarm.start("tracker", topo.argv(tracker_host, [
+                    swarm.murder, "tracker", "--listen",
+                    f"tcp:{swarm.port}:interface={tracker_host.addr}", "--dfile", "",
+                    "--interval", "2", "--min-interval", "1"]))
+                _wait_log(tracker, "murder tracker listening", 15, "the tracker to listen")
+                seeder = swarm.start("seeder", topo.argv(seeder_host, [
+                    swarm.murder, "seed", "--torrent", str(swarm.torrent), "--file",
+                    str(swarm.payload), "--bind", seeder_host.addr]))
+                _wait_log(tracker, "left=0", 15, "the seeder to announce")
+                config = tmp_path / "transmission"
+                config.mkdir()
+                (config / "settings.json").write_text(json.dumps({
+                    "dht-enabled": False, "lpd-enabled": False, "pex-enabled": False,
+                    "utp-enabled": False, "port-forwarding-enabled": False,
+                    "peer-port": 51413, "peer-port-random-on-start": False,
+                    "bind-address-ipv4": client_host.addr, "blocklist-enabled": False,
+                    "speed-limit-up-enabled": False, "rpc-enabled": False,
+                    "message-level": 2, "encryption": 0}))
+                directory = swarm.peer_dir("transmission")
+                done = tmp_path / "transmission.done"
+                hook = tmp_path / "done.sh"
+                hook.write_text(f"#!/bin/sh\ntouch {done}\n")
+                hook.chmod(0o755)
+                proc = swarm.start("transmission", topo.argv(client_host, [
+                    TRANSMISSION, "-g", str(config), "-w", str(directory), "-f", str(hook),
+                    "-M", "-et", str(swarm.torrent)]))
+                wait_for(lambda: done.exists() or not proc.alive(), 60,
+                         "transmission to finish the download")
+                assert done.exists(), proc.stderr()[-2000:]
+                assert_payload(swarm, directory / swarm.meta.name)
+                assert seeder.alive(), seeder.stderr()[-2000:]
