@@ -171,6 +171,24 @@ class OurUDPTrackerTests:
             assert "no UDP connect reply within 3s" in peer.stderr(), peer.stderr()
 
 
+    def test_udp_port_in_use(self, tmp_path: Path) -> None:
+        """A UDP port already taken: `murder tracker` exits 1 saying which port."""
+        import subprocess
+
+        from conftest import venv_bin
+
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+            taken.bind(("127.0.0.1", 0))
+            port = taken.getsockname()[1]
+            result = subprocess.run(
+                [venv_bin("murder"), "tracker", "--port", "0", "--bind", "127.0.0.1",
+                 "--udp-port", str(port), "--dfile", ""],
+                capture_output=True, text=True, timeout=30, cwd=tmp_path)
+        assert result.returncode == 1
+        assert f"and udp:{port}: [Errno 98] Address already in use" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
 @pytest.mark.integration
 @pytest.mark.interop
 class StandardClientsOverUDPTests:

@@ -502,7 +502,8 @@ def runForeground(options: Options) -> int:  # noqa: N802 (cli API)
         top.privilegedStartService()
     except Exception as e:
         reason = getattr(e, "socketError", None) or e
-        print(f"murder tracker: cannot listen on {config.listen}: {reason}", file=sys.stderr)
+        where = config.listen + (f" and udp:{config.udp_port}" if config.udp_port else "")
+        print(f"murder tracker: cannot listen on {where}: {reason}", file=sys.stderr)
         return 1
     top.startService()
     _log_access(config)
