@@ -171,6 +171,22 @@ class OurUDPTrackerTests:
             assert "no UDP connect reply within 3s" in peer.stderr(), peer.stderr()
 
 
+    def test_swarm_over_udp_ipv6(self, tmp_path: Path) -> None:
+        """Over IPv6 (udp://[::1]), the tracker answers with IPv6 peers and a seeder
+        and a peer on ::1 complete."""
+        with URLSwarm(tmp_path, "udp://[::1]:{port}/announce", size=2**20) as swarm:
+            tracker = swarm.start_tracker("--udp-port", str(swarm.port), "--udp-bind", "::1")
+            seeder = swarm.start("seeder", [
+                swarm.murder, "seed", "--torrent", str(swarm.torrent), "--file",
+                str(swarm.payload), "--bind", "::1"])
+            wait_for(lambda: "left=0" in tracker.stderr() or not seeder.alive(), 15,
+                     "the seeder to announce over IPv6")
+            peer = swarm.start("p1", [
+                swarm.murder, "peer", "--torrent", str(swarm.torrent), "--destination",
+                str(swarm.peer_dir("p1")), "--bind", "::1", "--seed-time", "0"])
+            swarm.assert_complete("p1", peer, timeout=60)
+            assert "UDP announce started" in tracker.stderr() and "from ::1:" in tracker.stderr()
+
     def test_udp_port_in_use(self, tmp_path: Path) -> None:
         """A UDP port already taken: `murder tracker` exits 1 saying which port."""
         import subprocess
