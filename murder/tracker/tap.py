@@ -13,7 +13,7 @@ import gc
 import ipaddress
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from twisted.application import service
@@ -443,10 +443,20 @@ def buildService(config: TrackerConfig, reactor: Any) -> service.MultiService:
     Children stop in reverse order, so the listener closes before the final
     dfile save.
     """
-    store = PeerStore(reactor, peer_timeout=config.peer_timeout,
-                      max_torrents=config.max_torrents,
-                      max_peers_per_torrent=config.max_peers_per_torrent,
-                      max_peers=config.max_peers)
+    store: Any = PeerStore(reactor, peer_timeout=config.peer_timeout,
+                           max_torrents=config.max_torrents,
+                           max_peers_per_torrent=config.max_peers_per_torrent,
+                           max_peers=config.max_peers)
+    if config.store is not None:
+        # Shared peers live in Redis, which persists them itself: no dfile.
+        from murder.tracker.redisstore import RedisPeerStore
+
+        store = RedisPeerStore(reactor, config.store, peer_timeout=config.peer_timeout,
+                               max_torrents=config.max_torrents,
+                               max_peers_per_torrent=config.max_peers_per_torrent,
+                               max_peers=config.max_peers)
+        config = replace(config, dfile=None)
+        log.info("peers kept in {store}", store=config.store)
     app = TrackerApp(
         store, interval=config.interval, min_interval=config.min_interval,
         numwant_default=config.numwant_default, numwant_max=config.numwant_max,
@@ -538,7 +548,8 @@ def runForeground(options: Options) -> int:  # noqa: N802 (cli API)
         top.privilegedStartService()
     except Exception as e:
         reason = getattr(e, "socketError", None) or e
-        print(f"murder tracker: cannot listen on {config.listen}: {reason}", file=sys.stderr)
+        where = config.listen + (f" and udp:{config.udp_port}" if config.udp_port else "")
+        print(f"murder tracker: cannot listen on {where}: {reason}", file=sys.stderr)
         return 1
     top.startService()
     _log_access(config)
