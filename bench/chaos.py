@@ -879,7 +879,7 @@ def chaos(args: argparse.Namespace) -> int:
 def wedge_once(args: argparse.Namespace, wedge: bool, seed: int, root: Path) -> dict:
     """Tracker, a rate-capped seeder, a peer W holding every piece, four
     download-capped peers; with ``wedge`` W is SIGSTOPped 2.5 s after the
-    four start.  Returns the four completion times (from their start)."""
+    four all hold a piece.  Returns the four completion times (from their start)."""
     plan = cs.Schedule(seed=seed, size=args.wedge_size_mib * 2**20, piece_length=2**16,
                        seeder_args=("--max-upload-rate", args.wedge_seeder_rate), peers=())
     workdir = root / f"wedge-{seed}-{'on' if wedge else 'off'}"
@@ -904,11 +904,15 @@ def wedge_once(args: argparse.Namespace, wedge: bool, seed: int, root: Path) -> 
         run.t0 = t0
         procs = [run.start_peer(p) for p in plans]
         stopped_at = None
+        fetching_at = None
         done: dict[str, float] = {}
         limit = t0 + 300
         while len(done) < 4 and time.monotonic() < limit:
             now = time.monotonic()
-            if wedge and stopped_at is None and now - t0 >= 2.5:
+            if fetching_at is None and all((proc.last_pieces() or 0) >= 1 for proc in procs):
+                fetching_at = now - t0  # every one of the four has a verified piece
+            if wedge and stopped_at is None and fetching_at is not None \
+                    and now - t0 >= fetching_at + 2.5:
                 w.signal(signal.SIGSTOP)
                 stopped_at = now - t0
             for p, proc in zip(plans, procs):
@@ -916,10 +920,13 @@ def wedge_once(args: argparse.Namespace, wedge: bool, seed: int, root: Path) -> 
                 if st and p.name not in done:
                     done[p.name] = now - t0 if st.startswith("complete") else float("nan")
             time.sleep(0.02)
+        w_up = sum(up for t, _, up in progress_samples(w.stderr(), _day_seconds() - (time.monotonic() - t0))
+                   if stopped_at is None or t <= stopped_at) * run.PROGRESS
         ok = all(sha256_file(run.peer_dir(p.name) / run.meta.name) == run.digest
                  if (run.peer_dir(p.name) / run.meta.name).exists() else False
                  for p in plans)
-        return {"wedge": wedge, "stopped_at": stopped_at, "times": done, "verified": ok,
+        return {"wedge": wedge, "stopped_at": stopped_at, "fetching_at": fetching_at,
+                "w_uploaded_mib": round(w_up, 2), "times": done, "verified": ok,
                 "max": max(done.values()) if len(done) == 4 else None,
                 "snub_log_lines": sum(proc.stderr().count("is not answering requests")
                                       for proc in procs)}
@@ -929,12 +936,16 @@ def wedge_once(args: argparse.Namespace, wedge: bool, seed: int, root: Path) -> 
             shutil.rmtree(workdir, ignore_errors=True)
 
 
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
 def wedge(args: argparse.Namespace) -> int:
     root = Path(tempfile.mkdtemp(prefix="murder-wedge-"))
     runs = []
     print(f"wedge: {args.repeat} repeats x (no wedge, wedge); payload {args.wedge_size_mib} MiB, "
           f"seeder --max-upload-rate {args.wedge_seeder_rate}, 4 peers --max-download-rate "
-          f"{args.wedge_peer_rate}, W SIGSTOPped 2.5 s after they start; peers' snub timeout: "
+          f"{args.wedge_peer_rate}, W SIGSTOPped 2.5 s after all four have a piece; peers' snub timeout: "
           f"{f'{args.snub_timeout:g}s' if args.wedge_snub else 'default'}", flush=True)
     for i in range(args.repeat):
         order = (False, True) if i % 2 == 0 else (True, False)
@@ -944,7 +955,9 @@ def wedge(args: argparse.Namespace) -> int:
             times = " ".join(f"{r['times'].get(f'd{k}', float('nan')):6.2f}" for k in range(4))
             print(f"  repeat {i + 1} {'wedge   ' if w else 'no wedge'}: completion s [{times}] "
                   f"max {r['max'] if r['max'] is None else round(r['max'], 2)}  "
-                  f"verified {r['verified']}  snub lines {r['snub_log_lines']}", flush=True)
+                  f"verified {r['verified']}  all fetching at {_fmt(r['fetching_at'])}s  "
+                  f"W stopped at {_fmt(r['stopped_at'])}s  W sent ~{r['w_uploaded_mib']} MiB "
+                  f"before  'not answering' lines {r['snub_log_lines']}", flush=True)
     import statistics
 
     def stats(wedged: bool) -> dict:
