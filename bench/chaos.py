@@ -54,6 +54,9 @@ FIRST_COPY = "every piece has left once"
 #: downloading then are reported; a peer without progress is caught sooner,
 #: by the hang rule: no piece for STALL_TIMEOUT + GRACE).
 RUN_CAP = 150.0
+#: A process not up (no "on port" line) this long after it was started is
+#: reported as a slow start (an overloaded machine), not as a hang.
+STARTUP_LIMIT = 120.0
 _PIECES = re.compile(rb"\((\d+)/\d+ pieces\)")
 _PORT = re.compile(r" on port (\d+)")
 _PROGRESS = re.compile(r"^(\d\d):(\d\d):(\d\d)\.(\d\d\d) .*\((\d+)/(\d+) pieces\)\s+down "
@@ -162,6 +165,7 @@ class Proc:
         self.pid = self.popen.pid
         self.started = time.monotonic()
         self.stopped = False
+        self.up_at: float | None = None  # monotonic time of its "on port" line
 
     def alive(self) -> bool:
         return self.popen.poll() is None
@@ -223,8 +227,10 @@ class Proc:
         return getattr(self, "_last", None)
 
     def port(self) -> int | None:
-        m = _PORT.search(self.stderr())
-        return int(m.group(1)) if m else None
+        if getattr(self, "_port", None) is None:
+            m = _PORT.search(self.stderr())
+            self._port = int(m.group(1)) if m else None
+        return self._port
 
 
 def progress_samples(text: str, day_offset: float) -> list[tuple[float, int, float]]:
@@ -519,6 +525,9 @@ class Run:
     def observe(self) -> None:
         for name, incs in self.peers.items():
             proc = incs[-1]
+            if proc.up_at is None and proc.port() is not None:
+                proc.up_at = time.monotonic()
+                self.activity[name] = self.now()  # the hang clock starts once it is up
             pieces = proc.last_pieces()
             if pieces is not None and pieces > self._pieces.get(name, -1):
                 self._pieces[name] = pieces
@@ -561,6 +570,7 @@ class Run:
         hung: set[str] = set()
         late: set[str] = set()
         capped: set[str] = set()
+        slow: set[str] = set()
         while True:
             now = self.now()
             while self.actions and self.actions[0][0] <= now:
@@ -576,6 +586,16 @@ class Run:
                 if not proc.alive():
                     continue  # exited without a status line: judged as a failure
                 waiting.append(n)
+                if proc.up_at is None:
+                    if now - (proc.started - self.t0) > STARTUP_LIMIT:
+                        # Not a liveness failure of the peer: it never got
+                        # going (an overloaded machine); reported apart.
+                        slow.add(n)
+                        hung.add(n)
+                        self.log(f"{n}: not up (no 'on port' line) {STARTUP_LIMIT:g}s "
+                                 f"after it was started; " + diagnose(proc.pid).splitlines()[0])
+                        proc.kill()
+                    continue
                 if not proc.stopped and now - self.activity[n] > cs.STALL_TIMEOUT + cs.GRACE:
                     # Its own --stall-timeout should have ended it by now.
                     hung.add(n)
@@ -604,6 +624,8 @@ class Run:
                 break
             time.sleep(0.05)
         elapsed = self.now()
+        hung -= slow
+        self.slow = slow
         return self.teardown(hung, late, capped, elapsed, time.monotonic() - wall0)
 
     def teardown(self, hung: set[str], late: set[str], capped: set[str], elapsed: float,
@@ -638,6 +660,7 @@ class Run:
                 name=plan.name, status=last.status() if last else None,
                 exit_code=last.popen.returncode if last is not None else None,
                 hung=plan.name in hung, capped=plan.name in capped,
+                slow_start=plan.name in self.slow,
                 target=state, leftovers=leftovers, disk_full=plan.disk_full,
                 bad_target_seen=plan.name in self.bad_target,
                 completed_at=self.completed_at.get(plan.name), exited_late=plan.name in late))

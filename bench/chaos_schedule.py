@@ -211,8 +211,9 @@ class PeerOutcome:
 
     ``status`` is the ``--status-fd`` line (``complete PATH`` /
     ``failed REASON``), ``None`` if it wrote none.  ``hung``: it went
-    ``STALL_TIMEOUT + GRACE`` seconds without a new piece and without a
-    status line while not stopped by the runner (its own ``--stall-timeout``
+    ``STALL_TIMEOUT + GRACE`` seconds, counted from when it was up (its
+    "on port" line), without a new piece and without a status line while not
+    stopped by the runner (its own ``--stall-timeout``
     should have ended it); ``capped``: still downloading, with progress, when
     the run reached its time cap.
     ``target`` is ``absent``, ``ok`` (right sha256) or ``corrupt``;
@@ -232,6 +233,7 @@ class PeerOutcome:
     exited_late: bool = False
     hung: bool = False
     capped: bool = False
+    slow_start: bool = False
 
 
 @dataclass
@@ -270,6 +272,11 @@ def judge(outcomes: list[PeerOutcome], leftover_pids: list[int] = (),  # type: i
             hangs += 1
             problems.append(f"{o.name}: HANG, no piece and no complete/failed status for "
                             f"{STALL_TIMEOUT + GRACE:g}s")
+            continue
+        if o.slow_start:
+            failures += 1
+            problems.append(f"{o.name}: SLOW START, not up 120s after it was started "
+                            f"(overloaded machine?)")
             continue
         if o.capped:
             failures += 1
