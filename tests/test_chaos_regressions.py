@@ -56,12 +56,12 @@ class SilentClaimerStallTests:
     refused 432 requests and every honest peer stopped 3-5 pieces short and
     failed "no piece verified for 20s with N peers connected; 4 pieces
     missing" -- while the seeder, a complete source, was connected to all of
-    them.  Reproduced 3 times out of 3 (twice with the peer faults of the full
-    seed, once hostile-only).  The issue-17 stall: the silent claimer makes
-    every piece look available elsewhere to the super-seeding seeder."""
+    them.  Reproduced 3 times out of 3 before the fix (twice with the peer
+    faults of the full seed, once hostile-only).  The issue-17 stall: the
+    silent claimer makes every piece look available elsewhere to the
+    super-seeding seeder.  Fixed in the core by 03fabff ("a silent or wedged
+    neighbour no longer stalls a peer"); this test XPASSed strictly there."""
 
-    @pytest.mark.xfail(strict=True, reason="core fix (super-seeding vs a silent peer "
-                       "claiming every piece, murder/peer/session.py) not merged yet")
     def test_seed_1008_hostile_only(self, tmp_path: Path) -> None:
         """Every honest peer completes: a peer that can reach a complete source
         finishes, even with a silent peer claiming every piece."""
