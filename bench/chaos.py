@@ -64,8 +64,15 @@ _PROGRESS = re.compile(r"^(\d\d):(\d\d):(\d\d)\.(\d\d\d) .*\((\d+)/(\d+) pieces\
 _TOTALS = re.compile(r"totals: uploaded (\d+) bytes")
 
 
+#: ``--murder PATH``: another ``murder`` executable (e.g. an older checkout's
+#: wrapper) for side-by-side comparisons; default the venv's.
+MURDER_OVERRIDE: str | None = None
+
+
 def murder_bin() -> str:
     """The ``murder`` console script beside this interpreter (the venv's)."""
+    if MURDER_OVERRIDE:
+        return MURDER_OVERRIDE
     path = Path(sys.executable).parent / "murder"
     if not path.exists():
         raise SystemExit(f"chaos: {path} not found; run `make venv` and use .venv/bin/python")
@@ -781,6 +788,8 @@ def spawn_run(args: argparse.Namespace, seed: int, root: Path) -> dict:
             "--workdir", str(workdir), "--result", str(result_path),
             "--peers", args.peers, "--snub-timeout", str(args.snub_timeout),
             "--seeder-bound", str(args.seeder_bound)]
+    if args.murder:
+        argv += ["--murder", args.murder]
     if args.kinds:
         argv += ["--kinds", args.kinds]
     if args.root:
@@ -966,7 +975,7 @@ def _fmt(x: float | None) -> str:
 def wedge(args: argparse.Namespace) -> int:
     root = Path(tempfile.mkdtemp(prefix="murder-wedge-"))
     runs = []
-    print(f"wedge: {args.repeat} repeats x (no wedge, wedge); payload {args.wedge_size_mib} MiB, "
+    print(f"wedge: murder = {murder_bin()}; {args.repeat} repeats x (no wedge, wedge); payload {args.wedge_size_mib} MiB, "
           f"seeder --max-upload-rate {args.wedge_seeder_rate}, 4 peers --max-download-rate "
           f"{args.wedge_peer_rate}, W SIGSTOPped 2.5 s after all four have a piece; peers' snub timeout: "
           f"{f'{args.snub_timeout:g}s' if args.wedge_snub else 'default'}", flush=True)
@@ -1040,12 +1049,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--wedge-peer-rate", default="1M")
     ap.add_argument("--wedge-snub", action="store_true",
                     help="wedge: pass --snub-timeout to the peers (default: their default)")
+    ap.add_argument("--murder", help="murder executable to run (default: the venv's); "
+                    "e.g. a wrapper around an older checkout, for before/after figures")
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--workdir", help=argparse.SUPPRESS)
     ap.add_argument("--result", help=argparse.SUPPRESS)
     ap.add_argument("--root", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     args.peer_range = parse_range(args.peers)
+    global MURDER_OVERRIDE
+    MURDER_OVERRIDE = args.murder
     args.seed_list = [int(x) for x in args.seeds.split(",") if x.strip()]
     if args.one is not None:
         return run_one(args)
