@@ -271,7 +271,7 @@ class Run:
     PROGRESS = 0.5
 
     def __init__(self, schedule: cs.Schedule, workdir: Path, snub_timeout: float | None,
-                 seeder_bound: float, timeouts: bool = True) -> None:
+                 seeder_bound: float | None, timeouts: bool = True) -> None:
         self.s = schedule
         self.dir = workdir
         self.logs = workdir / "logs"
@@ -677,7 +677,11 @@ class Run:
             up, ok = uploaded_bytes(proc.stderr(), self.PROGRESS)
             copies += up / self.s.size
             exact = exact and ok
-        bound = self.seeder_bound * len(self.seeders)
+        # Super-seeding must never cost more than a plain seeder sending each
+        # honest peer the payload once: N copies per seeder incarnation
+        # (``--seeder-bound C`` sets an absolute C copies per incarnation).
+        per = self.seeder_bound if self.seeder_bound is not None else float(len(self.s.peers))
+        bound = per * len(self.seeders)
         verdict = cs.judge(outcomes, [], copies, bound)
         if unclean:
             verdict.ok = False
@@ -700,6 +704,7 @@ class Run:
             if self.completed_at else None,
             "elapsed": round(elapsed, 2), "wall": round(wall, 2),
             "seeder_copies": round(copies, 2), "seeder_copies_exact": exact,
+            "seeder_bound": round(bound, 2),
             "seeder_incarnations": len(self.seeders),
             "longest_wait": worst[1], "longest_wait_peer": worst[0], "waits": waits,
             "last_words": last_words, "diagnoses": self.diagnoses,
@@ -787,7 +792,7 @@ def spawn_run(args: argparse.Namespace, seed: int, root: Path) -> dict:
     argv = [sys.executable, str(Path(__file__).resolve()), "--one", str(seed),
             "--workdir", str(workdir), "--result", str(result_path),
             "--peers", args.peers, "--snub-timeout", str(args.snub_timeout),
-            "--seeder-bound", str(args.seeder_bound)]
+            *(["--seeder-bound", str(args.seeder_bound)] if args.seeder_bound else [])]
     if args.murder:
         argv += ["--murder", args.murder]
     if args.kinds:
@@ -858,7 +863,7 @@ def print_summary(summary: dict, args: argparse.Namespace) -> None:
     print(f"command: {' '.join(sys.argv)}")
     for key in ("runs", "passed", "hangs", "corrupt_or_partial", "failures",
                 "leftover_processes", "max_completion_s", "longest_wait_for_a_piece_s",
-                "longest_wait_seed", "max_seeder_copies"):
+                "longest_wait_seed", "max_seeder_copies", "median_seeder_copies"):
         print(f"{key:28} {summary[key]}")
     print(f"{'hang rule':28} an honest peer not stopped by the runner with no new piece "
           f"and no complete/failed status for {cs.STALL_TIMEOUT + cs.GRACE:g}s "
@@ -1036,8 +1041,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="limit faults to these (stop,kill,netcut,seeder-kill,tracker-kill,hostile)")
     ap.add_argument("--snub-timeout", type=float, default=5.0,
                     help="peers' --snub-timeout in chaos runs (default 5)")
-    ap.add_argument("--seeder-bound", type=float, default=4.0,
-                    help="most payload copies one seeder incarnation may upload")
+    ap.add_argument("--seeder-bound", type=float, default=None,
+                    help="most payload copies one seeder incarnation may upload "
+                    "(default: one per honest peer, N)")
     ap.add_argument("--no-root", action="store_true",
                     help="skip the faults that need root even when root")
     ap.add_argument("--timeout", type=float, default=6 * 3600, help="global time budget, s")

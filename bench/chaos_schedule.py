@@ -348,6 +348,14 @@ def longest_wait(samples: list[tuple[float, int]],
     return best
 
 
+def _median(xs: list[float]) -> float | None:
+    if not xs:
+        return None
+    xs = sorted(xs)
+    mid = len(xs) // 2
+    return round(xs[mid] if len(xs) % 2 else (xs[mid - 1] + xs[mid]) / 2, 2)
+
+
 def summarize(runs: list[dict]) -> dict:
     """Totals over runs (each a ``run_result`` dict from ``bench/chaos.py``)."""
     verdicts = [r["verdict"] for r in runs]
@@ -365,5 +373,7 @@ def summarize(runs: list[dict]) -> dict:
         "longest_wait_for_a_piece_s": round(max(waits)[0], 2) if waits else None,
         "longest_wait_seed": max(waits)[1] if waits else None,
         "max_seeder_copies": max((r.get("seeder_copies") or 0.0 for r in runs), default=None),
+        "median_seeder_copies": _median([r["seeder_copies"] for r in runs
+                                         if r.get("seeder_copies") is not None]),
         "problems": [f"seed {s}: {p}" for s, p in failed],
     }
