@@ -54,6 +54,9 @@ FIRST_COPY = "every piece has left once"
 #: downloading then are reported; a peer without progress is caught sooner,
 #: by the hang rule: no piece for STALL_TIMEOUT + GRACE).
 RUN_CAP = 150.0
+#: A process not up (no "on port" line) this long after it was started is
+#: reported as a slow start (an overloaded machine), not as a hang.
+STARTUP_LIMIT = 120.0
 _PIECES = re.compile(rb"\((\d+)/\d+ pieces\)")
 _PORT = re.compile(r" on port (\d+)")
 _PROGRESS = re.compile(r"^(\d\d):(\d\d):(\d\d)\.(\d\d\d) .*\((\d+)/(\d+) pieces\)\s+down "
@@ -61,8 +64,15 @@ _PROGRESS = re.compile(r"^(\d\d):(\d\d):(\d\d)\.(\d\d\d) .*\((\d+)/(\d+) pieces\
 _TOTALS = re.compile(r"totals: uploaded (\d+) bytes")
 
 
+#: ``--murder PATH``: another ``murder`` executable (e.g. an older checkout's
+#: wrapper) for side-by-side comparisons; default the venv's.
+MURDER_OVERRIDE: str | None = None
+
+
 def murder_bin() -> str:
     """The ``murder`` console script beside this interpreter (the venv's)."""
+    if MURDER_OVERRIDE:
+        return MURDER_OVERRIDE
     path = Path(sys.executable).parent / "murder"
     if not path.exists():
         raise SystemExit(f"chaos: {path} not found; run `make venv` and use .venv/bin/python")
@@ -162,6 +172,7 @@ class Proc:
         self.pid = self.popen.pid
         self.started = time.monotonic()
         self.stopped = False
+        self.up_at: float | None = None  # monotonic time of its "on port" line
 
     def alive(self) -> bool:
         return self.popen.poll() is None
@@ -223,8 +234,10 @@ class Proc:
         return getattr(self, "_last", None)
 
     def port(self) -> int | None:
-        m = _PORT.search(self.stderr())
-        return int(m.group(1)) if m else None
+        if getattr(self, "_port", None) is None:
+            m = _PORT.search(self.stderr())
+            self._port = int(m.group(1)) if m else None
+        return self._port
 
 
 def progress_samples(text: str, day_offset: float) -> list[tuple[float, int, float]]:
@@ -258,7 +271,7 @@ class Run:
     PROGRESS = 0.5
 
     def __init__(self, schedule: cs.Schedule, workdir: Path, snub_timeout: float | None,
-                 seeder_bound: float, timeouts: bool = True) -> None:
+                 seeder_bound: float | None, timeouts: bool = True) -> None:
         self.s = schedule
         self.dir = workdir
         self.logs = workdir / "logs"
@@ -519,6 +532,9 @@ class Run:
     def observe(self) -> None:
         for name, incs in self.peers.items():
             proc = incs[-1]
+            if proc.up_at is None and proc.port() is not None:
+                proc.up_at = time.monotonic()
+                self.activity[name] = self.now()  # the hang clock starts once it is up
             pieces = proc.last_pieces()
             if pieces is not None and pieces > self._pieces.get(name, -1):
                 self._pieces[name] = pieces
@@ -561,6 +577,7 @@ class Run:
         hung: set[str] = set()
         late: set[str] = set()
         capped: set[str] = set()
+        slow: set[str] = set()
         while True:
             now = self.now()
             while self.actions and self.actions[0][0] <= now:
@@ -576,6 +593,16 @@ class Run:
                 if not proc.alive():
                     continue  # exited without a status line: judged as a failure
                 waiting.append(n)
+                if proc.up_at is None:
+                    if now - (proc.started - self.t0) > STARTUP_LIMIT:
+                        # Not a liveness failure of the peer: it never got
+                        # going (an overloaded machine); reported apart.
+                        slow.add(n)
+                        hung.add(n)
+                        self.log(f"{n}: not up (no 'on port' line) {STARTUP_LIMIT:g}s "
+                                 f"after it was started; " + diagnose(proc.pid).splitlines()[0])
+                        proc.kill()
+                    continue
                 if not proc.stopped and now - self.activity[n] > cs.STALL_TIMEOUT + cs.GRACE:
                     # Its own --stall-timeout should have ended it by now.
                     hung.add(n)
@@ -604,6 +631,8 @@ class Run:
                 break
             time.sleep(0.05)
         elapsed = self.now()
+        hung -= slow
+        self.slow = slow
         return self.teardown(hung, late, capped, elapsed, time.monotonic() - wall0)
 
     def teardown(self, hung: set[str], late: set[str], capped: set[str], elapsed: float,
@@ -638,6 +667,7 @@ class Run:
                 name=plan.name, status=last.status() if last else None,
                 exit_code=last.popen.returncode if last is not None else None,
                 hung=plan.name in hung, capped=plan.name in capped,
+                slow_start=plan.name in self.slow,
                 target=state, leftovers=leftovers, disk_full=plan.disk_full,
                 bad_target_seen=plan.name in self.bad_target,
                 completed_at=self.completed_at.get(plan.name), exited_late=plan.name in late))
@@ -647,7 +677,11 @@ class Run:
             up, ok = uploaded_bytes(proc.stderr(), self.PROGRESS)
             copies += up / self.s.size
             exact = exact and ok
-        bound = self.seeder_bound * len(self.seeders)
+        # Super-seeding must never cost more than a plain seeder sending each
+        # honest peer the payload once: N copies per seeder incarnation
+        # (``--seeder-bound C`` sets an absolute C copies per incarnation).
+        per = self.seeder_bound if self.seeder_bound is not None else float(len(self.s.peers))
+        bound = per * len(self.seeders)
         verdict = cs.judge(outcomes, [], copies, bound)
         if unclean:
             verdict.ok = False
@@ -670,6 +704,7 @@ class Run:
             if self.completed_at else None,
             "elapsed": round(elapsed, 2), "wall": round(wall, 2),
             "seeder_copies": round(copies, 2), "seeder_copies_exact": exact,
+            "seeder_bound": round(bound, 2),
             "seeder_incarnations": len(self.seeders),
             "longest_wait": worst[1], "longest_wait_peer": worst[0], "waits": waits,
             "last_words": last_words, "diagnoses": self.diagnoses,
@@ -757,7 +792,9 @@ def spawn_run(args: argparse.Namespace, seed: int, root: Path) -> dict:
     argv = [sys.executable, str(Path(__file__).resolve()), "--one", str(seed),
             "--workdir", str(workdir), "--result", str(result_path),
             "--peers", args.peers, "--snub-timeout", str(args.snub_timeout),
-            "--seeder-bound", str(args.seeder_bound)]
+            *(["--seeder-bound", str(args.seeder_bound)] if args.seeder_bound else [])]
+    if args.murder:
+        argv += ["--murder", args.murder]
     if args.kinds:
         argv += ["--kinds", args.kinds]
     if args.root:
@@ -826,7 +863,7 @@ def print_summary(summary: dict, args: argparse.Namespace) -> None:
     print(f"command: {' '.join(sys.argv)}")
     for key in ("runs", "passed", "hangs", "corrupt_or_partial", "failures",
                 "leftover_processes", "max_completion_s", "longest_wait_for_a_piece_s",
-                "longest_wait_seed", "max_seeder_copies"):
+                "longest_wait_seed", "max_seeder_copies", "median_seeder_copies"):
         print(f"{key:28} {summary[key]}")
     print(f"{'hang rule':28} an honest peer not stopped by the runner with no new piece "
           f"and no complete/failed status for {cs.STALL_TIMEOUT + cs.GRACE:g}s "
@@ -879,7 +916,7 @@ def chaos(args: argparse.Namespace) -> int:
 def wedge_once(args: argparse.Namespace, wedge: bool, seed: int, root: Path) -> dict:
     """Tracker, a rate-capped seeder, a peer W holding every piece, four
     download-capped peers; with ``wedge`` W is SIGSTOPped 2.5 s after the
-    four start.  Returns the four completion times (from their start)."""
+    four all hold a piece.  Returns the four completion times (from their start)."""
     plan = cs.Schedule(seed=seed, size=args.wedge_size_mib * 2**20, piece_length=2**16,
                        seeder_args=("--max-upload-rate", args.wedge_seeder_rate), peers=())
     workdir = root / f"wedge-{seed}-{'on' if wedge else 'off'}"
@@ -904,11 +941,15 @@ def wedge_once(args: argparse.Namespace, wedge: bool, seed: int, root: Path) -> 
         run.t0 = t0
         procs = [run.start_peer(p) for p in plans]
         stopped_at = None
+        fetching_at = None
         done: dict[str, float] = {}
         limit = t0 + 300
         while len(done) < 4 and time.monotonic() < limit:
             now = time.monotonic()
-            if wedge and stopped_at is None and now - t0 >= 2.5:
+            if fetching_at is None and all((proc.last_pieces() or 0) >= 1 for proc in procs):
+                fetching_at = now - t0  # every one of the four has a verified piece
+            if wedge and stopped_at is None and fetching_at is not None \
+                    and now - t0 >= fetching_at + 2.5:
                 w.signal(signal.SIGSTOP)
                 stopped_at = now - t0
             for p, proc in zip(plans, procs):
@@ -916,10 +957,13 @@ def wedge_once(args: argparse.Namespace, wedge: bool, seed: int, root: Path) -> 
                 if st and p.name not in done:
                     done[p.name] = now - t0 if st.startswith("complete") else float("nan")
             time.sleep(0.02)
+        w_up = sum(up for t, _, up in progress_samples(w.stderr(), _day_seconds() - (time.monotonic() - t0))
+                   if stopped_at is None or t <= stopped_at) * run.PROGRESS
         ok = all(sha256_file(run.peer_dir(p.name) / run.meta.name) == run.digest
                  if (run.peer_dir(p.name) / run.meta.name).exists() else False
                  for p in plans)
-        return {"wedge": wedge, "stopped_at": stopped_at, "times": done, "verified": ok,
+        return {"wedge": wedge, "stopped_at": stopped_at, "fetching_at": fetching_at,
+                "w_uploaded_mib": round(w_up, 2), "times": done, "verified": ok,
                 "max": max(done.values()) if len(done) == 4 else None,
                 "snub_log_lines": sum(proc.stderr().count("is not answering requests")
                                       for proc in procs)}
@@ -929,12 +973,16 @@ def wedge_once(args: argparse.Namespace, wedge: bool, seed: int, root: Path) -> 
             shutil.rmtree(workdir, ignore_errors=True)
 
 
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
 def wedge(args: argparse.Namespace) -> int:
     root = Path(tempfile.mkdtemp(prefix="murder-wedge-"))
     runs = []
-    print(f"wedge: {args.repeat} repeats x (no wedge, wedge); payload {args.wedge_size_mib} MiB, "
+    print(f"wedge: murder = {murder_bin()}; {args.repeat} repeats x (no wedge, wedge); payload {args.wedge_size_mib} MiB, "
           f"seeder --max-upload-rate {args.wedge_seeder_rate}, 4 peers --max-download-rate "
-          f"{args.wedge_peer_rate}, W SIGSTOPped 2.5 s after they start; peers' snub timeout: "
+          f"{args.wedge_peer_rate}, W SIGSTOPped 2.5 s after all four have a piece; peers' snub timeout: "
           f"{f'{args.snub_timeout:g}s' if args.wedge_snub else 'default'}", flush=True)
     for i in range(args.repeat):
         order = (False, True) if i % 2 == 0 else (True, False)
@@ -944,7 +992,9 @@ def wedge(args: argparse.Namespace) -> int:
             times = " ".join(f"{r['times'].get(f'd{k}', float('nan')):6.2f}" for k in range(4))
             print(f"  repeat {i + 1} {'wedge   ' if w else 'no wedge'}: completion s [{times}] "
                   f"max {r['max'] if r['max'] is None else round(r['max'], 2)}  "
-                  f"verified {r['verified']}  snub lines {r['snub_log_lines']}", flush=True)
+                  f"verified {r['verified']}  all fetching at {_fmt(r['fetching_at'])}s  "
+                  f"W stopped at {_fmt(r['stopped_at'])}s  W sent ~{r['w_uploaded_mib']} MiB "
+                  f"before  'not answering' lines {r['snub_log_lines']}", flush=True)
     import statistics
 
     def stats(wedged: bool) -> dict:
@@ -991,8 +1041,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="limit faults to these (stop,kill,netcut,seeder-kill,tracker-kill,hostile)")
     ap.add_argument("--snub-timeout", type=float, default=5.0,
                     help="peers' --snub-timeout in chaos runs (default 5)")
-    ap.add_argument("--seeder-bound", type=float, default=4.0,
-                    help="most payload copies one seeder incarnation may upload")
+    ap.add_argument("--seeder-bound", type=float, default=None,
+                    help="most payload copies one seeder incarnation may upload "
+                    "(default: one per honest peer, N)")
     ap.add_argument("--no-root", action="store_true",
                     help="skip the faults that need root even when root")
     ap.add_argument("--timeout", type=float, default=6 * 3600, help="global time budget, s")
@@ -1004,12 +1055,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--wedge-peer-rate", default="1M")
     ap.add_argument("--wedge-snub", action="store_true",
                     help="wedge: pass --snub-timeout to the peers (default: their default)")
+    ap.add_argument("--murder", help="murder executable to run (default: the venv's); "
+                    "e.g. a wrapper around an older checkout, for before/after figures")
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--workdir", help=argparse.SUPPRESS)
     ap.add_argument("--result", help=argparse.SUPPRESS)
     ap.add_argument("--root", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     args.peer_range = parse_range(args.peers)
+    global MURDER_OVERRIDE
+    MURDER_OVERRIDE = args.murder
     args.seed_list = [int(x) for x in args.seeds.split(",") if x.strip()]
     if args.one is not None:
         return run_one(args)

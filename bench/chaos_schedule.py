@@ -211,8 +211,9 @@ class PeerOutcome:
 
     ``status`` is the ``--status-fd`` line (``complete PATH`` /
     ``failed REASON``), ``None`` if it wrote none.  ``hung``: it went
-    ``STALL_TIMEOUT + GRACE`` seconds without a new piece and without a
-    status line while not stopped by the runner (its own ``--stall-timeout``
+    ``STALL_TIMEOUT + GRACE`` seconds, counted from when it was up (its
+    "on port" line), without a new piece and without a status line while not
+    stopped by the runner (its own ``--stall-timeout``
     should have ended it); ``capped``: still downloading, with progress, when
     the run reached its time cap.
     ``target`` is ``absent``, ``ok`` (right sha256) or ``corrupt``;
@@ -232,6 +233,7 @@ class PeerOutcome:
     exited_late: bool = False
     hung: bool = False
     capped: bool = False
+    slow_start: bool = False
 
 
 @dataclass
@@ -270,6 +272,11 @@ def judge(outcomes: list[PeerOutcome], leftover_pids: list[int] = (),  # type: i
             hangs += 1
             problems.append(f"{o.name}: HANG, no piece and no complete/failed status for "
                             f"{STALL_TIMEOUT + GRACE:g}s")
+            continue
+        if o.slow_start:
+            failures += 1
+            problems.append(f"{o.name}: SLOW START, not up 120s after it was started "
+                            f"(overloaded machine?)")
             continue
         if o.capped:
             failures += 1
@@ -341,6 +348,14 @@ def longest_wait(samples: list[tuple[float, int]],
     return best
 
 
+def _median(xs: list[float]) -> float | None:
+    if not xs:
+        return None
+    xs = sorted(xs)
+    mid = len(xs) // 2
+    return round(xs[mid] if len(xs) % 2 else (xs[mid - 1] + xs[mid]) / 2, 2)
+
+
 def summarize(runs: list[dict]) -> dict:
     """Totals over runs (each a ``run_result`` dict from ``bench/chaos.py``)."""
     verdicts = [r["verdict"] for r in runs]
@@ -358,5 +373,7 @@ def summarize(runs: list[dict]) -> dict:
         "longest_wait_for_a_piece_s": round(max(waits)[0], 2) if waits else None,
         "longest_wait_seed": max(waits)[1] if waits else None,
         "max_seeder_copies": max((r.get("seeder_copies") or 0.0 for r in runs), default=None),
+        "median_seeder_copies": _median([r["seeder_copies"] for r in runs
+                                         if r.get("seeder_copies") is not None]),
         "problems": [f"seed {s}: {p}" for s, p in failed],
     }

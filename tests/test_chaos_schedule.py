@@ -167,6 +167,12 @@ class JudgeTests:
         v = judge([PeerOutcome("p01", None, None, "absent", capped=True)])
         assert not v.ok and v.hangs == 0 and v.failures == 1
 
+    def test_slow_start_is_not_a_hang(self) -> None:
+        """A peer that never got going (an overloaded machine) is reported
+        as a failure of its own kind, not as a hang."""
+        v = judge([PeerOutcome("p01", None, None, "absent", slow_start=True)])
+        assert not v.ok and v.hangs == 0 and "SLOW START" in v.problems[0]
+
     def test_leftover_processes(self) -> None:
         """Processes left after teardown fail the run."""
         v = judge([complete("p00")], [4242])
