@@ -48,7 +48,7 @@ class Options(usage.Options):
         ["oversubscription", None, "1", "Rack uplink = hosts-per-rack × NIC ÷ this."],
         ["payload", None, "1G", "Payload size in bytes (K/M/G = 2^10/2^20/2^30)."],
         ["piece-length", None, "16M", "Piece length of the simulated torrent."],
-        ["real-piece-length", None, "16K",
+        ["real-piece-length", None, "64K",
          "Real bytes carried per piece (fidelity: a block counts piece-length ÷ this "
          "on the network; equal to --piece-length for full fidelity)."],
         ["startup", None, "0", "Per-host start-up delay: SECONDS, or MIN:MAX (uniform)."],

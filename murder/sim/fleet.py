@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from twisted.internet import defer
@@ -53,7 +53,7 @@ class FleetConfig:
     piece_length: int = 2**24
     #: Real bytes per piece (≤ piece_length); each block counts
     #: piece_length ÷ this many times on the network.
-    real_piece_length: int = BLOCK_SIZE
+    real_piece_length: int = 4 * BLOCK_SIZE
     #: Each host starts at a uniform random time in [startup_min, startup_max].
     startup_min: float = 0.0
     startup_max: float = 0.0
@@ -72,6 +72,11 @@ class FleetConfig:
     announce_interval: int = 15
     time_limit: float = 3600.0
     seed: int = 1
+    #: Model bench/swarm.py's single machine: every byte delivered costs
+    #: ``cpu_s_per_gib`` CPU-seconds per GiB out of ``cpu_cores`` shared by
+    #: all hosts (0: every host has its own CPU, as in a datacenter).
+    cpu_cores: float = 0.0
+    cpu_s_per_gib: float = 0.0
 
     @property
     def scale(self) -> int:
@@ -84,6 +89,34 @@ class FleetConfig:
     @property
     def racks(self) -> int:
         return 1 if not self.hosts_per_rack else -(-self.hosts // self.hosts_per_rack)
+
+
+def swarm_config(cfg: FleetConfig) -> SwarmConfig:
+    """The peers' tuning: murder's defaults, with the per-block limits rescaled
+    when a real block stands for ``scale`` blocks.
+
+    The core counts its request pipeline (at most 256 blocks = 4 MiB
+    outstanding per peer) and the endgame threshold (64 blocks missing) in
+    16 KiB blocks.  Left as they are, a scaled block would make them
+    ``scale`` times larger in modelled bytes (at scale 1024: 4 GiB of
+    requests per peer, the whole download in endgame).  They are divided by
+    the scale instead, keeping at least one real piece requested.  Use
+    several real blocks per piece (``real_piece_length`` 64 KiB: 4) so that
+    an upload turn is paced by the send buffer block by block; with one
+    block per piece the whole piece fits "in the buffer" at once and every
+    requester is served at the same time.
+    """
+    base = SwarmConfig(max_connections=cfg.max_connections)
+    scale = cfg.scale
+    if scale == 1:
+        return base
+    per_piece = max(1, cfg.real_piece_length // BLOCK_SIZE)
+    pipeline = max(per_piece, base.max_pipeline // scale)
+    # One request per block: a turn then spans several writes, paced by the
+    # send buffer as a real piece's 16 KiB blocks are.
+    return replace(base, max_pipeline=pipeline, min_pipeline=min(base.min_pipeline, pipeline),
+                   endgame_blocks=max(1, base.endgame_blocks // scale),
+                   request_size=BLOCK_SIZE)
 
 
 def kumar_ross_bound(size: float, u_s: float, d_min: float, uploads: list[float]) -> float:
@@ -218,6 +251,8 @@ def build_and_run(cfg: FleetConfig) -> FleetResult:
     clock = SimClock()
     net = Network(clock, hop_latency=cfg.hop_latency, goodput=cfg.goodput,
                   rate_quantum=cfg.rate_quantum)
+    if cfg.cpu_cores and cfg.cpu_s_per_gib:
+        net.add_shared(cfg.cpu_cores / cfg.cpu_s_per_gib * 2**30)
     board = Switchboard(clock, net, scale=cfg.scale, send_buffer=cfg.send_buffer,
                         resume_below=cfg.resume_below)
     nic = cfg.nic_bps / 8
@@ -258,8 +293,8 @@ def build_and_run(cfg: FleetConfig) -> FleetResult:
     receivers = [h for h in hosts if not h.seeder]
     state = {"done": 0}
 
-    peer_config = SwarmConfig(max_connections=cfg.max_connections)
-    seed_config = SwarmConfig(max_connections=cfg.max_connections, super_seed=True)
+    peer_config = swarm_config(cfg)
+    seed_config = replace(peer_config, super_seed=True)
 
     def start(host: SimHost) -> None:
         reactor = board.reactor_for(host.net_id, host.ip)
