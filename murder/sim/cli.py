@@ -123,7 +123,7 @@ class Options(usage.Options):
 
 HEADER = (f"{'policy':12} {'hosts':>6} {'racks':>5} {'time s':>8} {'bound s':>8} {'÷bound':>7} "
           f"{'p50 s':>7} {'p90 s':>7} {'seed up÷F':>9} {'xrack÷F·R':>9} {'events':>10} "
-          f"{'wall s':>7}")
+          f"{'wall s':>7} {'rack max s':>10}")
 
 
 def summary_line(result) -> str:
@@ -139,9 +139,10 @@ def summary_line(result) -> str:
     xr = f"{result.cross_rack_ratio:9.2f}" if result.cross_rack_ratio is not None else \
         f"{'-':>9}"
     racks = -(-cfg["hosts"] // cfg["hosts_per_rack"]) if cfg["hosts_per_rack"] else 1
+    span = f"{max(result.rack_duration):10.2f}" if result.rack_duration else f"{'-':>10}"
     return (f"{cfg['policy']:12} {result.hosts:6d} {racks:5d} {last} {result.bound:8.3f} "
             f"{ratio} {pct(0.5)} {pct(0.9)} {result.seeder_upload_ratio:9.2f} {xr} "
-            f"{result.events:10d} {result.wall_s:7.1f}")
+            f"{result.events:10d} {result.wall_s:7.1f} {span}")
 
 
 def draw_png(results, path: str) -> None:

@@ -219,6 +219,9 @@ class FleetResult:
     cross_rack_bytes: float
     cross_rack_ratio: float | None
     last_rack_finish: list[float] = field(default_factory=list)
+    #: Per rack: its last host's completion − the rack's start offset
+    #: (rack × rack_stagger): how long the rack took from its own start.
+    rack_duration: list[float] = field(default_factory=list)
     events: int = 0
     rate_solves: int = 0
     connections: int = 0
@@ -345,6 +348,8 @@ def build_and_run(cfg: FleetConfig) -> FleetResult:
         seeder_upload_ratio=seeder_sent / F,
         cross_rack_bytes=net.cross_rack_bytes,
         cross_rack_ratio=net.cross_rack_bytes / (F * racks) if racks > 1 else None,
-        last_rack_finish=rack_last, events=clock.events, rate_solves=net.solves,
+        last_rack_finish=rack_last,
+        rack_duration=[t - r * cfg.rack_stagger for r, t in enumerate(rack_last)],
+        events=clock.events, rate_solves=net.solves,
         connections=board.connections, wall_s=time.monotonic() - wall0, virtual_s=clock.now)
     return result
