@@ -35,6 +35,7 @@ import sys
 import tempfile
 import threading
 import time
+import types
 import urllib.parse
 from dataclasses import dataclass, field
 from typing import Callable
@@ -52,7 +53,7 @@ from gate import Gate, Proc, is_parked, stop_all  # noqa: E402
 from netns import (TRACKER_ADDR, Host, Interrupted, Topology, cleanup_stale,  # noqa: E402
                    install_signal_handlers, list_namespaces, netns_available, verify_shaping)
 
-ALL_METHODS = ("murder", "http", "aria2", "libtorrent")
+ALL_METHODS = ("murder", "http", "aria2", "libtorrent", "murder-legacy", "murder2010")
 TRACKER_PORTS = {"murder": 8998, "opentracker": 6969}
 BT_PORT = 6881
 HTTP_PORT = 8000
@@ -144,15 +145,26 @@ class Payload:
     def name(self) -> str:
         return os.path.basename(self.path)
 
-    def torrent(self, tracker: str, piece_length: int | None) -> tuple[str, bytes]:
-        """Torrent announcing to ``tracker`` on the tracker host (made once, cached)."""
+    def torrent(self, tracker: str, piece_length: int | None,
+                maker: Callable[[str], list[str]] | None = None,
+                env: dict | None = None) -> tuple[str, bytes]:
+        """Torrent announcing to ``tracker`` on the tracker host (made once, cached).
+
+        ``maker(out)`` gives another make-torrent command line (the legacy
+        scripts, the 2010 original); ``tracker`` is then just the cache key.
+        """
         if tracker not in self.torrents:
             out = f"{self.path}.{tracker}.torrent"
-            url = f"http://{TRACKER_ADDR}:{TRACKER_PORTS[tracker]}/announce"
-            argv = [MURDER, "make-torrent", "--announce", url, "-o", out, "--quiet"]
-            if piece_length:
-                argv += ["--piece-length", str(piece_length)]
-            subprocess.run(argv + [self.path], check=True, capture_output=True, timeout=120)
+            if maker is not None:
+                argv = maker(out)
+            else:
+                url = f"http://{TRACKER_ADDR}:{TRACKER_PORTS[tracker]}/announce"
+                argv = [MURDER, "make-torrent", "--announce", url, "-o", out, "--quiet"]
+                if piece_length:
+                    argv += ["--piece-length", str(piece_length)]
+                argv.append(self.path)
+            subprocess.run(argv, check=True, capture_output=True, timeout=120,
+                           env=dict(os.environ, **(env or {})))
             with open(out, "rb") as f:
                 info = bencodepy.decode(f.read())[b"info"]
             self.torrents[tracker] = (out, hashlib.sha1(bencodepy.encode(info)).digest())
@@ -231,13 +243,16 @@ class Context:
             time.sleep(0.05)
 
     # ------------------------------------------------------------ trackers
-    def start_tracker(self, kind: str, info_hash: bytes) -> None:
-        """Start the tracker; opentracker (Debian: whitelist build) is told ``info_hash``."""
+    def start_tracker(self, kind: str, info_hash: bytes, extra: list[str] | None = None) -> None:
+        """Start the tracker; opentracker (Debian: whitelist build) is told ``info_hash``.
+
+        ``extra``: more arguments for ``murder tracker`` (``--variant-tracker``).
+        """
         host = self.topo.tracker
         port = TRACKER_PORTS[kind]
         if kind == "murder":
             argv = [MURDER, "tracker", "--port", str(port), "--bind", host.addr,
-                    "--dfile", os.path.join(self.workdir, "tracker.dfile")]
+                    "--dfile", os.path.join(self.workdir, "tracker.dfile"), *(extra or ())]
         else:
             chroot = os.path.join(self.workdir, "opentracker")
             os.makedirs(chroot, exist_ok=True)
@@ -288,6 +303,9 @@ class Method:
     def receiver(self, ctx: Context, host: Host, dest: str) -> tuple[list[str], dict, Receiver]:
         raise NotImplementedError
 
+    def after_run(self, ctx: Context, rec: dict, seconds: float) -> None:
+        """Add method-specific figures to ``rec`` while the processes still run."""
+
 
 @functools.lru_cache(maxsize=None)
 def _works(argv: tuple[str, ...]) -> bool:
@@ -311,7 +329,7 @@ class MurderMethod(Method):
     name = "murder"
 
     def __init__(self, name: str = "murder", extra: list[str] | None = None,
-                 command: str = MURDER) -> None:
+                 command: str = MURDER, tracker_extra: list[str] | None = None) -> None:
         #: A ``--variant``: the same method with extra arguments for both
         #: ``murder seed`` and ``murder peer`` (same tuning options), or with
         #: another ``murder`` executable (``--variant-command``, e.g. an older
@@ -319,6 +337,8 @@ class MurderMethod(Method):
         self.name = name
         self.extra = list(extra or ())
         self.command = command
+        #: More arguments for our tracker (``--variant-tracker``).
+        self.tracker_extra = list(tracker_extra or ())
 
     def unavailable(self, args: argparse.Namespace) -> str | None:
         for sub in ("seed", "peer"):
@@ -331,7 +351,7 @@ class MurderMethod(Method):
 
     def start_infra(self, ctx: Context) -> None:
         self.torrent, info_hash = ctx.payload.torrent("murder", ctx.args.piece_length)
-        ctx.start_tracker("murder", info_hash)
+        ctx.start_tracker("murder", info_hash, self.tracker_extra)
         s = ctx.topo.seeder
         seeder = ctx.spawn(s, "seeder", [self.command, "seed", "--torrent", self.torrent,
                                          "--file", ctx.payload.path, "--ip", s.addr,
@@ -344,6 +364,19 @@ class MurderMethod(Method):
         if "--seed-time" not in ctx.args.murder_peer_args:
             argv.append("--seed-until-swarm-done")
         return argv, {}, Receiver(host, os.path.join(dest, ctx.payload.name), "path")
+
+    def after_run(self, ctx: Context, rec: dict, seconds: float) -> None:
+        """Tracker load: announces answered (from its /metrics) per peer per second."""
+        url = f"http://{ctx.topo.tracker.addr}:{TRACKER_PORTS['murder']}/metrics"
+        r = subprocess.run(ctx.topo.argv(ctx.topo.tracker, ["curl", "-s", "-m", "2", url]),
+                           capture_output=True, timeout=10, text=True)
+        total = 0.0
+        for line in r.stdout.splitlines():
+            if line.startswith("murder_tracker_announces_total{"):
+                total += float(line.rsplit(" ", 1)[1])
+        if total and seconds > 0:
+            rec["tracker_announces"] = total
+            rec["tracker_announces_per_peer_s"] = total / seconds / (rec["n"] + 1)
 
 
 class HttpMethod(Method):
@@ -434,10 +467,180 @@ class LibtorrentMethod(Method):
         return argv, {}, Receiver(host, os.path.join(dest, ctx.payload.name), "marker", marker)
 
 
+LEGACY_DIST = os.path.join(REPO, "contrib", "capistrano_compat", "dist")
+MURDER2010_DIST = "/work/shared/baselines/murder-2010/dist"
+LEGACY_PORT = 8998  # murder_tracker.py's fixed default (the recipes pass no --port)
+
+
+def _pyenv_python27() -> str | None:
+    """``$(pyenv root)/versions/2.7.18/bin/python2.7``, or None when missing."""
+    roots = [os.environ.get("PYENV_ROOT")]
+    try:
+        roots.append(subprocess.run(["pyenv", "root"], capture_output=True, text=True,
+                                    timeout=10).stdout.strip())
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    roots.append(os.path.expanduser("~/.pyenv"))
+    for root in roots:
+        if root:
+            path = os.path.join(root, "versions", "2.7.18", "bin", "python2.7")
+            if os.access(path, os.X_OK):
+                return path
+    return None
+
+
+class LegacyScriptsMethod(Method):
+    """What a Capistrano user runs: our contrib/capistrano_compat/dist scripts.
+
+    Exactly the recipes' calls: ``python murder_tracker.py`` (port 8998,
+    ``data`` in its working folder), ``python murder_make_torrent.py F
+    HOST:8998 F.torrent``, ``python murder_client.py seeder F.torrent F IP``
+    and on each host ``python murder_client.py peer F.torrent SAVEAS IP``,
+    where ``python`` is the venv's (it imports the installed package).  A
+    receiver is done when its ``peer`` command exits 0 (after ``done and
+    done``); its detached lingering seeder is adopted by the harness (child
+    subreaper) so that its CPU counts too.
+    """
+
+    name = "murder-legacy"
+
+    def __init__(self, name: str = "murder-legacy", python: str = VENV_PYTHON,
+                 dist: str = LEGACY_DIST) -> None:
+        self.name = name
+        self.python = python
+        self.dist = dist
+
+    def script(self, name: str) -> str:
+        return os.path.join(self.dist, name)
+
+    def env(self, ctx: Context, role: str) -> dict:
+        return {}
+
+    def unavailable(self, args: argparse.Namespace) -> str | None:
+        if not os.path.isfile(self.script("murder_client.py")):
+            return f"{self.script('murder_client.py')} is missing"
+        if not _works((self.python, "-c", "import murder")):
+            return f"`{self.python} -c 'import murder'` fails"
+        return None
+
+    def start_infra(self, ctx: Context) -> None:
+        hostport = f"{TRACKER_ADDR}:{LEGACY_PORT}"
+        self.torrent, info_hash = ctx.payload.torrent(
+            self.name, None,
+            maker=lambda out: [self.python, self.script("murder_make_torrent.py"),
+                               ctx.payload.path, hostport, out],
+            env=self.env(ctx, "make-torrent"))
+        t = ctx.topo.tracker
+        tracker = ctx.spawn(t, "tracker", [self.python, self.script("murder_tracker.py")],
+                            env=self.env(ctx, "tracker"))
+        ctx.wait_until("legacy tracker", lambda: ctx._http_ok(
+            f"http://{t.addr}:{LEGACY_PORT}/scrape"), 30, [tracker])
+        s = ctx.topo.seeder
+        seeder = ctx.spawn(s, "seeder", [self.python, self.script("murder_client.py"), "seeder",
+                                         self.torrent, ctx.payload.path, s.addr],
+                           env=self.env(ctx, "seeder"))
+        ctx.wait_seeded("murder", info_hash, seeder)
+
+    def receiver(self, ctx: Context, host: Host, dest: str) -> tuple[list[str], dict, Receiver]:
+        target = os.path.join(dest, ctx.payload.name)
+        argv = [self.python, self.script("murder_client.py"), "peer", self.torrent, target,
+                host.addr]
+        return argv, self.env(ctx, f"peer-{host.index}"), Receiver(host, target, "exit")
+
+
+class Murder2010Method(LegacyScriptsMethod):
+    """The original 2010 Murder (Python 2.7 + BitTornado), as the recipes run it.
+
+    Runs a private copy of ``--murder2010-dist`` made in the run's temporary
+    root and byte-compiled there (what a host holds after the scripts' first
+    run; the shared copy stays read-only and nothing lands in the project).
+    Every process gets its own HOME (BitTornado writes ``~/.BitTornado``) and
+    PYTHONDONTWRITEBYTECODE=1.  The peer forks a detached 30 s seeder after
+    ``done and done``; the harness adopts it (child subreaper), counts its
+    CPU and kills it by PID.  The client exits 0 even when it gives up: the
+    harness's sha256 check decides.
+    """
+
+    name = "murder2010"
+
+    def __init__(self) -> None:
+        super().__init__("murder2010", python="", dist="")
+
+    def unavailable(self, args: argparse.Namespace) -> str | None:
+        python = args.python27 or _pyenv_python27()
+        if not python or not os.access(python, os.X_OK):
+            return ("python2.7 not found ($(pyenv root)/versions/2.7.18/bin/python2.7 or "
+                    "--python27): the 2010 original cannot run")
+        if not os.path.isfile(os.path.join(args.murder2010_dist, "murder_client.py")):
+            return f"{args.murder2010_dist}/murder_client.py is missing"
+        self.python = python
+        if not self.dist:
+            private = os.path.join(args.root, "murder2010-dist")
+            shutil.copytree(args.murder2010_dist, private)
+            subprocess.run([python, "-m", "compileall", "-q", private],
+                           stdout=subprocess.DEVNULL, check=False, timeout=120)
+            self.dist = private
+        return None
+
+    def env(self, ctx: Context, role: str) -> dict:
+        home = os.path.join(ctx.workdir, "home", role)
+        os.makedirs(home, exist_ok=True)
+        return {"HOME": home, "PYTHONDONTWRITEBYTECODE": "1"}
+
+
 METHODS: dict[str, Callable[[], Method]] = {
     "murder": MurderMethod, "http": HttpMethod, "aria2": Aria2Method,
-    "libtorrent": LibtorrentMethod,
+    "libtorrent": LibtorrentMethod, "murder-legacy": LegacyScriptsMethod,
+    "murder2010": Murder2010Method,
 }
+
+
+# ------------------------------------------------- detached processes
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_subreaper() -> bool:
+    """Make orphaned descendants our children (Linux prctl), so that the
+    detached seeders of ``murder_client.py peer`` can be found, stopped by
+    PID and their CPU read with wait4 like any other process of a method."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def adopt_orphans(known: set[int]) -> list[Proc]:
+    """Our children that we did not start (re-parented orphans), as Procs.
+
+    Call only while no other thread runs a ``subprocess`` of its own (the run's
+    teardown): then every child not in ``known`` is an adopted orphan.  Each
+    gets a wait4 reaper; a zombie is reaped at once with its rusage.
+    """
+    me = os.getpid()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) in known:
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                head, _, rest = f.read().rpartition(")")
+            ppid = int(rest.split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmd = [c.decode(errors="replace") for c in f.read().split(b"\0") if c]
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid != me:
+            continue
+        pid = int(entry)
+        popen = types.SimpleNamespace(pid=pid, returncode=None)
+        proc = Proc(f"detached-{pid}", "detached", cmd or [head.partition("(")[2]],
+                    popen, time.monotonic())  # type: ignore[arg-type]
+        proc.cpu_at_gate = 0.0  # born after the gate
+        threading.Thread(target=proc._reap, name=f"reap-{pid}", daemon=True).start()
+        found.append(proc)
+    return found
 
 
 # ---------------------------------------------------------------------- run
@@ -516,6 +719,7 @@ def run_one(method: Method, n: int, size: int, rate_mbit: float, repeat: int,
     workdir = tempfile.mkdtemp(prefix=f"{method.name}-n{n}-r{repeat}-", dir=root)
     run_timeout = args.run_timeout or max(60.0, 3.0 * n * bound + 30.0)
     receivers: list[Receiver] = []
+    detached: list[Proc] = []
     with Topology(n, rate_mbit, queue_ms=args.queue_ms) as topo:
         ctx = Context(topo, payload, workdir, args)
         try:
@@ -537,20 +741,25 @@ def run_one(method: Method, n: int, size: int, rate_mbit: float, repeat: int,
             monitor(receivers, payload, t0 + run_timeout)
             t_end = max((r.t_done for r in receivers if r.t_done), default=time.monotonic())
             tx1 = topo.link_bytes(topo.seeder)["tx_bytes"]
+            method.after_run(ctx, rec, time.monotonic() - t0)
             rec["qdisc_drops"] = topo.qdisc_drops()
         except Exception as e:  # noqa: BLE001 - a failed run is a result, not a crash
             rec.update(status="failed", reason=f"{type(e).__name__}: {e}")
             t0 = t_end = time.monotonic()
             tx0 = tx1 = 0
         finally:
-            stop_all([r.proc for r in receivers if r.proc])
+            known = {r.proc.pid for r in receivers if r.proc} | {p.pid for p in ctx.infra}
+            detached = adopt_orphans(known)
+            stop_all([r.proc for r in receivers if r.proc] + detached)
             stop_all(ctx.infra)
             ctx.gate.close()
     failures = [f"{r.host.addr}: {r.failure}" for r in receivers if r.failure]
     if failures and rec["status"] == "ok":
         rec.update(status="failed", reason="; ".join(failures[:4]))
     delivered = sum(size for r in receivers if r.t_done)
-    peers_cpu = sum(r.proc.cpu_after_gate or 0.0 for r in receivers if r.proc)
+    # Detached lingering seeders (legacy `peer`) count as the receivers' CPU.
+    detached_cpu = sum(p.cpu_after_gate or 0.0 for p in detached)
+    peers_cpu = sum(r.proc.cpu_after_gate or 0.0 for r in receivers if r.proc) + detached_cpu
     infra_cpu = {p.role: p.cpu_after_gate for p in ctx.infra}
     rec.update({
         "time_s": (t_end - t0) if rec["status"] == "ok" else None,
@@ -562,6 +771,9 @@ def run_one(method: Method, n: int, size: int, rate_mbit: float, repeat: int,
             "maxrss_kib": r.proc.maxrss_kib if r.proc else None} for r in receivers],
         "infra": [{"role": p.role, "cpu_s": p.cpu_after_gate, "cpu_before_gate_s": p.cpu_at_gate,
                    "maxrss_kib": p.maxrss_kib, "exit": p.status} for p in ctx.infra],
+        "detached": [{"argv": p.argv, "cpu_s": p.cpu_s, "maxrss_kib": p.maxrss_kib,
+                      "exit": p.status} for p in detached],
+        "detached_cpu_s": detached_cpu,
         "seeder_upload_bytes": tx1 - tx0,
         "seeder_upload_ratio": (tx1 - tx0) / size,
         "peers_cpu_s": peers_cpu,
@@ -616,6 +828,9 @@ def table(records: list[dict], header: bool = True) -> str:
              for r in records if r["status"] != "ok"]
     notes += [f"  {r['method']} N={r['n']}: median of {r['ok_runs']} successful of {r['runs']} runs"
               for r in records if r.get("ok_runs", 0) < r.get("runs", 0)]
+    notes += [f"  {r['method']} N={r['n']} #{r['repeat']}: tracker load "
+              f"{r['tracker_announces_per_peer_s']:.3f} announces/s per peer"
+              for r in records if r.get("tracker_announces_per_peer_s")]
     return "\n".join(lines + notes)
 
 
@@ -633,7 +848,8 @@ def summarize(records: list[dict]) -> list[dict]:
         med = {"method": method, "n": n, "size_bytes": size, "rate_mbit": rate, "repeat": "median",
                "status": "ok", "runs": len(rs), "ok_runs": len(ok), "bound_s": ok[0]["bound_s"]}
         for key in ("time_s", "ratio", "seeder_upload_ratio", "cpu_s", "peers_cpu_s",
-                    "peers_cpu_s_per_gib", "peak_rss_kib", "cpu_saturation"):
+                    "peers_cpu_s_per_gib", "peak_rss_kib", "cpu_saturation",
+                    "tracker_announces_per_peer_s"):
             vals = [r[key] for r in ok if r.get(key) is not None]
             med[key] = statistics.median(vals) if vals else None
         out.append(med)
@@ -716,6 +932,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="run the --variant NAME (or a new variant) with this `murder` "
                          "executable for seeder and peers, e.g. a wrapper running an older "
                          "checkout (the tracker stays ours)")
+    ap.add_argument("--variant-tracker", action="append", default=[], metavar="NAME=ARGS",
+                    help="extra arguments for `murder tracker` in the murder method or "
+                         "--variant NAME (shell-quoted), e.g. "
+                         "'murder-li0=--leecher-interval=0'; repeatable")
+    ap.add_argument("--legacy-dist", action="append", default=[], metavar="NAME=DIR",
+                    help="a method NAME that runs the legacy scripts of another dist folder "
+                         "(e.g. an older checkout's contrib/capistrano_compat/dist) like "
+                         "murder-legacy; list NAME in --methods (repeatable)")
+    ap.add_argument("--python27", default=None,
+                    help="python2.7 for the murder2010 method "
+                         "(default: $(pyenv root)/versions/2.7.18/bin/python2.7)")
+    ap.add_argument("--murder2010-dist", default=MURDER2010_DIST,
+                    help=f"the original Murder's dist/ folder (default {MURDER2010_DIST})")
     ap.add_argument("--queue-ms", type=float, default=100.0,
                     help="FIFO behind each shaper, in ms at the rate (default 100)")
     ap.add_argument("--run-timeout", type=float, default=None,
@@ -745,7 +974,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             ap.error(f"--variant-command {spec!r}: expected NAME=PATH to an executable")
         args.variant_commands[name] = path
         args.variants.setdefault(name, [])
-    unknown = set(args.methods) - set(ALL_METHODS) - set(args.variants)
+    args.variant_trackers = {}
+    for spec in args.variant_tracker:
+        name, sep, extra = spec.partition("=")
+        if not sep or not name or name in set(ALL_METHODS) - {"murder"}:
+            ap.error(f"--variant-tracker {spec!r}: expected NAME=ARGS for murder or a variant")
+        args.variant_trackers[name.strip()] = shlex.split(extra)
+        if name.strip() != "murder":
+            args.variants.setdefault(name.strip(), [])
+    args.legacy_dists = {}
+    for spec in args.legacy_dist:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or name in ALL_METHODS or \
+                not os.path.isfile(os.path.join(path, "murder_client.py")):
+            ap.error(f"--legacy-dist {spec!r}: expected NAME=DIR holding murder_client.py")
+        args.legacy_dists[name] = os.path.abspath(path)
+    unknown = set(args.methods) - set(ALL_METHODS) - set(args.variants) - set(args.legacy_dists)
     if unknown:
         ap.error(f"unknown method(s): {', '.join(sorted(unknown))}")
     args.rates = {}
@@ -768,12 +1012,18 @@ def main(argv: list[str] | None = None) -> int:
     # installed package costs (pip byte-compiles on install).
     import murder
     subprocess.run([sys.executable, "-m", "compileall", "-q",
-                    os.path.dirname(murder.__file__)], stdout=subprocess.DEVNULL, check=False)
+                    os.path.dirname(murder.__file__), LEGACY_DIST,
+                    *args.legacy_dists.values()],
+                   stdout=subprocess.DEVNULL, check=False)
+    if not become_subreaper():
+        print("swarm.py: prctl(PR_SET_CHILD_SUBREAPER) failed: detached legacy seeders "
+              "are not counted", file=sys.stderr)
     stale = cleanup_stale()
     if stale:
         print(f"removed stale namespaces of dead runs: {' '.join(stale)}")
     base = args.workdir or ("/dev/shm" if os.path.isdir("/dev/shm") else None)
     root = tempfile.mkdtemp(prefix=f"mzb{os.getpid()}-", dir=base)
+    args.root = root
     report: dict = {"config": {k: v for k, v in vars(args).items() if k not in ("rates",)},
                     "rates": {str(k): v for k, v in args.rates.items()},
                     "host": {"cpus": os.cpu_count(), "loadavg_start": os.getloadavg()},
@@ -791,8 +1041,10 @@ def main(argv: list[str] | None = None) -> int:
                       f"Mbit/s (goodput; ≈0.96 × rate after TCP/IP/Ethernet headers)")
                 if not 0.85 * rate <= check["single"] <= 1.05 * rate:
                     print("WARNING: measured rate is off the configured one", file=sys.stderr)
-        methods = [METHODS[m]() if m in METHODS else
-                   MurderMethod(m, args.variants[m], args.variant_commands.get(m, MURDER))
+        methods = [METHODS[m]() if m in METHODS and m not in args.variant_trackers else
+                   LegacyScriptsMethod(m, dist=args.legacy_dists[m]) if m in args.legacy_dists
+                   else MurderMethod(m, args.variants.get(m), args.variant_commands.get(m, MURDER),
+                                     args.variant_trackers.get(m))
                    for m in args.methods]
         print(table([]), flush=True)
         for size_mib in args.sizes_mib:

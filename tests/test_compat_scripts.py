@@ -178,8 +178,10 @@ class MakeTorrentTests:
     """murder_make_torrent.py: silent success, legacy metainfo, clear failures."""
 
     def test_legacy_torrent(self, tmp_path):
-        """The torrent has 2^18 pieces, http://host:port/announce, the file's name
-        and a creation date; nothing is printed."""
+        """The torrent has make-torrent's automatic piece length (not BitTornado's
+        fixed 2^18: nothing in the recipes reads it, and smaller pieces spread
+        sooner), http://host:port/announce, the file's name and a creation
+        date; nothing is printed."""
         payload = tmp_path / "release.tgz"
         payload.write_bytes(os.urandom(700_000))
         before = int(time.time())
@@ -187,10 +189,10 @@ class MakeTorrentTests:
                             str(tmp_path / "release.tgz.torrent"), cwd=tmp_path)
         assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
         meta = metainfo.load(str(tmp_path / "release.tgz.torrent"))
-        assert meta.piece_length == 2**18 == metainfo.LEGACY_PIECE_LENGTH
+        assert meta.piece_length == metainfo.auto_piece_length(700_000) == 2**17
         assert meta.announce == "http://tracker.example:8998/announce"
         assert meta.name == "release.tgz"
-        assert meta.total_length == 700_000 and meta.num_pieces == 3
+        assert meta.total_length == 700_000 and meta.num_pieces == 6
         assert meta.creation_date is not None and meta.creation_date >= before - 1
         assert sorted(p.name for p in tmp_path.iterdir()) == ["release.tgz",
                                                               "release.tgz.torrent"]
@@ -310,7 +312,10 @@ class ClientTests:
     def test_peer_already_complete_detaches(self, tmp_path):
         """A payload already complete at <saveas> gives `done and done`, exit 0 at
         once, and leaves a detached seeder: own session, SIGHUP ignored, stdio on
-        /dev/null, command line still matching the recipes' pkill pattern."""
+        /dev/null, command line still matching the recipes' pkill pattern.  It is
+        a fork of the foreground command, not a second interpreter started with
+        the status fd in its environment (each Python start costs every host
+        CPU at the same moment of a deploy)."""
         from compat_recipes import kill_pids, pids_matching
 
         payload, torrent = _legacy_torrent(tmp_path, free_port())
@@ -333,6 +338,8 @@ class ClientTests:
             assert int(_proc_status(pid)["SigIgn"], 16) & (1 << (signal.SIGHUP - 1))
             for fd in (0, 1, 2):
                 assert os.readlink(f"/proc/{pid}/fd/{fd}") == "/dev/null"
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                assert b"MURDER_COMPAT_STATUS_FD=" not in f.read()
             assert payload.read_bytes() == original
         finally:
             kill_pids(pids_matching(pattern))

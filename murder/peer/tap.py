@@ -31,6 +31,35 @@ from murder.peer.storage import DownloadStorage, SeedStorage
 from murder.peer.wire import BLOCK_SIZE
 
 
+#: Largest torrent read from a stream (as :func:`metainfo.load` allows for files).
+MAX_STREAM_TORRENT = 64 * 1024 * 1024
+
+
+def read_torrent_stream(stream) -> bytes:
+    """One bencoded torrent from ``stream``, read up to its last byte only.
+
+    Reading stops where the torrent ends, so the caller's pipe stays open: a
+    controller (``murder deploy`` over ssh) sends the torrent on stdin and
+    later ends the run by closing it (``--stop-on-eof``).
+    """
+    from murder import bencode
+    from murder.errors import MetainfoError
+
+    data = b""
+    while True:
+        end = bencode.value_end(data)
+        if end is not None:
+            return data[:end]
+        if len(data) > MAX_STREAM_TORRENT:
+            raise MetainfoError("the torrent on stdin is larger than 64 MiB")
+        # read1 returns what is there (at least one byte) instead of waiting
+        # for a full buffer: the sender keeps the pipe open after the torrent.
+        chunk = stream.read1(65536) if hasattr(stream, "read1") else stream.read(1)
+        if not chunk:
+            raise MetainfoError("stdin ended before a whole torrent was read")
+        data += chunk
+
+
 def parse_rate(text: str) -> int:
     """``"0"``, ``"500K"``, ``"12.5M"``, ``"1G"`` → int bytes (a size, or bytes per second)."""
     text = text.strip().upper().removesuffix("/S").removesuffix("B")
@@ -49,7 +78,7 @@ def parse_rate(text: str) -> int:
 
 class _CommonOptions(usage.Options):
     optParameters: list[list[Any]] = [
-        ["torrent", "t", None, "The .torrent file (required)."],
+        ["torrent", "t", None, "The .torrent file (required; '-': read it from stdin)."],
         ["port", "p", 0, "TCP port to accept peers on (0: any free port).", int],
         ["bind", None, "", "Local address to listen on (default: all)."],
         ["ip", None, None, "Address announced to the tracker (ip=); default: as seen by it."],
@@ -118,7 +147,10 @@ class _CommonOptions(usage.Options):
         if self["upload-slots"] < 0:
             raise usage.UsageError("--upload-slots cannot be negative")
         try:
-            self["meta"] = metainfo.load(self["torrent"])
+            if self["torrent"] == "-":
+                self["meta"] = metainfo.parse(read_torrent_stream(sys.stdin.buffer))
+            else:
+                self["meta"] = metainfo.load(self["torrent"])
         except MurderError as e:
             raise usage.UsageError(str(e)) from None
 
@@ -159,7 +191,10 @@ class PeerOptions(_CommonOptions):
         ["status-fd", None, None, "Write 'complete PATH' or 'failed REASON' to this fd.", int],
     ]
     optFlags = [["seed-until-swarm-done", None,
-                 "Seed until every peer is done (bounded by --max-linger), not --seed-time."]]
+                 "Seed until every peer is done (bounded by --max-linger), not --seed-time."],
+                ["stop-on-eof", None,
+                 "Stop cleanly, as on SIGTERM, when stdin closes (for a controller such "
+                 "as `murder deploy` holding the pipe; use with --torrent -)."]]
 
     def postOptions(self) -> None:  # noqa: N802
         if bool(self["destination"]) == bool(self["saveas"]):
@@ -194,6 +229,7 @@ class RunConfig:
     seed_until_swarm_done: bool = False
     max_linger: float = 300.0
     status_fd: int | None = None
+    stop_on_eof: bool = False
 
 
 def config_from(options: _CommonOptions) -> RunConfig:
@@ -219,7 +255,17 @@ def config_from(options: _CommonOptions) -> RunConfig:
     return RunConfig(role="peer", path=os.path.abspath(target),
                      seed_time=options["seed-time"],
                      seed_until_swarm_done=bool(options["seed-until-swarm-done"]),
-                     max_linger=options["max-linger"], status_fd=options["status-fd"], **common)
+                     max_linger=options["max-linger"], status_fd=options["status-fd"],
+                     stop_on_eof=bool(options["stop-on-eof"]), **common)
+
+
+def udp_client(reactor, urls: tuple[str, ...]):
+    """The BEP 15 client when the torrent lists a ``udp://`` tracker, else None."""
+    if not any(u.startswith("udp://") for u in urls):
+        return None
+    from murder.peer.udptracker import UDPTrackerClient
+
+    return UDPTrackerClient(reactor)
 
 
 def http_client(reactor, ca: str | None, urls: tuple[str, ...] = (),
@@ -227,7 +273,7 @@ def http_client(reactor, ca: str | None, urls: tuple[str, ...] = (),
     """The announce client: the light :class:`PlainHTTP` when every tracker is
     ``http://``, else treq; with ``ca``, https trackers must present a
     certificate it signed, and with ``client_cert`` we present ours."""
-    if ca is None and all(u.startswith("http://") for u in urls):
+    if ca is None and all(u.startswith(("http://", "udp://")) for u in urls):
         from murder.peer.httpget import PlainHTTP
 
         return PlainHTTP(reactor)
@@ -370,6 +416,7 @@ class SwarmRun:
         self.announcer = Announcer(
             self.reactor, self.http, c.meta.trackers, c.meta.info_hash, swarm.peer_id, port,
             c.ip, swarm.stats, self._tracker_reply, tracker_timeout=c.tracker_timeout,
+            udp=udp_client(self.reactor, c.meta.trackers),
         )
         swarm.start()
         self._start_progress()
@@ -556,6 +603,33 @@ def _skip_tls_stack(config: RunConfig) -> None:
         sys.modules.setdefault("OpenSSL", None)  # type: ignore[arg-type]
 
 
+def _stop_on_stdin_eof(reactor) -> None:
+    """Stop the reactor (a clean stop, as SIGTERM) once stdin reaches EOF.
+
+    A blocking read in a daemon thread, not a reactor reader: stdin may be a
+    pipe shared with nothing else, but making it non-blocking could affect a
+    descriptor the caller also holds.  Bytes read are ignored."""
+    import threading
+
+    def watch() -> None:
+        try:
+            while os.read(0, 4096):
+                pass
+        except OSError:
+            pass
+        reactor.callFromThread(stop)
+
+    def stop() -> None:
+        from twisted.internet.error import ReactorNotRunning
+
+        try:
+            reactor.stop()
+        except ReactorNotRunning:
+            pass
+
+    threading.Thread(target=watch, name="stdin-eof", daemon=True).start()
+
+
 def run_foreground(options: _CommonOptions) -> int:
     """Run in the foreground on the global reactor; return the exit status."""
     config = config_from(options)
@@ -594,6 +668,8 @@ def run_foreground(options: _CommonOptions) -> int:
 
     if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
         signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(reactor.stop))
+    if config.stop_on_eof:
+        _stop_on_stdin_eof(reactor)
     reactor.callWhenRunning(run.start)
     reactor.addSystemEventTrigger("before", "shutdown", run.stop)
     reactor.run()
