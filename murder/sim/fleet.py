@@ -23,7 +23,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from murder.peer.announcer import Announcer
-from murder.peer.session import Swarm, SwarmConfig
+from murder.peer.session import Swarm, SwarmConfig, make_peer_id
 from murder.peer.wire import BLOCK_SIZE, Bitfield
 from murder.sim.clock import SimClock
 from murder.sim.link import SimPeerFactory, SimPeerProtocol, Switchboard
@@ -36,6 +36,9 @@ from murder.tracker.web import TrackerApp
 log = Logger()
 
 TRACKER_URL = "http://10.255.255.1:8998/announce"
+#: Peer ids as this version of ``murder peer`` makes them (the version in
+#: the id switches protocol features such as keep-alives on).
+_PEER_ID_START = make_peer_id()[:8]
 PORT = 6881
 
 
@@ -302,7 +305,7 @@ def build_and_run(cfg: FleetConfig) -> FleetResult:
     def start(host: SimHost) -> None:
         reactor = board.reactor_for(host.net_id, host.ip)
         have = Bitfield(meta.num_pieces, full=host.seeder)
-        peer_id = b"-MU0100-" + rng.randbytes(12)
+        peer_id = _PEER_ID_START + rng.randbytes(12)
         swarm = Swarm(meta, storage, have, reactor, seed_config if host.seeder else peer_config,
                       peer_id=peer_id, listen_port=PORT, rng=random.Random(rng.random()),
                       on_complete=lambda: completed(host))
