@@ -116,6 +116,20 @@ class HandoutTests:
             assert [rack_of(p) == rack_of(me) for p in four[1:1 + len(mine)]] == \
                 [True] * len(mine)
 
+    def test_gateways_only_cross_racks(self):
+        """With gateways=2 only each rack's first two peers get a far share;
+        everyone still gets the seeder."""
+        s = fleet(self.policy(gateways=2))
+        torrent = s.torrents[IH]
+        crossing = {r: 0 for r in range(4)}
+        for n in range(1, 41):
+            me = torrent.peers[b"%020d" % n]
+            four, _ = s.sample(torrent, me.peer_id, 8)
+            assert four[0].left == 0
+            if any(rack_of(p) != rack_of(me) for p in four[1:]):
+                crossing[rack_of(me)] += 1
+        assert crossing == {0: 2, 1: 2, 2: 2, 3: 2}
+
     def test_row_before_rest_of_dc(self):
         """After the own rack and the far share, the same row is preferred."""
         s = fleet(self.policy(far_share=0.0, seeders=0))

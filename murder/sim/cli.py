@@ -55,7 +55,7 @@ class Options(usage.Options):
         ["rack-stagger", None, "0", "Rack r starts r × SECONDS later."],
         ["policy", None, "random",
          "Tracker handout, or a comma-separated list to compare: random, rack, "
-         "rack-far10, rack-noseed, rack-strict."],
+         "rack-far10, rack-gw2, rack-noseed, rack-strict."],
         ["numwant", None, "500", "Peers asked of the tracker per announce."],
         ["max-connections", None, "200", "Peer connections per host."],
         ["seeders", None, "1", "Origin seeders."],
