@@ -68,6 +68,7 @@ class Options(usage.Options):
         ["json", None, None, "Write the results as JSON to this file."],
         ["png", None, None, "Draw the completion CDF to this PNG (needs matplotlib)."],
     ]
+    optFlags = [["progress", None, "Print a status line to stderr every 0.25 virtual s."]]
 
     def postOptions(self) -> None:  # noqa: N802
         from murder.sim.fleet import FleetConfig
@@ -181,7 +182,9 @@ def main(command: str, args: list[str]) -> int:
     print(HEADER)
     for cfg in options.configs:
         try:
-            result = build_and_run(cfg)
+            result = build_and_run(cfg, progress=(lambda line: print(line, file=sys.stderr,
+                                                                    flush=True))
+                                   if options["progress"] else None)
         except ConfigError:
             raise
         results.append(result)

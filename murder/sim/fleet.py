@@ -247,8 +247,11 @@ def _policy(name: str, racks: int) -> Any:
     return topology.policy_named(name, rack_topology(racks))
 
 
-def build_and_run(cfg: FleetConfig) -> FleetResult:
-    """Simulate one deploy to the end (every host complete, or ``time_limit``)."""
+def build_and_run(cfg: FleetConfig, progress: Any = None) -> FleetResult:
+    """Simulate one deploy to the end (every host complete, or ``time_limit``).
+
+    ``progress``, if given, is called with a one-line status every 0.25 s of
+    virtual time (long runs)."""
     wall0 = time.monotonic()
     # Same hashes for the same run: sets of connections and pipes iterate alike.
     SimPeerProtocol._created = 0
@@ -330,6 +333,15 @@ def build_and_run(cfg: FleetConfig) -> FleetResult:
 
     for host in hosts:
         clock.callLater(host.start_at, start, host)
+
+    def report() -> None:
+        progress(f"virtual {clock.now:6.2f} s: {state['done']}/{len(receivers)} complete, "
+                 f"{clock.events} events, {net.solves} rate solves, "
+                 f"wall {time.monotonic() - wall0:.0f} s")
+        clock.callLater(0.25, report)
+
+    if progress is not None:
+        clock.callLater(0.25, report)
     clock.run(cfg.time_limit)
 
     times = sorted(h.completed_at for h in receivers if h.completed_at is not None)
