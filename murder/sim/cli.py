@@ -124,7 +124,7 @@ class Options(usage.Options):
 
 HEADER = (f"{'policy':12} {'hosts':>6} {'racks':>5} {'time s':>8} {'bound s':>8} {'÷bound':>7} "
           f"{'p50 s':>7} {'p90 s':>7} {'seed up÷F':>9} {'xrack÷F·R':>9} {'events':>10} "
-          f"{'wall s':>7} {'rack max s':>10}")
+          f"{'wall s':>7} {'CPU s':>7} {'rack max s':>10}")
 
 
 def summary_line(result) -> str:
@@ -143,7 +143,7 @@ def summary_line(result) -> str:
     span = f"{max(result.rack_duration):10.2f}" if result.rack_duration else f"{'-':>10}"
     return (f"{cfg['policy']:12} {result.hosts:6d} {racks:5d} {last} {result.bound:8.3f} "
             f"{ratio} {pct(0.5)} {pct(0.9)} {result.seeder_upload_ratio:9.2f} {xr} "
-            f"{result.events:10d} {result.wall_s:7.1f} {span}")
+            f"{result.events:10d} {result.wall_s:7.1f} {result.cpu_s:7.1f} {span}")
 
 
 def draw_png(results, path: str) -> None:
