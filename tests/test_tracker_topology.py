@@ -85,6 +85,13 @@ class ParseTests:
         opts = tap.Options()
         opts.parseOptions(["--topology", str(good), "--dfile", ""])
         assert opts.config.topology == str(good)
+        from twisted.internet.testing import MemoryReactorClock
+
+        top = tap.buildService(opts.config, MemoryReactorClock())
+        assert isinstance(top.store.handout, topology.RackAwareHandout)
+        plain = tap.Options()
+        plain.parseOptions(["--dfile", ""])
+        assert tap.buildService(plain.config, MemoryReactorClock()).store.handout is None
         with pytest.raises(usage.UsageError, match="--topology: .*bad:1:"):
             tap.Options().parseOptions(["--topology", str(bad), "--dfile", ""])
         with pytest.raises(usage.UsageError, match="cannot read"):
