@@ -303,7 +303,8 @@ class PeerStore:
     #: and orders the peers of a reply.  None: a uniform random sample.
     handout: Any = None
 
-    def sample(self, torrent: Torrent, exclude: bytes, numwant: int) -> tuple[list[Peer], list[Peer]]:
+    def sample(self, torrent: Torrent, exclude: bytes,
+               numwant: int) -> tuple[list[Peer], list[Peer]]:
         """The peers for one reply (IPv4, IPv6), through the handout policy if any."""
         if self.handout is not None:
             return self.handout.sample(torrent, exclude, numwant, self.rng)

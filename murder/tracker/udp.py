@@ -179,7 +179,7 @@ class UDPTrackerCore:
                      peer=f"{ip}:{req.port}", left=req.left)
         if req.event == "stopped":
             numwant = 0
-        peers4, peers6 = torrent.compact_sample(req.peer_id, numwant, self.store.rng)
+        peers4, peers6 = self.store.compact_sample(torrent, req.peer_id, numwant)
         self.answered += 1
         return udpcodec.announce_reply(request.transaction, app.interval, torrent.leechers,
                                        torrent.seeders, peers6 if ":" in host else peers4)
