@@ -973,6 +973,38 @@ def wedge_once(args: argparse.Namespace, wedge: bool, seed: int, root: Path) -> 
             shutil.rmtree(workdir, ignore_errors=True)
 
 
+def wedge_summary(runs: list[dict]) -> tuple[dict, dict, float | None]:
+    """Print and return the with/without figures: the last of the four
+    peers' completion, from their start and from the moment all four held
+    a piece (the download phase, without start-up noise)."""
+    import statistics
+
+    def stats(wedged: bool, key: str) -> dict:
+        xs = [r["max"] - (r["fetching_at"] if key == "phase" else 0.0) for r in runs
+              if r["wedge"] == wedged and r["max"] is not None and r.get("fetching_at") is not None]
+        return {"n": len(xs), "median": round(statistics.median(xs), 2) if xs else None,
+                "min": round(min(xs), 2) if xs else None, "max": round(max(xs), 2) if xs else None}
+    result = {}
+    for key, what in (("total", "from start"), ("phase", "from all-four-have-a-piece")):
+        off, on = stats(False, key), stats(True, key)
+        delay = (round(on["median"] - off["median"], 2)
+                 if on["median"] is not None and off["median"] is not None else None)
+        print(f"wedge summary ({what}): last of 4 peers done, no wedge: median {off['median']} s "
+              f"(min {off['min']}, max {off['max']}, n={off['n']}); wedge: median "
+              f"{on['median']} s (min {on['min']}, max {on['max']}, n={on['n']}); "
+              f"median delay {delay} s", flush=True)
+        result[key] = (off, on, delay)
+    return result["total"][0], result["total"][1], result["total"][2]
+
+
+def wedge_report(path: str) -> int:
+    """Re-print the summary of a saved wedge JSON (``--scenario wedge-report --json F``)."""
+    data = json.loads(Path(path).read_text())
+    print(f"wedge report of {path}: {data.get('command')}")
+    wedge_summary(data["runs"])
+    return 0
+
+
 def _fmt(x: float | None) -> str:
     return "-" if x is None else f"{x:.2f}"
 
@@ -995,18 +1027,7 @@ def wedge(args: argparse.Namespace) -> int:
                   f"verified {r['verified']}  all fetching at {_fmt(r['fetching_at'])}s  "
                   f"W stopped at {_fmt(r['stopped_at'])}s  W sent ~{r['w_uploaded_mib']} MiB "
                   f"before  'not answering' lines {r['snub_log_lines']}", flush=True)
-    import statistics
-
-    def stats(wedged: bool) -> dict:
-        xs = [r["max"] for r in runs if r["wedge"] == wedged and r["max"] is not None]
-        return {"n": len(xs), "median": round(statistics.median(xs), 2) if xs else None,
-                "min": round(min(xs), 2) if xs else None, "max": round(max(xs), 2) if xs else None}
-    off, on = stats(False), stats(True)
-    delay = (round(on["median"] - off["median"], 2)
-             if on["median"] is not None and off["median"] is not None else None)
-    print(f"wedge summary: last of 4 peers done, no wedge: median {off['median']} s "
-          f"(min {off['min']}, max {off['max']}, n={off['n']}); wedge: median {on['median']} s "
-          f"(min {on['min']}, max {on['max']}, n={on['n']}); median delay {delay} s", flush=True)
+    off, on, delay = wedge_summary(runs)
     RESULTS.mkdir(exist_ok=True)
     out = Path(args.json) if args.json else RESULTS / (
         f"chaos-wedge-{time.strftime('%Y%m%dT%H%M%S')}.json")
@@ -1030,7 +1051,7 @@ def parse_range(text: str) -> tuple[int, int]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--scenario", choices=("chaos", "wedge"), default="chaos")
+    ap.add_argument("--scenario", choices=("chaos", "wedge", "wedge-report"), default="chaos")
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--seed", type=int, default=None, help="first run's seed (default: random)")
     ap.add_argument("--seeds", default="",
@@ -1075,6 +1096,8 @@ def main(argv: list[str] | None = None) -> int:
             random.SystemRandom().randrange(1, 10**6)
     if args.scenario == "wedge":
         return wedge(args)
+    if args.scenario == "wedge-report":
+        return wedge_report(args.json)
     return chaos(args)
 
 
