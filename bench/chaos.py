@@ -997,6 +997,32 @@ def wedge_summary(runs: list[dict]) -> tuple[dict, dict, float | None]:
     return result["total"][0], result["total"][1], result["total"][2]
 
 
+def chaos_report(args: argparse.Namespace) -> int:
+    """Re-print a saved chaos JSON's summary (``--scenario report --json F``),
+    re-checking the seeder bound with this command's ``--seeder-bound``
+    (default: one copy per honest peer per incarnation)."""
+    data = json.loads(Path(args.json).read_text())
+    runs = data["runs"]
+    for r in runs:
+        if "seeder_copies" not in r:
+            continue
+        n = len(r["schedule"]["peers"])
+        per = args.seeder_bound if args.seeder_bound is not None else float(n)
+        bound = per * r.get("seeder_incarnations", 1)
+        v = r["verdict"]
+        v["problems"] = [p for p in v["problems"] if not p.startswith("seeder uploaded")]
+        if r["seeder_copies"] > bound:
+            v["problems"].append(f"seeder uploaded {r['seeder_copies']:.2f} payload copies "
+                                 f"(bound {bound:g})")
+        v["ok"] = not v["problems"]
+    summary = cs.summarize(runs)
+    summary["json"] = args.json
+    print(f"report of {args.json}: {data['summary'].get('command')}")
+    print(f"seeder bound: {'%g copies' % args.seeder_bound if args.seeder_bound else 'one copy per honest peer'} per incarnation")
+    print_summary(summary, args)
+    return 0 if summary["passed"] == summary["runs"] else 1
+
+
 def wedge_report(path: str) -> int:
     """Re-print the summary of a saved wedge JSON (``--scenario wedge-report --json F``)."""
     data = json.loads(Path(path).read_text())
@@ -1051,7 +1077,7 @@ def parse_range(text: str) -> tuple[int, int]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--scenario", choices=("chaos", "wedge", "wedge-report"), default="chaos")
+    ap.add_argument("--scenario", choices=("chaos", "wedge", "wedge-report", "report"), default="chaos")
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--seed", type=int, default=None, help="first run's seed (default: random)")
     ap.add_argument("--seeds", default="",
@@ -1098,6 +1124,8 @@ def main(argv: list[str] | None = None) -> int:
         return wedge(args)
     if args.scenario == "wedge-report":
         return wedge_report(args.json)
+    if args.scenario == "report":
+        return chaos_report(args)
     return chaos(args)
 
 
