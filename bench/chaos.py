@@ -868,6 +868,8 @@ def print_summary(summary: dict, args: argparse.Namespace) -> None:
     print(f"{'hang rule':28} an honest peer not stopped by the runner with no new piece "
           f"and no complete/failed status for {cs.STALL_TIMEOUT + cs.GRACE:g}s "
           f"(--stall-timeout {cs.STALL_TIMEOUT:g} + {cs.GRACE:g})")
+    print(f"{'honest peers (all runs)':28} {summary.get('peers')}")
+    print("faults carried out: " + ", ".join(f"{k} {v}" for k, v in summary.get("faults", {}).items()))
     if summary["problems"]:
         print("problems:")
         for p in summary["problems"]:
