@@ -69,6 +69,10 @@ _TOTALS = re.compile(r"totals: uploaded (\d+) bytes")
 MURDER_OVERRIDE: str | None = None
 
 
+#: A scheduled step of a run: (seconds from the swarm's start, what, do it).
+Action = tuple[float, str, Callable[[], None]]
+
+
 def murder_bin() -> str:
     """The ``murder`` console script beside this interpreter (the venv's)."""
     if MURDER_OVERRIDE:
@@ -406,7 +410,7 @@ class Run:
         incs = self.peers.get(name)
         return incs[-1] if incs and incs[-1].alive() else None
 
-    def fault_actions(self, f: cs.Fault, base: float) -> list[tuple[float, str, Callable[[], None]]]:
+    def fault_actions(self, f: cs.Fault, base: float) -> list[Action]:
         begin, end = base + f.at, base + f.at + f.duration
         plans = {p.name: p for p in self.s.peers}
         if f.kind == "stop":
@@ -658,8 +662,9 @@ class Run:
             state = "absent"
             if target.exists():
                 state = "ok" if plan.name not in self.bad_target else "corrupt"
-            leftovers = sorted(p.name for p in self.peer_dir(plan.name).iterdir()
-                               if p.name != self.meta.name) if self.peer_dir(plan.name).exists() else []
+            pdir = self.peer_dir(plan.name)
+            leftovers = sorted(p.name for p in pdir.iterdir()
+                               if p.name != self.meta.name) if pdir.exists() else []
             left_file = self.dir / f"{plan.name}.left"
             if plan.disk_full and left_file.exists():
                 leftovers += [f"(in its tmpfs) {x}" for x in left_file.read_text().split()]
@@ -869,7 +874,8 @@ def print_summary(summary: dict, args: argparse.Namespace) -> None:
           f"and no complete/failed status for {cs.STALL_TIMEOUT + cs.GRACE:g}s "
           f"(--stall-timeout {cs.STALL_TIMEOUT:g} + {cs.GRACE:g})")
     print(f"{'honest peers (all runs)':28} {summary.get('peers')}")
-    print("faults carried out: " + ", ".join(f"{k} {v}" for k, v in summary.get("faults", {}).items()))
+    faults = summary.get("faults", {})
+    print("faults carried out: " + ", ".join(f"{k} {v}" for k, v in faults.items()))
     if summary["problems"]:
         print("problems:")
         for p in summary["problems"]:
@@ -959,7 +965,8 @@ def wedge_once(args: argparse.Namespace, wedge: bool, seed: int, root: Path) -> 
                 if st and p.name not in done:
                     done[p.name] = now - t0 if st.startswith("complete") else float("nan")
             time.sleep(0.02)
-        w_up = sum(up for t, _, up in progress_samples(w.stderr(), _day_seconds() - (time.monotonic() - t0))
+        at_t0 = _day_seconds() - (time.monotonic() - t0)
+        w_up = sum(up for t, _, up in progress_samples(w.stderr(), at_t0)
                    if stopped_at is None or t <= stopped_at) * run.PROGRESS
         ok = all(sha256_file(run.peer_dir(p.name) / run.meta.name) == run.digest
                  if (run.peer_dir(p.name) / run.meta.name).exists() else False
@@ -1020,7 +1027,8 @@ def chaos_report(args: argparse.Namespace) -> int:
     summary = cs.summarize(runs)
     summary["json"] = args.json
     print(f"report of {args.json}: {data['summary'].get('command')}")
-    print(f"seeder bound: {'%g copies' % args.seeder_bound if args.seeder_bound else 'one copy per honest peer'} per incarnation")
+    per = f"{args.seeder_bound:g} copies" if args.seeder_bound else "one copy per honest peer"
+    print(f"seeder bound: {per} per incarnation")
     print_summary(summary, args)
     return 0 if summary["passed"] == summary["runs"] else 1
 
@@ -1040,9 +1048,11 @@ def _fmt(x: float | None) -> str:
 def wedge(args: argparse.Namespace) -> int:
     root = Path(tempfile.mkdtemp(prefix="murder-wedge-"))
     runs = []
-    print(f"wedge: murder = {murder_bin()}; {args.repeat} repeats x (no wedge, wedge); payload {args.wedge_size_mib} MiB, "
+    print(f"wedge: murder = {murder_bin()}; {args.repeat} repeats x (no wedge, wedge); "
+          f"payload {args.wedge_size_mib} MiB, "
           f"seeder --max-upload-rate {args.wedge_seeder_rate}, 4 peers --max-download-rate "
-          f"{args.wedge_peer_rate}, W SIGSTOPped 2.5 s after all four have a piece; peers' snub timeout: "
+          f"{args.wedge_peer_rate}, W SIGSTOPped 2.5 s after all four have a piece; "
+          f"peers' snub timeout: "
           f"{f'{args.snub_timeout:g}s' if args.wedge_snub else 'default'}", flush=True)
     for i in range(args.repeat):
         order = (False, True) if i % 2 == 0 else (True, False)
@@ -1079,7 +1089,8 @@ def parse_range(text: str) -> tuple[int, int]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--scenario", choices=("chaos", "wedge", "wedge-report", "report"), default="chaos")
+    ap.add_argument("--scenario", choices=("chaos", "wedge", "wedge-report", "report"),
+                    default="chaos")
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--seed", type=int, default=None, help="first run's seed (default: random)")
     ap.add_argument("--seeds", default="",
@@ -1087,7 +1098,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peers", default="8..16", help="honest peers per run, LO..HI")
     ap.add_argument("--jobs", type=int, default=1, help="concurrent runs")
     ap.add_argument("--kinds", default="",
-                    help="limit faults to these (stop,kill,netcut,seeder-kill,tracker-kill,hostile)")
+                    help="limit faults to these "
+                    "(stop,kill,netcut,seeder-kill,tracker-kill,hostile)")
     ap.add_argument("--snub-timeout", type=float, default=5.0,
                     help="peers' --snub-timeout in chaos runs (default 5)")
     ap.add_argument("--seeder-bound", type=float, default=None,

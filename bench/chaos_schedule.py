@@ -308,8 +308,8 @@ def judge(outcomes: list[PeerOutcome], leftover_pids: list[int] = (),  # type: i
         reason = o.status.removeprefix("failed ").strip()
         if o.target != "absent" or o.leftovers:
             corrupt += 1
-            problems.append(f"{o.name}: PARTIAL, failed but left "
-                            f"{', '.join(o.leftovers + ([o.target] if o.target != 'absent' else []))}")
+            left = o.leftovers + ([o.target] if o.target != "absent" else [])
+            problems.append(f"{o.name}: PARTIAL, failed but left {', '.join(left)}")
         if o.exit_code == 0:
             failures += 1
             problems.append(f"{o.name}: said failed but exited 0")
