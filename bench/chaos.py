@@ -69,6 +69,10 @@ _TOTALS = re.compile(r"totals: uploaded (\d+) bytes")
 MURDER_OVERRIDE: str | None = None
 
 
+#: A scheduled step of a run: (seconds from the swarm's start, what, do it).
+Action = tuple[float, str, Callable[[], None]]
+
+
 def murder_bin() -> str:
     """The ``murder`` console script beside this interpreter (the venv's)."""
     if MURDER_OVERRIDE:
@@ -406,7 +410,7 @@ class Run:
         incs = self.peers.get(name)
         return incs[-1] if incs and incs[-1].alive() else None
 
-    def fault_actions(self, f: cs.Fault, base: float) -> list[tuple[float, str, Callable[[], None]]]:
+    def fault_actions(self, f: cs.Fault, base: float) -> list[Action]:
         begin, end = base + f.at, base + f.at + f.duration
         plans = {p.name: p for p in self.s.peers}
         if f.kind == "stop":
@@ -658,8 +662,9 @@ class Run:
             state = "absent"
             if target.exists():
                 state = "ok" if plan.name not in self.bad_target else "corrupt"
-            leftovers = sorted(p.name for p in self.peer_dir(plan.name).iterdir()
-                               if p.name != self.meta.name) if self.peer_dir(plan.name).exists() else []
+            pdir = self.peer_dir(plan.name)
+            leftovers = sorted(p.name for p in pdir.iterdir()
+                               if p.name != self.meta.name) if pdir.exists() else []
             left_file = self.dir / f"{plan.name}.left"
             if plan.disk_full and left_file.exists():
                 leftovers += [f"(in its tmpfs) {x}" for x in left_file.read_text().split()]
@@ -868,6 +873,9 @@ def print_summary(summary: dict, args: argparse.Namespace) -> None:
     print(f"{'hang rule':28} an honest peer not stopped by the runner with no new piece "
           f"and no complete/failed status for {cs.STALL_TIMEOUT + cs.GRACE:g}s "
           f"(--stall-timeout {cs.STALL_TIMEOUT:g} + {cs.GRACE:g})")
+    print(f"{'honest peers (all runs)':28} {summary.get('peers')}")
+    faults = summary.get("faults", {})
+    print("faults carried out: " + ", ".join(f"{k} {v}" for k, v in faults.items()))
     if summary["problems"]:
         print("problems:")
         for p in summary["problems"]:
@@ -957,7 +965,8 @@ def wedge_once(args: argparse.Namespace, wedge: bool, seed: int, root: Path) -> 
                 if st and p.name not in done:
                     done[p.name] = now - t0 if st.startswith("complete") else float("nan")
             time.sleep(0.02)
-        w_up = sum(up for t, _, up in progress_samples(w.stderr(), _day_seconds() - (time.monotonic() - t0))
+        at_t0 = _day_seconds() - (time.monotonic() - t0)
+        w_up = sum(up for t, _, up in progress_samples(w.stderr(), at_t0)
                    if stopped_at is None or t <= stopped_at) * run.PROGRESS
         ok = all(sha256_file(run.peer_dir(p.name) / run.meta.name) == run.digest
                  if (run.peer_dir(p.name) / run.meta.name).exists() else False
@@ -973,6 +982,65 @@ def wedge_once(args: argparse.Namespace, wedge: bool, seed: int, root: Path) -> 
             shutil.rmtree(workdir, ignore_errors=True)
 
 
+def wedge_summary(runs: list[dict]) -> tuple[dict, dict, float | None]:
+    """Print and return the with/without figures: the last of the four
+    peers' completion, from their start and from the moment all four held
+    a piece (the download phase, without start-up noise)."""
+    import statistics
+
+    def stats(wedged: bool, key: str) -> dict:
+        xs = [r["max"] - (r["fetching_at"] if key == "phase" else 0.0) for r in runs
+              if r["wedge"] == wedged and r["max"] is not None and r.get("fetching_at") is not None]
+        return {"n": len(xs), "median": round(statistics.median(xs), 2) if xs else None,
+                "min": round(min(xs), 2) if xs else None, "max": round(max(xs), 2) if xs else None}
+    result = {}
+    for key, what in (("total", "from start"), ("phase", "from all-four-have-a-piece")):
+        off, on = stats(False, key), stats(True, key)
+        delay = (round(on["median"] - off["median"], 2)
+                 if on["median"] is not None and off["median"] is not None else None)
+        print(f"wedge summary ({what}): last of 4 peers done, no wedge: median {off['median']} s "
+              f"(min {off['min']}, max {off['max']}, n={off['n']}); wedge: median "
+              f"{on['median']} s (min {on['min']}, max {on['max']}, n={on['n']}); "
+              f"median delay {delay} s", flush=True)
+        result[key] = (off, on, delay)
+    return result["total"][0], result["total"][1], result["total"][2]
+
+
+def chaos_report(args: argparse.Namespace) -> int:
+    """Re-print a saved chaos JSON's summary (``--scenario report --json F``),
+    re-checking the seeder bound with this command's ``--seeder-bound``
+    (default: one copy per honest peer per incarnation)."""
+    data = json.loads(Path(args.json).read_text())
+    runs = data["runs"]
+    for r in runs:
+        if "seeder_copies" not in r:
+            continue
+        n = len(r["schedule"]["peers"])
+        per = args.seeder_bound if args.seeder_bound is not None else float(n)
+        bound = per * r.get("seeder_incarnations", 1)
+        v = r["verdict"]
+        v["problems"] = [p for p in v["problems"] if not p.startswith("seeder uploaded")]
+        if r["seeder_copies"] > bound:
+            v["problems"].append(f"seeder uploaded {r['seeder_copies']:.2f} payload copies "
+                                 f"(bound {bound:g})")
+        v["ok"] = not v["problems"]
+    summary = cs.summarize(runs)
+    summary["json"] = args.json
+    print(f"report of {args.json}: {data['summary'].get('command')}")
+    per = f"{args.seeder_bound:g} copies" if args.seeder_bound else "one copy per honest peer"
+    print(f"seeder bound: {per} per incarnation")
+    print_summary(summary, args)
+    return 0 if summary["passed"] == summary["runs"] else 1
+
+
+def wedge_report(path: str) -> int:
+    """Re-print the summary of a saved wedge JSON (``--scenario wedge-report --json F``)."""
+    data = json.loads(Path(path).read_text())
+    print(f"wedge report of {path}: {data.get('command')}")
+    wedge_summary(data["runs"])
+    return 0
+
+
 def _fmt(x: float | None) -> str:
     return "-" if x is None else f"{x:.2f}"
 
@@ -980,9 +1048,11 @@ def _fmt(x: float | None) -> str:
 def wedge(args: argparse.Namespace) -> int:
     root = Path(tempfile.mkdtemp(prefix="murder-wedge-"))
     runs = []
-    print(f"wedge: murder = {murder_bin()}; {args.repeat} repeats x (no wedge, wedge); payload {args.wedge_size_mib} MiB, "
+    print(f"wedge: murder = {murder_bin()}; {args.repeat} repeats x (no wedge, wedge); "
+          f"payload {args.wedge_size_mib} MiB, "
           f"seeder --max-upload-rate {args.wedge_seeder_rate}, 4 peers --max-download-rate "
-          f"{args.wedge_peer_rate}, W SIGSTOPped 2.5 s after all four have a piece; peers' snub timeout: "
+          f"{args.wedge_peer_rate}, W SIGSTOPped 2.5 s after all four have a piece; "
+          f"peers' snub timeout: "
           f"{f'{args.snub_timeout:g}s' if args.wedge_snub else 'default'}", flush=True)
     for i in range(args.repeat):
         order = (False, True) if i % 2 == 0 else (True, False)
@@ -995,18 +1065,7 @@ def wedge(args: argparse.Namespace) -> int:
                   f"verified {r['verified']}  all fetching at {_fmt(r['fetching_at'])}s  "
                   f"W stopped at {_fmt(r['stopped_at'])}s  W sent ~{r['w_uploaded_mib']} MiB "
                   f"before  'not answering' lines {r['snub_log_lines']}", flush=True)
-    import statistics
-
-    def stats(wedged: bool) -> dict:
-        xs = [r["max"] for r in runs if r["wedge"] == wedged and r["max"] is not None]
-        return {"n": len(xs), "median": round(statistics.median(xs), 2) if xs else None,
-                "min": round(min(xs), 2) if xs else None, "max": round(max(xs), 2) if xs else None}
-    off, on = stats(False), stats(True)
-    delay = (round(on["median"] - off["median"], 2)
-             if on["median"] is not None and off["median"] is not None else None)
-    print(f"wedge summary: last of 4 peers done, no wedge: median {off['median']} s "
-          f"(min {off['min']}, max {off['max']}, n={off['n']}); wedge: median {on['median']} s "
-          f"(min {on['min']}, max {on['max']}, n={on['n']}); median delay {delay} s", flush=True)
+    off, on, delay = wedge_summary(runs)
     RESULTS.mkdir(exist_ok=True)
     out = Path(args.json) if args.json else RESULTS / (
         f"chaos-wedge-{time.strftime('%Y%m%dT%H%M%S')}.json")
@@ -1030,7 +1089,8 @@ def parse_range(text: str) -> tuple[int, int]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--scenario", choices=("chaos", "wedge"), default="chaos")
+    ap.add_argument("--scenario", choices=("chaos", "wedge", "wedge-report", "report"),
+                    default="chaos")
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--seed", type=int, default=None, help="first run's seed (default: random)")
     ap.add_argument("--seeds", default="",
@@ -1038,7 +1098,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peers", default="8..16", help="honest peers per run, LO..HI")
     ap.add_argument("--jobs", type=int, default=1, help="concurrent runs")
     ap.add_argument("--kinds", default="",
-                    help="limit faults to these (stop,kill,netcut,seeder-kill,tracker-kill,hostile)")
+                    help="limit faults to these "
+                    "(stop,kill,netcut,seeder-kill,tracker-kill,hostile)")
     ap.add_argument("--snub-timeout", type=float, default=5.0,
                     help="peers' --snub-timeout in chaos runs (default 5)")
     ap.add_argument("--seeder-bound", type=float, default=None,
@@ -1075,6 +1136,10 @@ def main(argv: list[str] | None = None) -> int:
             random.SystemRandom().randrange(1, 10**6)
     if args.scenario == "wedge":
         return wedge(args)
+    if args.scenario == "wedge-report":
+        return wedge_report(args.json)
+    if args.scenario == "report":
+        return chaos_report(args)
     return chaos(args)
 
 

@@ -13,6 +13,7 @@ process side lives in ``bench/chaos.py``.
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Iterable
 
@@ -307,8 +308,8 @@ def judge(outcomes: list[PeerOutcome], leftover_pids: list[int] = (),  # type: i
         reason = o.status.removeprefix("failed ").strip()
         if o.target != "absent" or o.leftovers:
             corrupt += 1
-            problems.append(f"{o.name}: PARTIAL, failed but left "
-                            f"{', '.join(o.leftovers + ([o.target] if o.target != 'absent' else []))}")
+            left = o.leftovers + ([o.target] if o.target != "absent" else [])
+            problems.append(f"{o.name}: PARTIAL, failed but left {', '.join(left)}")
         if o.exit_code == 0:
             failures += 1
             problems.append(f"{o.name}: said failed but exited 0")
@@ -356,6 +357,32 @@ def _median(xs: list[float]) -> float | None:
     return round(xs[mid] if len(xs) % 2 else (xs[mid - 1] + xs[mid]) / 2, 2)
 
 
+_EVENT_KINDS = (("SIGSTOP peer", re.compile(r"SIGSTOP p\d+ \(")),
+                ("SIGKILL+restart peer", re.compile(r"restart p\d+ ")),
+                ("SIGKILL+restart seeder", re.compile(r"restart seeder")),
+                ("SIGKILL+restart tracker", re.compile(r"restart tracker")),
+                ("iptables DROP", re.compile(r"iptables DROP")),
+                ("iptables REJECT", re.compile(r"iptables REJECT")),
+                ("no-op (target not running)", re.compile(r"no-op")))
+
+
+def count_faults(runs: list[dict]) -> dict[str, int]:
+    """Faults actually carried out (from each run's event log), hostile
+    peers and full-disk peers (from the schedules)."""
+    counts = {name: 0 for name, _ in _EVENT_KINDS}
+    for r in runs:
+        for event in r.get("events", []):
+            for name, pattern in _EVENT_KINDS:
+                if pattern.search(event):
+                    counts[name] += 1
+        for h in r.get("schedule", {}).get("hostiles", []):
+            key = f"hostile {h['mode']}"
+            counts[key] = counts.get(key, 0) + 1
+        counts["full-disk peer"] = counts.get("full-disk peer", 0) + sum(
+            1 for p in r.get("schedule", {}).get("peers", []) if p.get("disk_full"))
+    return counts
+
+
 def summarize(runs: list[dict]) -> dict:
     """Totals over runs (each a ``run_result`` dict from ``bench/chaos.py``)."""
     verdicts = [r["verdict"] for r in runs]
@@ -375,5 +402,7 @@ def summarize(runs: list[dict]) -> dict:
         "max_seeder_copies": max((r.get("seeder_copies") or 0.0 for r in runs), default=None),
         "median_seeder_copies": _median([r["seeder_copies"] for r in runs
                                          if r.get("seeder_copies") is not None]),
+        "peers": sum(len(r.get("schedule", {}).get("peers", [])) for r in runs),
+        "faults": count_faults(runs),
         "problems": [f"seed {s}: {p}" for s, p in failed],
     }
