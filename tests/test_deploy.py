@@ -205,7 +205,7 @@ class TransportTests:
         words = shlex.split(peer_command("/opt/venv/bin/murder", "/srv/my app"))
         assert words[:4] == ["mkdir", "-p", "--", "/srv/my app"]
         i = words.index("peer")
-        assert words[i - 1] == "/opt/venv/bin/murder"
+        assert words[i - 3:i] == ["exec", "env", "/opt/venv/bin/murder"]
         assert words[i + 1:i + 4] == ["--torrent", "-", "--stop-on-eof"]
         assert words[words.index("--destination") + 1] == "/srv/my app"
         assert words[-2:] == ["3>&1", "1>&2"]

@@ -85,6 +85,9 @@ class DeployOptions(usage.Options):
     def postOptions(self) -> None:  # noqa: N802
         if not os.path.exists(self["payload"]):
             raise usage.UsageError(f"payload {self['payload']} does not exist")
+        for key in ("sign", "auth-secret", "ssh-config"):
+            if self[key] and not os.path.isfile(self[key]):
+                raise usage.UsageError(f"--{key} {self[key]}: no such file")
         if self["transport"] not in ("ssh", "local"):
             raise usage.UsageError("--transport must be ssh or local")
         if self["parallel"] < 1:
