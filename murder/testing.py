@@ -227,3 +227,52 @@ class RemotePeer:
         from twisted.python.failure import Failure
 
         self.protocol.connectionLost(Failure(ConnectionDone()))
+
+
+class FakeTrackerHTTP:
+    """The announce client a :class:`~murder.peer.run.SwarmRun` uses, answered in memory.
+
+    Offers the two calls :class:`~murder.peer.announcer.Announcer` makes
+    (``get(url, timeout=)`` and ``content(response)``).  Every URL asked is
+    kept in :attr:`urls`; the answer is a bencoded reply with the current
+    :attr:`peers` (compact), :attr:`complete` and :attr:`incomplete` counts,
+    or, while :attr:`failure` is set, that exception.
+    """
+
+    class Response:
+        code = 200
+
+        def __init__(self, body: bytes) -> None:
+            self.body = body
+
+    def __init__(self, interval: int = 15) -> None:
+        self.interval = interval
+        self.urls: list[str] = []
+        self.peers: bytes = b""
+        self.complete = 1
+        self.incomplete = 0
+        self.failure: Exception | None = None
+
+    def events(self) -> list[str | None]:
+        """The ``event=`` of each announce so far (None: a regular update)."""
+        from urllib.parse import parse_qs, urlsplit
+
+        return [parse_qs(urlsplit(u).query).get("event", [None])[0] for u in self.urls]
+
+    def get(self, url: str, timeout: float = 10.0) -> Any:
+        from twisted.internet import defer
+
+        self.urls.append(url)
+        if self.failure is not None:
+            return defer.fail(self.failure)
+        from murder import bencode
+
+        body = bencode.encode({b"interval": self.interval, b"peers": self.peers,
+                               b"complete": self.complete, b"incomplete": self.incomplete})
+        return defer.succeed(self.Response(body))
+
+    @staticmethod
+    def content(response: Any) -> Any:
+        from twisted.internet import defer
+
+        return defer.succeed(response.body)

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from murder.metainfo import FileEntry, parse
 
 
-_FUZZ = Path(__file__).resolve().parent.parent / "fuzz" / "fuzz_metainfo.py"
+_FUZZ = Path(__file__).resolve().parents[2] / "fuzz" / "fuzz_metainfo.py"
 _spec = importlib.util.spec_from_file_location("fuzz_metainfo", _FUZZ)
 fuzz = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(fuzz)

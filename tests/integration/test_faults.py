@@ -30,7 +30,7 @@ import pytest
 from conftest import free_port, sha256_file as sha256, stop_process, venv_bin
 from murder import metainfo
 
-HOSTILE = str(Path(__file__).with_name("hostile_peer.py"))
+HOSTILE = str(Path(__file__).resolve().parents[1] / "hostile_peer.py")
 PIECE = 2**16
 
 

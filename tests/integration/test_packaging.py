@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PLUGINS = ("murder-tracker", "murder-seeder", "murder-peer")
 
 pytestmark = pytest.mark.integration
