@@ -15,7 +15,8 @@ setup(
         "cryptography>=41",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-twisted>=1.14", "hypothesis>=6", "libtorrent>=2.0"],
+        "test": ["pytest>=7", "hypothesis>=6", "libtorrent>=2.0",
+                 "ruff>=0.5", "mypy>=1.10", "mypy-zope>=1.0"],
         "bench": ["matplotlib>=3.7"],
     },
     entry_points={"console_scripts": ["murder = murder.cli:main"]},

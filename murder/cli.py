@@ -48,7 +48,7 @@ class MakeTorrentOptions(usage.Options):
         """A tier of backup trackers, comma-separated (repeatable; BEP 12)."""
         self["announce-list"].append([u for u in tier.split(",") if u])
 
-    def parseArgs(self, path: str) -> None:  # noqa: N802 (Twisted API)
+    def parseArgs(self, path: str) -> None:  # type: ignore[override]  # noqa: N802
         self["path"] = path
 
     def postOptions(self) -> None:  # noqa: N802
@@ -76,7 +76,7 @@ def make_torrent(options: MakeTorrentOptions) -> int:
 
     secret = None
     if options["auth-secret"]:
-        from murder.tracker.auth import load_secret
+        from murder.auth import load_secret
 
         secret = load_secret(options["auth-secret"])  # a bad file fails before hashing
     announce_list = options["announce-list"]

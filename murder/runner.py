@@ -15,8 +15,9 @@ import sys
 import time
 from typing import Any, Callable, TextIO
 
-from twisted.logger import (FilteringLogObserver, LogLevel, LogLevelFilterPredicate,
-                            formatEvent, globalLogBeginner)
+from twisted.logger import (FilteringLogObserver, ILogObserver, LogLevel,
+                            LogLevelFilterPredicate, formatEvent, globalLogBeginner)
+from zope.interface import provider
 
 
 def clear_line(stream: Any) -> None:
@@ -25,7 +26,7 @@ def clear_line(stream: Any) -> None:
         stream.write("\r\x1b[K")
 
 
-def log_observer(prefix: str, stream: TextIO) -> Callable[[dict], None]:
+def log_observer(prefix: str, stream: TextIO) -> ILogObserver:
     """An observer writing ``[HH:MM:SS.mmm ]prefix: text`` lines to ``stream``.
 
     Log files get timestamps, a terminal does not; Twisted's own factory
@@ -34,6 +35,7 @@ def log_observer(prefix: str, stream: TextIO) -> Callable[[dict], None]:
     """
     tty = stream.isatty()
 
+    @provider(ILogObserver)
     def observer(event: dict) -> None:
         if event["log_level"] < LogLevel.warn and \
                 not event.get("log_namespace", "").startswith("murder"):

@@ -23,12 +23,11 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any, Mapping, Union
 
-import bencodepy
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.test import iosim
 
-from murder import metainfo
+from murder import bencode, metainfo
 from murder.errors import StorageError
 from murder.metainfo import Metainfo
 
@@ -65,7 +64,7 @@ def build_torrent(spec: PayloadSpec, *, name: str = "payload", piece_length: int
         top[b"announce"] = announce.encode()
     if announce_list:
         top[b"announce-list"] = [[u.encode() for u in tier] for tier in announce_list]
-    return metainfo.parse(bencodepy.encode(top)), payload
+    return metainfo.parse(bencode.encode(top)), payload
 
 
 @dataclass

@@ -117,13 +117,13 @@ class SeederOptions(_CommonOptions):
     """``murder seed`` / ``twistd murder-seeder``."""
 
     synopsis = "murder seed --torrent T --file F [options]"
-    optParameters = [
+    optParameters: list[list[Any]] = [
         ["file", "f", None, "The payload: file, or directory of a multi-file torrent."],
         ["seed-budget", None, 1.0,
          "Once every piece has left once, serve pieces peers could get from each other "
          "until this many payload copies are uploaded in all (1: never).", float],
     ]
-    optFlags = [
+    optFlags: list[list[Any]] = [
         ["skip-verify", None, "Do not hash the payload at start (you just made the torrent)."],
         ["no-super-seed", None, "Serve any piece asked for, even ones peers already have."],
     ]
@@ -140,7 +140,7 @@ class PeerOptions(_CommonOptions):
     """``murder peer`` / ``twistd murder-peer``."""
 
     synopsis = "murder peer --torrent T (--destination DIR | --saveas PATH) [options]"
-    optParameters = [
+    optParameters: list[list[Any]] = [
         ["destination", "d", None, "Directory; the payload lands as DIR/<torrent name>."],
         ["saveas", None, None, "Exact path for the payload (legacy scripts)."],
         ["seed-time", None, 30.0, "Seconds to keep seeding after completion.", float],
@@ -148,7 +148,7 @@ class PeerOptions(_CommonOptions):
          float],
         ["status-fd", None, None, "Write 'complete PATH' or 'failed REASON' to this fd.", int],
     ]
-    optFlags = [["seed-until-swarm-done", None,
+    optFlags: list[list[Any]] = [["seed-until-swarm-done", None,
                  "Seed until every peer is done (bounded by --max-linger), not --seed-time."]]
 
     def postOptions(self) -> None:  # noqa: N802

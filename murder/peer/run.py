@@ -23,6 +23,7 @@ from murder.errors import MurderError, StorageError
 from murder.peer.announcer import Announcer, AnnounceReply
 from murder.peer.httpclients import http_client
 from murder.peer.options import RunConfig
+from murder.peer.progress import Progress
 from murder.peer.protocol import PeerFactory
 from murder.peer.session import Swarm
 from murder.peer.storage import DownloadStorage, SeedStorage
@@ -39,7 +40,7 @@ class SwarmRun:
     log = Logger()
 
     def __init__(self, config: RunConfig, reactor: Any, http: Any = None,
-                 blocking: Callable[..., defer.Deferred] | None = None) -> None:
+                 blocking: Callable[..., defer.Deferred[Any]] | None = None) -> None:
         self.config = config
         self.reactor = reactor
         self.http = http
@@ -49,19 +50,20 @@ class SwarmRun:
         self.exit_code: int | None = None
         self.swarm: Swarm | None = None
         self.announcer: Announcer | None = None
-        self.storage = None
-        self._port = None
-        self._linger = None
-        self._progress = None
+        self.storage: SeedStorage | DownloadStorage | None = None
+        self._port: Any = None
+        self._linger: Any = None
+        self._linger_started = 0.0
+        self._progress: Progress | None = None
         self.failure_message: str | None = None
         self._status_fd = config.status_fd  # cleared once its one line is written
-        self.finished = defer.Deferred()
+        self.finished: defer.Deferred[int] = defer.Deferred()
 
     def start(self) -> None:
         d = defer.ensureDeferred(self._run())
         d.addErrback(self._failed)
 
-    def stop(self) -> defer.Deferred:
+    def stop(self) -> defer.Deferred[None]:
         return defer.ensureDeferred(self._shutdown())
 
     async def _run(self) -> None:
@@ -75,17 +77,18 @@ class SwarmRun:
         if self.http is None:
             self.http = http_client(self.reactor, c.ca, c.meta.trackers, c.client_cert,
                                     c.client_key)
+        storage: SeedStorage | DownloadStorage
         if c.role == "seeder":
-            storage = SeedStorage(c.meta, c.path)
-            storage.check()
+            storage = seed = SeedStorage(c.meta, c.path)
+            seed.check()
             if not c.skip_verify:
                 self.log.info("verifying {path}", path=c.path)
-                await self._blocking(storage.verify_all)
+                await self._blocking(seed.verify_all)
             have = Bitfield(c.meta.num_pieces, full=True)
         else:
-            storage = DownloadStorage(c.meta, c.path)
+            storage = download = DownloadStorage(c.meta, c.path)
             self.storage = storage
-            have = await self._blocking(storage.prepare)
+            have = await self._blocking(download.prepare)
             if have.count:
                 self.log.info("resuming: {n} of {total} pieces already verified",
                               n=have.count, total=c.meta.num_pieces)
@@ -131,6 +134,7 @@ class SwarmRun:
 
     def _complete(self) -> None:
         c = self.config
+        assert isinstance(self.storage, DownloadStorage) and self.swarm is not None
         try:
             self.storage.finalize()
         except StorageError as e:
@@ -153,12 +157,14 @@ class SwarmRun:
         within the last seconds, counts no leecher and no connection wants data."""
         swarm = self.swarm
         announcer = self.announcer
+        assert swarm is not None
         now = self.reactor.seconds()
         waited = now - self._linger_started
         busy = any(conn.peer_interested or conn.upload_queue
                    for conn in swarm.connections.values())
         reply = announcer.last_reply if announcer else None
-        fresh = reply is not None and now - announcer.last_reply_at < 2.5
+        fresh = announcer is not None and reply is not None and \
+            now - announcer.last_reply_at < 2.5
         if waited >= self.config.max_linger or (
                 not busy and (reply is None or (fresh and not reply.incomplete))):
             self._finish(0)
@@ -179,7 +185,7 @@ class SwarmRun:
         except OSError:
             pass
 
-    def _failed(self, failure) -> None:
+    def _failed(self, failure: Any) -> None:
         error = failure.value if hasattr(failure, "value") else failure
         if self.exit_code is not None:
             return
@@ -240,8 +246,6 @@ class SwarmRun:
 
     # -- progress
     def _start_progress(self) -> None:
-        from murder.peer.progress import Progress
-
         self._progress = Progress(self.reactor, self.swarm, self.config, sys.stderr)
         self._progress.start()
 

@@ -75,7 +75,7 @@ def _guarded(what: str, job: Callable[[], Any]) -> Callable[[], None]:
 class TrackerStateService(service.Service):
     """Owns the store: loads the dfile, runs expiry/rescans/saves, saves on stop."""
 
-    name = "tracker-state"
+    name = "tracker-state"  # type: ignore[assignment]  # Twisted types it None
 
     def __init__(self, store: PeerStore, config: TrackerConfig, clock: IReactorTime) -> None:
         self.store = store
@@ -97,7 +97,8 @@ class TrackerStateService(service.Service):
         _guarded("allowed-dir scan", self.rescan)()
         if self.config.dfile:
             load_dfile(self.store, self.config.dfile)
-        jobs = [("expiry", self.store.expire, self.config.expire_interval)]
+        jobs: list[tuple[str, Callable[[], object], float]] = [
+            ("expiry", self.store.expire, self.config.expire_interval)]
         if self.config.dfile:
             jobs.append(("dfile save", self.save, self.config.save_interval))
         if self.allowed_dir is not None:

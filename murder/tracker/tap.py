@@ -1,7 +1,7 @@
 """``twistd murder-tracker`` and ``murder tracker``: options, config, service.
 
 :class:`Options` only parses and validates; :class:`TrackerConfig` is the
-frozen result passed down.  :func:`buildService` assembles a ``MultiService``
+frozen result passed down.  :func:`build_service` assembles a ``MultiService``
 of the state (:mod:`murder.tracker.state`: dfile, expiry, allow-list
 rescans, periodic saves) and the HTTP listener (TLS set-up in
 :mod:`murder.tracker.tls`); :func:`makeService` is twistd's entry point and
@@ -24,7 +24,7 @@ from twisted.python import usage
 from murder.errors import ConfigError
 from murder.startup import GC_YOUNG_THRESHOLD, tune_gc_for_tracker as tune_gc
 from murder.tracker.announce import DEFAULT_TRUSTED_NETWORKS, TrustedNetworks
-from murder.tracker.auth import Authoriser, load_secret
+from murder.auth import Authoriser, load_secret
 from murder.tracker.fasthttp import TrackerHTTPFactory
 from murder.tracker.state import AllowedDir, TrackerStateService
 from murder.tracker.store import PeerStore
@@ -220,7 +220,7 @@ class Options(usage.Options):
         )
 
 
-def buildService(config: TrackerConfig, reactor: Any) -> service.MultiService:
+def build_service(config: TrackerConfig, reactor: Any) -> service.MultiService:
     """The tracker as a service tree: state first, then the HTTP listener.
 
     Children stop in reverse order, so the listener closes before the final
@@ -250,6 +250,10 @@ def buildService(config: TrackerConfig, reactor: Any) -> service.MultiService:
     return top
 
 
+#: The old name, for code written against it.
+buildService = build_service  # noqa: N816
+
+
 def _log_access(config: TrackerConfig) -> None:
     """Say at start which access controls are on (never the secrets)."""
     if config.auth_secrets:
@@ -267,7 +271,7 @@ def makeService(options: Options) -> service.MultiService:  # noqa: N802 (twistd
     _log_access(options.config)
     log.info("murder tracker listening on {listen}, dfile {dfile}",
              listen=options.config.listen, dfile=options.config.dfile)
-    return buildService(options.config, reactor)
+    return build_service(options.config, reactor)
 
 
 def runForeground(options: Options) -> int:  # noqa: N802 (cli API)
@@ -279,7 +283,7 @@ def runForeground(options: Options) -> int:  # noqa: N802 (cli API)
     config = options.config
     tune_gc()
     runner.begin_logging("murder tracker")
-    top = buildService(config, reactor)
+    top = build_service(config, reactor)
     try:
         top.privilegedStartService()
     except Exception as e:
@@ -295,4 +299,5 @@ def runForeground(options: Options) -> int:  # noqa: N802 (cli API)
 
 
 __all__ = ["AllowedDir", "GC_YOUNG_THRESHOLD", "Options", "TrackerConfig", "TrackerStateService",
-           "buildService", "makeService", "runForeground", "server_endpoint", "tune_gc"]
+           "build_service", "buildService", "makeService", "runForeground", "server_endpoint",
+           "tune_gc"]

@@ -30,9 +30,9 @@ gets a 500 and one logged traceback (rate limited).
 
 Torrents are sorted by info hash, peers by (ip, port).
 
-With an :class:`~murder.tracker.auth.Authoriser` (``--auth-secret``),
+With an :class:`~murder.auth.Authoriser` (``--auth-secret``),
 announces and scrapes must carry a valid ``auth`` token per swarm (see
-:mod:`murder.tracker.auth`); refusals are a ``failure reason`` with HTTP 200,
+:mod:`murder.auth`); refusals are a ``failure reason`` with HTTP 200,
 counted in ``totals.rejected_auth`` and logged with the client address under
 the shared rate limit.  Logged request targets never show ``auth`` values.
 The status pages stay readable without a token: they hold no token or
@@ -51,7 +51,7 @@ from twisted.logger import Logger
 
 from murder.errors import AnnounceError
 from murder.tracker import announce as codec
-from murder.tracker.auth import Authoriser, redact
+from murder.auth import Authoriser, redact
 from murder.tracker.store import PeerStore
 
 log = Logger()

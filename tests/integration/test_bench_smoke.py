@@ -21,7 +21,6 @@ sys.path.insert(0, str(BENCH))
 
 import gate as gate_mod  # noqa: E402
 import netns  # noqa: E402
-import swarm  # noqa: E402
 
 
 class GateTests:

@@ -8,7 +8,6 @@ tracker's own ``Options``.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from compat_recipes import (DIST, NOT_INSTALLED_SUFFIX, compat_module, recipe_env, run_script,
+from compat_recipes import (DIST, compat_module, recipe_env, run_script,
                             wait_for_port)
 from conftest import free_port
 from murder import metainfo
@@ -38,6 +37,24 @@ def _python_without_murder() -> list[str]:
         if probe.returncode != 0 and version.stdout.strip() == "True":
             return [exe, "-I"]
     pytest.skip("every Python 3.11 here can import murder")
+
+
+def _legacy_torrent(tmp_path: Path, announce_port: int, size: int = 700_000) -> tuple[Path, Path]:
+    """A payload and its legacy torrent (2^18 pieces) announcing to 127.0.0.1:port."""
+    import bencodepy
+
+    payload = tmp_path / "release.tgz"
+    payload.write_bytes(os.urandom(size))
+    torrent = tmp_path / "release.tgz.torrent"
+    torrent.write_bytes(bencodepy.encode(metainfo.create(
+        str(payload), f"http://127.0.0.1:{announce_port}/announce",
+        piece_length=metainfo.LEGACY_PIECE_LENGTH)))
+    return payload, torrent
+
+
+def _proc_status(pid: int) -> dict[str, str]:
+    with open(f"/proc/{pid}/status") as f:
+        return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
 
 
 class TrackerScriptTests:

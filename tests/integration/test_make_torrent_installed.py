@@ -8,7 +8,6 @@ terminal-only progress display and that hashing streams the payload.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import pty
 import select
@@ -20,8 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import venv_bin
-from murder import cli, metainfo
-from murder.errors import StorageError
+from murder import metainfo
 
 ANNOUNCE = "http://tracker.example:8998/announce"
 

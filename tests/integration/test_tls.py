@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from murder import metainfo
-from murder.tracker.auth import token
+from murder.auth import token
 
 pytestmark = pytest.mark.integration
 

@@ -7,10 +7,7 @@ harness), and no namespace of the run is left behind.
 
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,8 +16,6 @@ REPO = Path(__file__).resolve().parents[2]
 BENCH = REPO / "bench"
 sys.path.insert(0, str(BENCH))
 
-import gate as gate_mod  # noqa: E402
-import netns  # noqa: E402
 import swarm  # noqa: E402
 
 

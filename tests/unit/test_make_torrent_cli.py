@@ -10,16 +10,10 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import pty
-import select
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import venv_bin
 from murder import cli, metainfo
 from murder.errors import StorageError
 
@@ -36,11 +30,6 @@ def _summary(out: str, path: str) -> str:
 def _leftovers(directory: Path) -> list[str]:
     """Temporary files write_atomic could have left behind."""
     return sorted(p.name for p in directory.iterdir() if "tmp" in p.name)
-
-
-def _run(*args: str, timeout: float = 60, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([venv_bin("murder"), "make-torrent", *args], capture_output=True,
-                          text=True, timeout=timeout, **kw)
 
 
 class MakeTorrentCommandTests:

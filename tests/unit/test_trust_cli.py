@@ -5,12 +5,10 @@ from __future__ import annotations
 import os
 import re
 import stat
-import subprocess
 from pathlib import Path
 
 import bencodepy
 import pytest
-from conftest import venv_bin
 
 from murder import cli, metainfo, trust
 

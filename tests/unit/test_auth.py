@@ -16,8 +16,8 @@ from twisted.python import usage
 from murder import cli, metainfo, trust
 from murder.errors import ConfigError
 from murder.peer.announcer import build_query
-from murder.tracker import auth as auth_module
-from murder.tracker.auth import Authoriser, load_secret, redact, token, url_with_token
+from murder import auth as auth_module
+from murder.auth import Authoriser, load_secret, redact, token, url_with_token
 from murder.tracker.tap import Options
 from tracker_harness import Tracker
 
