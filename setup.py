@@ -8,14 +8,16 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=["murder", "murder.tracker", "murder.peer", "twisted.plugins"],
+    package_data={"murder.tracker": ["static/*.html", "static/*.js", "static/*.css"]},
     install_requires=[
         "twisted>=23.8",
         "treq>=23.11",
         "bencode.py>=4.0",
         "cryptography>=41",
+        "prometheus_client>=0.17",
     ],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6", "libtorrent>=2.0",
+        "test": ["pytest>=7", "hypothesis>=6", "libtorrent>=2.0", "selenium>=4.11",
                  "ruff>=0.5", "mypy>=1.10", "mypy-zope>=1.0"],
         "bench": ["matplotlib>=3.7"],
     },

@@ -231,13 +231,16 @@ class Context:
             time.sleep(0.05)
 
     # ------------------------------------------------------------ trackers
-    def start_tracker(self, kind: str, info_hash: bytes) -> None:
-        """Start the tracker; opentracker (Debian: whitelist build) is told ``info_hash``."""
+    def start_tracker(self, kind: str, info_hash: bytes, extra: list[str] | None = None) -> None:
+        """Start the tracker; opentracker (Debian: whitelist build) is told ``info_hash``.
+
+        ``extra``: more arguments for ``murder tracker`` (``--variant-tracker``).
+        """
         host = self.topo.tracker
         port = TRACKER_PORTS[kind]
         if kind == "murder":
             argv = [MURDER, "tracker", "--port", str(port), "--bind", host.addr,
-                    "--dfile", os.path.join(self.workdir, "tracker.dfile")]
+                    "--dfile", os.path.join(self.workdir, "tracker.dfile"), *(extra or ())]
         else:
             chroot = os.path.join(self.workdir, "opentracker")
             os.makedirs(chroot, exist_ok=True)
@@ -288,6 +291,9 @@ class Method:
     def receiver(self, ctx: Context, host: Host, dest: str) -> tuple[list[str], dict, Receiver]:
         raise NotImplementedError
 
+    def after_run(self, ctx: Context, rec: dict, seconds: float) -> None:
+        """Add method-specific figures to ``rec`` while the processes still run."""
+
 
 @functools.lru_cache(maxsize=None)
 def _works(argv: tuple[str, ...]) -> bool:
@@ -311,7 +317,7 @@ class MurderMethod(Method):
     name = "murder"
 
     def __init__(self, name: str = "murder", extra: list[str] | None = None,
-                 command: str = MURDER) -> None:
+                 command: str = MURDER, tracker_extra: list[str] | None = None) -> None:
         #: A ``--variant``: the same method with extra arguments for both
         #: ``murder seed`` and ``murder peer`` (same tuning options), or with
         #: another ``murder`` executable (``--variant-command``, e.g. an older
@@ -319,6 +325,8 @@ class MurderMethod(Method):
         self.name = name
         self.extra = list(extra or ())
         self.command = command
+        #: More arguments for our tracker (``--variant-tracker``).
+        self.tracker_extra = list(tracker_extra or ())
 
     def unavailable(self, args: argparse.Namespace) -> str | None:
         for sub in ("seed", "peer"):
@@ -331,7 +339,7 @@ class MurderMethod(Method):
 
     def start_infra(self, ctx: Context) -> None:
         self.torrent, info_hash = ctx.payload.torrent("murder", ctx.args.piece_length)
-        ctx.start_tracker("murder", info_hash)
+        ctx.start_tracker("murder", info_hash, self.tracker_extra)
         s = ctx.topo.seeder
         seeder = ctx.spawn(s, "seeder", [self.command, "seed", "--torrent", self.torrent,
                                          "--file", ctx.payload.path, "--ip", s.addr,
@@ -344,6 +352,19 @@ class MurderMethod(Method):
         if "--seed-time" not in ctx.args.murder_peer_args:
             argv.append("--seed-until-swarm-done")
         return argv, {}, Receiver(host, os.path.join(dest, ctx.payload.name), "path")
+
+    def after_run(self, ctx: Context, rec: dict, seconds: float) -> None:
+        """Tracker load: announces answered (from its /metrics) per peer per second."""
+        url = f"http://{ctx.topo.tracker.addr}:{TRACKER_PORTS['murder']}/metrics"
+        r = subprocess.run(ctx.topo.argv(ctx.topo.tracker, ["curl", "-s", "-m", "2", url]),
+                           capture_output=True, timeout=10, text=True)
+        total = 0.0
+        for line in r.stdout.splitlines():
+            if line.startswith("murder_tracker_announces_total{"):
+                total += float(line.rsplit(" ", 1)[1])
+        if total and seconds > 0:
+            rec["tracker_announces"] = total
+            rec["tracker_announces_per_peer_s"] = total / seconds / (rec["n"] + 1)
 
 
 class HttpMethod(Method):
@@ -537,6 +558,7 @@ def run_one(method: Method, n: int, size: int, rate_mbit: float, repeat: int,
             monitor(receivers, payload, t0 + run_timeout)
             t_end = max((r.t_done for r in receivers if r.t_done), default=time.monotonic())
             tx1 = topo.link_bytes(topo.seeder)["tx_bytes"]
+            method.after_run(ctx, rec, time.monotonic() - t0)
             rec["qdisc_drops"] = topo.qdisc_drops()
         except Exception as e:  # noqa: BLE001 - a failed run is a result, not a crash
             rec.update(status="failed", reason=f"{type(e).__name__}: {e}")
@@ -616,6 +638,9 @@ def table(records: list[dict], header: bool = True) -> str:
              for r in records if r["status"] != "ok"]
     notes += [f"  {r['method']} N={r['n']}: median of {r['ok_runs']} successful of {r['runs']} runs"
               for r in records if r.get("ok_runs", 0) < r.get("runs", 0)]
+    notes += [f"  {r['method']} N={r['n']} #{r['repeat']}: tracker load "
+              f"{r['tracker_announces_per_peer_s']:.3f} announces/s per peer"
+              for r in records if r.get("tracker_announces_per_peer_s")]
     return "\n".join(lines + notes)
 
 
@@ -633,7 +658,8 @@ def summarize(records: list[dict]) -> list[dict]:
         med = {"method": method, "n": n, "size_bytes": size, "rate_mbit": rate, "repeat": "median",
                "status": "ok", "runs": len(rs), "ok_runs": len(ok), "bound_s": ok[0]["bound_s"]}
         for key in ("time_s", "ratio", "seeder_upload_ratio", "cpu_s", "peers_cpu_s",
-                    "peers_cpu_s_per_gib", "peak_rss_kib", "cpu_saturation"):
+                    "peers_cpu_s_per_gib", "peak_rss_kib", "cpu_saturation",
+                    "tracker_announces_per_peer_s"):
             vals = [r[key] for r in ok if r.get(key) is not None]
             med[key] = statistics.median(vals) if vals else None
         out.append(med)
@@ -716,6 +742,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="run the --variant NAME (or a new variant) with this `murder` "
                          "executable for seeder and peers, e.g. a wrapper running an older "
                          "checkout (the tracker stays ours)")
+    ap.add_argument("--variant-tracker", action="append", default=[], metavar="NAME=ARGS",
+                    help="extra arguments for `murder tracker` in the murder method or "
+                         "--variant NAME (shell-quoted), e.g. "
+                         "'murder-li0=--leecher-interval=0'; repeatable")
     ap.add_argument("--queue-ms", type=float, default=100.0,
                     help="FIFO behind each shaper, in ms at the rate (default 100)")
     ap.add_argument("--run-timeout", type=float, default=None,
@@ -745,6 +775,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             ap.error(f"--variant-command {spec!r}: expected NAME=PATH to an executable")
         args.variant_commands[name] = path
         args.variants.setdefault(name, [])
+    args.variant_trackers = {}
+    for spec in args.variant_tracker:
+        name, sep, extra = spec.partition("=")
+        if not sep or not name or name in set(ALL_METHODS) - {"murder"}:
+            ap.error(f"--variant-tracker {spec!r}: expected NAME=ARGS for murder or a variant")
+        args.variant_trackers[name.strip()] = shlex.split(extra)
+        if name.strip() != "murder":
+            args.variants.setdefault(name.strip(), [])
     unknown = set(args.methods) - set(ALL_METHODS) - set(args.variants)
     if unknown:
         ap.error(f"unknown method(s): {', '.join(sorted(unknown))}")
@@ -791,8 +829,9 @@ def main(argv: list[str] | None = None) -> int:
                       f"Mbit/s (goodput; ≈0.96 × rate after TCP/IP/Ethernet headers)")
                 if not 0.85 * rate <= check["single"] <= 1.05 * rate:
                     print("WARNING: measured rate is off the configured one", file=sys.stderr)
-        methods = [METHODS[m]() if m in METHODS else
-                   MurderMethod(m, args.variants[m], args.variant_commands.get(m, MURDER))
+        methods = [METHODS[m]() if m in METHODS and m not in args.variant_trackers else
+                   MurderMethod(m, args.variants.get(m), args.variant_commands.get(m, MURDER),
+                                args.variant_trackers.get(m))
                    for m in args.methods]
         print(table([]), flush=True)
         for size_mib in args.sizes_mib:

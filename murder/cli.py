@@ -120,6 +120,7 @@ _LOCAL_COMMANDS = {
 _EXTRA_COMMANDS = {
     "keygen": ("murder.trust", "Create an Ed25519 key pair for signing torrents."),
     "verify": ("murder.trust", "Check a torrent's signature against trusted keys."),
+    "report": ("murder.report", "Draw a deploy --report JSON: completion-time CDF (HTML/PNG)."),
 }
 
 

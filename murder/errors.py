@@ -64,8 +64,28 @@ class TrackerUnreachable(MurderError):
         self.seconds = seconds
         self.last = last
         super().__init__(
-            f"no tracker answered within {seconds:g}s ({', '.join(self.urls)}): {last}"
+            f"no tracker answered within {_secs(seconds)} ({', '.join(self.urls)}): {last}"
         )
+
+
+def _secs(seconds: float) -> str:
+    """``5s``, ``10.3s``: the real elapsed time, to a tenth of a second."""
+    return f"{round(seconds, 1):g}s"
+
+
+class TrackerRefused(MurderError):
+    """A tracker answered, but no announce was accepted within the allowed time.
+
+    Unlike :class:`TrackerUnreachable` the trackers were there: ``answers``
+    maps each URL to what it last said (``HTTP 400 Invalid Request``, its
+    ``failure reason``) or, for the ones never reached, why.
+    """
+
+    def __init__(self, answers: dict[str, str], seconds: float) -> None:
+        self.answers = dict(answers)
+        self.seconds = seconds
+        said = "; ".join(f"{url}: {what}" for url, what in self.answers.items())
+        super().__init__(f"tracker refused the announce for {_secs(seconds)}: {said}")
 
 
 class StalledError(MurderError):
@@ -111,3 +131,12 @@ class TrustError(MurderError):
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(f"untrusted torrent: {reason}")
+
+
+class UDPCodecError(MurderError):
+    """A UDP tracker datagram (BEP 15) is malformed; ``transaction`` when readable."""
+
+    def __init__(self, reason: str, transaction: int | None = None) -> None:
+        self.reason = reason
+        self.transaction = transaction
+        super().__init__(reason)

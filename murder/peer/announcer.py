@@ -2,7 +2,16 @@
 
 Pure parts (:func:`build_query`, :func:`parse_response`) are separate from the
 :class:`Announcer`, which owns timing (injected clock) and the HTTP client
-(an injected ``treq``-like object, so tests pass ``StubTreq``).
+(an injected ``treq``-like object, so tests pass ``StubTreq``).  ``udp://``
+announce URLs (BEP 15) go through an injected UDP client instead
+(:class:`murder.peer.udptracker.UDPTrackerClient`).
+
+Announces ask ``compact=1`` (BEP 23): opentracker refuses anything else, and
+every tracker answers it; the reply may still hold a dictionary peer list,
+which is read too.  When no announce succeeds in time the error tells a
+tracker that answered (:class:`~murder.errors.TrackerRefused`: its HTTP
+status and ``failure reason``) from one that could not be reached
+(:class:`~murder.errors.TrackerUnreachable`), with the real elapsed time.
 """
 
 from __future__ import annotations
@@ -17,10 +26,25 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from murder import bencode, compact
-from murder.errors import AnnounceError, TrackerUnreachable
 from murder.auth import redact
+from murder.errors import AnnounceError, TrackerRefused, TrackerUnreachable
 
 Address = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class AnnounceParams:
+    """What one announce says about us (the UDP client encodes it itself)."""
+
+    info_hash: bytes
+    peer_id: bytes
+    port: int
+    uploaded: int
+    downloaded: int
+    left: int
+    event: str | None
+    ip: str | None
+    numwant: int
 
 
 @dataclass(frozen=True)
@@ -45,7 +69,7 @@ def build_query(info_hash: bytes, peer_id: bytes, port: int, uploaded: int, down
         "info_hash=" + quote_from_bytes(info_hash, safe=""),
         "peer_id=" + quote_from_bytes(peer_id, safe=""),
         f"port={port}", f"uploaded={uploaded}", f"downloaded={downloaded}", f"left={left}",
-        "compact=0", f"numwant={numwant}",
+        "compact=1", f"numwant={numwant}",
     ]
     if event:
         parts.append(f"event={event}")
@@ -58,6 +82,27 @@ def build_query(info_hash: bytes, peer_id: bytes, port: int, uploaded: int, down
 
 def _compact(blob: bytes, family: int) -> list[tuple[Address, bytes | None]]:
     return [(address, None) for address in compact.decode(blob, family == socket.AF_INET6)]
+
+
+def failure_reason(body: bytes) -> str | None:
+    """The ``failure reason`` of a bencoded reply, if it is one."""
+    try:
+        reply = bencode.decode(body)
+    except Exception:  # bencodepy raises several types on garbage
+        return None
+    failure = reply.get(b"failure reason") if isinstance(reply, dict) else None
+    if failure is None:
+        return None
+    return failure.decode("utf-8", "replace") if isinstance(failure, bytes) else str(failure)
+
+
+def http_error(code: int, phrase: bytes | str, body: bytes) -> AnnounceError:
+    """What a tracker said with a non-200 status: ``HTTP 400 Invalid Request: <reason>``."""
+    if isinstance(phrase, bytes):
+        phrase = phrase.decode("latin-1", "replace")
+    status = f"HTTP {code} {phrase}".strip()
+    reason = failure_reason(body)
+    return AnnounceError(f"{status}: {reason}" if reason else status)
 
 
 def parse_response(body: bytes) -> AnnounceReply:
@@ -134,9 +179,13 @@ class Announcer:
                  stats: Callable[[], tuple[int, int, int]],
                  on_reply: Callable[[AnnounceReply], None], numwant: int = 500,
                  tracker_timeout: float = 60.0, request_timeout: float = 10.0,
-                 max_interval: float | None = None) -> None:
+                 max_interval: float | None = None, udp: Any = None) -> None:
         self.clock = clock
         self.http = http
+        #: Client for ``udp://`` URLs: ``announce(url, AnnounceParams, timeout)``.
+        self.udp = udp
+        #: Per URL, before the first success: ``(answered, what happened)``.
+        self._outcomes: dict[str, tuple[bool, str]] = {}
         self.urls = list(urls)
         self.info_hash = info_hash
         self.peer_id = peer_id
@@ -198,6 +247,12 @@ class Announcer:
 
     def _announce_once(self, url: str, event: str | None, timeout: float) -> defer.Deferred:
         uploaded, downloaded, left = self.stats()
+        if url.startswith("udp://"):
+            if self.udp is None:
+                return defer.fail(AnnounceError("udp:// trackers are not supported here"))
+            params = AnnounceParams(self.info_hash, self.peer_id, self.port, uploaded,
+                                    downloaded, left, event, self.ip, self.numwant)
+            return self.udp.announce(url, params, timeout)
         query = build_query(self.info_hash, self.peer_id, self.port, uploaded, downloaded,
                             left, event, self.ip, self.numwant)
         full = url + ("&" if "?" in url else "?") + query
@@ -207,14 +262,12 @@ class Announcer:
 
     def _read(self, response) -> defer.Deferred:
         code = response.code
+        phrase = getattr(response, "phrase", b"") or b""
 
         def check(body: bytes) -> AnnounceReply:
-            try:
-                return parse_response(body)
-            except AnnounceError:
-                if code != 200:
-                    raise AnnounceError(f"HTTP {code}") from None
-                raise
+            if code != 200:
+                raise http_error(code, phrase, body)
+            return parse_response(body)
 
         return self.http.content(response).addCallback(check)
 
@@ -223,6 +276,10 @@ class Announcer:
         event = self._pending_event
         url = self.urls[self._current]
         timeout = self.request_timeout
+        if url.startswith("udp://"):
+            # BEP 15 retransmits after 15 s, 30 s ...: give each URL of the
+            # list its share of the bound before falling back to the next.
+            timeout = self.tracker_timeout / len(self.urls)
         if self._started is not None:
             # Before the first answer, no single request may outlast the bound.
             waited = self.clock.seconds() - self._first_attempt
@@ -231,6 +288,13 @@ class Announcer:
         d.addCallbacks(self._success, self._failure, callbackArgs=(url, event),
                        errbackArgs=(url,))
         d.addErrback(lambda f: self.log.failure("announce bookkeeping failed", f))
+
+    def _give_up(self, waited: float) -> Exception:
+        """TrackerRefused if any tracker answered, else TrackerUnreachable."""
+        if any(answered for answered, _ in self._outcomes.values()):
+            return TrackerRefused({shown(u): (what if answered else f"unreachable: {what}")
+                                   for u, (answered, what) in self._outcomes.items()}, waited)
+        return TrackerUnreachable([shown(u) for u in self.urls], waited, self._last_error)
 
     def _success(self, reply: AnnounceReply, url: str, event: str | None) -> None:
         if self._pending_event == event:
@@ -251,15 +315,17 @@ class Announcer:
 
     def _failure(self, failure, url: str) -> None:
         self._last_error = describe_failure(failure)
-        self.log.warn("tracker {url} failed: {why}", url=shown(url), why=self._last_error)
+        answered = failure.check(AnnounceError) is not None
+        self.log.warn("tracker {url} {verb}: {why}", url=shown(url),
+                      verb="answered" if answered else "failed", why=self._last_error)
         self._current = (self._current + 1) % len(self.urls)
         if self._started is not None:
+            self._outcomes[url] = (answered, self._last_error)
             waited = self.clock.seconds() - self._first_attempt
             if waited >= self.tracker_timeout:
                 d, self._started = self._started, None
                 self._stopped = True
-                d.errback(TrackerUnreachable([shown(u) for u in self.urls],
-                                             self.tracker_timeout, self._last_error))
+                d.errback(self._give_up(waited))
                 return
             delay = min(self._backoff, max(0.0, self.tracker_timeout - waited))
         else:

@@ -1,4 +1,4 @@
-"""The HTTP client a peer announces through.
+"""The clients a peer announces through (HTTP(S), and UDP for ``udp://`` trackers).
 
 :class:`~murder.peer.httpget.PlainHTTP` when every tracker is ``http://`` (the
 production case: light, no TLS stack loaded), else treq, with our CA and
@@ -14,12 +14,21 @@ from twisted.internet import defer
 from murder.errors import MurderError
 
 
+def udp_client(reactor: Any, urls: tuple[str, ...]) -> Any:
+    """The BEP 15 client when the torrent lists a ``udp://`` tracker, else None."""
+    if not any(u.startswith("udp://") for u in urls):
+        return None
+    from murder.peer.udptracker import UDPTrackerClient
+
+    return UDPTrackerClient(reactor)
+
+
 def http_client(reactor, ca: str | None, urls: tuple[str, ...] = (),
                 client_cert: str | None = None, client_key: str | None = None):
     """The announce client: the light :class:`PlainHTTP` when every tracker is
     ``http://``, else treq; with ``ca``, https trackers must present a
     certificate it signed, and with ``client_cert`` we present ours."""
-    if ca is None and all(u.startswith("http://") for u in urls):
+    if ca is None and all(u.startswith(("http://", "udp://")) for u in urls):
         from murder.peer.httpget import PlainHTTP
 
         return PlainHTTP(reactor)
@@ -87,4 +96,4 @@ class _TreqClient:
         return treq.content(response)
 
 
-__all__ = ["http_client"]
+__all__ = ["http_client", "udp_client"]

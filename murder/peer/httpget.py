@@ -27,6 +27,8 @@ class HTTPError(Exception):
 class Response:
     code: int
     body: bytes
+    #: The status line's reason phrase (``Invalid Request``), for error messages.
+    phrase: bytes = b""
 
 
 class _GetProtocol(protocol.Protocol):
@@ -56,7 +58,8 @@ class _GetProtocol(protocol.Protocol):
             self._finish(HTTPError("malformed HTTP reply" if raw else "connection closed "
                                    "without a reply"))
             return
-        self._finish(Response(int(status[1]), body))
+        phrase = head.split(b"\r\n", 1)[0].split(None, 2)[2:]
+        self._finish(Response(int(status[1]), body, phrase[0].strip() if phrase else b""))
 
     def _finish(self, outcome) -> None:
         if not self.result.called:

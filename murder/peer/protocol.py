@@ -77,6 +77,15 @@ class PeerProtocol(protocol.Protocol):
         #: 16 KiB blocks merged into one request to this peer (see
         #: ``SwarmConfig.request_size``); 1 for standard clients.
         self.span = 1
+        #: Our requests went unanswered (see ``Swarm._snub``): one probe
+        #: request at a time until a block arrives.
+        self.snubbed = False
+        #: The peer promises keep-alives while our requests wait for its
+        #: upload turns, so total silence means it is wedged.
+        self.keepalives = False
+        self.last_keepalive = 0.0
+        #: When the transport last paused us (the peer's socket is full), or None.
+        self.paused_since: float | None = None
 
     @property
     def active(self) -> bool:
@@ -289,9 +298,11 @@ class PeerProtocol(protocol.Protocol):
 
     def pauseProducing(self) -> None:  # noqa: N802
         self._paused = True
+        self.paused_since = self.swarm.clock.seconds()
 
     def resumeProducing(self) -> None:  # noqa: N802
         self._paused = False
+        self.paused_since = None
         if self.state is State.ACTIVE and self.upload_queue:
             try:
                 self.swarm.upload_ready(self)

@@ -21,7 +21,7 @@ from twisted.logger import Logger
 
 from murder.errors import MurderError, StorageError
 from murder.peer.announcer import Announcer, AnnounceReply
-from murder.peer.httpclients import http_client
+from murder.peer.httpclients import http_client, udp_client
 from murder.peer.options import RunConfig
 from murder.peer.progress import Progress
 from murder.peer.protocol import PeerFactory
@@ -106,6 +106,7 @@ class SwarmRun:
         self.announcer = Announcer(
             self.reactor, self.http, c.meta.trackers, c.meta.info_hash, swarm.peer_id, port,
             c.ip, swarm.stats, self._tracker_reply, tracker_timeout=c.tracker_timeout,
+            udp=udp_client(self.reactor, c.meta.trackers),
         )
         swarm.start()
         self._start_progress()

@@ -61,6 +61,18 @@ class SwarmConfig:
     #: other queues, and the deploy took 45.4 s; at 30 s, 35.0 s (bench/README).
     #: A dead host closes its connections; this only catches a hung one.
     snub_timeout: float = 30.0
+    #: A murder peer whose requests from us wait for an upload turn sends a
+    #: keep-alive every ``keepalive_interval`` seconds, so a busy uploader is
+    #: never silent.  One that sends *nothing at all* for ``quiet_timeout``
+    #: while our requests wait is wedged (SIGSTOPped, swapping, hung): its
+    #: requests go to others then, not after the full ``snub_timeout``.
+    #: Standard clients do not promise keep-alives; only the snub timer
+    #: applies to them.
+    quiet_timeout: float = 3.0
+    keepalive_interval: float = 1.0
+    #: An upload turn whose receiver has not drained its socket for this
+    #: long (a wedged downloader) passes to the next peer in line.
+    stuck_turn_timeout: float = 2.0
     idle_timeout: float = 120.0
     connect_timeout: float = 5.0
     random_first: int = 4
@@ -89,10 +101,19 @@ class SwarmConfig:
 #: requests up to ``wire.MAX_REQUEST``, so a peer with this prefix is sent
 #: large ones.
 PEER_ID_PREFIX = b"-MU"
+#: Our version in the peer id.  From 0110 on, a murder peer sends keep-alives
+#: to peers whose requests wait for an upload turn (see ``quiet_timeout``).
+PEER_VERSION = b"0110"
 
 
 def make_peer_id() -> bytes:
-    return PEER_ID_PREFIX + b"0100-" + os.urandom(12)
+    return PEER_ID_PREFIX + PEER_VERSION + b"-" + os.urandom(12)
+
+
+def promises_keepalives(peer_id: bytes) -> bool:
+    """Does this peer send keep-alives while our requests wait for a turn?"""
+    return peer_id.startswith(PEER_ID_PREFIX) and peer_id[3:7].isdigit() and \
+        peer_id[3:7] >= b"0110"
 
 
 class _Bucket:
@@ -179,6 +200,8 @@ class Swarm:
         self._min_depth = max(config.min_pipeline, -(-meta.piece_length // BLOCK_SIZE) + 4)
         self._up_active: list[PeerProtocol] = []
         self._up_turns: deque[PeerProtocol] = deque()
+        self._last_tick = now
+        self._judge_silence = True
         self._ticker = task.LoopingCall(self._tick)
         self._ticker.clock = reactor
         self._stopping = False
@@ -274,6 +297,7 @@ class Swarm:
         self.connections[conn.peer_id] = conn
         if conn.peer_id.startswith(PEER_ID_PREFIX):
             conn.span = max(1, self.config.request_size // BLOCK_SIZE)
+        conn.keepalives = promises_keepalives(conn.peer_id)
         self.log.debug("connected to {address}", address=conn.address)
         if conn.fast and self.have.complete:
             conn.send(wire.simple(wire.HAVE_ALL))
@@ -389,8 +413,10 @@ class Swarm:
     def fill_requests(self, conn: PeerProtocol) -> None:
         if self.have.complete or not conn.am_interested or conn.peer_choking:
             return
-        depth = self._depth(conn)
-        if conn.span == 1:
+        # A snubbed peer gets one block at a time (a probe): if it answers
+        # it is not snubbed any more; if not, it holds up one block only.
+        depth = 1 if conn.snubbed else self._depth(conn)
+        if conn.span == 1 or conn.snubbed:
             want = depth - len(conn.outstanding)
         else:
             want = depth - sum(-(-length // BLOCK_SIZE) for _, _, length in conn.outstanding)
@@ -402,10 +428,16 @@ class Swarm:
         exclude = None
         if conn.rejected:
             # A rejected piece is asked of this peer again only after a pause
-            # and only if no other connection can supply it.
+            # and only if no other *answering* connection can supply it: a
+            # snubbed holder (silent, wedged) is no source.  Counting it kept
+            # a peer away from the seeder that had refused it once, for ever
+            # (a peer stalled at 30 of 32 pieces beside a silent peer).
             avail = self.picker.availability
-            exclude = {i for i, t in conn.rejected.items() if now - t < 2.0 or avail[i] > 1}
-        blocks = self.picker.next_requests(conn, conn.bits, want, exclude, conn.span)
+            mute = [c.bits for c in self.connections.values() if c.snubbed and c is not conn]
+            exclude = {i for i, t in conn.rejected.items()
+                       if now - t < 2.0 or avail[i] - 1 - sum(i in b for b in mute) > 0}
+        blocks = self.picker.next_requests(conn, conn.bits, want, exclude,
+                                           1 if conn.snubbed else conn.span)
         if not blocks:
             if not conn.outstanding and not self.picker.interesting(conn.bits):
                 conn.set_interested(False)
@@ -433,6 +465,9 @@ class Swarm:
                 return
             conn.withdrawn.discard(key)
         conn.last_block = self.clock.seconds()
+        if conn.snubbed:
+            conn.snubbed = False
+            self.log.info("{address} answers requests again", address=conn.address)
         self.downloaded += len(block)
         if self._down_bucket is not None:
             self._down_bucket.spend(len(block), conn.last_block)
@@ -597,8 +632,11 @@ class Swarm:
             self._down_call = self.clock.callLater(delay, self._resume_downloads)
             return
         conns, self._down_paused = self._down_paused, set()
+        now = self.clock.seconds()
         for conn in conns:
             if conn.active:
+                # We were not reading: its silence meanwhile was ours.
+                conn.last_received = now
                 conn.transport.resumeProducing()
 
     def uploaded_block(self, conn: PeerProtocol, index: int, length: int) -> None:
@@ -627,25 +665,69 @@ class Swarm:
                                    self.meta.num_pieces - self.have.count))
             return
         tick = self.config.tick
+        config = self.config
+        # A late tick means this process did not run (CPU starved, stopped):
+        # the silence it sees is its own, so it judges no one on silence now.
+        self._judge_silence = now - self._last_tick < config.quiet_timeout / 2
+        self._last_tick = now
         for conn in list(self.connections.values()):
+            if not conn.active:
+                continue
             recent = conn.downloaded - conn._rate_mark
             conn._rate_mark = conn.downloaded
             conn.rate = 0.7 * conn.rate + 0.3 * (recent / tick)
-            if conn.outstanding and now - conn.last_block > self.config.snub_timeout:
-                self.log.info("{address} is not answering requests; asking others",
-                              address=conn.address)
-                conn.last_block = now
-                # Kept in mind: if they arrive after all, they are still used.
-                if len(conn.withdrawn) < 4 * self.config.max_pipeline:
-                    conn.withdrawn.update(conn.outstanding)
-                self.requests_dropped(conn, list(conn.outstanding))
-                for other in list(self.connections.values()):
-                    if other is not conn:
-                        self.fill_requests(other)
-            elif now - conn.last_received > self.config.idle_timeout:
+            if conn.upload_queue:
+                self._upload_liveness(conn, now)
+            if conn.outstanding and self._not_answering(conn, now):
+                self._snub(conn, now)
+            elif now - conn.last_received > config.idle_timeout:
                 conn.drop("idle")
             else:
                 self.fill_requests(conn)
+
+    def _not_answering(self, conn: PeerProtocol, now: float) -> bool:
+        """No block for ``snub_timeout``, or (from a peer that promises
+        keep-alives) no byte at all for ``quiet_timeout`` while our
+        requests wait.  ``last_block`` is also the time the pipeline was
+        last started, so fresh requests are never judged."""
+        waited = now - conn.last_block
+        if waited > self.config.snub_timeout:
+            return True
+        return (conn.keepalives and self._judge_silence and waited > self.config.quiet_timeout
+                and now - conn.last_received > self.config.quiet_timeout
+                and conn not in self._down_paused)
+
+    def _snub(self, conn: PeerProtocol, now: float) -> None:
+        """Take back ``conn``'s requests and give them to others."""
+        if not conn.snubbed:
+            self.log.info("{address} is not answering requests; asking others",
+                          address=conn.address)
+        conn.snubbed = True
+        conn.last_block = now
+        # Kept in mind: if they arrive after all, they are still used.
+        if len(conn.withdrawn) < 4 * self.config.max_pipeline:
+            conn.withdrawn.update(conn.outstanding)
+        self.requests_dropped(conn, list(conn.outstanding))
+        for other in list(self.connections.values()):
+            if other is not conn:
+                self.fill_requests(other)
+
+    def _upload_liveness(self, conn: PeerProtocol, now: float) -> None:
+        """Requests from ``conn`` are queued here.  While they wait for a
+        turn, tell it we are alive; while its turn makes no progress (its
+        socket does not drain: a wedged downloader), pass the turn on."""
+        if conn in self._up_active:
+            if conn.paused_since is not None and self._up_turns and \
+                    now - conn.paused_since > self.config.stuck_turn_timeout:
+                self.log.info("{address} is not reading; its upload turn passes",
+                              address=conn.address)
+                self._up_active.remove(conn)
+                conn.turn_piece = None
+                self._up_turns.append(conn)
+                self.upload_turn_over(conn)
+        elif now - conn.last_keepalive >= self.config.keepalive_interval:
+            conn.last_keepalive = now
+            conn.send(wire.KEEPALIVE)
 
     # ---------------------------------------------------------------- stats
     def stats(self) -> tuple[int, int, int]:

@@ -77,10 +77,13 @@ class TrackerStateService(service.Service):
 
     name = "tracker-state"  # type: ignore[assignment]  # Twisted types it None
 
-    def __init__(self, store: PeerStore, config: TrackerConfig, clock: IReactorTime) -> None:
+    def __init__(self, store: PeerStore, config: TrackerConfig, clock: IReactorTime,
+                 save_timer: Any = None) -> None:
         self.store = store
         self.config = config
         self.clock = clock
+        #: A prometheus_client Histogram (or None) timing each dfile save.
+        self.save_timer = save_timer
         self.allowed_dir = AllowedDir(config.allowed_dir) if config.allowed_dir else None
         self._loops: list[LoopingCall] = []
 
@@ -90,7 +93,11 @@ class TrackerStateService(service.Service):
 
     def save(self) -> None:
         if self.config.dfile:
-            save_dfile(self.store, self.config.dfile)
+            if self.save_timer is None:
+                save_dfile(self.store, self.config.dfile)
+            else:
+                with self.save_timer.time():
+                    save_dfile(self.store, self.config.dfile)
 
     def startService(self) -> None:  # noqa: N802
         super().startService()
@@ -124,6 +131,5 @@ class TrackerStateService(service.Service):
             except OSError as e:
                 log.error("cannot save dfile {path}: {error}", path=self.config.dfile,
                           error=e.strerror or str(e))
-
 
 __all__ = ["AllowedDir", "TrackerStateService"]

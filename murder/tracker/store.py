@@ -65,12 +65,27 @@ class Peer:
     last_seen: float
     key: bytes | None = None
     completed: bool = False
+    # Progress bookkeeping for the live view (murder.tracker.view); times are
+    # the store clock's.  Filled by PeerStore.announce, never by the caller.
+    #: First announce seen (or the dfile load time).
+    first_seen: float = 0.0
+    #: ``left`` at that first announce: 0 means an origin seeder.
+    initial_left: int = 0
+    #: Last time ``left`` fell or ``downloaded`` grew (stall detection).
+    progress_at: float = 0.0
+    #: When ``left`` reached 0 after leeching (or ``completed`` was announced).
+    completed_at: float | None = None
+    #: Smoothed bytes/s of ``left`` falling and of ``uploaded`` growing.
+    rate: float = 0.0
+    up_rate: float = 0.0
+    #: Set when the peer left the swarm (stopped or expired); see Torrent.departed.
+    gone_at: float | None = None
 
 
 class Torrent:
     """The peers of one info hash, with counters and cached compact lists."""
 
-    __slots__ = ("info_hash", "peers", "seeders", "downloaded", "empty_since",
+    __slots__ = ("info_hash", "peers", "seeders", "downloaded", "empty_since", "departed",
                  "_c4", "_c6", "_list4", "_list6", "_pos4", "_pos6")
 
     def __init__(self, info_hash: bytes, now: float) -> None:
@@ -80,6 +95,10 @@ class Torrent:
         #: How many peers announced ``completed`` (scrape's ``downloaded``).
         self.downloaded = 0
         self.empty_since: float | None = now
+        #: Peers that left (stopped or expired), newest last, for the live view:
+        #: a deploy's finished hosts stay visible after they exit.  Bounded by
+        #: PeerStore.max_departed and forgotten after PeerStore.departed_keep.
+        self.departed: dict[bytes, Peer] = {}
         self._invalidate()
 
     def _invalidate(self) -> None:
@@ -164,8 +183,16 @@ class PeerStore:
 
     def __init__(self, clock: IReactorTime, *, peer_timeout: float = 120.0,
                  max_torrents: int = 10_000, max_peers_per_torrent: int = 50_000,
-                 max_peers: int = 200_000, rng: random.Random | None = None) -> None:
+                 max_peers: int = 200_000, rng: random.Random | None = None,
+                 max_departed: int = 50_000, departed_keep: float = 3600.0) -> None:
         self.clock = clock
+        #: Departed peers kept for the live view, in total over all torrents.
+        self.max_departed = max_departed
+        self.departed_keep = departed_keep
+        self.departed_count = 0
+        #: Sums of announced counter increases, for /metrics (monotonic).
+        self.reported_uploaded = 0
+        self.reported_downloaded = 0
         self.peer_timeout = peer_timeout
         self.max_torrents = max_torrents
         self.max_peers_per_torrent = max_peers_per_torrent
@@ -202,6 +229,12 @@ class PeerStore:
             if peer is not None:
                 if peer.key is not None and req.key != peer.key and req.ip != peer.ip:
                     raise AnnounceError("peer id in use from another address")
+                # Final counters for the live view (the seeder's upload total);
+                # ``left`` stays, the seeder count depends on it.
+                now = self.clock.seconds()
+                _track_progress(peer, req, now)
+                peer.uploaded = max(peer.uploaded, req.uploaded)
+                peer.downloaded = max(peer.downloaded, req.downloaded)
                 self._remove(torrent, peer)
             return torrent
         now = self.clock.seconds()
@@ -213,6 +246,14 @@ class PeerStore:
             compact, v6 = _compact(req.ip, req.port)
             peer = Peer(req.peer_id, req.ip, req.port, compact, v6, req.left, req.uploaded,
                         req.downloaded, now, req.key)
+            peer.first_seen = peer.progress_at = now
+            peer.initial_left = req.left
+            if req.event == "completed":
+                peer.completed_at = now
+            self.reported_uploaded += req.uploaded
+            self.reported_downloaded += req.downloaded
+            if torrent.departed and torrent.departed.pop(req.peer_id, None) is not None:
+                self.departed_count -= 1
             torrent.peers[req.peer_id] = peer
             torrent._append(peer)
             torrent.empty_since = None
@@ -228,6 +269,9 @@ class PeerStore:
                 torrent._c4 = None
             if (peer.left == 0) != (req.left == 0):
                 torrent.seeders += 1 if req.left == 0 else -1
+            _track_progress(peer, req, now)
+            self.reported_uploaded += max(0, req.uploaded - peer.uploaded)
+            self.reported_downloaded += max(0, req.downloaded - peer.downloaded)
             peer.left = req.left
             peer.uploaded = req.uploaded
             peer.downloaded = req.downloaded
@@ -241,6 +285,10 @@ class PeerStore:
 
     def _remove(self, torrent: Torrent, peer: Peer) -> None:
         del torrent.peers[peer.peer_id]
+        peer.gone_at = self.clock.seconds()
+        if self.departed_count < self.max_departed:
+            torrent.departed[peer.peer_id] = peer
+            self.departed_count += 1
         torrent._c4 = None
         self.peer_count -= 1
         if peer.left == 0:
@@ -265,10 +313,19 @@ class PeerStore:
             for peer in stale:
                 self._remove(torrent, peer)
             dropped += len(stale)
+            forget = now - self.departed_keep
+            departed = torrent.departed
+            while departed:
+                oldest = next(iter(departed.values()))
+                if oldest.gone_at is None or oldest.gone_at > forget:
+                    break
+                del departed[oldest.peer_id]
+                self.departed_count -= 1
             if (not torrent.peers and torrent.empty_since is not None
                     and torrent.empty_since <= deadline
                     and (self.allowed is None or info_hash not in self.allowed)):
                 del self.torrents[info_hash]
+                self.departed_count -= len(torrent.departed)
         return dropped
 
     # ------------------------------------------------------------ allow-list
@@ -282,6 +339,7 @@ class PeerStore:
         for info_hash in [ih for ih in self.torrents if ih not in allowed]:
             torrent = self.torrents.pop(info_hash)
             self.peer_count -= len(torrent.peers)
+            self.departed_count -= len(torrent.departed)
 
     # ---------------------------------------------------------------- views
 
@@ -332,6 +390,7 @@ class PeerStore:
         now = self.clock.seconds()
         self.torrents = {}
         self.peer_count = 0
+        self.departed_count = 0
         for info_hash, entry in raw_torrents.items():
             if not (isinstance(info_hash, bytes) and len(info_hash) == 20
                     and isinstance(entry, dict)):
@@ -357,6 +416,33 @@ class PeerStore:
             if torrent.peers:
                 torrent.empty_since = None
             self.torrents[info_hash] = torrent
+
+
+#: Weight of the newest sample in the smoothed rates (successive announces).
+RATE_WEIGHT = 0.5
+#: Announces closer than this (seconds) do not update rates: an event burst
+#: (``completed`` right after an update) would give absurd instant rates.
+_MIN_RATE_GAP = 0.2
+
+
+def _track_progress(peer: Peer, req: AnnounceRequest, now: float) -> None:
+    """Update ``peer``'s progress fields from a re-announce, before its counters change.
+
+    Rates come from successive announces (no peer change needed): with the
+    short leecher interval they are a few seconds old at most.
+    """
+    fell = peer.left - req.left
+    if fell > 0 or req.downloaded > peer.downloaded:
+        peer.progress_at = now
+    if req.left == 0 and peer.left > 0 and peer.completed_at is None:
+        peer.completed_at = now
+    elif req.event == "completed" and peer.completed_at is None:
+        peer.completed_at = now
+    gap = now - peer.last_seen
+    if gap >= _MIN_RATE_GAP:
+        w = RATE_WEIGHT
+        peer.rate = (1 - w) * peer.rate + w * (max(0, fell) / gap)
+        peer.up_rate = (1 - w) * peer.up_rate + w * (max(0, req.uploaded - peer.uploaded) / gap)
 
 
 def _compact(ip: str, port: int) -> tuple[bytes, bool]:
@@ -385,9 +471,13 @@ def _peer_from_record(peer_id: Any, rec: Any, now: float) -> Peer:
         compact, v6 = compact_address(ip, port)
     except (OSError, OverflowError) as e:
         raise ValueError(f"bad peer address {ip!r}:{port}: {e}") from None
-    return Peer(peer_id, ip, port, compact, v6, _int(rec.get(b"left", 0)),
+    peer = Peer(peer_id, ip, port, compact, v6, _int(rec.get(b"left", 0)),
                 _int(rec.get(b"uploaded", 0)), _int(rec.get(b"downloaded", 0)),
                 now - _int(rec.get(b"age", 0)), key, bool(rec.get(b"completed", 0)))
+    # The dfile keeps no history: progress starts again from the load.
+    peer.first_seen = peer.progress_at = now
+    peer.initial_left = peer.left
+    return peer
 
 
 def save_dfile(store: PeerStore, path: str) -> None:
@@ -414,7 +504,7 @@ def load_dfile(store: PeerStore, path: str) -> bool:
     try:
         store.from_dfile(data)
     except (ValueError, RecursionError) as e:
-        store.torrents, store.peer_count = {}, 0
+        store.torrents, store.peer_count, store.departed_count = {}, 0, 0
         aside = f"{path}.corrupt-{int(time.time())}"
         try:
             os.replace(path, aside)

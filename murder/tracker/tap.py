@@ -21,10 +21,10 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.logger import Logger
 from twisted.python import usage
 
+from murder.auth import Authoriser, load_secret
 from murder.errors import ConfigError
 from murder.startup import GC_YOUNG_THRESHOLD, tune_gc_for_tracker as tune_gc
 from murder.tracker.announce import DEFAULT_TRUSTED_NETWORKS, TrustedNetworks
-from murder.auth import Authoriser, load_secret
 from murder.tracker.fasthttp import TrackerHTTPFactory
 from murder.tracker.state import AllowedDir, TrackerStateService
 from murder.tracker.store import PeerStore
@@ -58,6 +58,16 @@ class TrackerConfig:
     auth_secrets: tuple[str, ...] = ()
     #: PEM file of the CA(s) whose client certificates the TLS listener requires.
     client_ca: str | None = None
+    #: Interval asked of leechers (None: ``interval``), for a live view this fresh.
+    leecher_interval: int | None = 2
+    #: Seconds without progress before a leecher shows as stalled.
+    stall_after: float = 30.0
+    #: UDP port of the BEP 15 tracker (None: no UDP) and the address it binds.
+    udp_port: int | None = None
+    udp_bind: str = ""
+    #: ``redis://HOST:PORT/DB`` or ``unix:///path?db=N``: peers shared by several
+    #: tracker processes (None: in memory, saved to the dfile).
+    store: str | None = None
 
 
 def _endpoint_escape(value: str) -> str:
@@ -102,6 +112,18 @@ class Options(usage.Options):
         ["max-peers", None, "200000", "Most peers in total."],
         ["trusted-networks", None, ",".join(DEFAULT_TRUSTED_NETWORKS),
          "Comma-separated networks whose requests may set ip=."],
+        ["leecher-interval", None, "2", "Seconds between announces asked of peers still "
+                                        "downloading, so the dashboard and /status.json are "
+                                        "that fresh (0: use --interval)."],
+        ["stall-after", None, "30", "Seconds without progress before the dashboard and "
+                                    "/metrics show a downloading peer as stalled."],
+        ["udp-port", None, None, "Also answer BEP 15 UDP announces on this port "
+                                 "(announce URL udp://HOST:PORT/announce)."],
+        ["udp-bind", None, None, "Address of the UDP port (default: --bind's, else all "
+                                 "IPv4; :: for IPv6 and IPv4)."],
+        ["store", None, None, "Keep peers in Redis, shared by every tracker process using "
+                              "the same store: redis://HOST:PORT/DB or unix:///PATH?db=N "
+                              "(default: in memory, saved to --dfile)."],
     ]
     optFlags = [
         ["verbose", "v", "Log every announce and every HTTP request."],
@@ -206,6 +228,22 @@ class Options(usage.Options):
                 server_endpoint(MemoryReactor(), listen, client_ca)
             except ConfigError as e:
                 raise usage.UsageError(f"--client-ca: {e}") from None
+        udp_port = self._int("udp-port", 0, 65535) if self["udp-port"] else None
+        udp_bind = (self["udp-bind"] or self["bind"] or "").strip()
+        if udp_bind:
+            try:
+                udp_bind = str(ipaddress.ip_address(udp_bind))
+            except ValueError:
+                raise usage.UsageError(f"--udp-bind must be an IP address, not {udp_bind!r}"
+                                       ) from None
+        store_url = self["store"] or None
+        if store_url is not None:
+            from murder.tracker.redisstore import parse_store_url
+
+            try:
+                parse_store_url(store_url)
+            except ConfigError as e:
+                raise usage.UsageError(f"--store: {e}") from None
         self.config = TrackerConfig(
             listen=listen, dfile=dfile, interval=interval, min_interval=min_interval,
             numwant_default=numwant_default, numwant_max=numwant_max,
@@ -217,6 +255,9 @@ class Options(usage.Options):
             max_peers=self._int("max-peers", 1),
             trusted_networks=networks, verbose=bool(self["verbose"]),
             auth_secrets=auth_secrets, client_ca=client_ca,
+            leecher_interval=self._int("leecher-interval", 0, interval) or None,
+            stall_after=self._seconds("stall-after"),
+            udp_port=udp_port, udp_bind=udp_bind, store=store_url,
         )
 
 
@@ -234,10 +275,12 @@ def build_service(config: TrackerConfig, reactor: Any) -> service.MultiService:
         store, interval=config.interval, min_interval=config.min_interval,
         numwant_default=config.numwant_default, numwant_max=config.numwant_max,
         trusted=TrustedNetworks(config.trusted_networks), verbose=config.verbose,
-        auth=Authoriser.from_files(config.auth_secrets) if config.auth_secrets else None)
+        auth=Authoriser.from_files(config.auth_secrets) if config.auth_secrets else None,
+        leecher_interval=config.leecher_interval, stall_after=config.stall_after,
+        view_cache=0.5)
     factory = TrackerHTTPFactory(app, reactor, verbose=config.verbose)
     top = service.MultiService()
-    state = TrackerStateService(store, config, reactor)
+    state = TrackerStateService(store, config, reactor, save_timer=app.metrics.dfile_save)
     state.setServiceParent(top)
     listener = StreamServerEndpointService(
         server_endpoint(reactor, config.listen, config.client_ca), factory)
@@ -247,6 +290,16 @@ def build_service(config: TrackerConfig, reactor: Any) -> service.MultiService:
     listener.setServiceParent(top)
     top.store = store  # type: ignore[attr-defined]
     top.app = app  # type: ignore[attr-defined]
+    if config.udp_port is not None:
+        from twisted.application.internet import UDPServer
+
+        from murder.tracker.udp import UDPTrackerCore, UDPTrackerProtocol
+
+        top.udp = UDPTrackerCore(app)  # type: ignore[attr-defined]
+        udp = UDPServer(config.udp_port, UDPTrackerProtocol(top.udp),  # type: ignore[attr-defined]
+                        interface=config.udp_bind)
+        udp.setName("tracker-udp")
+        udp.setServiceParent(top)
     return top
 
 

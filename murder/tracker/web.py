@@ -30,9 +30,21 @@ gets a 500 and one logged traceback (rate limited).
 
 Torrents are sorted by info hash, peers by (ip, port).
 
-With an :class:`~murder.auth.Authoriser` (``--auth-secret``),
+Additions (schema still version 1): top-level ``"stall_after"``; per torrent
+``"stalled"`` (count); per peer ``"state"`` (see :mod:`murder.tracker.view`),
+``"rate"`` and ``"up_rate"`` (bytes/s from successive announces),
+``"idle"`` (seconds since its last progress) and ``"completed_age"``
+(seconds since it finished here, or null).
+
+The live dashboard is ``/`` (all swarms) and ``/swarm?info_hash=HEX`` (one
+swarm, every host); the pages poll ``/dashboard.json`` (see
+:mod:`murder.tracker.view`) and are served from ``murder/tracker/static``.
+Without JavaScript ``/`` still shows the plain status tables.
+``/metrics`` is the Prometheus exposition (:mod:`murder.tracker.metrics`).
+
+With an :class:`~murder.tracker.auth.Authoriser` (``--auth-secret``),
 announces and scrapes must carry a valid ``auth`` token per swarm (see
-:mod:`murder.auth`); refusals are a ``failure reason`` with HTTP 200,
+:mod:`murder.tracker.auth`); refusals are a ``failure reason`` with HTTP 200,
 counted in ``totals.rejected_auth`` and logged with the client address under
 the shared rate limit.  Logged request targets never show ``auth`` values.
 The status pages stay readable without a token: they hold no token or
@@ -44,6 +56,7 @@ from __future__ import annotations
 import html
 import json
 import time
+from importlib import resources
 from typing import Any, Callable, NamedTuple
 
 from twisted.internet.interfaces import IReactorTime
@@ -51,8 +64,11 @@ from twisted.logger import Logger
 
 from murder.errors import AnnounceError
 from murder.tracker import announce as codec
-from murder.auth import Authoriser, redact
+from murder.tracker.auth import Authoriser, redact
+from murder.tracker.metrics import CONTENT_TYPE as METRICS_TYPE
+from murder.tracker.metrics import TrackerMetrics, classify
 from murder.tracker.store import PeerStore
+from murder.tracker.view import dashboard, peer_state
 
 log = Logger()
 
@@ -61,6 +77,8 @@ MAX_URI = 8192
 BENCODE = b"text/plain"
 JSON = b"application/json"
 HTML = b"text/html; charset=utf-8"
+JS = b"text/javascript; charset=utf-8"
+CSS = b"text/css; charset=utf-8"
 
 
 class Reply(NamedTuple):
@@ -108,8 +126,18 @@ class TrackerApp:
                  numwant_default: int = 500, numwant_max: int = 500,
                  trusted: codec.TrustedNetworks | None = None,
                  tracker_id: bytes | None = None, verbose: bool = False,
-                 auth: Authoriser | None = None) -> None:
+                 auth: Authoriser | None = None, leecher_interval: int | None = None,
+                 stall_after: float = 30.0, view_cache: float = 0.0) -> None:
         self.store = store
+        #: Interval asked of peers with something left (None: ``interval``):
+        #: short, so the live view is as fresh as this many seconds.
+        self.leecher_interval = leecher_interval
+        #: Seconds without progress before a leecher shows as stalled.
+        self.stall_after = stall_after
+        #: Seconds a /dashboard.json answer is reused (bounds the cost of many viewers).
+        self.view_cache = view_cache
+        self._view_cached: dict[bytes, tuple[float, bytes]] = {}
+        self.metrics = TrackerMetrics(store, lambda: self.stall_after)
         self.auth = auth
         self.interval = interval
         self.min_interval = min_interval
@@ -123,11 +151,34 @@ class TrackerApp:
             b"/announce": self._announce, b"/scrape": self._scrape,
             b"/": self._status_html, b"/status.json": self._status_json,
         }
+        self._routes.update({
+            b"/swarm": self._swarm_html, b"/dashboard.json": self._dashboard_json,
+            b"/metrics": self._metrics, b"/static/dashboard.js": self._static,
+            b"/static/dashboard.css": self._static,
+        })
+        #: Latency histogram route label by path (anything else: "other").
+        self._route_names = {
+            b"/announce": "announce", b"/scrape": "scrape", b"/": "dashboard",
+            b"/status.json": "status", b"/swarm": "dashboard", b"/dashboard.json": "dashboard",
+            b"/metrics": "metrics", b"/static/dashboard.js": "static",
+            b"/static/dashboard.css": "static",
+        }
 
     # -------------------------------------------------------------- dispatch
 
     def handle(self, target: bytes, remote: str) -> Reply:
-        """Answer a GET of ``target`` (path and query, as on the request line); never raises."""
+        """Answer a GET of ``target`` (path and query, as on the request line); never raises.
+
+        Times the answer for the latency histogram.
+        """
+        timer = self.metrics.timer
+        start = timer()
+        reply = self._dispatch(target, remote)
+        route = self._route_names.get(target.partition(b"?")[0], "other")
+        self.metrics.observe[route](timer() - start)
+        return reply
+
+    def _dispatch(self, target: bytes, remote: str) -> Reply:
         try:
             if len(target) > MAX_URI:
                 return self.refuse(414, "request URI too long", target, remote)
@@ -159,8 +210,10 @@ class TrackerApp:
     def _announce(self, query: bytes, target: bytes, remote: str) -> Reply:
         args = codec.parse_query(query)
         if b"info_hash" not in args and b"peer_id" not in args:
+            self.metrics.announce("unknown", "invalid")
             return self.refuse(400, "not an announce: info_hash and peer_id missing",
                                target, remote)
+        result = "invalid"
         try:
             req = codec.parse_announce(args, remote, self.trusted,
                                        numwant_default=self.numwant_default,
@@ -168,25 +221,35 @@ class TrackerApp:
             if self.auth is not None:
                 refused = self.auth.check((req.info_hash,), args.get(b"auth", ()))
                 if refused is not None:
+                    result = "auth_refused"
                     raise AnnounceError(refused)
             torrent = self.store.announce(req)
         except AnnounceError as e:
+            if result != "auth_refused":
+                result = classify(e.reason)
+            raw_event = (args.get(b"event") or [b""])[0]
+            self.metrics.announce(codec.EVENTS.get(raw_event, "unknown") or "update", result)
             return self.refuse(200, e.reason, target, remote)
+        self.metrics.announce(req.event or "update", "ok")
         if req.event or self.verbose:
             log.info("announce {event} {info_hash} from {peer} left={left}",
                      event=req.event or "update", info_hash=req.info_hash.hex(),
                      peer=f"{req.ip}:{req.port}", left=req.left)
         numwant = 0 if req.event == "stopped" else req.numwant
+        interval, min_interval = self.interval, self.min_interval
+        if self.leecher_interval and req.left > 0:
+            interval = self.leecher_interval
+            min_interval = min(min_interval, interval)
         if req.compact:
             peers, peers6 = torrent.compact_sample(req.peer_id, numwant, self.store.rng)
             return Reply(200, BENCODE, codec.compact_reply(
-                complete=torrent.seeders, incomplete=torrent.leechers, interval=self.interval,
-                min_interval=self.min_interval, peers=peers, peers6=peers6,
+                complete=torrent.seeders, incomplete=torrent.leechers, interval=interval,
+                min_interval=min_interval, peers=peers, peers6=peers6,
                 tracker_id=self.tracker_id))
         four, six = torrent.sample(req.peer_id, numwant, self.store.rng)
         return Reply(200, BENCODE, codec.dict_reply(
-            complete=torrent.seeders, incomplete=torrent.leechers, interval=self.interval,
-            min_interval=self.min_interval,
+            complete=torrent.seeders, incomplete=torrent.leechers, interval=interval,
+            min_interval=min_interval,
             peers=[(p.peer_id, p.ip, p.port) for p in four + six],
             no_peer_id=req.no_peer_id, tracker_id=self.tracker_id))
 
@@ -197,9 +260,12 @@ class TrackerApp:
             if self.auth is not None:
                 refused = self.auth.check(hashes or (), args.get(b"auth", ()))
                 if refused is not None:
-                    raise AnnounceError(refused)
+                    self.metrics.scrape("auth_refused")
+                    return self.refuse(200, refused, target, remote)
         except AnnounceError as e:
+            self.metrics.scrape("invalid")
             return self.refuse(200, e.reason, target, remote)
+        self.metrics.scrape("ok")
         return Reply(200, BENCODE, codec.scrape_reply(self.store.scrape(hashes)))
 
     # ---------------------------------------------------------------- status
@@ -208,14 +274,65 @@ class TrackerApp:
         return Reply(200, JSON, json.dumps(self.status(), indent=1).encode())
 
     def _status_html(self, query: bytes, target: bytes, remote: str) -> Reply:
-        return Reply(200, HTML, render_status_html(self.status()).encode())
+        # The live dashboard; the plain tables stay inside <noscript>.
+        plain = render_status_html(self.status())
+        plain = plain.partition("<body>")[2].rpartition("</body>")[0]
+        page = _static_file("dashboard.html").replace(b"<!--NOSCRIPT-->", plain.encode())
+        return Reply(200, HTML, page)
 
     def status(self) -> dict[str, Any]:
         """The ``/status.json`` document, with the tracker's own counters."""
-        doc = status(self.store)
+        doc = status(self.store, self.stall_after)
         if self.auth is not None:
             doc["totals"]["rejected_auth"] = self.auth.rejected
         return doc
+
+    # ------------------------------------------------------------- live view
+
+    def _swarm_html(self, query: bytes, target: bytes, remote: str) -> Reply:
+        return Reply(200, HTML, _static_file("dashboard.html"))
+
+    def _static(self, query: bytes, target: bytes, remote: str) -> Reply:
+        name = target.partition(b"?")[0].rsplit(b"/", 1)[-1].decode()
+        return Reply(200, JS if name.endswith(".js") else CSS, _static_file(name))
+
+    def _dashboard_json(self, query: bytes, target: bytes, remote: str) -> Reply:
+        info_hash = None
+        hexes = codec.parse_query(query).get(b"info_hash")
+        if hexes:
+            try:
+                info_hash = bytes.fromhex(hexes[0].decode("ascii"))
+            except (UnicodeDecodeError, ValueError):
+                info_hash = b""
+            if len(info_hash) != 20:
+                return self.refuse(400, "info_hash must be 40 hex digits", target, remote)
+        now = self.store.clock.seconds()
+        key = info_hash or b""
+        cached = self._view_cached.get(key)
+        if cached is not None and self.view_cache and now - cached[0] < self.view_cache:
+            return Reply(200, JSON, cached[1])
+        body = json.dumps(dashboard(self.store, self.stall_after, info_hash),
+                          separators=(",", ":")).encode()
+        if self.view_cache:
+            if len(self._view_cached) >= 64:
+                self._view_cached.clear()
+            self._view_cached[key] = (now, body)
+        return Reply(200, JSON, body)
+
+    def _metrics(self, query: bytes, target: bytes, remote: str) -> Reply:
+        return Reply(200, METRICS_TYPE, self.metrics.render())
+
+
+_STATIC: dict[str, bytes] = {}
+
+
+def _static_file(name: str) -> bytes:
+    """A file of ``murder/tracker/static`` (package data), read once."""
+    data = _STATIC.get(name)
+    if data is None:
+        data = resources.files("murder.tracker").joinpath("static", name).read_bytes()
+        _STATIC[name] = data
+    return data
 
 
 def _origin_path(path: bytes) -> bytes:
@@ -227,7 +344,7 @@ def _origin_path(path: bytes) -> bytes:
     return rest[slash:] if slash >= 0 else b"/"
 
 
-def status(store: PeerStore) -> dict[str, Any]:
+def status(store: PeerStore, stall_after: float = 30.0) -> dict[str, Any]:
     """The ``/status.json`` document (schema in the module docstring)."""
     now = store.clock.seconds()
     torrents = []
@@ -237,6 +354,7 @@ def status(store: PeerStore) -> dict[str, Any]:
         info = store.known.get(info_hash)
         size = info.size if info else None
         peers = []
+        stalled = 0
         for p in sorted(torrent.peers.values(), key=lambda p: (p.ip, p.port)):
             progress = None
             if size:
@@ -246,17 +364,24 @@ def status(store: PeerStore) -> dict[str, Any]:
                 "uploaded": p.uploaded, "downloaded": p.downloaded, "seeder": p.left == 0,
                 "progress": progress, "last_announce_age": round(now - p.last_seen, 3),
             })
+            state = peer_state(p, now, stall_after)
+            stalled += state == "stalled"
+            peers[-1].update({
+                "state": state, "rate": round(p.rate), "up_rate": round(p.up_rate),
+                "idle": round(now - p.progress_at, 3),
+                "completed_age": (round(now - p.completed_at, 3)
+                                  if p.completed_at is not None else None)})
         seeders += torrent.seeders
         torrents.append({
             "info_hash": info_hash.hex(), "name": info.name if info else None, "size": size,
             "complete": torrent.seeders, "incomplete": torrent.leechers,
-            "downloaded": torrent.downloaded, "peers": peers,
+            "downloaded": torrent.downloaded, "peers": peers, "stalled": stalled,
         })
     return {
         "version": 1, "now": time.time(),
         "totals": {"torrents": len(store.torrents), "peers": store.peer_count,
                    "seeders": seeders, "leechers": store.peer_count - seeders},
-        "torrents": torrents,
+        "torrents": torrents, "stall_after": stall_after,
     }
 
 

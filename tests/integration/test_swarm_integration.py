@@ -289,7 +289,9 @@ class FailureTests:
         assert code != 0, out
         assert elapsed < 12, elapsed
         lines = [line for line in out.splitlines() if line.strip()]
-        assert any(f"no tracker answered within 2s ({dead})" in line for line in lines), out
+        # The real time waited: 2s, or a tenth more when the last attempt ended late.
+        assert any(re.search(rf"no tracker answered within 2(\.\d)?s \({re.escape(dead)}\)", line)
+                   for line in lines), out
         assert "Traceback" not in out
         assert os.listdir(dest) == []
 
@@ -312,7 +314,7 @@ class FailureTests:
             with os.fdopen(read_end, "rb") as r:
                 read_end = -1
                 status = r.read().decode()
-            assert status.startswith("failed no tracker answered within 1s"), status
+            assert re.match(r"failed no tracker answered within 1(\.\d)?s", status), status
             assert status.endswith("\n") and status.count("\n") == 1
         finally:
             for fd in (read_end, write_end):
@@ -378,5 +380,5 @@ class TwistdTests:
                            "--tracker-timeout", "1", cwd=tmp_path)
         code = procs.wait(proc, 30)
         assert code != 0, procs.output(proc)
-        assert "no tracker answered within 1s" in procs.output(proc)
+        assert re.search(r"no tracker answered within 1(\.\d)?s", procs.output(proc))
         assert os.listdir(dest) == []

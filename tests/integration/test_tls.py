@@ -12,6 +12,7 @@ import hashlib
 import ipaddress
 import json
 import os
+import re
 import socket
 import ssl
 import subprocess
@@ -258,7 +259,7 @@ class HTTPSTrackerTests:
             text = procs.output(bad)
             assert code != 0, text
             assert time.monotonic() - started < 20
-            assert "no tracker answered within 3s" in text, text
+            assert re.search(r"no tracker answered within 3(\.\d)?s", text), text
             assert "TLS error: certificate verify failed" in text, text
             assert list(dest.iterdir()) == [], list(dest.iterdir())
 

@@ -12,7 +12,7 @@ from twisted.internet.task import Clock
 from twisted.logger import formatEvent
 from twisted.web import resource
 
-from murder.errors import AnnounceError, TrackerUnreachable
+from murder.errors import AnnounceError, TrackerRefused, TrackerUnreachable
 from murder.peer.announcer import Announcer, build_query, parse_response, shown
 
 IH = bytes(range(100, 120))
@@ -94,7 +94,7 @@ class QueryTests:
         """Raw bytes are percent-encoded; ip, event and numwant are included."""
         q = build_query(b"\x00\x01 /", b"abc", 6881, 1, 2, 3, "started", "10.0.0.1", 50)
         assert q == ("info_hash=%00%01%20%2F&peer_id=abc&port=6881&uploaded=1&downloaded=2"
-                     "&left=3&compact=0&numwant=50&event=started&ip=10.0.0.1")
+                     "&left=3&compact=1&numwant=50&event=started&ip=10.0.0.1")
 
     def test_no_event_no_ip(self):
         """A regular re-announce has no event= and, without --ip, no ip=."""
@@ -169,7 +169,7 @@ class AnnouncerTests:
         _, path, q = h.tracker.requests[0]
         assert path == b"/a/announce"
         assert q == {"info_hash": IH, "peer_id": PID, "port": b"6881", "uploaded": b"100",
-                     "downloaded": b"200", "left": b"300", "compact": b"0",
+                     "downloaded": b"200", "left": b"300", "compact": b"1",
                      "numwant": b"500", "event": b"started", "ip": b"10.1.2.3"}
 
     def test_reannounce_at_interval(self):
@@ -204,15 +204,59 @@ class AnnouncerTests:
         assert h.tracker.events()[:4] == [b"started"] * 4
 
     def test_http_error_is_a_failure(self):
-        """An HTTP 500 with a non-bencoded body is reported as 'HTTP 500' and retried."""
+        """An HTTP 500 with a non-bencoded body is reported with its status line and retried."""
         h = Harness({b"/a/announce": [(500, b"Internal Server Error"), ok()]})
         fired = result_of(h.announcer.start())
         h.advance(1)
         assert len(h.tracker.requests) == 2 and len(fired) == 1
-        assert h.announcer._last_error == "HTTP 500"
+        assert h.announcer._last_error == "HTTP 500 Internal Server Error"
 
-    def test_tracker_unreachable(self):
-        """No tracker answers within tracker_timeout: start() fails with TrackerUnreachable."""
+    def test_http_error_shows_failure_reason(self):
+        """A 4xx carrying a bencoded failure reason (opentracker's way) shows both, and
+        giving up raises TrackerRefused with the real elapsed time, not 'no tracker'."""
+        body = bencodepy.encode({b"failure reason": b"Requested download is not authorized"})
+        h = Harness({b"/a/announce": [(400, body)]}, tracker_timeout=3)
+        fired = result_of(h.announcer.start())
+        h.advance(3.6)
+        error = fired[0].value
+        assert isinstance(error, TrackerRefused)
+        assert error.answers == {
+            URL_A: "HTTP 400 Bad Request: Requested download is not authorized"}
+        assert 3 <= error.seconds <= 3.6
+        assert str(error) == (f"tracker refused the announce for {round(error.seconds, 1):g}s: "
+                              f"{URL_A}: HTTP 400 Bad Request: Requested download is "
+                              "not authorized")
+
+    def test_refused_and_unreachable_mixed(self):
+        """One tracker refusing and one unreachable: TrackerRefused names each outcome."""
+        from twisted.internet.error import ConnectionRefusedError
+
+        class Half:
+            def __init__(self, stub):
+                self.stub = stub
+
+            def get(self, url, timeout):
+                if "/b/" in url:
+                    from twisted.internet import defer
+                    return defer.fail(ConnectionRefusedError())
+                return self.stub.get(url, timeout=timeout)
+
+            def content(self, response):
+                return self.stub.content(response)
+
+        h = Harness({b"/a/announce": [refused(b"unregistered torrent")]},
+                    urls=(URL_A, URL_B), tracker_timeout=2)
+        h.announcer.http = Half(h.stub)
+        fired = result_of(h.announcer.start())
+        h.advance(3)
+        error = fired[0].value
+        assert isinstance(error, TrackerRefused)
+        assert error.answers[URL_A] == "tracker refused: unregistered torrent"
+        assert error.answers[URL_B].startswith("unreachable: Connection was refused")
+
+    def test_tracker_refused(self):
+        """Trackers answer only refusals within tracker_timeout: start() fails with
+        TrackerRefused listing what each one said, and never announces again."""
         h = Harness({b"/a/announce": [refused(b"nope")], b"/b/announce": [refused(b"go away")]},
                     urls=(URL_A, URL_B), tracker_timeout=5)
         fired = result_of(h.announcer.start())
@@ -221,10 +265,11 @@ class AnnouncerTests:
         h.advance(0.2)
         assert len(fired) == 1
         error = fired[0].value
-        assert isinstance(error, TrackerUnreachable)
-        assert error.urls == (URL_A, URL_B) and error.seconds == 5
-        assert str(error).startswith(f"no tracker answered within 5s ({URL_A}, {URL_B}): "
-                                     "tracker refused: ")
+        assert isinstance(error, TrackerRefused)
+        assert error.answers == {URL_A: "tracker refused: nope", URL_B: "tracker refused: go away"}
+        assert 5 <= error.seconds < 5.2
+        assert str(error).startswith(
+            f"tracker refused the announce for {round(error.seconds, 1):g}s: {URL_A}: ")
         count = len(h.tracker.requests)
         h.advance(60)
         assert len(h.tracker.requests) == count  # gave up for good
@@ -246,7 +291,7 @@ class AnnouncerTests:
             globalLogPublisher.removeObserver(events.append)
         assert h.tracker.requests[0][2]["auth"] == b"0123456789abcdef0123456789abcdef"
         error = fired[0].value
-        assert isinstance(error, TrackerUnreachable)
+        assert isinstance(error, TrackerRefused)
         assert "0123456789abcdef" not in str(error) and "auth=<redacted>&x=1" in str(error)
         warned = [formatEvent(e) for e in events if "tracker" in (e.get("log_format") or "")]
         assert warned and all("0123456789abcdef" not in w for w in warned)
@@ -306,3 +351,43 @@ class AnnouncerTests:
         h.advance(30)
         assert len(h.tracker.requests) == 1
 
+
+
+class UnreachableTests:
+    """Nothing answers: TrackerUnreachable with the real elapsed time."""
+
+    def test_unreachable_real_elapsed(self):
+        """Connection failures only: TrackerUnreachable, its seconds the time really waited."""
+        from twisted.internet import defer
+        from twisted.internet.error import ConnectionRefusedError
+
+        class Down:
+            def get(self, url, timeout):
+                return defer.fail(ConnectionRefusedError())
+
+        clock = Clock()
+        announcer = Announcer(clock, Down(), (URL_A,), IH, PID, 6881, None, lambda: (0, 0, 1),
+                              lambda r: None, tracker_timeout=7)
+        fired = result_of(announcer.start())
+        for _ in range(100):
+            clock.advance(0.25)
+        error = fired[0].value
+        assert isinstance(error, TrackerUnreachable)
+        assert 7 <= error.seconds < 8
+        assert str(error).startswith(f"no tracker answered within {round(error.seconds, 1):g}s "
+                                     f"({URL_A}): Connection was refused")
+
+
+class DictOrCompactTests:
+    """compact=1 is asked, but a dictionary peer list (a tracker ignoring it) is read too."""
+
+    def test_dict_reply_to_compact_request(self):
+        """A tracker answering compact=1 with BEP 3 dicts still yields the peers."""
+        pid = b"Q" * 20
+        body = bencodepy.encode({b"interval": 15, b"peers": [
+            {b"ip": b"10.0.0.9", b"port": 6000, b"peer id": pid}]})
+        h = Harness({b"/a/announce": [(200, body)]})
+        fired = result_of(h.announcer.start())
+        h.advance(0)
+        assert h.tracker.requests[0][2]["compact"] == b"1"
+        assert fired[0].peers == [(("10.0.0.9", 6000), pid)]

@@ -1,0 +1,483 @@
+"""BEP 15 in memory: the datagram codec, the tracker core and protocol, the peer's
+UDP client and its retry schedule, and a fuzz run of >= 10,000 datagrams."""
+
+from __future__ import annotations
+
+import random
+import socket
+import struct
+from typing import Any
+
+import pytest
+from twisted.internet import defer
+from twisted.internet.task import Clock
+from twisted.logger import globalLogPublisher
+
+from murder.errors import AnnounceError, TrackerUnreachable, UDPCodecError
+from murder.peer.announcer import AnnounceParams, AnnounceReply, Announcer
+from murder.peer.udptracker import UDPTimeout, UDPTrackerClient, parse_udp_url
+from murder.tracker import udpcodec
+from murder.tracker.auth import Authoriser
+from murder.tracker.store import PeerStore
+from murder.tracker.udp import UDPTrackerCore, UDPTrackerProtocol
+from murder.tracker.web import TrackerApp
+
+IH = bytes(range(20))
+V4 = "10.0.0.1"
+
+
+def make_core(clock: Clock | None = None, **kw) -> UDPTrackerCore:
+    store = PeerStore(clock or Clock(), rng=random.Random(1))
+    return UDPTrackerCore(TrackerApp(store, **kw), secret=b"k" * 32)
+
+
+def connect(core: UDPTrackerCore, host: str = V4) -> int:
+    reply = udpcodec.parse_reply(core.handle(udpcodec.connect_request(7), host, 6881))
+    assert isinstance(reply, udpcodec.ConnectReply) and reply.transaction == 7
+    return reply.connection_id
+
+
+def announce(core: UDPTrackerCore, n: int, host: str = V4, left: int = 10,
+             event: str = "started", num_want: int = -1, cid: int | None = None) -> Any:
+    cid = connect(core, host) if cid is None else cid
+    data = udpcodec.announce_request(cid, 100 + n, IH, b"%020d" % n, 0, left, 0, event,
+                                     n, num_want, 6000 + n)
+    raw = core.handle(data, host, 6881)
+    return None if raw is None else udpcodec.parse_reply(raw)
+
+
+def peers4(blob: bytes) -> list[tuple[str, int]]:
+    return [(socket.inet_ntoa(blob[i:i + 4]), struct.unpack(">H", blob[i + 4:i + 6])[0])
+            for i in range(0, len(blob), 6)]
+
+
+class UDPCodecTests:
+    """Datagrams are built and parsed exactly as BEP 15 lays them out."""
+
+    def test_connect_layout(self):
+        """A connect request is magic, action 0, transaction: 16 bytes."""
+        assert udpcodec.connect_request(5) == bytes.fromhex("0000041727101980" "00000000"
+                                                            "00000005")
+        assert udpcodec.parse_request(udpcodec.connect_request(5)) == udpcodec.ConnectRequest(5)
+
+    def test_announce_roundtrip(self):
+        """An announce is 98 bytes and parses back field by field; BEP 41 options are skipped."""
+        data = udpcodec.announce_request(1, 2, IH, b"P" * 20, 3, 4, 5, "completed", 6, 7, 8,
+                                         ip=0x0A000001)
+        assert len(data) == 98
+        req = udpcodec.parse_request(data + b"\x02\x05/path")
+        assert req == udpcodec.UDPAnnounce(1, 2, IH, b"P" * 20, 3, 4, 5, "completed",
+                                           0x0A000001, 6, 7, 8)
+
+    def test_replies_roundtrip(self):
+        """Connect, announce, scrape and error replies parse back."""
+        assert udpcodec.parse_reply(udpcodec.connect_reply(3, 99)) == udpcodec.ConnectReply(3, 99)
+        assert udpcodec.parse_reply(udpcodec.announce_reply(4, 15, 2, 1, b"x" * 6)) == \
+            udpcodec.AnnounceReply(4, 15, 2, 1, b"x" * 6)
+        assert udpcodec.parse_reply(udpcodec.scrape_reply(5, [(1, 2, 3)])) == \
+            udpcodec.ScrapeReply(5, ((1, 2, 3),))
+        assert udpcodec.parse_reply(udpcodec.error_reply(6, "nope")) == \
+            udpcodec.ErrorReply(6, "nope")
+
+    @pytest.mark.parametrize("data, reason, transaction", [
+        (b"", "datagram shorter than 16 bytes", None),
+        (b"\x00" * 15, "datagram shorter than 16 bytes", None),
+        (struct.pack(">QII", 1, 0, 9), "connect without the BEP 15 protocol id", None),
+        (struct.pack(">QII", 1, 1, 9) + b"x" * 10, "announce of 26 bytes (needs 98)", 9),
+        (struct.pack(">QII", 1, 2, 9), "scrape needs whole 20-byte info hashes", 9),
+        (struct.pack(">QII", 1, 2, 9) + b"x" * 21, "scrape needs whole 20-byte info hashes", 9),
+        (struct.pack(">QII", 1, 2, 9) + b"x" * 20 * 75, "more than 74 info hashes", 9),
+        (struct.pack(">QII", 1, 7, 9), "unknown action 7", 9),
+        (udpcodec.announce_request(1, 9, IH, IH, 0, 0, 0, "", 0, 0, 1)[:80]
+         + struct.pack(">I", 4) + b"\x00" * 14, "invalid event 4", 9),
+    ])
+    def test_malformed_requests(self, data, reason, transaction):
+        """Malformed requests raise UDPCodecError with the reason and, when readable,
+        the transaction id to address an error to."""
+        with pytest.raises(UDPCodecError) as e:
+            udpcodec.parse_request(data)
+        assert e.value.reason == reason and e.value.transaction == transaction
+
+
+class UDPTrackerCoreTests:
+    """The core answers BEP 15 requests from the shared store."""
+
+    def test_connection_id_valid_one_to_two_minutes(self):
+        """An id is accepted for at least 60 s and at most 120 s, only from its host."""
+        clock = Clock()
+        core = make_core(clock)
+        cid = connect(core)
+        assert core.valid(cid, V4) and not core.valid(cid, "10.0.0.2")
+        clock.advance(119.9)
+        assert core.valid(cid, V4)
+        clock.advance(0.1)
+        assert not core.valid(cid, V4)
+        clock.advance(59.9)  # an id from late in a bucket still lives 60 s
+        late = connect(core)
+        clock.advance(60)
+        assert core.valid(late, V4)
+        other = UDPTrackerCore(core.app, secret=b"j" * 32)
+        assert not other.valid(late, V4)  # keyed: another secret, another id
+
+    def test_announce_gets_other_peers(self):
+        """Announces register peers; each gets the others (not itself) and the counts."""
+        core = make_core()
+        announce(core, 1, left=0, host="10.0.0.1")
+        reply = announce(core, 2, host="10.0.0.2")
+        assert isinstance(reply, udpcodec.AnnounceReply)
+        assert (reply.transaction, reply.interval, reply.seeders, reply.leechers) == \
+            (102, 15, 1, 1)
+        assert peers4(reply.peers) == [("10.0.0.1", 6001)]
+
+    def test_ipv6_sender_gets_ipv6_peers(self):
+        """A sender over IPv6 gets 18-byte IPv6 peers, an IPv4 one 6-byte IPv4 peers;
+        a v4-mapped sender counts as IPv4."""
+        core = make_core()
+        announce(core, 1, host="fd00::1")
+        announce(core, 2, host="10.0.0.2")
+        six = announce(core, 3, host="fd00::3")
+        assert six.peers == socket.inet_pton(socket.AF_INET6, "fd00::1") + struct.pack(">H", 6001)
+        mapped = announce(core, 4, host="::ffff:10.0.0.4")
+        assert sorted(peers4(mapped.peers)) == [("10.0.0.2", 6002)]
+
+    def test_shares_the_store_with_http(self):
+        """A peer announced over HTTP is handed to a UDP peer, and vice versa."""
+        core = make_core()
+        query = ("info_hash=" + "".join(f"%{b:02x}" for b in IH)
+                 + "&peer_id=" + "h" * 20 + "&port=7000&left=0&compact=1")
+        assert core.app.handle(f"/announce?{query}".encode(), "10.9.9.9").code == 200
+        reply = announce(core, 1)
+        assert peers4(reply.peers) == [("10.9.9.9", 7000)] and reply.seeders == 1
+        http = core.app.handle(f"/announce?{query}".encode(), "10.9.9.9")
+        assert b"5:peers6:" + socket.inet_aton(V4) + struct.pack(">H", 6001) in http.body
+
+    def test_numwant_stopped_and_trusted_ip(self):
+        """num_want caps the peers; stopped removes the peer; ip= only from trusted hosts."""
+        core = make_core()
+        for n in range(1, 6):
+            announce(core, n, host=f"10.0.0.{n}")
+        assert len(announce(core, 9, host="10.0.0.9", num_want=2).peers) == 12
+        assert announce(core, 9, host="10.0.0.9", event="stopped").peers == b""
+        assert core.store.peer_count == 5
+        cid = connect(core, "8.8.8.8")
+        data = udpcodec.announce_request(cid, 1, IH, b"x" * 20, 0, 1, 0, "", 0, -1, 7,
+                                         ip=0x0A0A0A0A)
+        core.handle(data, "8.8.8.8", 1)
+        assert core.store.torrents[IH].peers[b"x" * 20].ip == "8.8.8.8"
+        data = udpcodec.announce_request(connect(core), 1, IH, b"y" * 20, 0, 1, 0, "", 0, -1, 7,
+                                         ip=0x0A0A0A0A)
+        core.handle(data, V4, 1)
+        assert core.store.torrents[IH].peers[b"y" * 20].ip == "10.10.10.10"
+
+    def test_scrape(self):
+        """Scrape answers seeders, completed, leechers per hash in order; unknown: zeros."""
+        core = make_core()
+        announce(core, 1, left=0)
+        announce(core, 2, left=0, event="completed")
+        announce(core, 3)
+        data = udpcodec.scrape_request(connect(core), 5, [IH, b"\xee" * 20])
+        reply = udpcodec.parse_reply(core.handle(data, V4, 1))
+        assert reply == udpcodec.ScrapeReply(5, ((2, 1, 1), (0, 0, 0)))
+
+    def test_errors(self):
+        """Bad connection ids, ports and refusals of the store get an error datagram."""
+        core = make_core()
+        data = udpcodec.announce_request(12345, 77, IH, IH, 0, 0, 0, "", 0, -1, 1)
+        assert core.handle(data, V4, 1) == udpcodec.error_reply(
+            77, "connection id expired or invalid")
+        assert announce(core, 0, cid=connect(core)) is not None
+        bad_port = udpcodec.announce_request(connect(core), 8, IH, IH, 0, 0, 0, "", 0, -1, 0)
+        assert udpcodec.parse_reply(core.handle(bad_port, V4, 1)).message == \
+            "invalid port: must be 1-65535"
+        core.store.set_allowed({})
+        assert announce(core, 1).message == "torrent not allowed on this tracker"
+
+    def test_no_reply_without_transaction(self):
+        """Runts and connects without the magic get no reply at all."""
+        core = make_core()
+        assert core.handle(b"hello", V4, 1) is None
+        assert core.handle(struct.pack(">QII", 5, 0, 1), V4, 1) is None
+
+    def test_error_replies_rate_limited(self):
+        """Error replies stop after the burst and resume as the bucket refills."""
+        clock = Clock()
+        store = PeerStore(clock)
+        core = UDPTrackerCore(TrackerApp(store), error_rate=10, error_burst=20)
+        bad = udpcodec.announce_request(1, 1, IH, IH, 0, 0, 0, "", 0, -1, 1)
+        answers = [core.handle(bad, V4, 1) for _ in range(100)]
+        assert sum(a is not None for a in answers) == 20
+        clock.advance(1)
+        answers = [core.handle(bad, V4, 1) for _ in range(100)]
+        assert sum(a is not None for a in answers) == 10
+        assert core.errors.refused == 170
+        # Valid requests are never rate limited.
+        assert isinstance(announce(core, 1), udpcodec.AnnounceReply)
+
+    def test_auth_tracker_refuses_udp(self):
+        """With announce authorisation on, UDP announces get an error (no token in BEP 15)."""
+        store = PeerStore(Clock())
+        core = UDPTrackerCore(TrackerApp(store, auth=Authoriser([b"s" * 32])))
+        reply = announce(core, 1)
+        assert isinstance(reply, udpcodec.ErrorReply) and "auth token" in reply.message
+        assert store.peer_count == 0
+
+
+class FakeDatagramTransport:
+    """Records what a DatagramProtocol writes."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, Any]] = []
+
+    def write(self, data: bytes, addr: Any) -> None:
+        self.sent.append((data, addr))
+
+
+class UDPFuzzTests:
+    """>= 10,000 random and mutated datagrams into the protocol: nothing escapes,
+    nothing is logged as a bug, and valid requests in between are all answered."""
+
+    def test_fuzz(self):
+        """12,000 datagrams (random, mutated valid ones, truncations) then checks."""
+        clock = Clock()
+        store = PeerStore(clock, max_torrents=64, max_peers=500)
+        core = UDPTrackerCore(TrackerApp(store), secret=b"f" * 32, error_rate=1e9,
+                              error_burst=1e9)
+        proto = UDPTrackerProtocol(core)
+        proto.transport = FakeDatagramTransport()
+        rng = random.Random(15)
+        cid = core.connection_id("10.0.0.1")
+        seeds = [udpcodec.connect_request(1),
+                 udpcodec.announce_request(cid, 2, IH, b"p" * 20, 0, 5, 0, "started", 1, 50, 80),
+                 udpcodec.scrape_request(cid, 3, [IH, b"\x01" * 20])]
+        bugs: list[dict] = []
+
+        def observe(event: dict) -> None:
+            if event.get("log_failure") is not None:
+                bugs.append(event)
+
+        globalLogPublisher.addObserver(observe)
+        valid_sent = 0
+        try:
+            for i in range(12_000):
+                kind = rng.random()
+                if kind < 0.25:
+                    data = rng.randbytes(rng.randrange(0, 200))
+                elif kind < 0.85:
+                    data = bytearray(rng.choice(seeds))
+                    for _ in range(rng.randrange(1, 6)):
+                        data[rng.randrange(len(data))] = rng.randrange(256)
+                    data = bytes(data[:rng.randrange(len(data) + 1)]
+                                 if rng.random() < 0.3 else data)
+                else:
+                    # Mutate the interesting fields, keep the frame valid.
+                    data = udpcodec.announce_request(
+                        cid if rng.random() < 0.8 else rng.getrandbits(64), i,
+                        rng.randbytes(20) if rng.random() < 0.5 else IH, rng.randbytes(20),
+                        rng.getrandbits(64), rng.getrandbits(64), rng.getrandbits(64),
+                        rng.choice(["", "started", "completed", "stopped"]),
+                        rng.getrandbits(32), rng.randrange(-2**31, 2**31),
+                        rng.randrange(65536), ip=rng.getrandbits(32))
+                host = rng.choice(["10.0.0.1", "10.0.0.2", "fd00::1", "::ffff:10.0.0.1"])
+                proto.datagramReceived(data, (host, rng.randrange(1, 65536)))
+                if i % 100 == 0:
+                    before = len(proto.transport.sent)
+                    proto.datagramReceived(udpcodec.connect_request(i), ("10.0.0.1", 9))
+                    good = udpcodec.announce_request(cid, i, IH, b"g" * 20, 0, 1, 0, "", 0, 5,
+                                                     999)
+                    proto.datagramReceived(good, ("10.0.0.1", 9))
+                    valid_sent += 2
+                    replies = [udpcodec.parse_reply(d) for d, _ in proto.transport.sent[before:]]
+                    assert [type(r) for r in replies] == [udpcodec.ConnectReply,
+                                                          udpcodec.AnnounceReply], replies
+                if i % 1000 == 0:
+                    clock.advance(7)
+                    cid = core.connection_id("10.0.0.1")
+        finally:
+            globalLogPublisher.removeObserver(observe)
+        assert bugs == []
+        assert valid_sent == 240
+        assert core.dropped > 1000 and core.answered > 240
+        assert store.peer_count <= 500 and len(store.torrents) <= 64
+        assert store.peer_count == sum(len(t.peers) for t in store.torrents.values())
+
+
+# ---------------------------------------------------------------- peer side
+
+
+class LoopReactor(Clock):
+    """A Clock whose ``listenUDP`` wires the client to an in-memory UDP tracker.
+
+    ``drop`` counts datagrams to lose on the way to the tracker, to exercise
+    retransmissions; ``sent`` records when each datagram was sent.
+    """
+
+    def __init__(self, core: UDPTrackerCore | None, client_host: str = "10.0.0.1") -> None:
+        super().__init__()
+        self.core = core
+        self.client_host = client_host
+        self.drop = 0
+        self.sent: list[tuple[float, bytes]] = []
+        self.open_ports = 0
+
+    def listenUDP(self, port, proto, interface="", maxPacketSize=8192):  # noqa: N802
+        reactor = self
+
+        class Transport:
+            def write(self, data, addr):
+                reactor.sent.append((reactor.seconds(), data))
+                if reactor.drop > 0 or reactor.core is None:
+                    reactor.drop -= 1
+                    return
+                reply = reactor.core.handle(data, reactor.client_host, 40000)
+                if reply is not None:
+                    reactor.callLater(0, proto.datagramReceived, reply, addr)
+
+        class Port:
+            def stopListening(self):
+                reactor.open_ports -= 1
+
+        proto.transport = Transport()
+        self.open_ports += 1
+        proto.startProtocol()
+        return Port()
+
+
+def params(n: int = 1, left: int = 5, event: str | None = "started") -> AnnounceParams:
+    return AnnounceParams(IH, b"%020d" % n, 6000 + n, 0, 0, left, event, None, 50)
+
+
+def outcome(d: defer.Deferred) -> list:
+    out: list = []
+    d.addBoth(out.append)
+    return out
+
+
+class UDPClientTests:
+    """The peer's BEP 15 client against the in-memory tracker core."""
+
+    def test_url(self):
+        """udp://host:port URLs parse; others are refused with a readable reason."""
+        assert parse_udp_url("udp://10.0.0.5:6969/announce") == ("10.0.0.5", 6969)
+        assert parse_udp_url("udp://[fd00::5]:6969") == ("fd00::5", 6969)
+        for bad in ("udp://host/announce", "http://h:1/", "udp://:5/"):
+            with pytest.raises(AnnounceError):
+                parse_udp_url(bad)
+
+    def test_announce_and_connection_id_reuse(self):
+        """Connect + announce (2 round trips); a second announce within a minute reuses
+        the connection id (1 round trip); after a minute it connects again."""
+        core = make_core()
+        reactor = LoopReactor(core)
+        announce(core, 9, host="10.0.0.9", left=0)
+        client = UDPTrackerClient(reactor)
+        got = outcome(client.announce("udp://127.0.0.1:6969/announce", params(), 30))
+        reactor.advance(0)
+        reply = got[0]
+        assert isinstance(reply, AnnounceReply)
+        assert reply.peers == [(("10.0.0.9", 6009), None)]
+        assert (reply.interval, reply.complete, reply.incomplete) == (15.0, 1, 1)
+        assert len(reactor.sent) == 2
+        outcome(client.announce("udp://127.0.0.1:6969/announce", params(event=None), 30))
+        reactor.advance(0)
+        assert len(reactor.sent) == 3
+        reactor.advance(61)
+        outcome(client.announce("udp://127.0.0.1:6969/announce", params(event=None), 30))
+        reactor.advance(0)
+        assert len(reactor.sent) == 5 and reactor.open_ports == 0
+
+    def test_stale_connection_id_reconnects(self):
+        """A cached id the tracker no longer accepts (it restarted) makes one new connect."""
+        core = make_core()
+        reactor = LoopReactor(core)
+        client = UDPTrackerClient(reactor)
+        outcome(client.announce("udp://127.0.0.1:6969", params(), 30))
+        reactor.advance(0)
+        reactor.core = make_core(reactor)
+        reactor.core._secret = b"other" * 8
+        got = outcome(client.announce("udp://127.0.0.1:6969", params(event=None), 30))
+        reactor.advance(0)
+        assert isinstance(got[0], AnnounceReply)
+        assert len(reactor.sent) == 5  # connect, announce | announce (error), connect, announce
+
+    def test_retry_schedule(self):
+        """Lost datagrams are resent after 15 s, then 30 s more (BEP 15), within the bound."""
+        core = make_core()
+        reactor = LoopReactor(core)
+        reactor.drop = 2
+        got = outcome(UDPTrackerClient(reactor).announce("udp://127.0.0.1:1", params(), 60))
+        reactor.pump([1] * 50)
+        assert isinstance(got[0], AnnounceReply)
+        assert [t for t, _ in reactor.sent] == [0, 15, 45, 45]
+
+    def test_timeout(self):
+        """Silence fails the announce with UDPTimeout at the bound and closes the port."""
+        reactor = LoopReactor(None)
+        got = outcome(UDPTrackerClient(reactor).announce("udp://127.0.0.1:1", params(), 20))
+        reactor.pump([1] * 19)
+        assert got == []
+        reactor.advance(1)
+        assert got[0].check(UDPTimeout)
+        assert "no UDP connect reply within 20s (1 retransmissions)" in str(got[0].value)
+        assert [t for t, _ in reactor.sent] == [0, 15] and reactor.open_ports == 0
+
+    def test_error_reply_is_an_answer(self):
+        """An error datagram fails the announce with AnnounceError (the tracker answered)."""
+        core = make_core()
+        core.store.set_allowed({})
+        reactor = LoopReactor(core)
+        got = outcome(UDPTrackerClient(reactor).announce("udp://127.0.0.1:1", params(), 20))
+        reactor.advance(0)
+        assert got[0].check(AnnounceError)
+        assert str(got[0].value) == "tracker refused: torrent not allowed on this tracker"
+
+
+class HTTPDown:
+    """An HTTP client for which every tracker is down (connection refused)."""
+
+    def __init__(self) -> None:
+        self.urls: list[str] = []
+
+    def get(self, url: str, timeout: float) -> defer.Deferred:
+        from twisted.internet.error import ConnectionRefusedError
+
+        self.urls.append(url)
+        return defer.fail(ConnectionRefusedError())
+
+
+class AnnouncerUDPTests:
+    """The Announcer uses udp:// URLs and falls back along the list (BEP 12)."""
+
+    def test_udp_tracker_feeds_the_swarm(self):
+        """A torrent listing only a udp:// tracker gets its peers through it."""
+        core = make_core()
+        announce(core, 9, host="10.0.0.9", left=0)
+        reactor = LoopReactor(core)
+        replies: list = []
+        a = Announcer(reactor, HTTPDown(), ("udp://127.0.0.1:6969/announce",), IH,
+                      b"%020d" % 1, 6001, None, lambda: (0, 0, 5), replies.append,
+                      udp=UDPTrackerClient(reactor))
+        started = outcome(a.start())
+        reactor.advance(0)
+        reactor.advance(0)
+        assert isinstance(started[0], AnnounceReply)
+        assert replies[0].peers == [(("10.0.0.9", 6009), None)]
+        assert core.store.torrents[IH].peers[b"%020d" % 1].port == 6001
+
+    def test_dead_udp_falls_back_to_http_then_gives_up(self):
+        """A silent udp:// tracker is given its share of --tracker-timeout, then the
+        next URL is tried; with both dead, TrackerUnreachable names the UDP timeout."""
+        reactor = LoopReactor(None)
+        http = HTTPDown()
+        a = Announcer(reactor, http, ("udp://127.0.0.1:1/announce", "http://127.0.0.1:2/a"),
+                      IH, b"%020d" % 1, 6001, None, lambda: (0, 0, 5), lambda r: None,
+                      tracker_timeout=40, udp=UDPTrackerClient(reactor))
+        failed = outcome(a.start())
+        reactor.pump([0.5] * 39)
+        assert http.urls == []  # the UDP attempt has 20 s of the 40
+        reactor.pump([0.5] * 3)  # after the usual 0.5 s backoff
+        assert http.urls == ["http://127.0.0.1:2/a?" + http.urls[0].split("?", 1)[1]]
+        reactor.pump([0.5] * 60)
+        error = failed[0].value
+        assert isinstance(error, TrackerUnreachable)
+        assert 40 <= error.seconds < 41
+        assert "Connection was refused" in str(error) or "no UDP" in str(error)
