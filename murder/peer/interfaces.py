@@ -78,6 +78,19 @@ class Clock(Protocol):
                   **kwargs: Any) -> DelayedCall: ...
 
 
+class PieceStore(Protocol):
+    """The payload as the core reads and writes it (verified pieces only).
+
+    :class:`murder.peer.storage.PieceStorage` on disk;
+    :class:`murder.testing.MemoryStorage` in memory.  Both raise
+    :class:`murder.errors.StorageError`.
+    """
+
+    def read_block(self, index: int, begin: int, length: int) -> bytes: ...
+
+    def write_piece(self, index: int, data: bytes | bytearray | memoryview) -> None: ...
+
+
 @runtime_checkable
 class PeerLink(Protocol):
     """What one connection offers the core.
@@ -121,6 +134,9 @@ class PeerLink(Protocol):
     def send_piece(self, index: int, begin: int, data: bytes) -> None:
         """One PIECE message carrying ``data`` (read and verified by the core)."""
 
+    def send_keepalive(self) -> None:
+        """A keep-alive: we are alive while the remote's requests wait for a turn."""
+
     # -- connection
     def drop(self, why: str) -> None:
         """Close the connection (``connection_lost``/``connection_failed`` follows)."""
@@ -143,7 +159,7 @@ class Dialer(Protocol):
     def dial(self, core: SwarmEvents, address: Address) -> None: ...
 
 
-@dataclass(eq=False, slots=True)
+@dataclass(eq=False, slots=True, repr=False)
 class Peer:
     """The core's record of one connected peer (identity-hashed).
 
@@ -180,19 +196,28 @@ class Peer:
     last_received: float = 0.0
     #: Last block received, or when the first request of a pipeline left (snub timer).
     last_block: float = 0.0
-    #: Left our requests unanswered for ``snub_timeout``: not asked again until it answers.
+    #: Left our requests unanswered: one probe request at a time until a block arrives.
     snubbed: bool = False
+    #: The remote (murder 0110+) sends keep-alives while our requests wait for
+    #: its upload turns, so its total silence means it is wedged.
+    keepalives: bool = False
     # -- uploading to this peer (turns, super-seeding)
     #: Requests accepted and not yet served, in order.
     upload_queue: deque[Block] = field(default_factory=deque)
-    #: The transport asked us to stop sending (its buffer is full).
+    #: The transport asked us to stop sending (its buffer is full), and since when.
     send_paused: bool = False
+    paused_since: float | None = None
+    #: When we last sent this peer a keep-alive (its requests wait for a turn).
+    last_keepalive: float = 0.0
     #: The piece this peer's current upload turn serves (None: turn not started).
     turn_piece: int | None = None
     #: Payload bytes sent to this peer.
     uploaded: int = 0
     #: Super-seeding: piece index → when a request for it was refused.
     seed_refused: dict[int, float] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return f"<Peer {self.link.address} {'active' if self.active else 'closed'}>"
 
     @property
     def address(self) -> Address:
@@ -276,4 +301,4 @@ class SwarmEvents(Protocol):
 
 
 __all__ = ["Address", "Block", "Clock", "DelayedCall", "Dialer", "Peer", "PeerLink",
-           "SwarmEvents"]
+           "PieceStore", "SwarmEvents"]

@@ -24,7 +24,7 @@ from murder.peer.announcer import Announcer, AnnounceReply
 from murder.peer.httpclients import http_client, udp_client
 from murder.peer.options import RunConfig
 from murder.peer.progress import Progress
-from murder.peer.protocol import PeerFactory
+from murder.peer.protocol import PeerFactory, TCPDialer
 from murder.peer.session import Swarm
 from murder.peer.storage import DownloadStorage, SeedStorage
 from murder.peer.wire import Bitfield
@@ -93,12 +93,16 @@ class SwarmRun:
                 self.log.info("resuming: {n} of {total} pieces already verified",
                               n=have.count, total=c.meta.num_pieces)
         self.storage = storage
+        # Upload turns need a small kernel send buffer (see SwarmConfig.send_buffer).
+        send_buffer = c.swarm.send_buffer if c.swarm.upload_slots else 0
+        dialer = TCPDialer(self.reactor, c.swarm.connect_timeout, send_buffer)
         self.swarm = swarm = Swarm(c.meta, storage, have, self.reactor, c.swarm,
-                                   on_complete=self._complete)
+                                   on_complete=self._complete, dialer=dialer)
         try:
             # listenTCP, not an endpoint string: endpoints import pyOpenSSL,
             # a large share of start-up time for a process that only needs TCP.
-            self._port = self.reactor.listenTCP(c.port, PeerFactory(swarm), interface=c.bind)
+            self._port = self.reactor.listenTCP(c.port, PeerFactory(swarm, send_buffer),
+                                                interface=c.bind)
         except Exception as e:
             where = f"{c.bind or '*'}:{c.port}"
             raise MurderError(f"cannot listen on {where}: {e}") from None
@@ -113,7 +117,7 @@ class SwarmRun:
         self.log.info("{role} for {name} ({size} bytes, {n} pieces) on port {port}",
                       role=c.role, name=c.meta.name, size=c.meta.total_length,
                       n=c.meta.num_pieces, port=port)
-        swarm.done.addErrback(self._failed)
+        swarm.failure.addErrback(self._failed)
         if have.complete and c.role == "peer":
             self._complete()
         if not c.meta.trackers:
@@ -223,7 +227,7 @@ class SwarmRun:
                 "wasted {wasted}, hash failures {fails}, refused requests {refused}",
                 up=sw.uploaded, ratio=sw.uploaded / self.config.meta.total_length,
                 down=sw.downloaded, wasted=sw.wasted, fails=sw.hash_failures,
-                refused=sw.refused_requests)
+                refused=sw.uploads.refused_requests)
         if self._progress is not None:
             self._progress.stop()
         if self.announcer is not None:

@@ -457,7 +457,7 @@ class LateBitfieldTests:
         bits.add(1)
         case.deliver(wire.simple(wire.HAVE_NONE) + wire.have(0) + wire.bitfield(bits.tobytes()))
         assert not case.transport.disconnecting
-        assert 1 in case.proto.bits and case.proto.bits.count == 2
+        assert 1 in case.proto.peer.bits and case.proto.peer.bits.count == 2
 
     def test_bitfield_dropping_a_have_closes(self) -> None:
         """HAVE 0 then a bitfield without piece 0 is a violation: closed."""

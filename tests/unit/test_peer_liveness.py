@@ -101,7 +101,7 @@ def hold_turn_with_full_socket(remote: RemotePeer, requests: list[tuple[int, int
 
     transport.writeSequence = write_then_pause
     proto.resumeProducing()
-    assert len(proto.upload_queue) == len(requests) - 1
+    assert len(proto.peer.upload_queue) == len(requests) - 1
 
 
 class WedgedUploaderTests:
@@ -131,12 +131,12 @@ class WedgedUploaderTests:
         meta, data, clock, seeder, peer, done = self._pair()
         wedged = RemotePeer(peer, b"-MU0110-wedgedwedged", address=("10.0.0.7", 3))
         wedged.send(wire.simple(wire.HAVE_ALL) + wire.simple(wire.UNCHOKE))
-        assert wedged.protocol.outstanding, "nothing was asked of the wedged peer"
+        assert wedged.protocol.peer.outstanding, "nothing was asked of the wedged peer"
         _, _, pump = connect_swarms(seeder, peer, clock=clock)
         took = run_until(clock, [pump], lambda: bool(done), 60)
         assert done and peer.storage.buffer == data
         assert SwarmConfig().quiet_timeout < took < SwarmConfig().quiet_timeout + 2, took
-        assert wedged.protocol.snubbed
+        assert wedged.protocol.peer.snubbed
         peer.stop()
 
     def test_a_starved_process_does_not_blame_its_peers(self):
@@ -146,11 +146,11 @@ class WedgedUploaderTests:
         meta, data, clock, seeder, peer, done = self._pair()
         wedged = RemotePeer(peer, b"-MU0110-wedgedwedged", address=("10.0.0.7", 3))
         wedged.send(wire.simple(wire.HAVE_ALL) + wire.simple(wire.UNCHOKE))
-        assert wedged.protocol.outstanding
+        assert wedged.protocol.peer.outstanding
         clock.advance(SwarmConfig().quiet_timeout + 2)  # one late tick
-        assert not wedged.protocol.snubbed
+        assert not wedged.protocol.peer.snubbed
         clock.advance(SwarmConfig().tick)
-        assert wedged.protocol.snubbed
+        assert wedged.protocol.peer.snubbed
         peer.stop()
 
     def test_standard_client_is_judged_by_the_snub_timer_only(self):
@@ -159,14 +159,14 @@ class WedgedUploaderTests:
         meta, data, clock, seeder, peer, done = self._pair(snub_timeout=8.0)
         other = RemotePeer(peer, b"-TR3000-standardclnt", address=("10.0.0.7", 3))
         other.send(wire.simple(wire.HAVE_ALL) + wire.simple(wire.UNCHOKE))
-        asked = set(other.protocol.outstanding)
+        asked = set(other.protocol.peer.outstanding)
         assert asked
         clock.advance(SwarmConfig().quiet_timeout + 1)
-        assert set(other.protocol.outstanding) == asked and not other.protocol.snubbed
+        assert set(other.protocol.peer.outstanding) == asked and not other.protocol.peer.snubbed
         clock.advance(8.0)
-        assert other.protocol.snubbed
-        assert not (set(other.protocol.outstanding) - {(i, b, ln) for i, b, ln in asked})
-        assert len(other.protocol.outstanding) <= 1  # one probe at a time
+        assert other.protocol.peer.snubbed
+        assert not (set(other.protocol.peer.outstanding) - {(i, b, ln) for i, b, ln in asked})
+        assert len(other.protocol.peer.outstanding) <= 1  # one probe at a time
         peer.stop()
 
     def test_keepalives_keep_a_busy_uploader_from_being_snubbed(self):

@@ -156,11 +156,11 @@ class EndToEndTests:
         assert pair.peer.uploaded == pair.meta.total_length
 
     def test_storage_failure_fails_the_swarm(self):
-        """A disk error while writing a piece fails swarm.done with that StorageError."""
+        """A disk error while writing a piece fails swarm.failure with that StorageError."""
         pair = Pair()
         pair.peer_storage.fail_writes = StorageError("/x", "no space left on device")
         failures = []
-        pair.peer.done.addErrback(failures.append)
+        pair.peer.failure.addErrback(failures.append)
         pair.connect()
         assert failures and failures[0].value is pair.peer_storage.fail_writes
         assert pair.peer.failed is pair.peer_storage.fail_writes
@@ -211,9 +211,9 @@ class HandshakeTests:
             pump2.flush()
         assert len(a.connections) == 1 and len(b.connections) == 1
         if a_id < b_id:
-            assert a.connections[b_id] is a_dial and b.connections[a_id] is b_acc
+            assert a.connections[b_id].link is a_dial and b.connections[a_id].link is b_acc
         else:
-            assert a.connections[b_id] is a_acc and b.connections[a_id] is b_dial
+            assert a.connections[b_id].link is a_acc and b.connections[a_id].link is b_dial
         assert errors == []
 
     def test_incoming_handshake_split_byte_by_byte(self):
@@ -226,7 +226,7 @@ class HandshakeTests:
         proto.makeConnection(StringTransport())
         for byte in wire.handshake(pair.meta.info_hash, PEER_ID):
             proto.dataReceived(bytes([byte]))
-        assert pair.seeder.connections == {PEER_ID: proto}
+        assert pair.seeder.connections == {PEER_ID: proto.peer}
 
     def test_not_bittorrent(self, errors):
         """An HTTP request instead of a handshake is dropped at the first byte."""
@@ -257,11 +257,11 @@ class HostileInputTests:
         """The connection is closed, the sender banned, nothing written, nothing raised."""
         pair = Pair()
         remote = RemotePeer(pair.peer, SEED_ID)
-        assert pair.peer.connections == {SEED_ID: remote.protocol}
+        assert pair.peer.connections == {SEED_ID: remote.protocol.peer}
         remote.send(garbage)
         assert remote.closed
         assert pair.peer_storage.writes == []
-        assert SEED_ID in pair.peer.banned_ids
+        assert SEED_ID in pair.peer.admission.banned_ids
         remote.lose()
         assert pair.peer.connections == {}
         assert errors == []
@@ -275,7 +275,7 @@ class HostileInputTests:
         pair.payload = payload
         pair.connect()
         assert pair.peer.hash_failures == 1
-        assert SEED_ID in pair.peer.banned_ids
+        assert SEED_ID in pair.peer.admission.banned_ids
         assert 2 not in pair.peer_storage.writes
         assert 2 not in pair.peer.have
         assert pair.completed == []
@@ -316,7 +316,7 @@ class FlowControlTests:
         reqs = [m for m in remote.sent() if m[0] == wire.REQUEST]
         assert len(reqs) == SwarmConfig().min_pipeline
         assert all(m[3] == BLOCK_SIZE for m in reqs)
-        assert set(remote.protocol.outstanding) == {m[1:] for m in reqs}
+        assert set(remote.protocol.peer.outstanding) == {m[1:] for m in reqs}
 
     def test_large_requests_to_murder_peers(self):
         """Another murder peer is asked for consecutive blocks in one request,
@@ -328,7 +328,7 @@ class FlowControlTests:
         assert BLOCK_SIZE < piece_length <= SwarmConfig().request_size
         assert all(begin == 0 and length == piece_length for _, _, begin, length in reqs)
         assert sum(m[3] for m in reqs) == SwarmConfig().min_pipeline * BLOCK_SIZE
-        assert set(remote.protocol.outstanding) == {m[1:] for m in reqs}
+        assert set(remote.protocol.peer.outstanding) == {m[1:] for m in reqs}
 
     def test_choke_drops_outstanding_requests(self):
         """Without the fast extension, a choke cancels every outstanding request."""
@@ -337,13 +337,13 @@ class FlowControlTests:
         reqs = [m[1:] for m in remote.sent() if m[0] == wire.REQUEST]
         assert reqs
         remote.send(wire.simple(wire.CHOKE))
-        assert remote.protocol.outstanding == {}
+        assert remote.protocol.peer.outstanding == {}
         assert all(not piece.requested for piece in pair.peer.picker.in_progress.values())
         # Unchoked again: a full pipeline is asked for again.
         remote.send(wire.simple(wire.UNCHOKE))
         again = [m[1:] for m in remote.sent() if m[0] == wire.REQUEST]
         assert len(again) == len(reqs)
-        assert set(remote.protocol.outstanding) == set(again)
+        assert set(remote.protocol.peer.outstanding) == set(again)
 
     def test_reject_requeues_block(self):
         """A REJECT removes the request; the block goes back to the picker for others."""
@@ -352,8 +352,8 @@ class FlowControlTests:
         reqs = [m[1:] for m in remote.sent() if m[0] == wire.REQUEST]
         victim = reqs[-1]
         remote.send(wire.reject(*victim))
-        assert victim not in remote.protocol.outstanding
-        assert victim[0] in remote.protocol.rejected
+        assert victim not in remote.protocol.peer.outstanding
+        assert victim[0] in remote.protocol.peer.rejected
         piece = pair.peer.picker.in_progress[victim[0]]
         assert victim[1] // BLOCK_SIZE in piece.unrequested
         # Another peer asking now gets the rejected block.
@@ -367,9 +367,9 @@ class FlowControlTests:
         pair = Pair()
         remote = self.unchoked_remote(pair, fast=True)
         remote.sent()
-        before = dict(remote.protocol.outstanding)
+        before = dict(remote.protocol.peer.outstanding)
         remote.send(wire.reject(5, 0, 777))
-        assert remote.protocol.outstanding == before and not remote.closed
+        assert remote.protocol.peer.outstanding == before and not remote.closed
 
     def test_choked_request_gets_reject(self):
         """A request while we choke is rejected (fast) and never served."""
@@ -418,13 +418,13 @@ class FlowControlTests:
         other.sent()
         other.send(wire.request(0, 0, BLOCK_SIZE))
         assert other.sent() == [(wire.REJECT, 0, 0, BLOCK_SIZE)]
-        assert pair.seeder.first_copy_at is None
+        assert pair.seeder.uploads.first_copy_at is None
         rest = [(i, b, min(BLOCK_SIZE, size(i) - b)) for i in range(n)
                 for b in range(BLOCK_SIZE, size(i), BLOCK_SIZE)]
         first.send(b"".join(wire.request(*r) for r in rest))
         assert len(first.sent()) == len(rest)
-        assert pair.seeder.first_copy_at is not None
-        assert pair.seeder.uploaded_at_first_copy == pair.meta.total_length
+        assert pair.seeder.uploads.first_copy_at is not None
+        assert pair.seeder.uploads.uploaded_at_first_copy == pair.meta.total_length
         other.send(wire.request(1, 0, BLOCK_SIZE))
         assert other.sent() == [(wire.PIECE, 1, 0, pair.payload[PLEN:PLEN + BLOCK_SIZE])]
 
@@ -438,7 +438,7 @@ class FlowControlTests:
         first.send(b"".join(wire.request(i, b, min(BLOCK_SIZE, size(i) - b))
                             for i in range(n) for b in range(0, size(i), BLOCK_SIZE)))
         first.send(b"".join(wire.have(i) for i in range(n)))
-        assert pair.seeder.first_copy_at is not None
+        assert pair.seeder.uploads.first_copy_at is not None
         other = RemotePeer(pair.seeder, b"-MU0100-otherotherot", address=("10.0.0.5", 1))
         other.send(wire.simple(wire.HAVE_NONE) + wire.simple(wire.INTERESTED))
         other.sent()
@@ -466,10 +466,10 @@ class FlowControlTests:
         pair = Pair()
         pair.peer.start()
         remote = self.unchoked_remote(pair, fast=True)
-        assert remote.protocol.outstanding
+        assert remote.protocol.peer.outstanding
         pair.clock.advance(SwarmConfig().snub_timeout + 1)
-        assert remote.protocol.outstanding == {} or all(
-            t > SwarmConfig().snub_timeout for t in remote.protocol.outstanding.values())
+        assert remote.protocol.peer.outstanding == {} or all(
+            t > SwarmConfig().snub_timeout for t in remote.protocol.peer.outstanding.values())
         pair.peer.stop()
 
 
@@ -517,7 +517,7 @@ class StallTests:
 
         pair = Pair(peer_config=SwarmConfig(stall_timeout=30.0))
         failures = []
-        pair.peer.done.addErrback(failures.append)
+        pair.peer.failure.addErrback(failures.append)
         pair.peer.start()
         pair.clock.advance(29.0)
         assert not failures
