@@ -1,11 +1,9 @@
 """``twistd murder-tracker`` and ``murder tracker``: options, config, service.
 
 :class:`Options` only parses and validates; :class:`TrackerConfig` is the
-frozen result passed down.  :func:`build_service` assembles a ``MultiService``
-of the state (:mod:`murder.tracker.state`: dfile, expiry, allow-list
-rescans, periodic saves) and the HTTP listener (TLS set-up in
-:mod:`murder.tracker.tls`); :func:`makeService` is twistd's entry point and
-:func:`runForeground` runs the same service with :mod:`murder.runner`.
+frozen result passed down.  :func:`~murder.tracker.service.build_service` assembles the service
+tree (state, HTTP listener, UDP); :func:`makeService` is twistd's entry
+point and :func:`runForeground` runs the same tree with :mod:`murder.runner`.
 """
 
 from __future__ import annotations
@@ -17,19 +15,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from twisted.application import service
-from twisted.application.internet import StreamServerEndpointService
 from twisted.logger import Logger
 from twisted.python import usage
 
-from murder.auth import Authoriser, load_secret
+from murder.auth import load_secret
 from murder.errors import ConfigError
 from murder.startup import GC_YOUNG_THRESHOLD, tune_gc_for_tracker as tune_gc
 from murder.tracker.announce import DEFAULT_TRUSTED_NETWORKS, TrustedNetworks
-from murder.tracker.fasthttp import TrackerHTTPFactory
+from murder.tracker.service import build_service, log_access
 from murder.tracker.state import AllowedDir, TrackerStateService
-from murder.tracker.store import PeerStore
 from murder.tracker.tls import server_endpoint
-from murder.tracker.web import TrackerApp
 
 log = Logger()
 
@@ -261,59 +256,8 @@ class Options(usage.Options):
         )
 
 
-def build_service(config: TrackerConfig, reactor: Any) -> service.MultiService:
-    """The tracker as a service tree: state first, then the HTTP listener.
-
-    Children stop in reverse order, so the listener closes before the final
-    dfile save.
-    """
-    store = PeerStore(reactor, peer_timeout=config.peer_timeout,
-                      max_torrents=config.max_torrents,
-                      max_peers_per_torrent=config.max_peers_per_torrent,
-                      max_peers=config.max_peers)
-    app = TrackerApp(
-        store, interval=config.interval, min_interval=config.min_interval,
-        numwant_default=config.numwant_default, numwant_max=config.numwant_max,
-        trusted=TrustedNetworks(config.trusted_networks), verbose=config.verbose,
-        auth=Authoriser.from_files(config.auth_secrets) if config.auth_secrets else None,
-        leecher_interval=config.leecher_interval, stall_after=config.stall_after,
-        view_cache=0.5)
-    factory = TrackerHTTPFactory(app, reactor, verbose=config.verbose)
-    top = service.MultiService()
-    state = TrackerStateService(store, config, reactor, save_timer=app.metrics.dfile_save)
-    state.setServiceParent(top)
-    listener = StreamServerEndpointService(
-        server_endpoint(reactor, config.listen, config.client_ca), factory)
-    # A port already in use must fail the start, not just log.
-    listener._raiseSynchronously = True
-    listener.setName("tracker-http")
-    listener.setServiceParent(top)
-    top.store = store  # type: ignore[attr-defined]
-    top.app = app  # type: ignore[attr-defined]
-    if config.udp_port is not None:
-        from twisted.application.internet import UDPServer
-
-        from murder.tracker.udp import UDPTrackerCore, UDPTrackerProtocol
-
-        top.udp = UDPTrackerCore(app)  # type: ignore[attr-defined]
-        udp = UDPServer(config.udp_port, UDPTrackerProtocol(top.udp),  # type: ignore[attr-defined]
-                        interface=config.udp_bind)
-        udp.setName("tracker-udp")
-        udp.setServiceParent(top)
-    return top
-
-
 #: The old name, for code written against it.
 buildService = build_service  # noqa: N816
-
-
-def _log_access(config: TrackerConfig) -> None:
-    """Say at start which access controls are on (never the secrets)."""
-    if config.auth_secrets:
-        log.info("announce authorisation on: {count} secret file(s)",
-                 count=len(config.auth_secrets))
-    if config.client_ca:
-        log.info("TLS client certificates required, CA {path}", path=config.client_ca)
 
 
 def makeService(options: Options) -> service.MultiService:  # noqa: N802 (twistd API)
@@ -321,7 +265,7 @@ def makeService(options: Options) -> service.MultiService:  # noqa: N802 (twistd
     from twisted.internet import reactor
 
     tune_gc()
-    _log_access(options.config)
+    log_access(options.config)
     log.info("murder tracker listening on {listen}, dfile {dfile}",
              listen=options.config.listen, dfile=options.config.dfile)
     return build_service(options.config, reactor)
@@ -344,7 +288,7 @@ def runForeground(options: Options) -> int:  # noqa: N802 (cli API)
         print(f"murder tracker: cannot listen on {config.listen}: {reason}", file=sys.stderr)
         return 1
     top.startService()
-    _log_access(config)
+    log_access(config)
     log.info("murder tracker listening on {listen}, dfile {dfile}",
              listen=config.listen, dfile=config.dfile)
     runner.run(reactor, None, top.stopService)

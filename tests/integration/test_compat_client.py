@@ -18,6 +18,7 @@ import pytest
 
 from compat_recipes import (DIST, compat_module, recipe_env, run_script,
                             wait_for_port)
+from harness import tracker_counts, wait_for
 from conftest import free_port
 from murder import metainfo
 
@@ -168,7 +169,10 @@ class ClientTests:
                  str(payload), "127.0.0.1"], cwd=tmp_path, env=recipe_env(),
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
             assert seeder.stdout.readline() == b"done and done\n"
-            time.sleep(1.5)
+            # Serving: the tracker counts it as a seeder (it announced after "done").
+            info_hash = metainfo.load(str(torrent)).info_hash
+            wait_for(lambda: seeder.poll() is not None or tracker_counts(port, info_hash)[0],
+                     20, "the seeder's announce")
             assert seeder.poll() is None
             seeder.send_signal(signal.SIGHUP)
             out, err = seeder.communicate(timeout=20)
@@ -201,10 +205,10 @@ class ClientTests:
                 [sys.executable, str(DIST / "murder_client.py"), "peer", str(torrent),
                  str(saveas), "127.0.0.1"], cwd=tmp_path, env=recipe_env(),
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
-            deadline = time.monotonic() + 20
-            while len(pids_matching(pattern)) < 2 and time.monotonic() < deadline:
-                time.sleep(0.1)
-            time.sleep(1.0)  # let the worker announce and wait for peers
+            wait_for(lambda: len(pids_matching(pattern)) >= 2, 20, "the detached worker")
+            # The worker runs the download: the tracker counts it as a leecher.
+            info_hash = metainfo.load(str(torrent)).info_hash
+            wait_for(lambda: tracker_counts(port, info_hash)[1], 20, "the worker's announce")
             peer.terminate()
             out, err = peer.communicate(timeout=30)
             assert peer.returncode == 1

@@ -17,16 +17,15 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
+from harness import port_open, wait_for  # noqa: F401  (test_tracker_fleet imports them here)
 from conftest import free_port, sha256_file as sha256, stop_process, venv_bin
 from murder import metainfo
 
@@ -35,25 +34,6 @@ PIECE = 2**16
 
 
 # ------------------------------------------------------------------ harness
-
-
-def wait_for(predicate: Callable[[], object], timeout: float, what: str,
-             interval: float = 0.05) -> object:
-    """Poll ``predicate`` until truthy; fail the test after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
-
-
-def port_open(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.2)
-        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def verified_set(path: Path, meta: metainfo.Metainfo) -> set[int]:
@@ -400,7 +380,9 @@ class TrackerFaultTests:
             swarm.tracker.kill(signal.SIGKILL)
             assert not port_open(swarm.tracker_port)
             p3 = swarm.start_peer("p3", *slow)
-            time.sleep(0.5)
+            # p3 found no tracker: the restarted one must learn of it by its retries.
+            wait_for(lambda: not p3.alive() or "failed" in p3.stderr(), 15,
+                     "p3's first announce to fail")
             swarm.start_tracker(*interval)
             complete, _ = swarm.scrape()
             assert complete >= 1, "the restarted tracker forgot the seeder (dfile not loaded)"

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import bencodepy
 import pytest
+from harness import wait_for as wait_until
 from conftest import free_port, venv_bin, sha256_file as sha256
 
 from murder import metainfo
@@ -82,16 +83,6 @@ class Processes:
                     proc.wait(timeout=5)
                 except subprocess.TimeoutExpired:
                     pass
-
-
-def wait_until(predicate, timeout: float, what: str, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def tracker_knows_seeder(port: int, info_hash: bytes) -> bool:
@@ -327,12 +318,12 @@ class FailureTests:
         dest = tmp_path / "dest"
         dest.mkdir()
         proc = procs.start("peer", *swarm.peer_args("--destination", str(dest),
-                                                    "--max-download-rate", "512K"))
+                                                    "--max-download-rate", "512K",
+                                                    "--progress-interval", "0.2"))
         part = dest / "release.bin.part"
-        wait_until(lambda: proc.poll() is not None or
-                   (part.exists() and "peer for release.bin" in procs.output(proc)), 15,
-                   "the download to start")
-        time.sleep(1)
+        # Mid-download: a progress line counts at least one verified piece.
+        wait_until(lambda: proc.poll() is not None or (part.exists() and re.search(
+            r"\((?!0/)\d+/\d+ pieces\)", procs.output(proc))), 15, "a verified piece")
         assert proc.poll() is None, procs.output(proc)
         proc.send_signal(signal.SIGTERM)
         code = procs.wait(proc, 10)

@@ -23,6 +23,7 @@ from urllib.parse import quote_from_bytes
 import bencodepy
 import pytest
 
+from harness import wait_for
 from conftest import free_port, stop_process as stop, venv_bin
 from murder import metainfo
 
@@ -32,20 +33,6 @@ IH = b"\x5a" * 20
 def http_get(url: str, timeout: float = 5.0, context: ssl.SSLContext | None = None) -> bytes:
     with urllib.request.urlopen(url, timeout=timeout, context=context) as response:
         return response.read()
-
-
-def wait_for(predicate, timeout: float, what: str, step: float = 0.1):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-            if last:
-                return last
-        except OSError as e:
-            last = e
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 class Server:
