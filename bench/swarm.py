@@ -35,6 +35,7 @@ import sys
 import tempfile
 import threading
 import time
+import types
 import urllib.parse
 from dataclasses import dataclass, field
 from typing import Callable
@@ -52,7 +53,7 @@ from gate import Gate, Proc, is_parked, stop_all  # noqa: E402
 from netns import (TRACKER_ADDR, Host, Interrupted, Topology, cleanup_stale,  # noqa: E402
                    install_signal_handlers, list_namespaces, netns_available, verify_shaping)
 
-ALL_METHODS = ("murder", "http", "aria2", "libtorrent")
+ALL_METHODS = ("murder", "http", "aria2", "libtorrent", "murder-legacy", "murder2010")
 TRACKER_PORTS = {"murder": 8998, "opentracker": 6969}
 BT_PORT = 6881
 HTTP_PORT = 8000
@@ -144,15 +145,26 @@ class Payload:
     def name(self) -> str:
         return os.path.basename(self.path)
 
-    def torrent(self, tracker: str, piece_length: int | None) -> tuple[str, bytes]:
-        """Torrent announcing to ``tracker`` on the tracker host (made once, cached)."""
+    def torrent(self, tracker: str, piece_length: int | None,
+                maker: Callable[[str], list[str]] | None = None,
+                env: dict | None = None) -> tuple[str, bytes]:
+        """Torrent announcing to ``tracker`` on the tracker host (made once, cached).
+
+        ``maker(out)`` gives another make-torrent command line (the legacy
+        scripts, the 2010 original); ``tracker`` is then just the cache key.
+        """
         if tracker not in self.torrents:
             out = f"{self.path}.{tracker}.torrent"
-            url = f"http://{TRACKER_ADDR}:{TRACKER_PORTS[tracker]}/announce"
-            argv = [MURDER, "make-torrent", "--announce", url, "-o", out, "--quiet"]
-            if piece_length:
-                argv += ["--piece-length", str(piece_length)]
-            subprocess.run(argv + [self.path], check=True, capture_output=True, timeout=120)
+            if maker is not None:
+                argv = maker(out)
+            else:
+                url = f"http://{TRACKER_ADDR}:{TRACKER_PORTS[tracker]}/announce"
+                argv = [MURDER, "make-torrent", "--announce", url, "-o", out, "--quiet"]
+                if piece_length:
+                    argv += ["--piece-length", str(piece_length)]
+                argv.append(self.path)
+            subprocess.run(argv, check=True, capture_output=True, timeout=120,
+                           env=dict(os.environ, **(env or {})))
             with open(out, "rb") as f:
                 info = bencodepy.decode(f.read())[b"info"]
             self.torrents[tracker] = (out, hashlib.sha1(bencodepy.encode(info)).digest())
@@ -455,10 +467,180 @@ class LibtorrentMethod(Method):
         return argv, {}, Receiver(host, os.path.join(dest, ctx.payload.name), "marker", marker)
 
 
+LEGACY_DIST = os.path.join(REPO, "contrib", "capistrano_compat", "dist")
+MURDER2010_DIST = "/work/shared/baselines/murder-2010/dist"
+LEGACY_PORT = 8998  # murder_tracker.py's fixed default (the recipes pass no --port)
+
+
+def _pyenv_python27() -> str | None:
+    """``$(pyenv root)/versions/2.7.18/bin/python2.7``, or None when missing."""
+    roots = [os.environ.get("PYENV_ROOT")]
+    try:
+        roots.append(subprocess.run(["pyenv", "root"], capture_output=True, text=True,
+                                    timeout=10).stdout.strip())
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    roots.append(os.path.expanduser("~/.pyenv"))
+    for root in roots:
+        if root:
+            path = os.path.join(root, "versions", "2.7.18", "bin", "python2.7")
+            if os.access(path, os.X_OK):
+                return path
+    return None
+
+
+class LegacyScriptsMethod(Method):
+    """What a Capistrano user runs: our contrib/capistrano_compat/dist scripts.
+
+    Exactly the recipes' calls: ``python murder_tracker.py`` (port 8998,
+    ``data`` in its working folder), ``python murder_make_torrent.py F
+    HOST:8998 F.torrent``, ``python murder_client.py seeder F.torrent F IP``
+    and on each host ``python murder_client.py peer F.torrent SAVEAS IP``,
+    where ``python`` is the venv's (it imports the installed package).  A
+    receiver is done when its ``peer`` command exits 0 (after ``done and
+    done``); its detached lingering seeder is adopted by the harness (child
+    subreaper) so that its CPU counts too.
+    """
+
+    name = "murder-legacy"
+
+    def __init__(self, name: str = "murder-legacy", python: str = VENV_PYTHON,
+                 dist: str = LEGACY_DIST) -> None:
+        self.name = name
+        self.python = python
+        self.dist = dist
+
+    def script(self, name: str) -> str:
+        return os.path.join(self.dist, name)
+
+    def env(self, ctx: Context, role: str) -> dict:
+        return {}
+
+    def unavailable(self, args: argparse.Namespace) -> str | None:
+        if not os.path.isfile(self.script("murder_client.py")):
+            return f"{self.script('murder_client.py')} is missing"
+        if not _works((self.python, "-c", "import murder")):
+            return f"`{self.python} -c 'import murder'` fails"
+        return None
+
+    def start_infra(self, ctx: Context) -> None:
+        hostport = f"{TRACKER_ADDR}:{LEGACY_PORT}"
+        self.torrent, info_hash = ctx.payload.torrent(
+            self.name, None,
+            maker=lambda out: [self.python, self.script("murder_make_torrent.py"),
+                               ctx.payload.path, hostport, out],
+            env=self.env(ctx, "make-torrent"))
+        t = ctx.topo.tracker
+        tracker = ctx.spawn(t, "tracker", [self.python, self.script("murder_tracker.py")],
+                            env=self.env(ctx, "tracker"))
+        ctx.wait_until("legacy tracker", lambda: ctx._http_ok(
+            f"http://{t.addr}:{LEGACY_PORT}/scrape"), 30, [tracker])
+        s = ctx.topo.seeder
+        seeder = ctx.spawn(s, "seeder", [self.python, self.script("murder_client.py"), "seeder",
+                                         self.torrent, ctx.payload.path, s.addr],
+                           env=self.env(ctx, "seeder"))
+        ctx.wait_seeded("murder", info_hash, seeder)
+
+    def receiver(self, ctx: Context, host: Host, dest: str) -> tuple[list[str], dict, Receiver]:
+        target = os.path.join(dest, ctx.payload.name)
+        argv = [self.python, self.script("murder_client.py"), "peer", self.torrent, target,
+                host.addr]
+        return argv, self.env(ctx, f"peer-{host.index}"), Receiver(host, target, "exit")
+
+
+class Murder2010Method(LegacyScriptsMethod):
+    """The original 2010 Murder (Python 2.7 + BitTornado), as the recipes run it.
+
+    Runs a private copy of ``--murder2010-dist`` made in the run's temporary
+    root and byte-compiled there (what a host holds after the scripts' first
+    run; the shared copy stays read-only and nothing lands in the project).
+    Every process gets its own HOME (BitTornado writes ``~/.BitTornado``) and
+    PYTHONDONTWRITEBYTECODE=1.  The peer forks a detached 30 s seeder after
+    ``done and done``; the harness adopts it (child subreaper), counts its
+    CPU and kills it by PID.  The client exits 0 even when it gives up: the
+    harness's sha256 check decides.
+    """
+
+    name = "murder2010"
+
+    def __init__(self) -> None:
+        super().__init__("murder2010", python="", dist="")
+
+    def unavailable(self, args: argparse.Namespace) -> str | None:
+        python = args.python27 or _pyenv_python27()
+        if not python or not os.access(python, os.X_OK):
+            return ("python2.7 not found ($(pyenv root)/versions/2.7.18/bin/python2.7 or "
+                    "--python27): the 2010 original cannot run")
+        if not os.path.isfile(os.path.join(args.murder2010_dist, "murder_client.py")):
+            return f"{args.murder2010_dist}/murder_client.py is missing"
+        self.python = python
+        if not self.dist:
+            private = os.path.join(args.root, "murder2010-dist")
+            shutil.copytree(args.murder2010_dist, private)
+            subprocess.run([python, "-m", "compileall", "-q", private],
+                           stdout=subprocess.DEVNULL, check=False, timeout=120)
+            self.dist = private
+        return None
+
+    def env(self, ctx: Context, role: str) -> dict:
+        home = os.path.join(ctx.workdir, "home", role)
+        os.makedirs(home, exist_ok=True)
+        return {"HOME": home, "PYTHONDONTWRITEBYTECODE": "1"}
+
+
 METHODS: dict[str, Callable[[], Method]] = {
     "murder": MurderMethod, "http": HttpMethod, "aria2": Aria2Method,
-    "libtorrent": LibtorrentMethod,
+    "libtorrent": LibtorrentMethod, "murder-legacy": LegacyScriptsMethod,
+    "murder2010": Murder2010Method,
 }
+
+
+# ------------------------------------------------- detached processes
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_subreaper() -> bool:
+    """Make orphaned descendants our children (Linux prctl), so that the
+    detached seeders of ``murder_client.py peer`` can be found, stopped by
+    PID and their CPU read with wait4 like any other process of a method."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def adopt_orphans(known: set[int]) -> list[Proc]:
+    """Our children that we did not start (re-parented orphans), as Procs.
+
+    Call only while no other thread runs a ``subprocess`` of its own (the run's
+    teardown): then every child not in ``known`` is an adopted orphan.  Each
+    gets a wait4 reaper; a zombie is reaped at once with its rusage.
+    """
+    me = os.getpid()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) in known:
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                head, _, rest = f.read().rpartition(")")
+            ppid = int(rest.split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmd = [c.decode(errors="replace") for c in f.read().split(b"\0") if c]
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid != me:
+            continue
+        pid = int(entry)
+        popen = types.SimpleNamespace(pid=pid, returncode=None)
+        proc = Proc(f"detached-{pid}", "detached", cmd or [head.partition("(")[2]],
+                    popen, time.monotonic())  # type: ignore[arg-type]
+        proc.cpu_at_gate = 0.0  # born after the gate
+        threading.Thread(target=proc._reap, name=f"reap-{pid}", daemon=True).start()
+        found.append(proc)
+    return found
 
 
 # ---------------------------------------------------------------------- run
@@ -537,6 +719,7 @@ def run_one(method: Method, n: int, size: int, rate_mbit: float, repeat: int,
     workdir = tempfile.mkdtemp(prefix=f"{method.name}-n{n}-r{repeat}-", dir=root)
     run_timeout = args.run_timeout or max(60.0, 3.0 * n * bound + 30.0)
     receivers: list[Receiver] = []
+    detached: list[Proc] = []
     with Topology(n, rate_mbit, queue_ms=args.queue_ms) as topo:
         ctx = Context(topo, payload, workdir, args)
         try:
@@ -565,14 +748,18 @@ def run_one(method: Method, n: int, size: int, rate_mbit: float, repeat: int,
             t0 = t_end = time.monotonic()
             tx0 = tx1 = 0
         finally:
-            stop_all([r.proc for r in receivers if r.proc])
+            known = {r.proc.pid for r in receivers if r.proc} | {p.pid for p in ctx.infra}
+            detached = adopt_orphans(known)
+            stop_all([r.proc for r in receivers if r.proc] + detached)
             stop_all(ctx.infra)
             ctx.gate.close()
     failures = [f"{r.host.addr}: {r.failure}" for r in receivers if r.failure]
     if failures and rec["status"] == "ok":
         rec.update(status="failed", reason="; ".join(failures[:4]))
     delivered = sum(size for r in receivers if r.t_done)
-    peers_cpu = sum(r.proc.cpu_after_gate or 0.0 for r in receivers if r.proc)
+    # Detached lingering seeders (legacy `peer`) count as the receivers' CPU.
+    detached_cpu = sum(p.cpu_after_gate or 0.0 for p in detached)
+    peers_cpu = sum(r.proc.cpu_after_gate or 0.0 for r in receivers if r.proc) + detached_cpu
     infra_cpu = {p.role: p.cpu_after_gate for p in ctx.infra}
     rec.update({
         "time_s": (t_end - t0) if rec["status"] == "ok" else None,
@@ -584,6 +771,9 @@ def run_one(method: Method, n: int, size: int, rate_mbit: float, repeat: int,
             "maxrss_kib": r.proc.maxrss_kib if r.proc else None} for r in receivers],
         "infra": [{"role": p.role, "cpu_s": p.cpu_after_gate, "cpu_before_gate_s": p.cpu_at_gate,
                    "maxrss_kib": p.maxrss_kib, "exit": p.status} for p in ctx.infra],
+        "detached": [{"argv": p.argv, "cpu_s": p.cpu_s, "maxrss_kib": p.maxrss_kib,
+                      "exit": p.status} for p in detached],
+        "detached_cpu_s": detached_cpu,
         "seeder_upload_bytes": tx1 - tx0,
         "seeder_upload_ratio": (tx1 - tx0) / size,
         "peers_cpu_s": peers_cpu,
@@ -746,6 +936,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="extra arguments for `murder tracker` in the murder method or "
                          "--variant NAME (shell-quoted), e.g. "
                          "'murder-li0=--leecher-interval=0'; repeatable")
+    ap.add_argument("--legacy-dist", action="append", default=[], metavar="NAME=DIR",
+                    help="a method NAME that runs the legacy scripts of another dist folder "
+                         "(e.g. an older checkout's contrib/capistrano_compat/dist) like "
+                         "murder-legacy; list NAME in --methods (repeatable)")
+    ap.add_argument("--python27", default=None,
+                    help="python2.7 for the murder2010 method "
+                         "(default: $(pyenv root)/versions/2.7.18/bin/python2.7)")
+    ap.add_argument("--murder2010-dist", default=MURDER2010_DIST,
+                    help=f"the original Murder's dist/ folder (default {MURDER2010_DIST})")
     ap.add_argument("--queue-ms", type=float, default=100.0,
                     help="FIFO behind each shaper, in ms at the rate (default 100)")
     ap.add_argument("--run-timeout", type=float, default=None,
@@ -783,7 +982,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.variant_trackers[name.strip()] = shlex.split(extra)
         if name.strip() != "murder":
             args.variants.setdefault(name.strip(), [])
-    unknown = set(args.methods) - set(ALL_METHODS) - set(args.variants)
+    args.legacy_dists = {}
+    for spec in args.legacy_dist:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or name in ALL_METHODS or \
+                not os.path.isfile(os.path.join(path, "murder_client.py")):
+            ap.error(f"--legacy-dist {spec!r}: expected NAME=DIR holding murder_client.py")
+        args.legacy_dists[name] = os.path.abspath(path)
+    unknown = set(args.methods) - set(ALL_METHODS) - set(args.variants) - set(args.legacy_dists)
     if unknown:
         ap.error(f"unknown method(s): {', '.join(sorted(unknown))}")
     args.rates = {}
@@ -806,12 +1012,18 @@ def main(argv: list[str] | None = None) -> int:
     # installed package costs (pip byte-compiles on install).
     import murder
     subprocess.run([sys.executable, "-m", "compileall", "-q",
-                    os.path.dirname(murder.__file__)], stdout=subprocess.DEVNULL, check=False)
+                    os.path.dirname(murder.__file__), LEGACY_DIST,
+                    *args.legacy_dists.values()],
+                   stdout=subprocess.DEVNULL, check=False)
+    if not become_subreaper():
+        print("swarm.py: prctl(PR_SET_CHILD_SUBREAPER) failed: detached legacy seeders "
+              "are not counted", file=sys.stderr)
     stale = cleanup_stale()
     if stale:
         print(f"removed stale namespaces of dead runs: {' '.join(stale)}")
     base = args.workdir or ("/dev/shm" if os.path.isdir("/dev/shm") else None)
     root = tempfile.mkdtemp(prefix=f"mzb{os.getpid()}-", dir=base)
+    args.root = root
     report: dict = {"config": {k: v for k, v in vars(args).items() if k not in ("rates",)},
                     "rates": {str(k): v for k, v in args.rates.items()},
                     "host": {"cpus": os.cpu_count(), "loadavg_start": os.getloadavg()},
@@ -830,8 +1042,9 @@ def main(argv: list[str] | None = None) -> int:
                 if not 0.85 * rate <= check["single"] <= 1.05 * rate:
                     print("WARNING: measured rate is off the configured one", file=sys.stderr)
         methods = [METHODS[m]() if m in METHODS and m not in args.variant_trackers else
-                   MurderMethod(m, args.variants.get(m), args.variant_commands.get(m, MURDER),
-                                args.variant_trackers.get(m))
+                   LegacyScriptsMethod(m, dist=args.legacy_dists[m]) if m in args.legacy_dists
+                   else MurderMethod(m, args.variants.get(m), args.variant_commands.get(m, MURDER),
+                                     args.variant_trackers.get(m))
                    for m in args.methods]
         print(table([]), flush=True)
         for size_mib in args.sizes_mib:

@@ -66,3 +66,15 @@ def raw_value(data: bytes, key: bytes) -> bytes | None:
             found = data[end:value_end]
         pos = value_end
     return found
+
+
+def value_end(data: bytes) -> int | None:
+    """Length of the one bencoded value at the start of ``data``, or None while
+    it is incomplete.  Lets a reader of a stream (``murder peer --torrent -``)
+    stop at the end of a torrent and leave the rest of the stream unread.
+    The bytes are only delimited here, not validated: decode them afterwards."""
+    try:
+        end = _skip(data, 0)
+    except (ValueError, IndexError):
+        return None
+    return end if end <= len(data) else None

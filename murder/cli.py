@@ -120,7 +120,9 @@ _LOCAL_COMMANDS = {
 _EXTRA_COMMANDS = {
     "keygen": ("murder.trust", "Create an Ed25519 key pair for signing torrents."),
     "verify": ("murder.trust", "Check a torrent's signature against trusted keys."),
+    "deploy": ("murder.deploy.cli", "Deploy a payload to a fleet over SSH."),
     "report": ("murder.report", "Draw a deploy --report JSON: completion-time CDF (HTML/PNG)."),
+    "simulate": ("murder.sim.cli", "Simulate a fleet deploy with the real swarm code."),
 }
 
 

@@ -85,6 +85,34 @@ def stop_on_sighup(reactor: Any) -> None:
     signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(stop))
 
 
+def stop_on_stdin_eof(reactor: Any) -> None:
+    """Stop the reactor (a clean stop, as SIGTERM) once stdin reaches EOF.
+
+    A blocking read in a daemon thread, not a reactor reader: stdin may be a
+    pipe shared with nothing else, but making it non-blocking could affect a
+    descriptor the caller also holds.  Bytes read are ignored."""
+    import os
+    import threading
+
+    def watch() -> None:
+        try:
+            while os.read(0, 4096):
+                pass
+        except OSError:
+            pass
+        reactor.callFromThread(stop)
+
+    def stop() -> None:
+        from twisted.internet.error import ReactorNotRunning
+
+        try:
+            reactor.stop()
+        except ReactorNotRunning:
+            pass
+
+    threading.Thread(target=watch, name="stdin-eof", daemon=True).start()
+
+
 def run(reactor: Any, start: Callable[[], Any] | None, stop: Callable[[], Any]) -> None:
     """Run the reactor: ``start`` once it runs, ``stop`` before it shuts down."""
     stop_on_sighup(reactor)
@@ -94,4 +122,5 @@ def run(reactor: Any, start: Callable[[], Any] | None, stop: Callable[[], Any]) 
     reactor.run()
 
 
-__all__ = ["begin_logging", "clear_line", "log_observer", "run", "stop_on_sighup"]
+__all__ = ["begin_logging", "clear_line", "log_observer", "run", "stop_on_sighup",
+           "stop_on_stdin_eof"]

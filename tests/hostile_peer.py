@@ -12,7 +12,11 @@ else a full bitfield), unchokes, and then misbehaves:
     fixed sizes, out-of-range indices, random bytes), one kind per connection;
 ``silent``
     accepts requests and never answers them (keep-alives only, so the
-    connection is not merely idle).
+    connection is not merely idle);
+``drop``
+    answers the first REQUEST of a connection with a PIECE message cut
+    half-way through its block, then closes the connection (a peer dying
+    mid-piece).
 
 Blocking sockets and one thread per connection: simple and independent of
 the Twisted code under test.  Counters go to ``--stats`` (JSON, rewritten
@@ -44,7 +48,7 @@ PSTR = b"BitTorrent protocol"
 FAST_BIT = 0x04  # reserved byte 7 (BEP 6)
 REQUEST, PIECE, HAVE, BITFIELD = 6, 7, 4, 5
 UNCHOKE, HAVE_ALL = 1, 0x0E
-MODES = ("wrong", "garbage", "silent")
+MODES = ("wrong", "garbage", "silent", "drop")
 
 
 class Hostile:
@@ -66,7 +70,8 @@ class Hostile:
         self.stats_path = stats_path
         self.lock = threading.Lock()
         self.counts = {"mode": mode, "connections": 0, "requests": 0, "blocks_sent": 0,
-                       "garbage_sent": 0, "closed_by_remote": 0, "announces": 0}
+                       "garbage_sent": 0, "closed_by_remote": 0, "announces": 0,
+                       "dropped_mid_piece": 0}
 
     def bump(self, key: str, n: int = 1) -> None:
         with self.lock:
@@ -168,6 +173,11 @@ class Hostile:
                         head = struct.pack(">IBII", 9 + blen, PIECE, index, begin)
                         sock.sendall(head + os.urandom(blen))
                         self.bump("blocks_sent")
+                    elif self.mode == "drop":
+                        head = struct.pack(">IBII", 9 + blen, PIECE, index, begin)
+                        sock.sendall(head + os.urandom(blen // 2))
+                        self.bump("dropped_mid_piece")
+                        return
 
 
 def _recv_exact(sock: socket.socket, n: int) -> bytes:

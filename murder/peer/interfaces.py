@@ -161,7 +161,7 @@ class Dialer(Protocol):
 
 @dataclass(eq=False, slots=True, repr=False)
 class Peer:
-    """The core's record of one connected peer (identity-hashed).
+    """The core's record of one connected peer (compared by identity, hashed as its link).
 
     Created by the core in ``connection_ready``; the link holds it only to
     pass it back.  The picker keys its bookkeeping on these records.
@@ -218,6 +218,11 @@ class Peer:
 
     def __repr__(self) -> str:
         return f"<Peer {self.link.address} {'active' if self.active else 'closed'}>"
+
+    def __hash__(self) -> int:
+        # As its link hashes: a simulator that hashes links by creation order
+        # (for runs that repeat exactly) gets records that do the same.
+        return hash(self.link)
 
     @property
     def address(self) -> Address:

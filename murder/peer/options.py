@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,35 @@ from murder.errors import MurderError
 from murder.peer import wire
 from murder.peer.session import SwarmConfig
 from murder.peer.wire import BLOCK_SIZE
+
+
+#: Largest torrent read from a stream (as :func:`metainfo.load` allows for files).
+MAX_STREAM_TORRENT = 64 * 1024 * 1024
+
+
+def read_torrent_stream(stream: Any) -> bytes:
+    """One bencoded torrent from ``stream``, read up to its last byte only.
+
+    Reading stops where the torrent ends, so the caller's pipe stays open: a
+    controller (``murder deploy`` over ssh) sends the torrent on stdin and
+    later ends the run by closing it (``--stop-on-eof``).
+    """
+    from murder import bencode
+    from murder.errors import MetainfoError
+
+    data = b""
+    while True:
+        end = bencode.value_end(data)
+        if end is not None:
+            return data[:end]
+        if len(data) > MAX_STREAM_TORRENT:
+            raise MetainfoError("the torrent on stdin is larger than 64 MiB")
+        # read1 returns what is there (at least one byte) instead of waiting
+        # for a full buffer: the sender keeps the pipe open after the torrent.
+        chunk = stream.read1(65536) if hasattr(stream, "read1") else stream.read(1)
+        if not chunk:
+            raise MetainfoError("stdin ended before a whole torrent was read")
+        data += chunk
 
 
 def parse_rate(text: str) -> int:
@@ -39,7 +69,7 @@ def parse_rate(text: str) -> int:
 
 class _CommonOptions(usage.Options):
     optParameters: list[list[Any]] = [
-        ["torrent", "t", None, "The .torrent file (required)."],
+        ["torrent", "t", None, "The .torrent file (required; '-': read it from stdin)."],
         ["port", "p", 0, "TCP port to accept peers on (0: any free port).", int],
         ["bind", None, "", "Local address to listen on (default: all)."],
         ["ip", None, None, "Address announced to the tracker (ip=); default: as seen by it."],
@@ -108,7 +138,10 @@ class _CommonOptions(usage.Options):
         if self["upload-slots"] < 0:
             raise usage.UsageError("--upload-slots cannot be negative")
         try:
-            self["meta"] = metainfo.load(self["torrent"])
+            if self["torrent"] == "-":
+                self["meta"] = metainfo.parse(read_torrent_stream(sys.stdin.buffer))
+            else:
+                self["meta"] = metainfo.load(self["torrent"])
         except MurderError as e:
             raise usage.UsageError(str(e)) from None
 
@@ -149,7 +182,10 @@ class PeerOptions(_CommonOptions):
         ["status-fd", None, None, "Write 'complete PATH' or 'failed REASON' to this fd.", int],
     ]
     optFlags: list[list[Any]] = [["seed-until-swarm-done", None,
-                 "Seed until every peer is done (bounded by --max-linger), not --seed-time."]]
+                 "Seed until every peer is done (bounded by --max-linger), not --seed-time."],
+                ["stop-on-eof", None,
+                 "Stop cleanly, as on SIGTERM, when stdin closes (for a controller such "
+                 "as `murder deploy` holding the pipe; use with --torrent -)."]]
 
     def postOptions(self) -> None:  # noqa: N802
         if bool(self["destination"]) == bool(self["saveas"]):
@@ -184,6 +220,7 @@ class RunConfig:
     seed_until_swarm_done: bool = False
     max_linger: float = 300.0
     status_fd: int | None = None
+    stop_on_eof: bool = False
 
 
 def config_from(options: _CommonOptions) -> RunConfig:
@@ -209,7 +246,9 @@ def config_from(options: _CommonOptions) -> RunConfig:
     return RunConfig(role="peer", path=os.path.abspath(target),
                      seed_time=options["seed-time"],
                      seed_until_swarm_done=bool(options["seed-until-swarm-done"]),
-                     max_linger=options["max-linger"], status_fd=options["status-fd"], **common)
+                     max_linger=options["max-linger"], status_fd=options["status-fd"],
+                     stop_on_eof=bool(options["stop-on-eof"]), **common)
 
 
-__all__ = ["PeerOptions", "RunConfig", "SeederOptions", "config_from", "parse_rate"]
+__all__ = ["PeerOptions", "RunConfig", "SeederOptions", "config_from", "parse_rate",
+           "read_torrent_stream"]

@@ -13,8 +13,12 @@ import errno
 import hashlib
 import os
 import shutil
+import threading
 from bisect import bisect_right
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+
+if TYPE_CHECKING:  # Twisted is imported lazily: the legacy scripts use this module before forking
+    from twisted.internet.defer import Deferred
 
 from murder.errors import PayloadError, StorageError
 from murder.metainfo import Metainfo
@@ -47,6 +51,8 @@ class PieceStorage:
         self.writable = writable
         self._offsets = [f.offset for f in meta.files]
         self._fds: dict[int, int] = {}
+        #: Descriptors are opened lazily; PieceWriter writes from worker threads.
+        self._fd_lock = threading.Lock()
 
     # -- layout
     def file_path(self, i: int) -> str:
@@ -70,6 +76,15 @@ class PieceStorage:
             i += 1
 
     def _fd(self, i: int) -> int:
+        fd = self._fds.get(i)
+        if fd is None:
+            with self._fd_lock:
+                fd = self._fds.get(i)
+                if fd is None:
+                    fd = self._open(i)
+        return fd
+
+    def _open(self, i: int) -> int:
         fd = self._fds.get(i)
         if fd is None:
             path = self.file_path(i)
@@ -280,7 +295,13 @@ class DownloadStorage(PieceStorage):
                 os.close(dirfd)
         except OSError as e:
             raise _storage_error(self.target, e) from None
-        # Descriptors stay valid after the rename; later reads serve the final file.
+        # Descriptors stay valid after the rename; later reads serve the final
+        # file.  A descriptor reopened later (after close(), while the last
+        # uploads drain at shutdown) must open the target read-only: opening
+        # the old .part path with O_CREAT left an empty .part beside the
+        # payload (found by bench/chaos.py, seed 103).
+        self.root = self.target
+        self.writable = False
         self.finalized = True
 
     def discard(self) -> None:
@@ -321,3 +342,89 @@ class SeedStorage(PieceStorage):
             bad = next(have.missing())
             raise PayloadError(self.root, f"piece {bad} fails its hash "
                                f"({self.meta.num_pieces - have.count} bad pieces)")
+
+
+class PieceWriter:
+    """Verify (SHA-1) and write whole pieces in a thread pool, off the reactor.
+
+    Why: a peer downloading at loopback or datacenter-NIC rates spends a
+    large share of its one reactor thread hashing and writing pieces
+    (bench/README.md, "Loopback pair").  ``hashlib`` releases the GIL while
+    it hashes more than 2 KiB and ``os.pwrite`` while it writes, so a worker
+    thread does both in parallel with the reactor reading the next blocks.
+
+    Usage from the swarm core (reactor thread only)::
+
+        d = writer.submit(piece.index, piece.buffer)   # hand the buffer over
+        d.addCallback(lambda ok: ok and mark_have(...) or piece_failed(...))
+        d.addErrback(fail_on_storage_error)
+        ...
+        if writer.full: stop issuing new requests until a submit fires
+        await writer.drain()   # before finalize(): every write has landed
+
+    ``submit`` fires with True (hash matched, piece written), False (hash
+    mismatch: nothing written) or fails with :class:`StorageError`.  The
+    caller must not mutate ``data`` until then.  Results fire on the reactor
+    thread, in completion order (pieces are independent).  ``reactor`` and
+    ``threadpool`` are injected so tests can run it in memory.
+    """
+
+    def __init__(self, storage: PieceStorage, hashes: Sequence[bytes], *,
+                 reactor: Any = None, threadpool: Any = None,
+                 max_pending_bytes: int = 64 * 2**20) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+            reactor = default_reactor
+        if threadpool is None:
+            threadpool = reactor.getThreadPool()
+        self._storage = storage
+        self._hashes = hashes
+        self._reactor = reactor
+        self._pool = threadpool
+        self.max_pending_bytes = max_pending_bytes
+        self.pending_bytes = 0
+        self.pending = 0
+        self._drain_waiters: list[Deferred] = []
+
+    @property
+    def full(self) -> bool:
+        """True while the pieces handed over but not yet written reach the bound:
+        the caller should stop requesting (back-pressure instead of memory)."""
+        return self.pending_bytes >= self.max_pending_bytes
+
+    def submit(self, index: int, data: bytes | bytearray | memoryview) -> "Deferred[bool]":
+        """Hash ``data`` against piece ``index``'s SHA-1 and write it if it matches."""
+        from twisted.internet.threads import deferToThreadPool
+
+        size = len(data)
+        self.pending_bytes += size
+        self.pending += 1
+        d = deferToThreadPool(self._reactor, self._pool, self._verify_and_write, index, data)
+        d.addBoth(self._settled, size)
+        return d
+
+    def _verify_and_write(self, index: int, data: bytes | bytearray | memoryview) -> bool:
+        """Runs in a worker thread: no reactor or session state is touched here."""
+        if hashlib.sha1(data).digest() != self._hashes[index]:
+            return False
+        self._storage.write_piece(index, data)
+        return True
+
+    def _settled(self, result: Any, size: int) -> Any:
+        self.pending_bytes -= size
+        self.pending -= 1
+        if not self.pending:
+            waiters, self._drain_waiters = self._drain_waiters, []
+            for w in waiters:
+                w.callback(None)
+        return result
+
+    def drain(self) -> "Deferred[None]":
+        """Fires once nothing is pending (at once if nothing is)."""
+        from twisted.internet.defer import Deferred, succeed
+
+        if not self.pending:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._drain_waiters.append(d)
+        return d

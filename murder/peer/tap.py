@@ -15,8 +15,8 @@ from typing import Any
 
 from twisted.internet import defer
 
-from murder.peer.options import (PeerOptions, RunConfig, SeederOptions, _CommonOptions,
-                                 config_from, parse_rate)
+from murder.peer.options import (MAX_STREAM_TORRENT, PeerOptions, RunConfig, SeederOptions,
+                                 _CommonOptions, config_from, parse_rate, read_torrent_stream)
 from murder.peer.run import SwarmRun
 
 
@@ -62,6 +62,8 @@ def run_foreground(options: _CommonOptions) -> int:
     prefix = f"murder {'seed' if config.role == 'seeder' else 'peer'}"
     runner.begin_logging(prefix, config.quiet)
     run = SwarmRun(config, reactor)
+    if config.stop_on_eof:
+        runner.stop_on_stdin_eof(reactor)
     runner.run(reactor, run.start, run.stop)
     code = run.exit_code if run.exit_code is not None else 1
     if code and run.failure_message and config.quiet:
@@ -69,5 +71,5 @@ def run_foreground(options: _CommonOptions) -> int:
     return code
 
 
-__all__ = ["PeerOptions", "RunConfig", "SeederOptions", "SwarmRun", "config_from",
-           "make_service", "parse_rate", "run_foreground"]
+__all__ = ["MAX_STREAM_TORRENT", "PeerOptions", "RunConfig", "SeederOptions", "SwarmRun",
+           "config_from", "make_service", "parse_rate", "read_torrent_stream", "run_foreground"]

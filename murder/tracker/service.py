@@ -65,6 +65,11 @@ def build_service(config: TrackerConfig, reactor: Any) -> service.MultiService:
                         interface=config.udp_bind)
         udp.setName("tracker-udp")
         udp.setServiceParent(top)
+    if config.topology:
+        from murder.tracker.topology import RackAwareHandout, load
+
+        store.handout = RackAwareHandout(load(config.topology))
+        log.info("rack-aware peer lists from {path}", path=config.topology)
     return top
 
 

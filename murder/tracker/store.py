@@ -296,6 +296,28 @@ class PeerStore:
         if not torrent.peers:
             torrent.empty_since = self.clock.seconds()
 
+    # -------------------------------------------------------------- handout
+
+    #: Optional handout policy (``murder.tracker.topology.RackAwareHandout``,
+    #: ``--topology``): its ``sample(torrent, exclude, numwant, rng)`` picks
+    #: and orders the peers of a reply.  None: a uniform random sample.
+    handout: Any = None
+
+    def sample(self, torrent: Torrent, exclude: bytes, numwant: int) -> tuple[list[Peer], list[Peer]]:
+        """The peers for one reply (IPv4, IPv6), through the handout policy if any."""
+        if self.handout is not None:
+            chosen: tuple[list[Peer], list[Peer]] = self.handout.sample(
+                torrent, exclude, numwant, self.rng)
+            return chosen
+        return torrent.sample(exclude, numwant, self.rng)
+
+    def compact_sample(self, torrent: Torrent, exclude: bytes, numwant: int) -> tuple[bytes, bytes]:
+        """:meth:`sample` as compact ``peers``/``peers6`` strings."""
+        if self.handout is not None:
+            four, six = self.handout.sample(torrent, exclude, numwant, self.rng)
+            return b"".join(p.compact for p in four), b"".join(p.compact for p in six)
+        return torrent.compact_sample(exclude, numwant, self.rng)
+
     # --------------------------------------------------------------- expiry
 
     def expire(self) -> int:

@@ -63,6 +63,8 @@ class TrackerConfig:
     #: ``redis://HOST:PORT/DB`` or ``unix:///path?db=N``: peers shared by several
     #: tracker processes (None: in memory, saved to the dfile).
     store: str | None = None
+    #: Topology file (``CIDR LOCATION`` lines): rack-aware peer lists.
+    topology: str | None = None
 
 
 def _endpoint_escape(value: str) -> str:
@@ -119,6 +121,9 @@ class Options(usage.Options):
         ["store", None, None, "Keep peers in Redis, shared by every tracker process using "
                               "the same store: redis://HOST:PORT/DB or unix:///PATH?db=N "
                               "(default: in memory, saved to --dfile)."],
+        ["topology", None, None, "File of 'CIDR LOCATION' lines (e.g. 10.1.3.0/24 "
+                                 "dc1/row3/rack12): hand out the closest peers first, "
+                                 "plus the seeders and a share of farther peers."],
     ]
     optFlags = [
         ["verbose", "v", "Log every announce and every HTTP request."],
@@ -253,7 +258,20 @@ class Options(usage.Options):
             leecher_interval=self._int("leecher-interval", 0, interval) or None,
             stall_after=self._seconds("stall-after"),
             udp_port=udp_port, udp_bind=udp_bind, store=store_url,
+            topology=self._topology(),
         )
+
+    def _topology(self) -> str | None:
+        """Check the --topology file now, so a bad line fails the start."""
+        path = self["topology"]
+        if path:
+            from murder.tracker.topology import load
+
+            try:
+                load(path)
+            except ConfigError as e:
+                raise usage.UsageError(f"--topology: {e}") from None
+        return path or None
 
 
 #: The old name, for code written against it.

@@ -241,12 +241,12 @@ class TrackerApp:
             interval = self.leecher_interval
             min_interval = min(min_interval, interval)
         if req.compact:
-            peers, peers6 = torrent.compact_sample(req.peer_id, numwant, self.store.rng)
+            peers, peers6 = self.store.compact_sample(torrent, req.peer_id, numwant)
             return Reply(200, BENCODE, codec.compact_reply(
                 complete=torrent.seeders, incomplete=torrent.leechers, interval=interval,
                 min_interval=min_interval, peers=peers, peers6=peers6,
                 tracker_id=self.tracker_id))
-        four, six = torrent.sample(req.peer_id, numwant, self.store.rng)
+        four, six = self.store.sample(torrent, req.peer_id, numwant)
         return Reply(200, BENCODE, codec.dict_reply(
             complete=torrent.seeders, incomplete=torrent.leechers, interval=interval,
             min_interval=min_interval,

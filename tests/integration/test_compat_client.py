@@ -99,7 +99,10 @@ class ClientTests:
     def test_peer_already_complete_detaches(self, tmp_path):
         """A payload already complete at <saveas> gives `done and done`, exit 0 at
         once, and leaves a detached seeder: own session, SIGHUP ignored, stdio on
-        /dev/null, command line still matching the recipes' pkill pattern."""
+        /dev/null, command line still matching the recipes' pkill pattern.  It is
+        a fork of the foreground command, not a second interpreter started with
+        the status fd in its environment (each Python start costs every host
+        CPU at the same moment of a deploy)."""
         from compat_recipes import kill_pids, pids_matching
 
         payload, torrent = _legacy_torrent(tmp_path, free_port())
@@ -122,6 +125,8 @@ class ClientTests:
             assert int(_proc_status(pid)["SigIgn"], 16) & (1 << (signal.SIGHUP - 1))
             for fd in (0, 1, 2):
                 assert os.readlink(f"/proc/{pid}/fd/{fd}") == "/dev/null"
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                assert b"MURDER_COMPAT_STATUS_FD=" not in f.read()
             assert payload.read_bytes() == original
         finally:
             kill_pids(pids_matching(pattern))

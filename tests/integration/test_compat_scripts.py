@@ -143,8 +143,10 @@ class MakeTorrentTests:
     """murder_make_torrent.py: silent success, legacy metainfo, clear failures."""
 
     def test_legacy_torrent(self, tmp_path):
-        """The torrent has 2^18 pieces, http://host:port/announce, the file's name
-        and a creation date; nothing is printed."""
+        """The torrent has make-torrent's automatic piece length (not BitTornado's
+        fixed 2^18: nothing in the recipes reads it, and smaller pieces spread
+        sooner), http://host:port/announce, the file's name and a creation
+        date; nothing is printed."""
         payload = tmp_path / "release.tgz"
         payload.write_bytes(os.urandom(700_000))
         before = int(time.time())
@@ -152,10 +154,10 @@ class MakeTorrentTests:
                             str(tmp_path / "release.tgz.torrent"), cwd=tmp_path)
         assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
         meta = metainfo.load(str(tmp_path / "release.tgz.torrent"))
-        assert meta.piece_length == 2**18 == metainfo.LEGACY_PIECE_LENGTH
+        assert meta.piece_length == metainfo.auto_piece_length(700_000) == 2**17
         assert meta.announce == "http://tracker.example:8998/announce"
         assert meta.name == "release.tgz"
-        assert meta.total_length == 700_000 and meta.num_pieces == 3
+        assert meta.total_length == 700_000 and meta.num_pieces == 6
         assert meta.creation_date is not None and meta.creation_date >= before - 1
         assert sorted(p.name for p in tmp_path.iterdir()) == ["release.tgz",
                                                               "release.tgz.torrent"]

@@ -245,8 +245,11 @@ def make_torrent_main(argv: Sequence[str]) -> int:
 
     path, hostport, target = argv[1:]
     try:
-        torrent = metainfo.create(path, f"http://{hostport}/announce",
-                                  piece_length=metainfo.LEGACY_PIECE_LENGTH)
+        # Automatic piece length (128 KiB up to 192 MiB), not BitTornado's
+        # fixed 2^18: only our own client reads this torrent, nothing in the
+        # recipes depends on the size, and smaller pieces travel through the
+        # swarm sooner (bench/README.md: session 2, "128 KiB pieces").
+        torrent = metainfo.create(path, f"http://{hostport}/announce")
         key_path = os.environ.get(SIGNING_KEY_ENV)
         if key_path:
             try:
@@ -355,20 +358,95 @@ class _Interrupted(Exception):
         self.signum = signum
 
 
-def _stop(child: subprocess.Popen, grace: float = 10.0) -> None:
+class _ForkedWorker:
+    """The detached worker, by PID: the few ``Popen`` calls the foreground needs."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                self.returncode = -1
+                return self.returncode
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float) -> int:
+        """Wait at most ``timeout`` seconds (polling; the worker is our child)."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while self.poll() is None:
+            if time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired("murder_client.py peer", timeout)
+            time.sleep(0.05)
+        return self.returncode  # type: ignore[return-value]
+
+    def _send(self, signum: int) -> None:
+        if self.poll() is None:
+            try:
+                os.kill(self.pid, signum)
+            except ProcessLookupError:
+                pass
+
+    def terminate(self) -> None:
+        self._send(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self._send(signal.SIGKILL)
+
+
+def _stop(child: "_ForkedWorker | subprocess.Popen", grace: float = 10.0) -> None:
     if child.poll() is None:
         child.terminate()
         try:
             child.wait(grace)
         except subprocess.TimeoutExpired:
             child.kill()
-            child.wait()
+            child.wait(grace)
+
+
+def _fork_worker(torrent: str, saveas: str, ip: str, write_end: int) -> _ForkedWorker:
+    """Fork the detached worker; in the child, run it and never return.
+
+    A fork, not a second interpreter: the original forked too, and a fresh
+    ``python`` start plus the package imports is a large share of a peer's CPU
+    on a deploy where every host starts at the same moment (bench/README.md,
+    "legacy path").  The child keeps this process's command line, so
+    ``pkill -f "murder_client.py peer.*<saveas>"`` still finds it.  Called
+    before Twisted is imported: the child starts with a single thread and no
+    reactor.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid:
+        return _ForkedWorker(pid)
+    code = 1
+    try:
+        os.setsid()
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        if devnull > 2:
+            os.close(devnull)
+        code = run_peer_worker(torrent, saveas, ip, write_end)
+    except BaseException as e:  # noqa: BLE001 - the verdict must reach the parent
+        _write_status(write_end, f"failed {type(e).__name__}: {e}")
+    finally:
+        os._exit(code)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def run_peer(script_path: str, torrent: str, saveas: str, ip: str) -> int:
-    """Foreground half of ``peer``: start the detached worker, await its verdict.
+    """Foreground half of ``peer``: fork the detached worker, await its verdict.
 
-    The worker is this same script (so ``pkill -f "murder_client.py
+    The worker is a fork of this process (so ``pkill -f "murder_client.py
     peer.*<saveas>"`` still finds it), in a new session with stdio on
     /dev/null, and reports ``complete ...`` or ``failed <reason>`` on a pipe.
     On ``complete`` we print the legacy ``done and done`` and return 0 while
@@ -376,14 +454,8 @@ def run_peer(script_path: str, torrent: str, saveas: str, ip: str) -> int:
     """
     script = "murder_client.py"
     read_end, write_end = os.pipe()
-    env = dict(os.environ)
-    env[WORKER_ENV] = str(write_end)
     try:
-        child = subprocess.Popen(
-            [sys.executable, script_path, "peer", torrent, saveas, ip],
-            env=env, pass_fds=(write_end,), start_new_session=True,
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
+        child = _fork_worker(torrent, saveas, ip, write_end)
     except OSError as e:
         os.close(read_end)
         os.close(write_end)

@@ -1,0 +1,83 @@
+#!/usr/bin/env python3
+"""Calibration of ``murder simulate`` against bench/swarm.py's measured runs.
+
+Same settings as the measured runs of bench/README.md (session 2): 16 MiB,
+128 KiB pieces (full fidelity: every real byte is carried), one seeder and
+N receivers on one non-blocking switch, N=4, 8, 16 at 40 Mbit/s and N=32 at
+16 Mbit/s, TCP goodput 0.956 of the line rate.  Start-up delay: each host
+starts at a uniform random time in [S/2, S]; S is what the bench measured
+where it did (N=16: "gate open → all 16 peers listening: 2.3–2.6 s", so 2.45;
+N=32: "~0.4 × T_min" = 3.4 s) and ~0.153 s per host (the N=16 figure ÷ 16)
+where it did not (N=4, N=8).  Prints the simulated time ÷ bound (median over
+seeds) next to the measured medians and saves JSON.
+
+    flock /tmp/bench.lock .venv/bin/python bench/sim_calibrate.py \\
+        --json bench/results/sim-calibration.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+from murder.sim.fleet import FleetConfig, build_and_run  # noqa: E402
+
+#: (N, Mbit/s, start-up S in s, measured ÷bound median, measured single runs,
+#: source line in bench/README.md)
+MEASURED = [
+    (4, 40, 0.61, 1.33, (1.33, 1.38, 1.31), "session 2, 40 Mbit/s, medians of 3"),
+    (8, 40, 1.22, 1.67, (1.65, 1.79, 1.67), "session 2, 40 Mbit/s, medians of 3"),
+    (16, 40, 2.45, 2.07, (2.34, 2.07, 2.01), "session 2, 40 Mbit/s, medians of 3"),
+    (32, 16, 3.4, 2.38, (), "session 2, 16 Mbit/s, median of 2"),
+]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seeds", default="1,2,3")
+    ap.add_argument("--n", default="4,8,16,32")
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--startup-scale", type=float, default=1.0,
+                    help="multiply every start-up delay (sensitivity check)")
+    args = ap.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    wanted = {int(n) for n in args.n.split(",")}
+    rows, records = [], []
+    print(f"{'N':>3} {'Mbit':>5} {'start-up s':>10} {'sim ÷bound (seeds)':>26} {'sim med':>8} "
+          f"{'measured':>8} {'sim/meas':>8} {'sim seed up÷F':>13} {'wall s':>7}")
+    for n, mbit, s_up, measured, singles, source in MEASURED:
+        if n not in wanted:
+            continue
+        s_up *= args.startup_scale
+        ratios, seed_up, walls = [], [], []
+        for seed in seeds:
+            cfg = FleetConfig(hosts=n, nic_bps=mbit * 1e6, payload=16 * 2**20,
+                              piece_length=2**17, real_piece_length=2**17,
+                              startup_min=s_up / 2, startup_max=s_up, seed=seed)
+            r = build_and_run(cfg)
+            ratios.append(r.ratio)
+            seed_up.append(r.seeder_upload_ratio)
+            walls.append(r.wall_s)
+            records.append(r.to_json())
+        med = statistics.median(ratios)
+        print(f"{n:3d} {mbit:5d} {s_up:10.2f} {' '.join(f'{x:.2f}' for x in ratios):>26} "
+              f"{med:8.2f} {measured:8.2f} {med / measured:8.2f} "
+              f"{statistics.median(seed_up):13.2f} {sum(walls):7.1f}", flush=True)
+        rows.append(dict(n=n, mbit=mbit, startup_s=s_up, sim=ratios, sim_median=med,
+                         measured_median=measured, measured_runs=singles, source=source))
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json + ".tmp", "w") as f:
+            json.dump({"rows": rows, "runs": records}, f, indent=1)
+        os.replace(args.json + ".tmp", args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,318 @@
+"""A whole deploy in one process: seeder(s), N hosts, the tracker, the network.
+
+Every host runs the project's real :class:`~murder.peer.session.Swarm` (picker,
+request pipelines, upload turns, super-seeding, seed budget, snubbing) over
+real :class:`~murder.peer.protocol.PeerProtocol` objects, and announces with
+the real :class:`~murder.peer.announcer.Announcer` to the real tracker
+(:class:`~murder.tracker.web.TrackerApp` over
+:class:`~murder.tracker.store.PeerStore`, with the rack-aware handout when a
+policy other than ``random`` is chosen).  Only the sockets, the disk and the
+wall clock are replaced: :mod:`murder.sim.link`, a shared in-memory payload,
+and :class:`~murder.sim.clock.SimClock`.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from murder.peer.announcer import Announcer
+from murder.peer.protocol import TCPDialer
+from murder.peer.session import Swarm, SwarmConfig
+from murder.peer.wire import BLOCK_SIZE, Bitfield
+from murder.sim.clock import SimClock
+from murder.sim.link import SimPeerFactory, SimPeerProtocol, Switchboard
+from murder.sim.net import Network, Pipe
+from murder.testing import build_torrent
+from murder.tracker import topology
+from murder.tracker.store import PeerStore
+from murder.tracker.web import TrackerApp
+
+log = Logger()
+
+TRACKER_URL = "http://10.255.255.1:8998/announce"
+PORT = 6881
+
+
+@dataclass(frozen=True)
+class FleetConfig:
+    """One simulated deploy.  Rates in bits/s, sizes in bytes, times in seconds."""
+
+    hosts: int = 100
+    #: 0: every host on one non-blocking switch (bench/netns.py's bridge).
+    hosts_per_rack: int = 0
+    nic_bps: float = 10e9
+    #: Rack uplink = hosts_per_rack × NIC ÷ this (1: non-blocking).
+    oversubscription: float = 1.0
+    payload: int = 2**30
+    piece_length: int = 2**24
+    #: Real bytes per piece (≤ piece_length); each block counts
+    #: piece_length ÷ this many times on the network.
+    real_piece_length: int = BLOCK_SIZE
+    #: Each host starts at a uniform random time in [startup_min, startup_max].
+    startup_min: float = 0.0
+    startup_max: float = 0.0
+    #: Rack r starts r × this later (racks starting seconds apart).
+    rack_stagger: float = 0.0
+    policy: str = "random"
+    seeders: int = 1
+    numwant: int = 500
+    max_connections: int = 200
+    hop_latency: float = 50e-6
+    goodput: float = 1448 / 1514
+    rate_quantum: float = 0.0
+    send_buffer: int = 384 * 1024
+    resume_below: int = 256 * 1024
+    tracker_delay: float = 0.002
+    announce_interval: int = 15
+    time_limit: float = 3600.0
+    seed: int = 1
+
+    @property
+    def scale(self) -> int:
+        return max(1, self.piece_length // self.real_piece_length)
+
+    @property
+    def num_pieces(self) -> int:
+        return -(-self.payload // self.piece_length)
+
+    @property
+    def racks(self) -> int:
+        return 1 if not self.hosts_per_rack else -(-self.hosts // self.hosts_per_rack)
+
+
+def kumar_ross_bound(size: float, u_s: float, d_min: float, uploads: list[float]) -> float:
+    """T_min = max(F/u_s, F/d_min, N·F/(u_s + Σu_i)), rates in bytes/s (as bench/swarm.py)."""
+    n = len(uploads)
+    return max(size / u_s, size / d_min, n * size / (u_s + sum(uploads)))
+
+
+def host_ip(rack: int, index: int) -> str:
+    """Hosts of rack r live in 10.{r÷256}.{r mod 256}.0/24 (index 0, 1: seeders)."""
+    return f"10.{rack // 256}.{rack % 256}.{index + 10}"
+
+
+def rack_topology(racks: int, rows_of: int = 10) -> topology.Topology:
+    """The topology file a fleet of ``racks`` racks would have (10 racks per row)."""
+    lines = [f"10.{r // 256}.{r % 256}.0/24 dc1/row{r // rows_of}/rack{r}" for r in range(racks)]
+    return topology.parse("\n".join(lines))
+
+
+class SharedStorage:
+    """Every host's disk at once: reads come from the one real payload.
+
+    A swarm only serves pieces it has verified, so reading them from the
+    shared payload is exact; writes are counted, not stored (10,000 copies
+    of a payload would not fit in memory).
+    """
+
+    def __init__(self, meta, payload: bytes) -> None:
+        self.meta = meta
+        self.payload = payload
+        self.writes = 0
+
+    def read_block(self, index: int, begin: int, length: int) -> bytes:
+        offset = index * self.meta.piece_length + begin
+        return self.payload[offset:offset + length]
+
+    def write_piece(self, index: int, data) -> None:
+        self.writes += 1
+
+    def close(self) -> None:
+        pass
+
+
+class _Response:
+    def __init__(self, code: int, body: bytes) -> None:
+        self.code = code
+        self.body = body
+
+
+class TrackerHTTP:
+    """The announce client of one host: requests go straight to the real
+    :class:`TrackerApp`, answered after ``delay`` of virtual time."""
+
+    def __init__(self, app: TrackerApp, clock: SimClock, remote: str, delay: float) -> None:
+        self.app = app
+        self.clock = clock
+        self.remote = remote
+        self.delay = delay
+
+    def get(self, url: str, timeout: float = 10.0) -> defer.Deferred:
+        target = url.split("/", 3)[3]
+        d: defer.Deferred = defer.Deferred()
+
+        def answer() -> None:
+            reply = self.app.handle(b"/" + target.encode(), self.remote)
+            d.callback(_Response(reply.code, reply.body))
+
+        self.clock.callLater(self.delay, answer)
+        return d
+
+    @staticmethod
+    def content(response: _Response) -> defer.Deferred:
+        return defer.succeed(response.body)
+
+
+@dataclass
+class SimHost:
+    index: int
+    net_id: int
+    rack: int
+    ip: str
+    seeder: bool
+    start_at: float
+    swarm: Any = None
+    announcer: Any = None
+    completed_at: float | None = None
+
+
+@dataclass
+class FleetResult:
+    """What one simulated deploy measured (JSON-ready via :meth:`to_json`)."""
+
+    config: dict
+    hosts: int
+    completed: int
+    time_to_last: float | None
+    bound: float
+    completion_times: list[float]
+    seeder_upload_ratio: float
+    cross_rack_bytes: float
+    cross_rack_ratio: float | None
+    last_rack_finish: list[float] = field(default_factory=list)
+    events: int = 0
+    rate_solves: int = 0
+    connections: int = 0
+    wall_s: float = 0.0
+    virtual_s: float = 0.0
+
+    @property
+    def ratio(self) -> float | None:
+        return None if self.time_to_last is None else self.time_to_last / self.bound
+
+    def to_json(self) -> dict:
+        doc = asdict(self)
+        doc["time_over_bound"] = self.ratio
+        return doc
+
+
+def _policy(name: str, racks: int) -> Any:
+    if name == "random":
+        return None
+    return topology.policy_named(name, rack_topology(racks))
+
+
+def build_and_run(cfg: FleetConfig) -> FleetResult:
+    """Simulate one deploy to the end (every host complete, or ``time_limit``)."""
+    wall0 = time.monotonic()
+    # Same hashes for the same run: sets of connections and pipes iterate alike.
+    SimPeerProtocol._created = 0
+    Pipe._created = 0
+    rng = random.Random(cfg.seed)
+    clock = SimClock()
+    net = Network(clock, hop_latency=cfg.hop_latency, goodput=cfg.goodput,
+                  rate_quantum=cfg.rate_quantum)
+    board = Switchboard(clock, net, scale=cfg.scale, send_buffer=cfg.send_buffer,
+                        resume_below=cfg.resume_below)
+    nic = cfg.nic_bps / 8
+    racks = cfg.racks
+    hpr = cfg.hosts_per_rack or cfg.hosts
+    for _ in range(racks):
+        if racks > 1 and cfg.oversubscription > 0:
+            uplink = hpr * nic / cfg.oversubscription
+            net.add_rack(uplink, uplink)
+        else:
+            net.add_rack(None)
+
+    # The payload: num_pieces real pieces of real_piece_length bytes.
+    n_pieces = cfg.num_pieces
+    real_piece = min(cfg.real_piece_length, cfg.piece_length)
+    payload = rng.randbytes(n_pieces * real_piece)
+    meta, payload = build_torrent(payload, piece_length=real_piece, announce=TRACKER_URL)
+    storage = SharedStorage(meta, payload)
+
+    policy = _policy(cfg.policy, racks)
+    store = PeerStore(clock, rng=random.Random(rng.random()), max_peers_per_torrent=10**6,
+                      max_peers=10**6)
+    if policy is not None:
+        store.handout = policy
+    app = TrackerApp(store, interval=cfg.announce_interval, min_interval=1,
+                     numwant_default=cfg.numwant, numwant_max=max(cfg.numwant, 500))
+
+    hosts: list[SimHost] = []
+    for s in range(cfg.seeders):
+        net_id = net.add_host(0, nic)
+        hosts.append(SimHost(len(hosts), net_id, 0, f"10.0.0.{2 + s}", True, 0.0))
+    for i in range(cfg.hosts):
+        rack = i // hpr
+        start = cfg.startup_min + (cfg.startup_max - cfg.startup_min) * rng.random() \
+            + rack * cfg.rack_stagger
+        net_id = net.add_host(rack, nic)
+        hosts.append(SimHost(len(hosts), net_id, rack, host_ip(rack, i % hpr), False, start))
+    receivers = [h for h in hosts if not h.seeder]
+    state = {"done": 0}
+
+    peer_config = SwarmConfig(max_connections=cfg.max_connections)
+    seed_config = SwarmConfig(max_connections=cfg.max_connections, super_seed=True)
+
+    def start(host: SimHost) -> None:
+        reactor = board.reactor_for(host.net_id, host.ip)
+        have = Bitfield(meta.num_pieces, full=host.seeder)
+        peer_id = b"-MU0100-" + rng.randbytes(12)
+        config = seed_config if host.seeder else peer_config
+        swarm = Swarm(meta, storage, have, reactor, config,
+                      peer_id=peer_id, rng=random.Random(rng.random()),
+                      on_complete=lambda: completed(host),
+                      dialer=TCPDialer(reactor, config.connect_timeout))
+        host.swarm = swarm
+        board.listen(host.net_id, (host.ip, PORT), SimPeerFactory(swarm))
+        http = TrackerHTTP(app, clock, host.ip, cfg.tracker_delay)
+        announcer = Announcer(reactor, http, meta.trackers, meta.info_hash, peer_id, PORT,
+                              host.ip, swarm.stats, lambda reply: swarm.add_peers(reply.peers),
+                              numwant=cfg.numwant)
+        host.announcer = announcer
+        swarm.start()
+        announcer.start().addErrback(lambda f: log.failure("announce failed", f))
+
+    def completed(host: SimHost) -> None:
+        if host.completed_at is not None:
+            return
+        host.completed_at = clock.seconds()
+        host.announcer.completed()
+        state["done"] += 1
+        if state["done"] == len(receivers):
+            clock.halt()
+
+    for host in hosts:
+        clock.callLater(host.start_at, start, host)
+    clock.run(cfg.time_limit)
+
+    times = sorted(h.completed_at for h in receivers if h.completed_at is not None)
+    done = len(times) == len(receivers)
+    F = n_pieces * cfg.piece_length
+    bound = kumar_ross_bound(F, nic, nic, [nic] * cfg.hosts)
+    seeder_sent = sum(net.sent_by_host[h.net_id] for h in hosts if h.seeder)
+    rack_last: list[float] = []
+    if racks > 1:
+        per_rack: dict[int, float] = {}
+        for h in receivers:
+            if h.completed_at is not None:
+                per_rack[h.rack] = max(per_rack.get(h.rack, 0.0), h.completed_at)
+        rack_last = [per_rack.get(r, math.nan) for r in range(racks)]
+    result = FleetResult(
+        config={**asdict(cfg), "scale": cfg.scale, "num_pieces": n_pieces},
+        hosts=cfg.hosts, completed=len(times),
+        time_to_last=times[-1] if done else None, bound=bound, completion_times=times,
+        seeder_upload_ratio=seeder_sent / F,
+        cross_rack_bytes=net.cross_rack_bytes,
+        cross_rack_ratio=net.cross_rack_bytes / (F * racks) if racks > 1 else None,
+        last_rack_finish=rack_last, events=clock.events, rate_solves=net.solves,
+        connections=board.connections, wall_s=time.monotonic() - wall0, virtual_s=clock.now)
+    return result

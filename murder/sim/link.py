@@ -1,0 +1,283 @@
+"""The fake link: real peer-wire protocols talking through the modelled network.
+
+Each host's :class:`~murder.peer.session.Swarm` gets a :class:`HostReactor`
+(the shared virtual clock plus a ``connectTCP`` that dials through the
+model); each connection is a pair of real
+:class:`~murder.peer.protocol.PeerProtocol` objects whose transports
+(:class:`SimTransport`) queue their writes into a :class:`~murder.sim.net.Pipe`.
+The wire bytes are therefore real: handshake, bitfields, HAVEs, requests,
+rejects and blocks are encoded, framed and parsed exactly as on TCP.
+
+Two deliberate departures:
+
+- ``scale``: a PIECE message written with ``writeSequence((header, block))``
+  counts ``len(block) × scale`` bytes on the network, so a 16 KiB block can
+  stand for a 16 MiB piece and a 1 GiB payload can be simulated with 1 MiB of
+  real bytes (fewer, larger pieces: the fidelity knob of large runs).
+- Flow control: the transport pauses its producer (the protocol's upload
+  pump) while more than ``send_buffer`` modelled bytes wait to be sent, and
+  resumes it once no more than ``resume_below`` do — the kernel send buffer
+  plus Twisted's own write buffer, which is what makes upload turns
+  hand over while the previous turn's data is still on the wire.
+
+The adapter is this file only: when the core speaks the message-level
+contract of ``murder/peer/interfaces.py`` a link passes message tuples
+instead of bytes, and ``Network`` stays as it is.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone, ConnectionRefusedError
+from twisted.python.failure import Failure
+
+from murder.peer.protocol import OutgoingFactory, PeerProtocol
+from murder.sim.clock import SimClock
+from murder.sim.net import Network, Pipe
+
+
+class SimPeerProtocol(PeerProtocol):
+    """The real protocol, hashed by creation order instead of memory address.
+
+    The core keeps connections in sets (piece sources, request holders, paused
+    uploads); iterating a set of address-hashed objects visits them in an
+    order that differs from run to run, and so would the simulated deploy.
+    """
+
+    _created = 0
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        SimPeerProtocol._created += 1
+        self._seq = SimPeerProtocol._created
+
+    def __hash__(self) -> int:
+        return self._seq
+
+
+class SimPeerFactory:
+    """Accepts incoming connections for a swarm (``PeerFactory`` with :class:`SimPeerProtocol`)."""
+
+    def __init__(self, swarm: Any) -> None:
+        self.swarm = swarm
+
+    def buildProtocol(self, addr: Any) -> SimPeerProtocol | None:  # noqa: N802
+        if not self.swarm.accepting():
+            return None
+        return SimPeerProtocol(self.swarm, outgoing=False, address=(addr.host, addr.port))
+
+
+class SimConnector:
+    """What ``connectTCP`` returns."""
+
+    def __init__(self, address: tuple[str, int]) -> None:
+        self.address = address
+        self.stopped = False
+
+    def stopConnecting(self) -> None:  # noqa: N802 (Twisted API)
+        self.stopped = True
+
+    disconnect = stopConnecting
+
+    def getDestination(self) -> IPv4Address:  # noqa: N802
+        return IPv4Address("TCP", *self.address)
+
+
+class SimTransport:
+    """One end of a simulated TCP connection (the ``ITransport`` subset peers use)."""
+
+    def __init__(self, conn: "SimConnection", pipe: Pipe, host: tuple[str, int],
+                 peer: tuple[str, int]) -> None:
+        self.conn = conn
+        self.pipe = pipe
+        self.protocol: Any = None
+        self.other: SimTransport | None = None
+        self._host = IPv4Address("TCP", *host)
+        self._peer = IPv4Address("TCP", *peer)
+        self.producer: Any = None
+        self.producer_paused = False
+        self.disconnecting = False
+        pipe.on_sent = self._sent
+
+    # -- ITransport
+    def write(self, data: bytes) -> None:
+        if self.disconnecting or self.conn.closed:
+            return
+        net = self.conn.net
+        net.send(self.pipe, len(data), data, self.other._receive)  # type: ignore[union-attr]
+        self._check_pause()
+
+    def writeSequence(self, seq) -> None:  # noqa: N802
+        if self.disconnecting or self.conn.closed:
+            return
+        if len(seq) == 2:
+            # (PIECE header, block): the block stands for ``scale`` times its bytes.
+            size = len(seq[0]) + len(seq[1]) * self.conn.scale
+        else:
+            size = sum(len(s) for s in seq)
+        self.conn.net.send(self.pipe, size, b"".join(seq),
+                           self.other._receive)  # type: ignore[union-attr]
+        self._check_pause()
+
+    def loseConnection(self) -> None:  # noqa: N802
+        if self.disconnecting or self.conn.closed:
+            return
+        self.disconnecting = True
+        if not self.pipe.active and not self.pipe.queue:
+            self.conn.close_later()
+
+    def abortConnection(self) -> None:  # noqa: N802
+        self.conn.close_later()
+
+    def getPeer(self) -> IPv4Address:  # noqa: N802
+        return self._peer
+
+    def getHost(self) -> IPv4Address:  # noqa: N802
+        return self._host
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:  # noqa: N802
+        self.producer = producer if streaming else None
+
+    def unregisterProducer(self) -> None:  # noqa: N802
+        self.producer = None
+
+    # reading control (download rate caps): not modelled
+    def pauseProducing(self) -> None:  # noqa: N802
+        pass
+
+    def resumeProducing(self) -> None:  # noqa: N802
+        pass
+
+    # -- flow control and delivery
+    def _check_pause(self) -> None:
+        if self.producer is not None and not self.producer_paused and \
+                self.pipe.backlog > self.conn.send_buffer:
+            self.producer_paused = True
+            self.producer.pauseProducing()
+
+    def _sent(self, backlog: float) -> None:
+        if self.producer_paused and backlog <= self.conn.resume_below and \
+                not self.conn.closed:
+            self.producer_paused = False
+            self.producer.resumeProducing()
+        if self.disconnecting and not self.pipe.queue:
+            self.conn.close_later()
+
+    def _receive(self, data: bytes) -> None:
+        if not self.conn.closed:
+            self.protocol.dataReceived(data)
+
+
+class SimConnection:
+    """Both ends of one connection between two hosts of the model."""
+
+    def __init__(self, net: Network, a: int, b: int, a_addr: tuple[str, int],
+                 b_addr: tuple[str, int], scale: int, send_buffer: float,
+                 resume_below: float) -> None:
+        self.net = net
+        self.scale = scale
+        self.send_buffer = send_buffer
+        self.resume_below = resume_below
+        self.closed = False
+        self._closing = False
+        self.ab = SimTransport(self, net.pipe(a, b), a_addr, b_addr)
+        self.ba = SimTransport(self, net.pipe(b, a), b_addr, a_addr)
+        self.ab.other, self.ba.other = self.ba, self.ab
+
+    def close_later(self) -> None:
+        """Both ends see the close one path latency from now (FIN)."""
+        if self._closing or self.closed:
+            return
+        self._closing = True
+        self.net.clock.callLater(self.ab.pipe.latency, self._close)
+
+    def _close(self) -> None:
+        self.closed = True
+        self.net.close(self.ab.pipe)
+        self.net.close(self.ba.pipe)
+        why = Failure(ConnectionDone())
+        for end in (self.ab, self.ba):
+            end.disconnecting = True
+            if end.protocol is not None:
+                end.protocol.connectionLost(why)
+
+
+class Listener:
+    """A host's listening socket: which factory accepts, and where it lives."""
+
+    def __init__(self, host: int, address: tuple[str, int], factory: Any) -> None:
+        self.host = host
+        self.address = address
+        self.factory = factory
+
+
+class Switchboard:
+    """Who listens where, and how to dial them through the network."""
+
+    def __init__(self, clock: SimClock, net: Network, *, scale: int = 1,
+                 send_buffer: float = 384 * 1024, resume_below: float = 256 * 1024) -> None:
+        self.clock = clock
+        self.net = net
+        self.scale = scale
+        self.send_buffer = send_buffer
+        self.resume_below = resume_below
+        self.listeners: dict[tuple[str, int], Listener] = {}
+        self.connections = 0
+
+    def listen(self, host: int, address: tuple[str, int], factory: Any) -> None:
+        self.listeners[address] = Listener(host, address, factory)
+
+    def reactor_for(self, host: int, ip: str) -> "HostReactor":
+        return HostReactor(self, host, ip)
+
+    def dial(self, src: int, src_ip: str, sport: int, address: tuple[str, int],
+             factory: Any) -> SimConnector:
+        connector = SimConnector(address)
+        target = self.listeners.get(address)
+        rtt = 2 * (self.net.latency(src, target.host) if target else 2 * self.net.hop_latency)
+        self.clock.callLater(rtt, self._connect, src, (src_ip, sport), target, factory,
+                             connector)
+        return connector
+
+    def _connect(self, src: int, src_addr: tuple[str, int], target: Listener | None,
+                 factory: Any, connector: SimConnector) -> None:
+        if connector.stopped:
+            return
+        server = None
+        if target is not None:
+            server = target.factory.buildProtocol(IPv4Address("TCP", *src_addr))
+        if server is None:
+            factory.clientConnectionFailed(connector, Failure(ConnectionRefusedError()))
+            return
+        if isinstance(factory, OutgoingFactory):
+            client = SimPeerProtocol(factory.core, outgoing=True, address=factory.address)
+        else:
+            client = factory.buildProtocol(IPv4Address("TCP", *target.address))
+        conn = SimConnection(self.net, src, target.host, src_addr, target.address,
+                             self.scale, self.send_buffer, self.resume_below)
+        self.connections += 1
+        conn.ba.protocol = server
+        conn.ab.protocol = client
+        server.makeConnection(conn.ba)
+        client.makeConnection(conn.ab)
+
+
+class HostReactor:
+    """One host's view of the simulation: the shared clock, dialing from this host."""
+
+    def __init__(self, board: Switchboard, host: int, ip: str) -> None:
+        self.board = board
+        self.host = host
+        self.ip = ip
+        self.seconds = board.clock.seconds
+        self.callLater = board.clock.callLater  # noqa: N815 (Twisted API)
+        self._port = 40000
+
+    def connectTCP(self, host: str, port: int, factory: Any, timeout: float = 30,  # noqa: N802
+                   bindAddress: Any = None) -> SimConnector:  # noqa: N803
+        self._port += 1
+        if self._port > 65000:
+            self._port = 40001
+        return self.board.dial(self.host, self.ip, self._port, (host, port), factory)
