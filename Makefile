@@ -11,7 +11,7 @@ DEB_PACKAGES := screen aria2 transmission-cli opentracker mktorrent bind9-host p
 DEB_COMMANDS := screen aria2c transmission-show opentracker mktorrent host pkill ip tc bridge wrk curl unshare taskset awk tar \
                 sshd ssh ssh-keygen parallel-scp redis-server promtool chromium chromedriver iptables nft
 
-.PHONY: demo test unit venv sysdeps bench clean bytecode
+.PHONY: demo test unit lint venv sysdeps bench clean bytecode
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -42,12 +42,17 @@ demo: bytecode
 
 # pytest exits 5 when it collected no test; make treats any non-zero as failure,
 # and we say so explicitly so an empty run can never look green.
-test: bytecode sysdeps
+test: bytecode sysdeps lint
 	@$(PY) -m pytest tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; fi; exit $$rc
 
 unit: $(STAMP)
-	$(PY) -m pytest tests -m "not integration"
+	$(PY) -m pytest tests/unit
+
+# ruff.toml and mypy.ini say what is checked (mypy strict on the pure modules).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 bench: $(STAMP)
 	$(PY) -m pip install -q -e '.[bench]' --config-settings editable_mode=compat

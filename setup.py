@@ -17,8 +17,8 @@ setup(
         "prometheus_client>=0.17",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-twisted>=1.14", "hypothesis>=6", "libtorrent>=2.0",
-                 "selenium>=4.11", "redis>=5", "hiredis>=2"],
+        "test": ["pytest>=7", "hypothesis>=6", "libtorrent>=2.0", "selenium>=4.11",
+                 "redis>=5", "hiredis>=2", "ruff>=0.5", "mypy>=1.10", "mypy-zope>=1.0"],
         # --store redis://… (tracker peers shared by several tracker processes).
         "redis": ["redis>=5", "hiredis>=2"],
         "bench": ["matplotlib>=3.7"],

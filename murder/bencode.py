@@ -8,17 +8,19 @@ untrusted bytes in Murder goes through :func:`decode`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import bencodepy
 from bencodepy.decoder import BencodeDecoder
 
 DecodeError = bencodepy.BencodeDecodeError
-encode = bencodepy.encode
+#: Encoding is safe as bencode.py does it (our own values, canonical key order).
+encode: Callable[[Any], bytes] = bencodepy.encode
 
 
 class _StrictDecoder(BencodeDecoder):
-    def decode_string(self, x, f, kind="value", **kwargs):  # type: ignore[override]
+    def decode_string(self, x: bytes, f: int, kind: str = "value",  # type: ignore[override]
+                      **kwargs: Any) -> Any:
         if x[f:f + 1] not in b"0123456789" or not x[f:f + 1]:
             raise ValueError("string length must be a non-negative integer")
         return super().decode_string(x, f, kind, **kwargs)

@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Sequence
 
-from murder._lazy import defer_imports
+from murder.startup import defer_imports, imports_done
 
 defer_imports()  # before Twisted: start-up is paid by every host at once
 
@@ -48,7 +48,7 @@ class MakeTorrentOptions(usage.Options):
         """A tier of backup trackers, comma-separated (repeatable; BEP 12)."""
         self["announce-list"].append([u for u in tier.split(",") if u])
 
-    def parseArgs(self, path: str) -> None:  # noqa: N802 (Twisted API)
+    def parseArgs(self, path: str) -> None:  # type: ignore[override]  # noqa: N802
         self["path"] = path
 
     def postOptions(self) -> None:  # noqa: N802
@@ -76,7 +76,7 @@ def make_torrent(options: MakeTorrentOptions) -> int:
 
     secret = None
     if options["auth-secret"]:
-        from murder.tracker.auth import load_secret
+        from murder.auth import load_secret
 
         secret = load_secret(options["auth-secret"])  # a bad file fails before hashing
     announce_list = options["announce-list"]
@@ -154,12 +154,6 @@ def _report_status_fd(args: list[str], line: str) -> None:
             return
 
 
-def _imported() -> None:
-    """Imports are done: keep their objects out of every later collection."""
-    gc.freeze()
-    gc.enable()
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit status.
 
@@ -187,19 +181,19 @@ def _main(argv: Sequence[str] | None) -> int:
     try:
         if command in _LOCAL_COMMANDS:
             options_class, run, _ = _LOCAL_COMMANDS[command]
-            _imported()
+            imports_done()
             options = options_class()
             options.parseOptions(rest)
             return run(options)
         if command in _SERVICE_COMMANDS:
             module = importlib.import_module(_SERVICE_COMMANDS[command][0])
-            _imported()
+            imports_done()
             options = module.Options()
             options.parseOptions(rest)
             return module.runForeground(options)
         if command in _EXTRA_COMMANDS:
             module = importlib.import_module(_EXTRA_COMMANDS[command][0])
-            _imported()
+            imports_done()
             return module.main(command, rest)
     except usage.UsageError as e:
         _report_status_fd(rest, f"failed {e}")

@@ -15,7 +15,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
-import bencodepy
 
 from murder import bencode
 from murder.errors import MetainfoError, SourceError, StorageError
@@ -36,6 +35,17 @@ _TARGET_PIECES = 1500
 _MAX_DEPTH = 32
 
 ProgressCallback = Callable[[int, int], None]
+
+
+def piece_size(index: int, num_pieces: int, piece_length: int, total_length: int) -> int:
+    """Length of piece ``index`` of a payload (the last one may be short).
+
+    The one place this is computed: the metainfo, the wire codec's range
+    checks and the picker all ask here.
+    """
+    if index == num_pieces - 1:
+        return total_length - index * piece_length
+    return piece_length
 
 
 @dataclass(frozen=True)
@@ -79,9 +89,7 @@ class Metainfo:
 
     def piece_size(self, index: int) -> int:
         """Length of piece ``index`` (the last one may be short)."""
-        if index == len(self.pieces) - 1:
-            return self.total_length - index * self.piece_length
-        return self.piece_length
+        return piece_size(index, len(self.pieces), self.piece_length, self.total_length)
 
     @property
     def trackers(self) -> tuple[str, ...]:
@@ -94,7 +102,7 @@ class Metainfo:
         return tuple(urls)
 
     def encode(self) -> bytes:
-        return bencodepy.encode(self.raw)
+        return bencode.encode(self.raw)
 
 
 # --------------------------------------------------------------------- loading
@@ -186,7 +194,7 @@ def parse(data: bytes) -> Metainfo:
         raise MetainfoError("nested too deeply")
     info = _get(top, b"info", dict, "")
     raw_info = bencode.raw_value(data, b"info")
-    if bencodepy.encode(info) != raw_info:
+    if bencode.encode(info) != raw_info:
         # Every client hashes the info bytes as found in the file; a dict whose
         # re-encoding differs (unsorted or duplicate keys) would give us another
         # info hash and another swarm, so refuse it.
@@ -288,7 +296,7 @@ def load(path: str) -> Metainfo:
 
 def info_hash(info: dict) -> bytes:
     """SHA-1 of the bencoded info dict: the torrent's identity."""
-    return hashlib.sha1(bencodepy.encode(info)).digest()
+    return hashlib.sha1(bencode.encode(info)).digest()
 
 
 # -------------------------------------------------------------------- creation

@@ -15,6 +15,12 @@ global reactor:
   every write so tests can assert that hostile input never reached "disk".
 - :func:`connect_swarms`: joins two swarms with one real ``PeerProtocol`` each
   over :mod:`twisted.test.iosim` and returns the pump.
+- :class:`MemoryNetwork`: swarm cores joined by :class:`MemoryLink` objects
+  (the :class:`~murder.peer.interfaces.PeerLink` contract without bytes or
+  protocols): messages are queued as calls on the other core and delivered
+  by :meth:`MemoryNetwork.flush`; its :meth:`~MemoryNetwork.dialer` dials by
+  address.  Many cores run in one process this way.
+- :class:`FakeTrackerHTTP`: the announce client a run uses, answered in memory.
 """
 
 from __future__ import annotations
@@ -23,12 +29,11 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any, Mapping, Union
 
-import bencodepy
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.test import iosim
 
-from murder import metainfo
+from murder import bencode, metainfo
 from murder.errors import StorageError
 from murder.metainfo import Metainfo
 
@@ -65,7 +70,7 @@ def build_torrent(spec: PayloadSpec, *, name: str = "payload", piece_length: int
         top[b"announce"] = announce.encode()
     if announce_list:
         top[b"announce-list"] = [[u.encode() for u in tier] for tier in announce_list]
-    return metainfo.parse(bencodepy.encode(top)), payload
+    return metainfo.parse(bencode.encode(top)), payload
 
 
 @dataclass
@@ -93,8 +98,9 @@ class FakeConnector:
 class FakeReactor(Clock):
     """A Clock that records outgoing TCP dials instead of making them.
 
-    :class:`Swarm` uses ``seconds``/``callLater`` (from :class:`Clock`) and
-    ``connectTCP``; dials are appended to :attr:`dials` for the test to
+    A :class:`Swarm` uses ``seconds``/``callLater`` (from :class:`Clock`);
+    a :class:`~murder.peer.protocol.TCPDialer` on this reactor calls
+    ``connectTCP``, and dials are appended to :attr:`dials` for the test to
     inspect or complete (e.g. with :func:`connect_swarms`).
     """
 
@@ -217,6 +223,11 @@ class RemotePeer:
         return self._reader.feed(data)
 
     @property
+    def peer(self) -> Any:
+        """The swarm's record of this connection (:class:`~murder.peer.interfaces.Peer`)."""
+        return self.protocol.peer
+
+    @property
     def closed(self) -> bool:
         """True once the swarm asked to close this connection."""
         return bool(self.transport.disconnecting)
@@ -227,3 +238,227 @@ class RemotePeer:
         from twisted.python.failure import Failure
 
         self.protocol.connectionLost(Failure(ConnectionDone()))
+
+
+class FakeTrackerHTTP:
+    """The announce client a :class:`~murder.peer.run.SwarmRun` uses, answered in memory.
+
+    Offers the two calls :class:`~murder.peer.announcer.Announcer` makes
+    (``get(url, timeout=)`` and ``content(response)``).  Every URL asked is
+    kept in :attr:`urls`; the answer is a bencoded reply with the current
+    :attr:`peers` (compact), :attr:`complete` and :attr:`incomplete` counts,
+    or, while :attr:`failure` is set, that exception.
+    """
+
+    class Response:
+        code = 200
+
+        def __init__(self, body: bytes) -> None:
+            self.body = body
+
+    def __init__(self, interval: int = 15) -> None:
+        self.interval = interval
+        self.urls: list[str] = []
+        self.peers: bytes = b""
+        self.complete = 1
+        self.incomplete = 0
+        self.failure: Exception | None = None
+
+    def events(self) -> list[str | None]:
+        """The ``event=`` of each announce so far (None: a regular update)."""
+        from urllib.parse import parse_qs, urlsplit
+
+        return [parse_qs(urlsplit(u).query).get("event", [None])[0] for u in self.urls]
+
+    def get(self, url: str, timeout: float = 10.0) -> Any:
+        from twisted.internet import defer
+
+        self.urls.append(url)
+        if self.failure is not None:
+            return defer.fail(self.failure)
+        from murder import bencode
+
+        body = bencode.encode({b"interval": self.interval, b"peers": self.peers,
+                               b"complete": self.complete, b"incomplete": self.incomplete})
+        return defer.succeed(self.Response(body))
+
+    @staticmethod
+    def content(response: Any) -> Any:
+        from twisted.internet import defer
+
+        return defer.succeed(response.body)
+
+
+class MemoryLink:
+    """One end of an in-memory connection: a :class:`~murder.peer.interfaces.PeerLink`.
+
+    Each ``send_*`` queues the matching event on the other end's core (in
+    :attr:`MemoryNetwork.queue`); nothing is encoded.  ``pause_reading``
+    holds deliveries to this end until ``resume_reading``.
+    """
+
+    def __init__(self, net: "MemoryNetwork", core: Any, address: tuple[str, int],
+                 outgoing: bool) -> None:
+        self.net = net
+        self.core = core
+        self.address = address
+        self.outgoing = outgoing
+        self.peer_id: bytes | None = None
+        self.fast = False
+        self.peer: Any = None
+        self.remote: MemoryLink | None = None
+        self.closed = False
+        self.reading = True
+        self.held: list[tuple[str, tuple[Any, ...]]] = []
+        #: Every message sent, as (event name, args), for tests to read.
+        self.sent: list[tuple[str, tuple[Any, ...]]] = []
+
+    def _post(self, event: str, *args: Any) -> None:
+        if self.closed or self.remote is None:
+            return
+        self.sent.append((event, args))
+        self.net.queue.append((self.remote, event, args))
+
+    def send_bitfield(self, bits: Any) -> None:
+        from murder.peer.wire import Bitfield
+
+        self._post("got_bitfield", Bitfield.from_bytes(bits.length, bits.tobytes()))
+
+    def send_have_all(self) -> None:
+        from murder.peer.wire import Bitfield
+
+        self._post("got_bitfield", Bitfield(self.core.meta.num_pieces, full=True))
+
+    def send_have_none(self) -> None:
+        from murder.peer.wire import Bitfield
+
+        self._post("got_bitfield", Bitfield(self.core.meta.num_pieces))
+
+    def send_have(self, index: int) -> None:
+        self._post("got_have", index)
+
+    def send_choke(self) -> None:
+        self._post("got_choke")
+
+    def send_unchoke(self) -> None:
+        self._post("got_unchoke")
+
+    def send_interested(self) -> None:
+        self._post("got_interested")
+
+    def send_not_interested(self) -> None:
+        self._post("got_not_interested")
+
+    def send_requests(self, blocks: list[tuple[int, int, int]]) -> None:
+        for block in blocks:
+            self._post("got_request", *block)
+
+    def send_cancel(self, block: tuple[int, int, int]) -> None:
+        self._post("got_cancel", *block)
+
+    def send_reject(self, block: tuple[int, int, int]) -> None:
+        self._post("got_reject", *block)
+
+    def send_piece(self, index: int, begin: int, data: bytes) -> None:
+        self._post("got_block", index, begin, bytes(data))
+
+    def send_keepalive(self) -> None:
+        self._post("heard_from")
+
+    def drop(self, why: str) -> None:
+        self.net.close(self)
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+        held, self.held = self.held, []
+        self.net.queue.extend((self, event, args) for event, args in held)
+
+
+class MemoryNetwork:
+    """Swarm cores joined in memory: listening addresses, links, a message queue.
+
+    :meth:`listen` registers a core at an address; :meth:`dialer` gives a
+    core the :class:`~murder.peer.interfaces.Dialer` to pass to its
+    :class:`~murder.peer.session.Swarm`; :meth:`flush` delivers queued
+    connects and messages in order until none is left (bounded).
+    """
+
+    def __init__(self) -> None:
+        self.listeners: dict[tuple[str, int], Any] = {}
+        self.addresses: dict[int, tuple[str, int]] = {}
+        self.queue: list[tuple[Any, str, tuple[Any, ...]]] = []
+        self.links: list[MemoryLink] = []
+
+    def listen(self, core: Any, address: tuple[str, int]) -> None:
+        self.listeners[address] = core
+        self.addresses[id(core)] = address
+
+    def dialer(self) -> "MemoryNetwork":
+        return self
+
+    def dial(self, core: Any, address: tuple[str, int]) -> None:
+        """The :class:`~murder.peer.interfaces.Dialer` method: connect on the next flush."""
+        self.queue.append((None, "_connect", (core, address)))
+
+    def connect(self, dialing: Any, address: tuple[str, int]) -> MemoryLink | None:
+        """Connect ``dialing`` to the core listening at ``address``; handshakes included."""
+        accepting = self.listeners.get(address)
+        if accepting is None or not accepting.accepting():
+            dialing.dial_failed(address, "connection refused")
+            return None
+        mine = self.addresses.get(id(dialing), ("0.0.0.0", 0))
+        out = MemoryLink(self, dialing, address, outgoing=True)
+        inc = MemoryLink(self, accepting, mine, outgoing=False)
+        out.remote, inc.remote = inc, out
+        self.links += [out, inc]
+        # The acceptor reads the dialer's handshake, answers, is ready; then the dialer.
+        for link, remote_core in ((inc, dialing), (out, accepting)):
+            link.peer_id = remote_core.peer_id
+            link.fast = remote_core.fast and link.core.fast
+            if link.core.accept_handshake(link) is not None:
+                self.close(link)
+                return None
+            link.peer = link.core.connection_ready(link)
+        return out
+
+    def close(self, link: MemoryLink) -> None:
+        for end in (link, link.remote):
+            if end is None or end.closed:
+                continue
+            end.closed = True
+            if end.peer is not None:
+                end.core.connection_lost(end.peer)
+            else:
+                end.core.connection_failed(end)
+
+    def flush(self, limit: int = 10_000_000) -> int:
+        """Deliver until nothing is queued; return how many were delivered."""
+        from murder.errors import ProtocolError
+
+        done = 0
+        while self.queue and done < limit:
+            batch, self.queue = self.queue, []
+            for target, event, args in batch:
+                done += 1
+                if target is None:
+                    self.connect(*args)
+                    continue
+                if target.closed or target.peer is None:
+                    continue
+                if not target.reading:
+                    target.held.append((event, args))
+                    continue
+                core = target.core
+                try:
+                    core.heard_from(target.peer)
+                    if event != "heard_from":
+                        getattr(core, event)(target.peer, *args)
+                except ProtocolError as e:
+                    target.drop(e.reason)
+                    core.misbehaved(target, e.reason)
+        if self.queue:
+            raise AssertionError(f"network still busy after {limit} deliveries")
+        return done

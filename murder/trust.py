@@ -32,7 +32,6 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-import bencodepy
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
@@ -42,7 +41,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 from twisted.python import usage
 
-from murder import metainfo
+from murder import bencode, metainfo
 from murder.errors import MurderError, TrustError
 
 #: Top-level torrent key holding the signature dict (outside ``info``).
@@ -215,7 +214,7 @@ def enforce(meta: metainfo.Metainfo, options_value: Sequence[str] | None,
 
 def _announce_data(top: Mapping[bytes, Any]) -> bytes:
     """Bencoded ``announce`` and ``announce-list`` exactly as present in the torrent."""
-    return bencodepy.encode({k: top[k] for k in (b"announce", b"announce-list") if k in top})
+    return bencode.encode({k: top[k] for k in (b"announce", b"announce-list") if k in top})
 
 
 def signed_message(info_hash: bytes, top: Mapping[bytes, Any]) -> bytes:
@@ -303,12 +302,12 @@ def authorise_announce(torrent: dict, secret: bytes) -> dict:
     """Return a copy of ``torrent`` whose tracker URLs carry the swarm's auth token.
 
     ``announce`` and every ``announce-list`` URL get ``auth=<token>`` (see
-    :mod:`murder.tracker.auth`), so a tracker started with the same
+    :mod:`murder.auth`), so a tracker started with the same
     ``--auth-secret`` accepts the torrent's announces and scrapes.  ``info``
     is untouched (same info hash).  Sign *after* this: the signature covers
     the announce URLs, token included.
     """
-    from murder.tracker.auth import token, url_with_token
+    from murder.auth import token, url_with_token
 
     info = torrent.get(b"info")
     if not isinstance(info, dict):
@@ -453,7 +452,7 @@ class VerifyOptions(usage.Options):
 
     opt_t = opt_trust
 
-    def parseArgs(self, torrent: str) -> None:  # noqa: N802 (Twisted API)
+    def parseArgs(self, torrent: str) -> None:  # type: ignore[override]  # noqa: N802
         self["torrent"] = torrent
 
 
@@ -498,7 +497,7 @@ def main(command: str, argv: list[str]) -> int:
         options.parseOptions(argv)
         return keygen(KeygenConfig.from_options(options))
     if command == "verify":
-        options = VerifyOptions()
-        options.parseOptions(argv)
-        return verify(VerifyConfig.from_options(options))
+        verify_options = VerifyOptions()
+        verify_options.parseOptions(argv)
+        return verify(VerifyConfig.from_options(verify_options))
     raise usage.UsageError(f"unknown trust command {command!r}")

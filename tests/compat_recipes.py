@@ -19,7 +19,6 @@ import importlib.util
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Mapping, Sequence
+
+from harness import wait_for_port  # noqa: F401  (re-exported: the compat tests import it here)
 
 REPO = Path(__file__).resolve().parent.parent
 DIST = REPO / "contrib" / "capistrano_compat" / "dist"
@@ -68,19 +69,6 @@ def run_script(name: str, *args: str, cwd: Path | str | None = None,
                           env=dict(env) if env is not None else recipe_env(),
                           capture_output=True, text=True, timeout=timeout,
                           stdin=subprocess.DEVNULL)
-
-
-def wait_for_port(host: str, port: int, timeout: float = 15.0) -> None:
-    """Return once ``host:port`` accepts TCP connections; raise after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection((host, port), timeout=1):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
-            time.sleep(0.05)
 
 
 def pids_matching(pattern: str) -> list[int]:

@@ -108,3 +108,17 @@ def tmp_payload(tmp_path: Path) -> Callable[..., Path]:
         return make_payload(root, name, spec)
 
     return factory
+
+
+_INTEGRATION = Path(__file__).resolve().parent / "integration"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Everything under tests/integration/ starts real processes: mark it so.
+
+    The directory is the one place that decides; ``-m "not integration"``
+    and ``tests/unit`` then select the same tests.
+    """
+    for item in items:
+        if _INTEGRATION in Path(str(item.fspath)).resolve().parents:
+            item.add_marker(pytest.mark.integration)

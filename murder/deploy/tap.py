@@ -13,7 +13,7 @@ from murder.deploy import core
 from murder.deploy.hosts import parse_host_lines, parse_target, unique
 from murder.deploy.orchestrator import DeployConfig, Deployment
 from murder.deploy.transport import Transport, route_source
-from murder.errors import ConfigError, MurderError
+from murder.errors import ConfigError
 
 #: Default of --parallel.  Sessions stay open while verified hosts seed, so a
 #: limit below the fleet size splits the swarm into waves (measured at N=16,

@@ -17,7 +17,6 @@ status and ``failure reason``) from one that could not be reached
 from __future__ import annotations
 
 import socket
-import struct
 from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import quote_from_bytes
@@ -26,9 +25,9 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from murder import bencode
+from murder import bencode, compact
+from murder.auth import redact
 from murder.errors import AnnounceError, TrackerRefused, TrackerUnreachable
-from murder.tracker.auth import redact
 
 Address = tuple[str, int]
 
@@ -82,15 +81,7 @@ def build_query(info_hash: bytes, peer_id: bytes, port: int, uploaded: int, down
 
 
 def _compact(blob: bytes, family: int) -> list[tuple[Address, bytes | None]]:
-    size = 6 if family == socket.AF_INET else 18
-    if len(blob) % size:
-        raise AnnounceError(f"compact peers of {len(blob)} bytes")
-    out = []
-    for i in range(0, len(blob), size):
-        host = socket.inet_ntop(family, blob[i:i + size - 2])
-        (port,) = struct.unpack(">H", blob[i + size - 2:i + size])
-        out.append(((host, port), None))
-    return out
+    return [(address, None) for address in compact.decode(blob, family == socket.AF_INET6)]
 
 
 def failure_reason(body: bytes) -> str | None:

@@ -5,7 +5,7 @@ about a third of a peer's start-up time, and every peer of a deploy starts
 at once on the same hosts.  An announce is one GET with a small bencoded
 reply, so this client does exactly that: connect, send, read to close (at most
 ``MAX_BODY`` bytes), parse the status line.  ``https://`` trackers still go
-through treq (see :func:`murder.peer.tap.http_client`).  It offers the two
+through treq (see :func:`murder.peer.httpclients.http_client`).  It offers the two
 treq calls the announcer uses, ``get(url, timeout=)`` and ``content(response)``.
 """
 

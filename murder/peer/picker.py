@@ -9,8 +9,9 @@ object (the session uses its connection objects).
 from __future__ import annotations
 
 import random
-from typing import Hashable, Iterable
+from typing import Any, Hashable, Iterable
 
+from murder.metainfo import piece_size
 from murder.peer.wire import BLOCK_SIZE, Bitfield
 
 Block = tuple[int, int, int]  # (piece index, begin, length)
@@ -29,13 +30,14 @@ class PieceInProgress:
         nblocks = -(-size // BLOCK_SIZE)
         # Popped from the end: keep ascending order so disk writes stay sequential.
         self.unrequested = list(range(nblocks - 1, -1, -1))
-        self.requested: dict[int, set] = {}
+        self.requested: dict[int, set[Hashable]] = {}
         self.received = bytearray(nblocks)
         self.remaining = nblocks
-        self.sources: set = set()
+        #: The peers (the session's records) that sent its blocks.
+        self.sources: set[Any] = set()
         #: Who sent each block, so a failed hash with several sources can be
         #: blamed on the right one once the piece verifies (see Swarm).
-        self.block_from: list = [None] * nblocks
+        self.block_from: list[Any] = [None] * nblocks
 
     def block(self, b: int) -> Block:
         begin = b * BLOCK_SIZE
@@ -63,9 +65,7 @@ class Picker:
         self._rng.shuffle(self._pending)
 
     def piece_size(self, index: int) -> int:
-        if index == self.num_pieces - 1:
-            return self.total_length - index * self.piece_length
-        return self.piece_length
+        return piece_size(index, self.num_pieces, self.piece_length, self.total_length)
 
     # -- availability
     def peer_has(self, index: int) -> None:
@@ -219,7 +219,8 @@ class Picker:
 
     # -- outcomes
     def block_received(self, peer: Hashable, index: int, begin: int, block: bytes,
-                       withdrawn: bool = False) -> tuple[PieceInProgress | None, list]:
+                       withdrawn: bool = False) -> tuple[PieceInProgress | None,
+                                                         list[tuple[Any, Block]]]:
         """Store a block: one or, from a large request, several consecutive
         16 KiB blocks of a piece.
 
@@ -241,7 +242,7 @@ class Picker:
         requested = piece.requested
         first = begin // BLOCK_SIZE
         data = memoryview(block)  # slices without copies; one copy into the piece
-        others = []
+        others: list[tuple[Any, Block]] = []
         took = False
         for b in range(first, -(-end // BLOCK_SIZE)):
             if received[b]:

@@ -5,11 +5,7 @@ from __future__ import annotations
 from twisted.internet import task
 from twisted.logger import Logger
 
-
-def clear_line(stream) -> None:
-    """Erase a progress line before a log line is printed over it."""
-    if getattr(stream, "isatty", lambda: False)():
-        stream.write("\r\x1b[K")
+from murder.runner import clear_line
 
 
 class Progress:

@@ -1,34 +1,33 @@
-"""One peer-wire connection: handshake, framing, flow control.
+"""One peer-wire connection over TCP: handshake, framing, flow control.
 
-The protocol parses bytes (via :mod:`murder.peer.wire`) and hands each message
-to the :class:`~murder.peer.session.Swarm`, which decides.  Its states are
-explicit: ``HANDSHAKE`` → ``ACTIVE`` → ``CLOSED``.  Any protocol violation, or
-any unexpected exception while handling a message, drops this connection with
-a log line; nothing escapes ``dataReceived``.
+:class:`PeerProtocol` is the production :class:`~murder.peer.interfaces.PeerLink`:
+it parses bytes (via :mod:`murder.peer.wire`) and reports each message to
+the core (:class:`~murder.peer.interfaces.SwarmEvents`), which decides; the
+core's sends come back as ``send_*`` calls that it encodes.  Its states are
+explicit: ``HANDSHAKE`` → ``ACTIVE`` → ``CLOSED``.  Any protocol violation,
+or any unexpected exception while handling a message, drops this connection
+with a log line; nothing escapes ``dataReceived``.
 
-Uploads go through a per-connection queue drained as an ``IPushProducer``:
-the transport pauses us when its buffer is full, so memory stays bounded and
-CANCEL still works on queued blocks.
+Uploads are paced by the transport: the protocol is its ``IPushProducer``,
+and a pause or resume is reported to the core, which owns the upload queue.
+:class:`TCPDialer` and :class:`PeerFactory` connect cores over TCP.
 """
 
 from __future__ import annotations
 
 import enum
 import socket
-from collections import deque
-from typing import TYPE_CHECKING
+from typing import Any
 
 from twisted.internet import protocol
+from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
-from twisted.internet.interfaces import IPushProducer
 
 from murder.errors import ProtocolError
 from murder.peer import wire
+from murder.peer.interfaces import Address, Block, Peer, SwarmEvents
 from murder.peer.wire import Bitfield
-
-if TYPE_CHECKING:
-    from murder.peer.session import Swarm
 
 
 class State(enum.Enum):
@@ -37,55 +36,37 @@ class State(enum.Enum):
     CLOSED = "closed"
 
 
+_HAVE_ALL = wire.simple(wire.HAVE_ALL)
+_HAVE_NONE = wire.simple(wire.HAVE_NONE)
+_CHOKE = wire.simple(wire.CHOKE)
+_UNCHOKE = wire.simple(wire.UNCHOKE)
+_INTERESTED = wire.simple(wire.INTERESTED)
+_NOT_INTERESTED = wire.simple(wire.NOT_INTERESTED)
+
+
 @implementer(IPushProducer)
 class PeerProtocol(protocol.Protocol):
     """A connection to one remote peer of one torrent."""
 
     log = Logger()
 
-    def __init__(self, swarm: "Swarm", outgoing: bool, address: tuple[str, int] | None = None
-                 ) -> None:
-        self.swarm = swarm
+    def __init__(self, core: SwarmEvents, outgoing: bool, address: Address | None = None,
+                 send_buffer: int = 0) -> None:
+        self.core = core
         self.outgoing = outgoing
-        self.address = address
+        #: As dialed or accepted; else read from the transport once connected.
+        self.address: Address = address if address is not None else ("", 0)
+        self._address_known = address is not None
         self.state = State.HANDSHAKE
         self.peer_id: bytes | None = None
         self.fast = False
+        #: The core's record of this peer, once the handshake is accepted.
+        self.peer: Peer | None = None
         self.reader: wire.MessageReader | None = None
         self._handshake_buffer = b""
-        # Choke/interest state, both directions (BEP 3 starts choked, uninterested).
-        self.am_choking = True
-        self.am_interested = False
-        self.peer_choking = True
-        self.peer_interested = False
-        self.bits = Bitfield(swarm.meta.num_pieces)
-        self.outstanding: dict[tuple[int, int, int], float] = {}
-        self.rejected: dict[int, float] = {}
-        self.upload_queue: deque[tuple[int, int, int]] = deque()
-        self._paused = False
-        self.downloaded = 0
-        self.uploaded = 0
-        self.last_received = 0.0
-        self.last_block = 0.0
-        self.rate = 0.0
-        self._rate_mark = 0
-        self.strikes = 0
-        self.seed_refused: dict[int, float] = {}
-        self.turn_piece: int | None = None
-        #: Requests given up on (snubbed) whose blocks are still welcome.
-        self.withdrawn: set[tuple[int, int, int]] = set()
-        #: 16 KiB blocks merged into one request to this peer (see
-        #: ``SwarmConfig.request_size``); 1 for standard clients.
-        self.span = 1
-        #: Our requests went unanswered (see ``Swarm._snub``): one probe
-        #: request at a time until a block arrives.
-        self.snubbed = False
-        #: The peer promises keep-alives while our requests wait for its
-        #: upload turns, so total silence means it is wedged.
-        self.keepalives = False
-        self.last_keepalive = 0.0
-        #: When the transport last paused us (the peer's socket is full), or None.
-        self.paused_since: float | None = None
+        #: Kernel send buffer to ask for (0: the system's): small with upload
+        #: turns, so a turn's data has left before the next turn starts.
+        self._send_buffer = send_buffer
 
     @property
     def active(self) -> bool:
@@ -94,16 +75,16 @@ class PeerProtocol(protocol.Protocol):
 
     # ------------------------------------------------------------ connection
     def connectionMade(self) -> None:  # noqa: N802
-        if self.address is None:
-            peer = self.transport.getPeer()
+        transport: Any = self.transport
+        if not self._address_known:
+            peer = transport.getPeer()
             self.address = (peer.host, peer.port)
-        self.last_received = self.swarm.clock.seconds()
         # Fewer, larger reads: 256 KiB per recv instead of Twisted's 64 KiB.
-        if hasattr(self.transport, "bufferSize"):
-            self.transport.bufferSize = 2**18
-        if self.swarm.config.upload_slots and self.swarm.config.send_buffer:
-            self._small_send_buffer(self.swarm.config.send_buffer)
-        self.transport.registerProducer(self, True)
+        if hasattr(transport, "bufferSize"):
+            transport.bufferSize = 2**18
+        if self._send_buffer:
+            self._small_send_buffer(self._send_buffer)
+        self.transport.registerProducer(self, True)  # type: ignore[union-attr]
         if self.outgoing:
             self._send_handshake()
 
@@ -118,41 +99,48 @@ class PeerProtocol(protocol.Protocol):
                 pass
 
     def _send_handshake(self) -> None:
-        self.transport.write(wire.handshake(self.swarm.meta.info_hash, self.swarm.peer_id,
-                                            fast=self.swarm.fast))
+        core = self.core
+        self._write(wire.handshake(core.meta.info_hash, core.peer_id, fast=core.fast))
 
-    def connectionLost(self, reason=None) -> None:  # noqa: N802
+    def connectionLost(self, reason: Any = None) -> None:  # noqa: N802
         was_active = self.state is State.ACTIVE
         self.state = State.CLOSED
-        self.upload_queue.clear()
-        if was_active:
-            self.swarm.connection_lost(self)
+        if was_active and self.peer is not None:
+            self.core.connection_lost(self.peer)
         else:
-            self.swarm.connection_failed(self)
+            self.core.connection_failed(self)
 
     def drop(self, why: str) -> None:
         """Close this connection, logging why."""
         if self.state is not State.CLOSED:
             self.log.debug("dropping {address}: {why}", address=self.address, why=why)
-            self.transport.loseConnection()
+            self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def pause_reading(self) -> None:
+        self.transport.pauseProducing()  # type: ignore[union-attr]
+
+    def resume_reading(self) -> None:
+        self.transport.resumeProducing()  # type: ignore[union-attr]
 
     # ------------------------------------------------------------- receiving
     def dataReceived(self, data: bytes) -> None:  # noqa: N802
         if self.state is State.CLOSED:
             return
         try:
-            self.last_received = self.swarm.clock.seconds()
             if self.state is State.HANDSHAKE:
-                data = self._handshake(data)
-                if data is None:
+                rest = self._handshake(data)
+                if rest is None:
                     return
-            for message in self.reader.feed(data):  # type: ignore[union-attr]
+                data = rest
+            assert self.peer is not None and self.reader is not None
+            self.core.heard_from(self.peer)
+            for message in self.reader.feed(data):
                 if self.state is State.CLOSED:
                     return
                 self._dispatch(message)
         except ProtocolError as e:
             self.drop(e.reason)
-            self.swarm.misbehaved(self, e.reason)
+            self.core.misbehaved(self, e.reason)
         except Exception:
             self.log.failure("unexpected error handling data from {address}",
                              address=self.address)
@@ -171,170 +159,123 @@ class PeerProtocol(protocol.Protocol):
             return None
         reserved, info_hash, peer_id = wire.parse_handshake(buf[:wire.HANDSHAKE_LENGTH])
         self._handshake_buffer = b""
-        if info_hash != self.swarm.meta.info_hash:
+        core = self.core
+        if info_hash != core.meta.info_hash:
             raise ProtocolError("handshake for another torrent")
         self.peer_id = peer_id
-        refusal = self.swarm.accept_handshake(self)
+        self.fast = wire.supports_fast(reserved) and core.fast
+        refusal = core.accept_handshake(self)
         if refusal:
-            if not self.outgoing and peer_id == self.swarm.peer_id:
+            if not self.outgoing and peer_id == core.peer_id:
                 # Answer our own dial so that side learns the address is us.
                 self._send_handshake()
             self.drop(refusal)
             return None
         if not self.outgoing:
             self._send_handshake()
-        self.fast = wire.supports_fast(reserved) and self.swarm.fast
-        meta = self.swarm.meta
+        meta = core.meta
         self.reader = wire.MessageReader(meta.num_pieces, meta.piece_length,
                                          meta.total_length, fast=self.fast)
         self.state = State.ACTIVE
-        self.swarm.connection_ready(self)
+        self.peer = core.connection_ready(self)
         return buf[wire.HANDSHAKE_LENGTH:]
 
-    def _dispatch(self, message: tuple) -> None:
+    def _dispatch(self, message: tuple[Any, ...]) -> None:
         msg_id, a, b, c = message
-        swarm = self.swarm
+        core, peer = self.core, self.peer
+        assert peer is not None
         if msg_id == wire.PIECE:
-            self.downloaded += len(c)
-            swarm.got_block(self, a, b, c)
+            core.got_block(peer, a, b, c)
         elif msg_id == wire.HAVE:
-            if self.bits.add(a):
-                swarm.got_have(self, a)
+            core.got_have(peer, a)
         elif msg_id == wire.REQUEST:
-            self._got_request(a, b, c)
+            core.got_request(peer, a, b, c)
         elif msg_id == wire.CANCEL:
-            try:
-                self.upload_queue.remove((a, b, c))
-            except ValueError:
-                pass
-            if not self.upload_queue:
-                swarm.upload_turn_over(self)
+            core.got_cancel(peer, a, b, c)
         elif msg_id == wire.UNCHOKE:
-            self.peer_choking = False
-            swarm.fill_requests(self)
+            core.got_unchoke(peer)
         elif msg_id == wire.CHOKE:
-            self.peer_choking = True
-            if not self.fast:
-                swarm.requests_dropped(self, list(self.outstanding))
+            core.got_choke(peer)
         elif msg_id == wire.INTERESTED:
-            self.peer_interested = True
-            swarm.choker_update(self)
+            core.got_interested(peer)
         elif msg_id == wire.NOT_INTERESTED:
-            self.peer_interested = False
-            swarm.choker_update(self)
+            core.got_not_interested(peer)
         elif msg_id == wire.BITFIELD:
-            self._got_bits(Bitfield.from_bytes(swarm.meta.num_pieces, a))
+            core.got_bitfield(peer, Bitfield.from_bytes(core.meta.num_pieces, a))
         elif msg_id == wire.HAVE_ALL:
-            self._got_bits(Bitfield(swarm.meta.num_pieces, full=True))
+            core.got_bitfield(peer, Bitfield(core.meta.num_pieces, full=True))
         elif msg_id == wire.HAVE_NONE:
-            self._got_bits(Bitfield(swarm.meta.num_pieces))
+            core.got_bitfield(peer, Bitfield(core.meta.num_pieces))
         elif msg_id == wire.REJECT:
-            block = (a, b, c)
-            if block in self.outstanding:
-                self.rejected[a] = swarm.clock.seconds()
-                swarm.requests_dropped(self, [block])
-                swarm.fill_requests(self)
+            core.got_reject(peer, a, b, c)
         # keep-alive, ALLOWED_FAST, SUGGEST, PORT, extensions: nothing to do.
 
-    def _got_bits(self, bits: Bitfield) -> None:
-        if self.bits.count:
-            # aria2 1.36 sends a BITFIELD after HAVE messages (BEP 3 says
-            # first only).  Take it as a batch of HAVEs if it only adds pieces.
-            if any(i not in bits for i in self.bits):
-                raise ProtocolError("bitfield after have messages drops pieces")
-            for index in bits:
-                if self.bits.add(index):
-                    self.swarm.got_have(self, index)
-            return
-        self.bits = bits
-        self.swarm.got_bitfield(self)
-
-    def _got_request(self, index: int, begin: int, length: int) -> None:
-        if self.am_choking or index not in self.swarm.have:
-            if self.fast:
-                self.transport.write(wire.reject(index, begin, length))
-            return
-        if len(self.upload_queue) >= self.swarm.max_queued_requests:
-            raise ProtocolError("too many queued requests")
-        verdict = self.swarm.allow_request(self, index)
-        if not verdict:
-            if self.fast:
-                self.transport.write(wire.reject(index, begin, length))
-            return
-        self.upload_queue.append((index, begin, length))
-        if not self._paused:
-            self.swarm.upload_ready(self)
-
     # --------------------------------------------------------------- sending
-    def pump(self) -> None:
-        """Send queued blocks until the transport pauses us or our turn ends.
+    def _write(self, data: bytes) -> None:
+        self.transport.write(data)  # type: ignore[union-attr]
 
-        With limited upload slots a turn is one piece: when the next queued
-        block belongs to another piece and other peers wait, the turn passes.
-        """
-        swarm = self.swarm
-        queue = self.upload_queue
-        limited = bool(swarm.config.upload_slots)
-        while queue and not self._paused and self.state is State.ACTIVE:
-            if not swarm.upload_allowed(self):
-                return
-            index, begin, length = queue[0]
-            if limited:
-                if self.turn_piece is None:
-                    self.turn_piece = index
-                elif index != self.turn_piece and swarm.others_waiting():
-                    swarm.upload_turn_over(self)
-                    return
-            queue.popleft()
-            block = swarm.read_block(index, begin, length)
-            if block is None:
-                self.drop("cannot read our own payload")
-                return
-            self.transport.writeSequence((wire.piece_header(index, begin, length), block))
-            self.uploaded += length
-            swarm.uploaded_block(self, index, length)
-        if limited and not queue and self.state is State.ACTIVE:
-            swarm.upload_turn_over(self)
+    def _send(self, data: bytes) -> None:
+        if self.state is State.ACTIVE:
+            self.transport.write(data)  # type: ignore[union-attr]
 
+    def send_bitfield(self, bits: Bitfield) -> None:
+        self._send(wire.bitfield(bits.tobytes()))
+
+    def send_have_all(self) -> None:
+        self._send(_HAVE_ALL)
+
+    def send_have_none(self) -> None:
+        self._send(_HAVE_NONE)
+
+    def send_have(self, index: int) -> None:
+        self._send(wire.have(index))
+
+    def send_choke(self) -> None:
+        self._send(_CHOKE)
+
+    def send_unchoke(self) -> None:
+        self._send(_UNCHOKE)
+
+    def send_interested(self) -> None:
+        self._send(_INTERESTED)
+
+    def send_not_interested(self) -> None:
+        self._send(_NOT_INTERESTED)
+
+    def send_requests(self, blocks: list[Block]) -> None:
+        self._send(b"".join([wire.request(*block) for block in blocks]))
+
+    def send_cancel(self, block: Block) -> None:
+        self._send(wire.cancel(*block))
+
+    def send_reject(self, block: Block) -> None:
+        self._send(wire.reject(*block))
+
+    def send_piece(self, index: int, begin: int, data: bytes) -> None:
+        if self.state is State.ACTIVE:
+            self.transport.writeSequence(  # type: ignore[union-attr]
+                (wire.piece_header(index, begin, len(data)), data))
+
+    def send_keepalive(self) -> None:
+        self._send(wire.KEEPALIVE)
+
+    # -------------------------------------------------- IPushProducer (sends)
     def pauseProducing(self) -> None:  # noqa: N802
-        self._paused = True
-        self.paused_since = self.swarm.clock.seconds()
+        if self.peer is not None:
+            self.core.send_paused(self.peer)
 
     def resumeProducing(self) -> None:  # noqa: N802
-        self._paused = False
-        self.paused_since = None
-        if self.state is State.ACTIVE and self.upload_queue:
-            try:
-                self.swarm.upload_ready(self)
-            except Exception:
-                self.log.failure("upload to {address} failed", address=self.address)
-                self.drop("internal error")
+        if self.peer is None or self.state is not State.ACTIVE:
+            return
+        try:
+            self.core.send_resumed(self.peer)
+        except Exception:
+            self.log.failure("upload to {address} failed", address=self.address)
+            self.drop("internal error")
 
     def stopProducing(self) -> None:  # noqa: N802
-        self.upload_queue.clear()
-
-    def send(self, data: bytes) -> None:
-        if self.state is State.ACTIVE:
-            self.transport.write(data)
-
-    def set_choking(self, choking: bool) -> None:
-        if choking == self.am_choking:
-            return
-        self.am_choking = choking
-        if choking:
-            if self.fast:
-                for block in self.upload_queue:
-                    self.send(wire.reject(*block))
-            self.upload_queue.clear()
-            self.swarm.upload_turn_over(self)
-            self.send(wire.simple(wire.CHOKE))
-        else:
-            self.send(wire.simple(wire.UNCHOKE))
-
-    def set_interested(self, interested: bool) -> None:
-        if interested != self.am_interested:
-            self.am_interested = interested
-            self.send(wire.simple(wire.INTERESTED if interested else wire.NOT_INTERESTED))
+        """The transport is closing; ``connectionLost`` follows and the core
+        drops this peer's queue then."""
 
 
 class PeerFactory(protocol.Factory):
@@ -342,13 +283,15 @@ class PeerFactory(protocol.Factory):
 
     noisy = False
 
-    def __init__(self, swarm: "Swarm") -> None:
-        self.swarm = swarm
+    def __init__(self, core: SwarmEvents, send_buffer: int = 0) -> None:
+        self.core = core
+        self.send_buffer = send_buffer
 
-    def buildProtocol(self, addr) -> PeerProtocol | None:  # noqa: N802
-        if not self.swarm.accepting():
+    def buildProtocol(self, addr: Any) -> PeerProtocol | None:  # noqa: N802
+        if not self.core.accepting():
             return None
-        return PeerProtocol(self.swarm, outgoing=False, address=(addr.host, addr.port))
+        return PeerProtocol(self.core, outgoing=False, address=(addr.host, addr.port),
+                            send_buffer=self.send_buffer)
 
 
 class OutgoingFactory(protocol.ClientFactory):
@@ -356,12 +299,31 @@ class OutgoingFactory(protocol.ClientFactory):
 
     noisy = False
 
-    def __init__(self, swarm: "Swarm", address: tuple[str, int]) -> None:
-        self.swarm = swarm
+    def __init__(self, core: SwarmEvents, address: Address, send_buffer: int = 0) -> None:
+        self.core = core
         self.address = address
+        self.send_buffer = send_buffer
 
-    def buildProtocol(self, addr) -> PeerProtocol:  # noqa: N802
-        return PeerProtocol(self.swarm, outgoing=True, address=self.address)
+    def buildProtocol(self, addr: Any) -> PeerProtocol:  # noqa: N802
+        return PeerProtocol(self.core, outgoing=True, address=self.address,
+                            send_buffer=self.send_buffer)
 
-    def clientConnectionFailed(self, connector, reason) -> None:  # noqa: N802
-        self.swarm.dial_failed(self.address, reason.getErrorMessage())
+    def clientConnectionFailed(self, connector: Any, reason: Any) -> None:  # noqa: N802
+        self.core.dial_failed(self.address, reason.getErrorMessage())
+
+
+class TCPDialer:
+    """The production :class:`~murder.peer.interfaces.Dialer`: ``connectTCP``."""
+
+    def __init__(self, reactor: Any, timeout: float, send_buffer: int = 0) -> None:
+        self.reactor = reactor
+        self.timeout = timeout
+        self.send_buffer = send_buffer
+
+    def dial(self, core: SwarmEvents, address: Address) -> None:
+        host, port = address
+        self.reactor.connectTCP(host, port, OutgoingFactory(core, address, self.send_buffer),
+                                timeout=self.timeout)
+
+
+__all__ = ["OutgoingFactory", "PeerFactory", "PeerProtocol", "State", "TCPDialer"]

@@ -9,9 +9,10 @@ connection.  Encoders return exact bytes.
 from __future__ import annotations
 
 import struct
-from typing import Iterator
+from typing import Any, Iterator
 
 from murder.errors import ProtocolError
+from murder.metainfo import piece_size
 
 PSTR = b"BitTorrent protocol"
 HANDSHAKE_LENGTH = 1 + len(PSTR) + 8 + 20 + 20
@@ -194,9 +195,7 @@ class MessageReader:
         self._max_message = max(1 + (num_pieces + 7) // 8, 9 + MAX_REQUEST) + 16
 
     def _piece_size(self, index: int) -> int:
-        if index == self.num_pieces - 1:
-            return self.total_length - index * self.piece_length
-        return self.piece_length
+        return piece_size(index, self.num_pieces, self.piece_length, self.total_length)
 
     def _check_block(self, index: int, begin: int, length: int, what: str) -> None:
         if index >= self.num_pieces:
@@ -206,11 +205,11 @@ class MessageReader:
         if begin + length > self._piece_size(index):
             raise ProtocolError(f"{what} beyond the end of piece {index}")
 
-    def feed(self, data: bytes) -> list[tuple]:
+    def feed(self, data: bytes) -> list[tuple[Any, ...]]:
         """Append ``data`` and return every complete message it finished."""
         buf = self._buffer
         buf += data
-        out: list[tuple] = []
+        out: list[tuple[Any, ...]] = []
         pos = 0
         end = len(buf)
         view = memoryview(buf)

@@ -23,6 +23,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from murder.peer.announcer import Announcer
+from murder.peer.protocol import TCPDialer
 from murder.peer.session import Swarm, SwarmConfig, make_peer_id
 from murder.peer.wire import BLOCK_SIZE, Bitfield
 from murder.sim.clock import SimClock
@@ -312,9 +313,11 @@ def build_and_run(cfg: FleetConfig, progress: Any = None) -> FleetResult:
         reactor = board.reactor_for(host.net_id, host.ip)
         have = Bitfield(meta.num_pieces, full=host.seeder)
         peer_id = _PEER_ID_START + rng.randbytes(12)
-        swarm = Swarm(meta, storage, have, reactor, seed_config if host.seeder else peer_config,
-                      peer_id=peer_id, listen_port=PORT, rng=random.Random(rng.random()),
-                      on_complete=lambda: completed(host))
+        config = seed_config if host.seeder else peer_config
+        swarm = Swarm(meta, storage, have, reactor, config,
+                      peer_id=peer_id, rng=random.Random(rng.random()),
+                      on_complete=lambda: completed(host),
+                      dialer=TCPDialer(reactor, config.connect_timeout))
         host.swarm = swarm
         board.listen(host.net_id, (host.ip, PORT), SimPeerFactory(swarm))
         http = TrackerHTTP(app, clock, host.ip, cfg.tracker_delay)

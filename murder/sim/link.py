@@ -254,7 +254,7 @@ class Switchboard:
             factory.clientConnectionFailed(connector, Failure(ConnectionRefusedError()))
             return
         if isinstance(factory, OutgoingFactory):
-            client = SimPeerProtocol(factory.swarm, outgoing=True, address=factory.address)
+            client = SimPeerProtocol(factory.core, outgoing=True, address=factory.address)
         else:
             client = factory.buildProtocol(IPv4Address("TCP", *target.address))
         conn = SimConnection(self.net, src, target.host, src_addr, target.address,

@@ -8,13 +8,15 @@ protocol around it), :mod:`~murder.tracker.tap` (options and service).
 
 from importlib import import_module
 
-#: Public names and the module each lives in.  Imported on first use (PEP 562):
-#: peers use :mod:`murder.tracker.auth` alone and must not pay for the whole
-#: tracker (HTTP server, service, store) at start-up.
+#: Public names and the module each lives in.  Imported on first use (PEP 562),
+#: so that importing one tracker module (the codec, say) does not load the
+#: HTTP server, the service and the store.  (Peers import nothing from here:
+#: what both sides share lives in :mod:`murder.auth` and :mod:`murder.compact`.)
 _EXPORTS = {
     "AnnounceRequest": "announce", "TrustedNetworks": "announce",
     "TrackerHTTPFactory": "fasthttp", "PeerStore": "store", "TrackerApp": "web",
-    "Options": "tap", "TrackerConfig": "tap", "buildService": "tap", "makeService": "tap",
+    "Options": "tap", "TrackerConfig": "tap", "build_service": "tap", "buildService": "tap",
+    "makeService": "tap",
     "runForeground": "tap",
 }
 

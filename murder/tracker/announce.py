@@ -14,13 +14,11 @@ check this) but costs several times more per request.
 from __future__ import annotations
 
 import ipaddress
-import socket
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 from urllib.parse import unquote_to_bytes
 
-import bencodepy
-
+from murder import bencode, compact
 from murder.errors import AnnounceError
 
 Args = Mapping[bytes, Sequence[bytes]]
@@ -247,14 +245,8 @@ def parse_scrape(args: Args, max_hashes: int = 1000) -> list[bytes] | None:
     return [_hash20(v, "info_hash") for v in values]
 
 
-def compact_address(ip: str, port: int) -> tuple[bytes, bool]:
-    """BEP 23/7 compact form: 4 (or 16) address bytes then the port, big endian.
-
-    Returns the bytes and whether the address is IPv6.
-    """
-    if ":" in ip:
-        return socket.inet_pton(socket.AF_INET6, ip) + port.to_bytes(2, "big"), True
-    return socket.inet_pton(socket.AF_INET, ip) + port.to_bytes(2, "big"), False
+#: BEP 23/7 compact form of one peer (see :mod:`murder.compact`).
+compact_address = compact.encode
 
 
 def compact_reply(*, complete: int, incomplete: int, interval: int, min_interval: int,
@@ -293,12 +285,12 @@ def dict_reply(*, complete: int, incomplete: int, interval: int, min_interval: i
     }
     if tracker_id is not None:
         reply[b"tracker id"] = tracker_id
-    return bencodepy.encode(reply)
+    return bencode.encode(reply)
 
 
 def scrape_reply(files: Mapping[bytes, tuple[int, int, int]]) -> bytes:
     """BEP 48 reply from ``{info_hash: (complete, incomplete, downloaded)}``."""
-    return bencodepy.encode({b"files": {
+    return bencode.encode({b"files": {
         ih: {b"complete": c, b"downloaded": d, b"incomplete": i}
         for ih, (c, i, d) in files.items()
     }})
@@ -306,4 +298,4 @@ def scrape_reply(files: Mapping[bytes, tuple[int, int, int]]) -> bytes:
 
 def failure_reply(reason: str) -> bytes:
     """Bencoded ``failure reason`` (the only key, as BEP 3 requires)."""
-    return bencodepy.encode({b"failure reason": reason.encode("utf-8", "replace")})
+    return bencode.encode({b"failure reason": reason.encode("utf-8", "replace")})

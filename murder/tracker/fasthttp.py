@@ -38,7 +38,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
-from murder.tracker.auth import redact
+from murder.auth import redact
 from murder.tracker.web import Reply, TrackerApp
 
 log = Logger()

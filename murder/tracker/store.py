@@ -29,7 +29,6 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-import bencodepy
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -148,6 +147,7 @@ class Torrent:
         """Compact ``peers`` and ``peers6`` strings for a reply (BEP 23 / BEP 7)."""
         if self._c4 is None:
             self._build()
+        assert self._c4 is not None and self._c6 is not None  # _build made them
         return (_pick_compact(self._c4, self._list4, self._pos4, 6, exclude, numwant, rng),
                 _pick_compact(self._c6, self._list6, self._pos6, 18, exclude, numwant, rng))
 
@@ -307,7 +307,9 @@ class PeerStore:
                numwant: int) -> tuple[list[Peer], list[Peer]]:
         """The peers for one reply (IPv4, IPv6), through the handout policy if any."""
         if self.handout is not None:
-            return self.handout.sample(torrent, exclude, numwant, self.rng)
+            chosen: tuple[list[Peer], list[Peer]] = self.handout.sample(
+                torrent, exclude, numwant, self.rng)
+            return chosen
         return torrent.sample(exclude, numwant, self.rng)
 
     def compact_sample(self, torrent: Torrent, exclude: bytes, numwant: int) -> tuple[bytes, bytes]:
@@ -390,7 +392,7 @@ class PeerStore:
                     record[b"key"] = peer.key
                 peers[peer.peer_id] = record
             torrents[info_hash] = {b"downloaded": torrent.downloaded, b"peers": peers}
-        return bencodepy.encode({b"version": DFILE_VERSION, b"saved": int(time.time()),
+        return bencode.encode({b"version": DFILE_VERSION, b"saved": int(time.time()),
                                  b"torrents": torrents})
 
     def from_dfile(self, data: bytes) -> None:

@@ -1,35 +1,30 @@
 """``twistd murder-tracker`` and ``murder tracker``: options, config, service.
 
 :class:`Options` only parses and validates; :class:`TrackerConfig` is the
-frozen result passed down.  :func:`makeService` builds a ``MultiService`` of
-the state (dfile, expiry, allow-list rescans, periodic saves) and the HTTP
-listener; :func:`runForeground` runs the same service on the global reactor
-for the ``murder`` command.
+frozen result passed down.  :func:`~murder.tracker.service.build_service` assembles the service
+tree (state, HTTP listener, UDP); :func:`makeService` is twistd's entry
+point and :func:`runForeground` runs the same tree with :mod:`murder.runner`.
 """
 
 from __future__ import annotations
 
-import gc
 import ipaddress
 import os
 import sys
-from dataclasses import dataclass, replace
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any
 
 from twisted.application import service
-from twisted.application.internet import StreamServerEndpointService
-from twisted.internet.interfaces import IReactorCore, IReactorTime
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python import usage
 
-from murder import metainfo
-from murder.errors import ConfigError, MetainfoError
+from murder.auth import load_secret
+from murder.errors import ConfigError
+from murder.startup import GC_YOUNG_THRESHOLD, tune_gc_for_tracker as tune_gc
 from murder.tracker.announce import DEFAULT_TRUSTED_NETWORKS, TrustedNetworks
-from murder.tracker.auth import Authoriser, load_secret
-from murder.tracker.fasthttp import TrackerHTTPFactory
-from murder.tracker.store import PeerStore, TorrentInfo, load_dfile, save_dfile
-from murder.tracker.web import TrackerApp
+from murder.tracker.service import build_service, log_access
+from murder.tracker.state import AllowedDir, TrackerStateService
+from murder.tracker.tls import server_endpoint
 
 log = Logger()
 
@@ -282,245 +277,8 @@ class Options(usage.Options):
         return path or None
 
 
-def _load_ca_certificates(path: str) -> list[Any]:
-    """Every certificate in the PEM file ``path``, as Twisted ``Certificate`` objects."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives.serialization import Encoding
-    from twisted.internet.ssl import Certificate
-
-    try:
-        with open(path, "rb") as f:
-            certs = x509.load_pem_x509_certificates(f.read())
-    except OSError as e:
-        raise ConfigError(f"cannot read {path}: {e.strerror or e}") from None
-    except ValueError as e:
-        raise ConfigError(f"{path} holds no PEM certificate ({e})") from None
-    return [Certificate.loadPEM(c.public_bytes(Encoding.PEM)) for c in certs]
-
-
-def server_endpoint(reactor: Any, listen: str, client_ca: str | None = None) -> Any:
-    """The listening endpoint for ``listen``; with ``client_ca``, TLS that requires
-    a client certificate signed by one of the CAs in that PEM file.
-
-    Twisted's ``ssl:`` endpoint string cannot ask for client certificates, so
-    the server's key and certificate (loaded by the string parser) are reused
-    in a new ``CertificateOptions`` with ``trustRoot``, which makes OpenSSL
-    demand and verify a client certificate during the handshake: a client
-    without a valid one never gets to send a request.
-    """
-    from twisted.internet.endpoints import SSL4ServerEndpoint, serverFromString
-
-    endpoint = serverFromString(reactor, listen)
-    if client_ca is None:
-        return endpoint
-    if not isinstance(endpoint, SSL4ServerEndpoint):
-        raise ConfigError(f"needs an ssl: --listen endpoint, not {listen!r}")
-    from twisted.internet.ssl import CertificateOptions, trustRootFromCertificates
-
-    # The endpoint keeps its arguments in private attributes; read them once
-    # here, so a Twisted change fails at start-up (and in the tests), not later.
-    server = getattr(endpoint, "_sslContextFactory", None)
-    if not isinstance(server, CertificateOptions):
-        raise ConfigError("cannot add client verification to this ssl: endpoint")
-    options = CertificateOptions(
-        privateKey=server.privateKey, certificate=server.certificate,
-        extraCertChain=server.extraCertChain or None, dhParameters=server.dhParameters,
-        trustRoot=trustRootFromCertificates(_load_ca_certificates(client_ca)))
-    return SSL4ServerEndpoint(reactor, endpoint._port, options,
-                              backlog=endpoint._backlog, interface=endpoint._interface)
-
-
-class AllowedDir:
-    """Scans a directory of torrents; files unchanged since the last scan are not re-read."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._seen: dict[str, tuple[tuple[int, int], bytes | None, TorrentInfo | None]] = {}
-
-    def scan(self) -> dict[bytes, TorrentInfo]:
-        """``{info_hash: TorrentInfo}`` of the loadable ``*.torrent`` files."""
-        seen: dict[str, tuple[tuple[int, int], bytes | None, TorrentInfo | None]] = {}
-        with os.scandir(self.path) as entries:
-            for entry in entries:
-                if not entry.name.endswith(".torrent") or not entry.is_file():
-                    continue
-                stat = entry.stat()
-                stamp = (stat.st_mtime_ns, stat.st_size)
-                old = self._seen.get(entry.path)
-                if old is not None and old[0] == stamp:
-                    seen[entry.path] = old
-                    continue
-                try:
-                    meta = metainfo.load(entry.path)
-                except MetainfoError as e:
-                    log.warn("ignoring broken torrent {path}: {error}", path=entry.path,
-                             error=str(e))
-                    seen[entry.path] = (stamp, None, None)
-                    continue
-                seen[entry.path] = (stamp, meta.info_hash,
-                                    TorrentInfo(meta.name, meta.total_length))
-        added = len(set(seen) - set(self._seen))
-        if added or len(seen) != len(self._seen):
-            log.info("allowed dir {path}: {count} torrent files", path=self.path,
-                     count=len(seen))
-        self._seen = seen
-        return {ih: info for _, ih, info in seen.values() if ih is not None and info}
-
-
-def _guarded(what: str, job: Callable[[], Any]) -> Callable[[], None]:
-    """Wrap a periodic job so one failing run is logged and the loop lives on."""
-    def run() -> None:
-        try:
-            job()
-        except Exception:
-            log.failure("periodic {what} failed; will retry", what=what)
-    return run
-
-
-class TrackerStateService(service.Service):
-    """Owns the store: loads the dfile, runs expiry/rescans/saves, saves on stop."""
-
-    name = "tracker-state"
-
-    def __init__(self, store: PeerStore, config: TrackerConfig, clock: IReactorTime,
-                 save_timer: Any = None) -> None:
-        self.store = store
-        self.config = config
-        self.clock = clock
-        #: A prometheus_client Histogram (or None) timing each dfile save.
-        self.save_timer = save_timer
-        self.allowed_dir = AllowedDir(config.allowed_dir) if config.allowed_dir else None
-        self._loops: list[LoopingCall] = []
-
-    def rescan(self) -> None:
-        if self.allowed_dir is not None:
-            self.store.set_allowed(self.allowed_dir.scan())
-
-    def save(self) -> None:
-        if self.config.dfile:
-            if self.save_timer is None:
-                save_dfile(self.store, self.config.dfile)
-            else:
-                with self.save_timer.time():
-                    save_dfile(self.store, self.config.dfile)
-
-    def startService(self) -> None:  # noqa: N802
-        super().startService()
-        _guarded("allowed-dir scan", self.rescan)()
-        if self.config.dfile:
-            load_dfile(self.store, self.config.dfile)
-        jobs = [("expiry", self.store.expire, self.config.expire_interval)]
-        if self.config.dfile:
-            jobs.append(("dfile save", self.save, self.config.save_interval))
-        if self.allowed_dir is not None:
-            jobs.append(("allowed-dir scan", self.rescan, self.config.allowed_rescan))
-        for what, job, every in jobs:
-            loop = LoopingCall(_guarded(what, job))
-            loop.clock = self.clock
-            loop.start(every, now=False)
-            self._loops.append(loop)
-
-    def stopService(self) -> None:  # noqa: N802
-        super().stopService()
-        for loop in self._loops:
-            if loop.running:
-                loop.stop()
-        self._loops = []
-        if self.config.dfile:
-            try:
-                self.save()
-                log.info("saved dfile {path}: {torrents} torrents, {peers} peers",
-                         path=self.config.dfile, torrents=len(self.store.torrents),
-                         peers=self.store.peer_count)
-            except OSError as e:
-                log.error("cannot save dfile {path}: {error}", path=self.config.dfile,
-                          error=e.strerror or str(e))
-
-
-def buildService(config: TrackerConfig, reactor: Any) -> service.MultiService:
-    """The tracker as a service tree: state first, then the HTTP listener.
-
-    Children stop in reverse order, so the listener closes before the final
-    dfile save.
-    """
-    store: Any = PeerStore(reactor, peer_timeout=config.peer_timeout,
-                           max_torrents=config.max_torrents,
-                           max_peers_per_torrent=config.max_peers_per_torrent,
-                           max_peers=config.max_peers)
-    if config.store is not None:
-        # Shared peers live in Redis, which persists them itself: no dfile.
-        from murder.tracker.redisstore import RedisPeerStore
-
-        store = RedisPeerStore(reactor, config.store, peer_timeout=config.peer_timeout,
-                               max_torrents=config.max_torrents,
-                               max_peers_per_torrent=config.max_peers_per_torrent,
-                               max_peers=config.max_peers)
-        config = replace(config, dfile=None)
-        log.info("peers kept in {store}", store=config.store)
-    app = TrackerApp(
-        store, interval=config.interval, min_interval=config.min_interval,
-        numwant_default=config.numwant_default, numwant_max=config.numwant_max,
-        trusted=TrustedNetworks(config.trusted_networks), verbose=config.verbose,
-        auth=Authoriser.from_files(config.auth_secrets) if config.auth_secrets else None,
-        leecher_interval=config.leecher_interval, stall_after=config.stall_after,
-        view_cache=0.5)
-    factory = TrackerHTTPFactory(app, reactor, verbose=config.verbose)
-    top = service.MultiService()
-    state = TrackerStateService(store, config, reactor, save_timer=app.metrics.dfile_save)
-    state.setServiceParent(top)
-    listener = StreamServerEndpointService(
-        server_endpoint(reactor, config.listen, config.client_ca), factory)
-    # A port already in use must fail the start, not just log.
-    listener._raiseSynchronously = True
-    listener.setName("tracker-http")
-    listener.setServiceParent(top)
-    top.store = store  # type: ignore[attr-defined]
-    top.app = app  # type: ignore[attr-defined]
-    if config.udp_port is not None:
-        from twisted.application.internet import UDPServer
-
-        from murder.tracker.udp import UDPTrackerCore, UDPTrackerProtocol
-
-        top.udp = UDPTrackerCore(app)  # type: ignore[attr-defined]
-        udp = UDPServer(config.udp_port, UDPTrackerProtocol(top.udp),  # type: ignore[attr-defined]
-                        interface=config.udp_bind)
-        udp.setName("tracker-udp")
-        udp.setServiceParent(top)
-    if config.topology:
-        from murder.tracker.topology import RackAwareHandout, load
-
-        store.handout = RackAwareHandout(load(config.topology))
-        log.info("rack-aware peer lists from {path}", path=config.topology)
-    return top
-
-
-def _log_access(config: TrackerConfig) -> None:
-    """Say at start which access controls are on (never the secrets)."""
-    if config.auth_secrets:
-        log.info("announce authorisation on: {count} secret file(s)",
-                 count=len(config.auth_secrets))
-    if config.client_ca:
-        log.info("TLS client certificates required, CA {path}", path=config.client_ca)
-
-
-#: Young-generation threshold of the cyclic GC in a tracker process (CPython's default: 700).
-GC_YOUNG_THRESHOLD = 10_000
-
-
-def tune_gc() -> None:
-    """Make the cyclic garbage collector run rarely in a tracker process.
-
-    A full store holds tens of thousands of Peer objects, and a full
-    collection walks them all: 85 ms at 50,000 peers, measured in-process on
-    the benchmark machine, which alone breaks the 20 ms p99 target.  Announces
-    allocate few GC-tracked objects and create no reference cycles (reference
-    counting frees them), so a young generation of 10,000 objects (a pause of
-    a few ms at most) makes full collections about 15 times rarer and only
-    delays the collection of rare cyclic garbage.  Process-wide, hence called
-    by the process entry points only.
-    """
-    _, middle, old = gc.get_threshold()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
+#: The old name, for code written against it.
+buildService = build_service  # noqa: N816
 
 
 def makeService(options: Options) -> service.MultiService:  # noqa: N802 (twistd API)
@@ -528,22 +286,22 @@ def makeService(options: Options) -> service.MultiService:  # noqa: N802 (twistd
     from twisted.internet import reactor
 
     tune_gc()
-    _log_access(options.config)
+    log_access(options.config)
     log.info("murder tracker listening on {listen}, dfile {dfile}",
              listen=options.config.listen, dfile=options.config.dfile)
-    return buildService(options.config, reactor)
+    return build_service(options.config, reactor)
 
 
 def runForeground(options: Options) -> int:  # noqa: N802 (cli API)
-    """Run the tracker until SIGINT/SIGTERM; ``murder tracker`` returns this status."""
+    """Run the tracker until SIGINT/SIGTERM/SIGHUP; ``murder tracker`` returns this status."""
     from twisted.internet import reactor
-    from twisted.logger import globalLogBeginner, textFileLogObserver
+
+    from murder import runner
 
     config = options.config
     tune_gc()
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)],
-                                     redirectStandardIO=False)
-    top = buildService(config, reactor)
+    runner.begin_logging("murder tracker")
+    top = build_service(config, reactor)
     try:
         top.privilegedStartService()
     except Exception as e:
@@ -552,10 +310,13 @@ def runForeground(options: Options) -> int:  # noqa: N802 (cli API)
         print(f"murder tracker: cannot listen on {where}: {reason}", file=sys.stderr)
         return 1
     top.startService()
-    _log_access(config)
+    log_access(config)
     log.info("murder tracker listening on {listen}, dfile {dfile}",
              listen=config.listen, dfile=config.dfile)
-    assert IReactorCore.providedBy(reactor)
-    reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
-    reactor.run()
+    runner.run(reactor, None, top.stopService)
     return 0
+
+
+__all__ = ["AllowedDir", "GC_YOUNG_THRESHOLD", "Options", "TrackerConfig", "TrackerStateService",
+           "build_service", "buildService", "makeService", "runForeground", "server_endpoint",
+           "tune_gc"]

@@ -45,32 +45,6 @@ class LegacyUsageError(Exception):
     """The legacy command line cannot be mapped; the message is one line."""
 
 
-def _stop_on_sighup() -> None:
-    """Make SIGHUP a clean shutdown of the foreground service.
-
-    The recipes stop the tracker and the seeder with ``pkill -f "SCREEN…"``;
-    screen then hangs up its window, and a SIGHUP that killed us outright
-    would skip the tracker's final dfile save and the seeder's ``stopped``
-    announce.  Twisted's reactor handles SIGINT/SIGTERM itself, not SIGHUP.
-    """
-    def stop() -> None:
-        from twisted.internet import reactor
-        from twisted.internet.error import ReactorNotRunning
-
-        try:
-            reactor.stop()
-        except ReactorNotRunning:  # a second hangup while already stopping
-            pass
-
-    def hangup(signum: int, frame: object) -> None:
-        from twisted.internet import reactor
-
-        # Queued calls run once the reactor runs, so an early hangup still stops it.
-        reactor.callFromThread(stop)
-
-    signal.signal(signal.SIGHUP, hangup)
-
-
 def _err(script: str, message: str) -> None:
     print(f"{script}: {message}", file=sys.stderr, flush=True)
 
@@ -222,7 +196,7 @@ def tracker_main(argv: Sequence[str]) -> int:
         os.dup2(fd, 1)
         os.dup2(fd, 2)
         os.close(fd)
-    _stop_on_sighup()
+    # SIGHUP (screen killed by the recipes) is a clean stop: murder.runner.
     try:
         return int(tap.runForeground(options) or 0)
     except MurderError as e:
@@ -627,7 +601,7 @@ def run_seeder(torrent: str, saveas: str, ip: str) -> int:
     print("done and done", flush=True)
     from murder import cli
 
-    _stop_on_sighup()
+    # SIGHUP (screen killed by the recipes) is a clean stop: murder.runner.
     # Verified just above; the seeder need not hash the payload a second time.
     args = ["seed", "--torrent", torrent, "--file", saveas, "--skip-verify", "--quiet"]
     if ip:

@@ -1,0 +1,103 @@
+"""Tuning knobs of the swarm core, and who we are on the wire (peer id).
+
+Every default is a datacenter default, and most were settled by a benchmark
+(bench/README.md says which).  :class:`SwarmConfig` is frozen: the tap builds
+it from the command line and the core only reads it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SwarmConfig:
+    """Tuning knobs with datacenter defaults (command-line flags in peer/options.py)."""
+
+    max_connections: int = 200
+    #: Upload slots: how many peers we send pieces to at the same moment.
+    #: Every interested peer is unchoked (no tit-for-tat among trusted hosts)
+    #: and its requests queue; the slots take turns a piece at a time, so a
+    #: piece reaches one peer at full link speed and can be forwarded at
+    #: once, instead of reaching all of them slowly and together.  0 sends
+    #: to everyone at once (TCP fair share).  See bench/README.md.
+    upload_slots: int = 1
+    #: Kernel send buffer per connection when slots are limited: small, so
+    #: that a turn's data has left before the next turn starts.
+    send_buffer: int = 128 * 1024
+    #: Bytes asked for in one request from another murder peer (its peer id
+    #: says so): up to 8 blocks of 16 KiB in one message.  Every message
+    #: costs Python work at both ends (framing, bookkeeping, a disk read, a
+    #: transport write), so 128 KiB requests cut that work per byte about
+    #: eight-fold.  Standard clients always get 16 KiB requests (BEP 3 says
+    #: larger ones may be refused).  See bench/README.md.
+    request_size: int = 128 * 1024
+    min_pipeline: int = 8
+    max_pipeline: int = 256
+    #: Seconds of data to keep requested from a peer at its measured rate.
+    request_horizon: float = 0.25
+    #: A peer that sends nothing for this long with requests pending loses them
+    #: (blocks that still arrive are used).  Uploads take turns a piece at a
+    #: time, so a request can wait for every other requester's piece first:
+    #: about N pieces' time.  At 5 s, N=32 at 8 Mbit/s (0.13 s per piece)
+    #: snubbed working peers a thousand times a run, re-requests piled onto
+    #: other queues, and the deploy took 45.4 s; at 30 s, 35.0 s (bench/README).
+    #: A dead host closes its connections; this only catches a hung one.
+    snub_timeout: float = 30.0
+    #: A murder peer whose requests from us wait for an upload turn sends a
+    #: keep-alive every ``keepalive_interval`` seconds, so a busy uploader is
+    #: never silent.  One that sends *nothing at all* for ``quiet_timeout``
+    #: while our requests wait is wedged (SIGSTOPped, swapping, hung): its
+    #: requests go to others then, not after the full ``snub_timeout``.
+    #: Standard clients do not promise keep-alives; only the snub timer
+    #: applies to them.
+    quiet_timeout: float = 3.0
+    keepalive_interval: float = 1.0
+    #: An upload turn whose receiver has not drained its socket for this
+    #: long (a wedged downloader) passes to the next peer in line.
+    stuck_turn_timeout: float = 2.0
+    idle_timeout: float = 120.0
+    connect_timeout: float = 5.0
+    random_first: int = 4
+    #: Endgame (duplicate requests) starts when this few blocks are missing.
+    endgame_blocks: int = 64
+    #: Seeder: refuse (BEP 6 reject) a piece that a connected peer already has, once
+    #: per requester, so the seeder's upload goes to pieces the swarm lacks.
+    super_seed: bool = False
+    #: Seeder: after every piece has left once, serve duplicates freely only
+    #: until this many payload copies have been uploaded in all.  1.0: never
+    #: (a peer that asks again a second after a refusal is still served).
+    #: Measured (bench/README.md): 1.5 bought no time at N=4 or N=16 and cost
+    #: half a payload of seeder upload at N=16, so the default is 1.0.
+    seed_budget: float = 1.0
+    #: Fail a download that verified no piece for this long (every source
+    #: gone or banned); 0 waits forever.
+    stall_timeout: float = 300.0
+    max_upload_rate: int = 0  # bytes/s, 0 = unlimited
+    max_download_rate: int = 0
+    max_queued_requests: int = 2048
+    fast: bool = True
+    tick: float = 0.25
+
+
+#: Our peer id prefix (Azureus style).  Every murder since 0.1 accepts
+#: requests up to ``wire.MAX_REQUEST``, so a peer with this prefix is sent
+#: large ones.
+PEER_ID_PREFIX = b"-MU"
+#: Our version in the peer id.  From 0110 on, a murder peer sends keep-alives
+#: to peers whose requests wait for an upload turn (see ``quiet_timeout``).
+PEER_VERSION = b"0110"
+
+
+def make_peer_id() -> bytes:
+    return PEER_ID_PREFIX + PEER_VERSION + b"-" + os.urandom(12)
+
+
+def promises_keepalives(peer_id: bytes) -> bool:
+    """Does this peer send keep-alives while our requests wait for a turn?"""
+    return peer_id.startswith(PEER_ID_PREFIX) and peer_id[3:7].isdigit() and \
+        peer_id[3:7] >= b"0110"
+
+
+__all__ = ["PEER_ID_PREFIX", "PEER_VERSION", "SwarmConfig", "make_peer_id", "promises_keepalives"]

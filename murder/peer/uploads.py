@@ -1,0 +1,256 @@
+"""Upload scheduling: who is served when (turns, slots), super-seeding, seed budget.
+
+Uploading side of the core.  Among trusted hosts every interested peer is
+unchoked (no tit-for-tat) and its requests queue here.  With
+``upload_slots`` = 1 (the default) peers take *turns* a piece at a time: a
+piece reaches one peer at full link speed and can be forwarded at once,
+instead of reaching all of them slowly and together (bench/README.md).
+
+A seeder super-seeds: a request for a piece some connected peer already has
+(or that is on its way to one) is refused once with a BEP 6 REJECT, so the
+seeder's upload goes to pieces the swarm lacks; once every piece has left
+once, duplicates are served only up to ``seed_budget`` payload copies.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from twisted.logger import Logger
+
+from murder.errors import ProtocolError, StorageError
+from murder.metainfo import Metainfo
+from murder.peer.config import SwarmConfig
+from murder.peer.interfaces import Clock, Peer, PieceStore
+from murder.peer.picker import Picker
+from murder.peer.ratelimit import RateLimiter
+
+
+class Uploads:
+    """The upload queues of one swarm's connections and whose turn it is."""
+
+    log = Logger()
+
+    def __init__(self, clock: Clock, config: SwarmConfig, meta: Metainfo, picker: Picker,
+                 storage: PieceStore, limiter: RateLimiter) -> None:
+        self.clock = clock
+        self.config = config
+        self.meta = meta
+        self.picker = picker
+        self.storage = storage
+        self.limiter = limiter
+        self.uploaded = 0
+        self.refused_requests = 0
+        #: When every piece had left once (the seeder's milestone), and the
+        #: bytes uploaded by then.
+        self.first_copy_at: float | None = None
+        self.uploaded_at_first_copy = 0
+        self._served_to: dict[int, Peer] = {}
+        #: Upload bytes per piece until every piece has left once.
+        self._sent: dict[int, int] = {}
+        self._pieces_sent = 0
+        self._active: list[Peer] = []
+        self._turns: deque[Peer] = deque()
+
+    # ------------------------------------------------------------ choking
+    def update_choke(self, peer: Peer) -> None:
+        """Interest changed: every interested peer is unchoked (trusted hosts)."""
+        self.set_choking(peer, not peer.peer_interested)
+
+    def set_choking(self, peer: Peer, choking: bool) -> None:
+        if choking == peer.am_choking:
+            return
+        peer.am_choking = choking
+        if choking:
+            if peer.fast:
+                for block in peer.upload_queue:
+                    peer.link.send_reject(block)
+            peer.upload_queue.clear()
+            self.turn_over(peer)
+            peer.link.send_choke()
+        else:
+            peer.link.send_unchoke()
+
+    # ----------------------------------------------------------- requests
+    def got_request(self, peer: Peer, index: int, begin: int, length: int) -> None:
+        if peer.am_choking or index not in self.picker.have:
+            if peer.fast:
+                peer.link.send_reject((index, begin, length))
+            return
+        if len(peer.upload_queue) >= self.config.max_queued_requests:
+            raise ProtocolError("too many queued requests")
+        if not self.allow_request(peer, index):
+            if peer.fast:
+                peer.link.send_reject((index, begin, length))
+            return
+        peer.upload_queue.append((index, begin, length))
+        if not peer.send_paused:
+            self.ready(peer)
+
+    def got_cancel(self, peer: Peer, index: int, begin: int, length: int) -> None:
+        try:
+            peer.upload_queue.remove((index, begin, length))
+        except ValueError:
+            pass
+        if not peer.upload_queue:
+            self.turn_over(peer)
+
+    def allow_request(self, peer: Peer, index: int) -> bool:
+        """Super-seeding: the seeder sends each piece to one peer.
+
+        A request for a piece that a connected peer already has, or that is
+        being sent to another peer, is rejected once (BEP 6), so the seeder's
+        upload goes to pieces the swarm lacks and peers fetch the rest from
+        each other.  A peer that asks again is served: it may be unable to
+        reach the others.  Peers without the fast extension cannot be told
+        "no" without stalling them, so they are always served.
+        """
+        if not self.config.super_seed or not peer.fast:
+            return True
+        if self.first_copy_at is not None and \
+                self.uploaded < self.config.seed_budget * self.meta.total_length:
+            # Every piece has left once: spare upload shortens the tail, up to
+            # a budget, so that the swarm, not the seeder, carries the fan-out.
+            # Not before: a piece being *assigned* is not a piece sent, and
+            # duplicates queued ahead of the last first copies delay them
+            # (measured: 0.5 copies of duplicates before the last first copy
+            # left, at N=16; see bench/README.md).
+            return True
+        owner = self._served_to.get(index)
+        if owner is peer:
+            return True
+        now = self.clock.seconds()
+        if owner is not None and owner.active and not self._stuck(owner, now) and \
+                self.picker.availability[index] == 0:
+            # On its way to another peer, which will offer it as soon as it
+            # verifies: asking again does not help.  Unless that peer stopped
+            # reading (frozen, swapping): then the piece is not on its way, and
+            # refusing it to everyone else stalled the whole swarm.
+            peer.seed_refused[index] = now
+            self.refused_requests += 1
+            return False
+        refused_at = peer.seed_refused.get(index)
+        if refused_at is not None:
+            # The rest of the same burst is refused too; a request well after
+            # the refusal, while peers hold the piece, means this peer cannot
+            # reach them.
+            if now - refused_at >= 1.0:
+                return True
+            self.refused_requests += 1
+            return False
+        if self.picker.availability[index] > 0:
+            peer.seed_refused[index] = now
+            self.refused_requests += 1
+            return False
+        self._served_to[index] = peer
+        return True
+
+    # -------------------------------------------------------------- turns
+    def ready(self, peer: Peer) -> None:
+        """``peer`` has queued requests: send now, or wait for a turn."""
+        slots = self.config.upload_slots
+        if not slots or peer in self._active:
+            self.pump(peer)
+            return
+        if len(self._active) < slots:
+            self._active.append(peer)
+            peer.turn_piece = None
+            self.pump(peer)
+        elif peer not in self._turns:
+            self._turns.append(peer)
+
+    def turn_over(self, peer: Peer) -> None:
+        """``peer`` finished its piece (or its queue): the next peer's turn."""
+        if not self.config.upload_slots:
+            return
+        if peer in self._active:
+            self._active.remove(peer)
+        if peer.upload_queue and peer.active and peer not in self._turns:
+            self._turns.append(peer)
+        while self._turns and len(self._active) < self.config.upload_slots:
+            nxt = self._turns.popleft()
+            if not nxt.active or not nxt.upload_queue:
+                continue
+            self._active.append(nxt)
+            nxt.turn_piece = None
+            self.pump(nxt)
+
+    def forget(self, peer: Peer) -> None:
+        if peer in self._active:
+            self._active.remove(peer)
+            self.turn_over(peer)
+        if peer in self._turns:
+            self._turns.remove(peer)
+
+    def pump(self, peer: Peer) -> None:
+        """Send queued blocks until the link pauses us or the turn ends.
+
+        With limited upload slots a turn is one piece: when the next queued
+        block belongs to another piece and other peers wait, the turn passes.
+        """
+        queue = peer.upload_queue
+        limited = bool(self.config.upload_slots)
+        link = peer.link
+        while queue and not peer.send_paused and peer.active:
+            if not self.limiter.upload_allowed(peer):
+                return
+            index, begin, length = queue[0]
+            if limited:
+                if peer.turn_piece is None:
+                    peer.turn_piece = index
+                elif index != peer.turn_piece and self._turns:
+                    self.turn_over(peer)
+                    return
+            queue.popleft()
+            try:
+                block = self.storage.read_block(index, begin, length)
+            except StorageError as e:
+                self.log.error("{error}", error=str(e))
+                link.drop("cannot read our own payload")
+                return
+            link.send_piece(index, begin, block)
+            peer.uploaded += length
+            self._sent_block(index, length)
+        if limited and not queue and peer.active:
+            self.turn_over(peer)
+
+    def _sent_block(self, index: int, length: int) -> None:
+        self.uploaded += length
+        if self.first_copy_at is None and self.config.super_seed:
+            sent = self._sent.get(index, 0) + length
+            self._sent[index] = sent
+            size = self.meta.piece_size(index)
+            if sent >= size and sent - length < size:
+                self._pieces_sent += 1
+                if self._pieces_sent == self.meta.num_pieces:
+                    # The milestone that bounds a deploy: until here the
+                    # seeder's upload is the swarm's scarcest resource.
+                    self.first_copy_at = self.clock.seconds()
+                    self.uploaded_at_first_copy = self.uploaded
+                    self.log.info("every piece has left once: {copies:.2f} copies uploaded "
+                                  "so far", copies=self.uploaded / self.meta.total_length)
+        self.limiter.uploaded(length)
+
+    def _stuck(self, peer: Peer, now: float) -> bool:
+        """Has ``peer`` not drained its socket for ``stuck_turn_timeout``?"""
+        return peer.paused_since is not None and \
+            now - peer.paused_since > self.config.stuck_turn_timeout
+
+    def liveness(self, peer: Peer, now: float) -> None:
+        """Requests from ``peer`` are queued here.  While they wait for a
+        turn, tell it we are alive; while its turn makes no progress (its
+        socket does not drain: a wedged downloader), pass the turn on."""
+        if peer in self._active:
+            if self._turns and self._stuck(peer, now):
+                self.log.info("{address} is not reading; its upload turn passes",
+                              address=peer.address)
+                self._active.remove(peer)
+                peer.turn_piece = None
+                self._turns.append(peer)
+                self.turn_over(peer)
+        elif now - peer.last_keepalive >= self.config.keepalive_interval:
+            peer.last_keepalive = now
+            peer.link.send_keepalive()
+
+
+__all__ = ["Uploads"]
