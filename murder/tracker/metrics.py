@@ -71,14 +71,18 @@ class _StoreCollector:
         for result, n in sorted(owner.scrapes.items()):
             scrapes.add_metric([result], n)
         yield scrapes
-        yield CounterMetricFamily(
-            "murder_tracker_reported_uploaded_bytes",
-            "Sum of the increases of 'uploaded' that peers announced.",
-            value=store.reported_uploaded)
-        yield CounterMetricFamily(
-            "murder_tracker_reported_downloaded_bytes",
-            "Sum of the increases of 'downloaded' that peers announced.",
-            value=store.reported_downloaded)
+        # The in-memory store sums the increases between a peer's announces;
+        # a Redis store shared by several trackers has no such per-process
+        # sum, so these two series are absent there rather than wrong.
+        if hasattr(store, "reported_uploaded"):
+            yield CounterMetricFamily(
+                "murder_tracker_reported_uploaded_bytes",
+                "Sum of the increases of 'uploaded' that peers announced.",
+                value=store.reported_uploaded)
+            yield CounterMetricFamily(
+                "murder_tracker_reported_downloaded_bytes",
+                "Sum of the increases of 'downloaded' that peers announced.",
+                value=store.reported_downloaded)
         seeders = sum(t.seeders for t in store.torrents.values())
         yield GaugeMetricFamily("murder_tracker_swarms", "Swarms (torrents) tracked.",
                                 value=len(store.torrents))
