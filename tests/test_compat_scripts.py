@@ -110,7 +110,8 @@ class TrackerOptionTests:
         assert pairs == {"port": "2", "dfile": "d"}
 
     def test_defaults_are_the_legacy_ones(self):
-        """With no arguments the tracker gets port 8998, ./data, 15 s, 500 peers, 120 s."""
+        """With no arguments the tracker gets port 8998, ./data, 15 s, 500 peers, 120 s,
+        and leechers are asked for the same 15 s as everyone (no shorter interval)."""
         from murder.tracker import tap
 
         argv, logfile = compat.tracker_argv(dict(compat.TRACKER_DEFAULTS))
@@ -120,6 +121,7 @@ class TrackerOptionTests:
         assert (config.listen, config.dfile, config.interval, config.numwant_max,
                 config.peer_timeout, config.save_interval) == ("tcp:8998", "data", 15, 500,
                                                                120.0, 300.0)
+        assert config.leecher_interval is None
         assert logfile is None
 
     def test_every_key_maps(self, tmp_path):

@@ -571,10 +571,12 @@ class Swarm:
         if owner is conn:
             return True
         now = self.clock.seconds()
-        if owner is not None and owner.active and \
+        if owner is not None and owner.active and not self._stuck(owner, now) and \
                 self.picker.availability[index] == 0:
             # On its way to another peer, which will offer it as soon as it
-            # verifies: asking again does not help.
+            # verifies: asking again does not help.  Unless that peer stopped
+            # reading (frozen, swapping): then the piece is not on its way, and
+            # refusing it to everyone else stalled the whole swarm.
             conn.seed_refused[index] = now
             self.refused_requests += 1
             return False
@@ -593,6 +595,11 @@ class Swarm:
             return False
         self._served_to[index] = conn
         return True
+
+    def _stuck(self, conn: PeerProtocol, now: float) -> bool:
+        """Has ``conn`` not drained its socket for ``stuck_turn_timeout``?"""
+        return conn.paused_since is not None and \
+            now - conn.paused_since > self.config.stuck_turn_timeout
 
     def read_block(self, index: int, begin: int, length: int) -> bytes | None:
         try:
@@ -717,8 +724,7 @@ class Swarm:
         turn, tell it we are alive; while its turn makes no progress (its
         socket does not drain: a wedged downloader), pass the turn on."""
         if conn in self._up_active:
-            if conn.paused_since is not None and self._up_turns and \
-                    now - conn.paused_since > self.config.stuck_turn_timeout:
+            if self._up_turns and self._stuck(conn, now):
                 self.log.info("{address} is not reading; its upload turn passes",
                               address=conn.address)
                 self._up_active.remove(conn)

@@ -495,9 +495,12 @@ def _peer_from_record(peer_id: Any, rec: Any, now: float) -> Peer:
     peer = Peer(peer_id, ip, port, compact, v6, _int(rec.get(b"left", 0)),
                 _int(rec.get(b"uploaded", 0)), _int(rec.get(b"downloaded", 0)),
                 now - _int(rec.get(b"age", 0)), key, bool(rec.get(b"completed", 0)))
-    # The dfile keeps no history: progress starts again from the load.
+    # The dfile keeps no history: progress starts again from the load.  A peer
+    # that had completed here stays "complete" (not an origin seeder).
     peer.first_seen = peer.progress_at = now
     peer.initial_left = peer.left
+    if peer.completed and peer.left == 0:
+        peer.completed_at = now
     return peer
 
 

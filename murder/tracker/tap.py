@@ -13,7 +13,7 @@ import gc
 import ipaddress
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from twisted.application import service
@@ -114,9 +114,10 @@ class Options(usage.Options):
         ["max-peers", None, "200000", "Most peers in total."],
         ["trusted-networks", None, ",".join(DEFAULT_TRUSTED_NETWORKS),
          "Comma-separated networks whose requests may set ip=."],
-        ["leecher-interval", None, "2", "Seconds between announces asked of peers still "
-                                        "downloading, so the dashboard and /status.json are "
-                                        "that fresh (0: use --interval)."],
+        ["leecher-interval", None, None, "Seconds between announces asked of peers still "
+                                         "downloading, so the dashboard and /status.json are "
+                                         "that fresh (default: min(2, interval); 0: use "
+                                         "--interval)."],
         ["stall-after", None, "30", "Seconds without progress before the dashboard and "
                                     "/metrics show a downloading peer as stalled."],
         ["udp-port", None, None, "Also answer BEP 15 UDP announces on this port "
@@ -260,7 +261,9 @@ class Options(usage.Options):
             max_peers=self._int("max-peers", 1),
             trusted_networks=networks, verbose=bool(self["verbose"]),
             auth_secrets=auth_secrets, client_ca=client_ca,
-            leecher_interval=self._int("leecher-interval", 0, interval) or None,
+            leecher_interval=(self._int("leecher-interval", 0, interval)
+                              if self["leecher-interval"] is not None else min(2, interval))
+                             or None,
             stall_after=self._seconds("stall-after"),
             udp_port=udp_port, udp_bind=udp_bind, store=store_url,
             topology=self._topology(),
@@ -440,10 +443,20 @@ def buildService(config: TrackerConfig, reactor: Any) -> service.MultiService:
     Children stop in reverse order, so the listener closes before the final
     dfile save.
     """
-    store = PeerStore(reactor, peer_timeout=config.peer_timeout,
-                      max_torrents=config.max_torrents,
-                      max_peers_per_torrent=config.max_peers_per_torrent,
-                      max_peers=config.max_peers)
+    store: Any = PeerStore(reactor, peer_timeout=config.peer_timeout,
+                           max_torrents=config.max_torrents,
+                           max_peers_per_torrent=config.max_peers_per_torrent,
+                           max_peers=config.max_peers)
+    if config.store is not None:
+        # Shared peers live in Redis, which persists them itself: no dfile.
+        from murder.tracker.redisstore import RedisPeerStore
+
+        store = RedisPeerStore(reactor, config.store, peer_timeout=config.peer_timeout,
+                               max_torrents=config.max_torrents,
+                               max_peers_per_torrent=config.max_peers_per_torrent,
+                               max_peers=config.max_peers)
+        config = replace(config, dfile=None)
+        log.info("peers kept in {store}", store=config.store)
     app = TrackerApp(
         store, interval=config.interval, min_interval=config.min_interval,
         numwant_default=config.numwant_default, numwant_max=config.numwant_max,
@@ -535,7 +548,8 @@ def runForeground(options: Options) -> int:  # noqa: N802 (cli API)
         top.privilegedStartService()
     except Exception as e:
         reason = getattr(e, "socketError", None) or e
-        print(f"murder tracker: cannot listen on {config.listen}: {reason}", file=sys.stderr)
+        where = config.listen + (f" and udp:{config.udp_port}" if config.udp_port else "")
+        print(f"murder tracker: cannot listen on {where}: {reason}", file=sys.stderr)
         return 1
     top.startService()
     _log_access(config)

@@ -163,8 +163,13 @@ def parse_legacy_pairs(args: Sequence[str]) -> dict[str, str]:
 
 
 def tracker_argv(pairs: dict[str, str]) -> tuple[list[str], str | None]:
-    """Turn legacy pairs into ``murder tracker`` arguments and the logfile path."""
-    argv: list[str] = []
+    """Turn legacy pairs into ``murder tracker`` arguments and the logfile path.
+
+    Every peer is asked to re-announce at ``reannounce_interval`` (15 s), as
+    the original tracker did (COMPAT.md): the shorter interval that keeps the
+    dashboard fresh for leechers is a ``murder tracker`` option, off here.
+    """
+    argv: list[str] = ["--leecher-interval", "0"]
     for key, value in pairs.items():
         option = TRACKER_KEYS[key]
         if option is not None:
