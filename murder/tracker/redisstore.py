@@ -270,6 +270,17 @@ class RedisPeerStore:
 
     # ------------------------------------------------------------ announces
 
+    #: Rack-aware handouts (``--topology``) need the in-memory store.
+    handout = None
+
+    def sample(self, torrent: _Reply, exclude: bytes,
+               numwant: int) -> tuple[list[Peer], list[Peer]]:
+        """The peers the script chose (``PeerStore.sample``'s interface)."""
+        return torrent.sample(exclude, numwant, self.rng)
+
+    def compact_sample(self, torrent: _Reply, exclude: bytes, numwant: int) -> tuple[bytes, bytes]:
+        return torrent.compact_sample(exclude, numwant, self.rng)
+
     def announce(self, req: AnnounceRequest) -> _Reply:
         """Apply one announce in Redis; :class:`AnnounceError` when refused."""
         import redis

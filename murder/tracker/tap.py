@@ -267,6 +267,9 @@ class Options(usage.Options):
     def _topology(self) -> str | None:
         """Check the --topology file now, so a bad line fails the start."""
         path = self["topology"]
+        if path and self["store"]:
+            raise usage.UsageError("--topology works with the in-memory store only, "
+                                   "not with --store")
         if path:
             from murder.tracker.topology import load
 

@@ -94,6 +94,9 @@ class ParseTests:
         assert tap.buildService(plain.config, MemoryReactorClock()).store.handout is None
         with pytest.raises(usage.UsageError, match="--topology: .*bad:1:"):
             tap.Options().parseOptions(["--topology", str(bad), "--dfile", ""])
+        with pytest.raises(usage.UsageError, match="in-memory store only"):
+            tap.Options().parseOptions(["--topology", str(good), "--dfile", "",
+                                        "--store", "redis://127.0.0.1:6379/0"])
         with pytest.raises(usage.UsageError, match="cannot read"):
             tap.Options().parseOptions(["--topology", str(tmp_path / "none"), "--dfile", ""])
 
