@@ -23,6 +23,15 @@ class SwarmConfig:
     #: once, instead of reaching all of them slowly and together.  0 sends
     #: to everyone at once (TCP fair share).  See bench/README.md.
     upload_slots: int = 1
+    #: Pieces one upload turn may serve while others wait and the requester
+    #: keeps asking (it passes at once when the requester's queue empties).
+    #: 1: strict round-robin, every waiting peer progresses together.  More
+    #: makes turns "sticky", toward the 2010 original's chain (its one upload
+    #: slot rotated every 30 s: the seeder fed one peer at full rate, which
+    #: forwarded to one other): the first receivers finish sooner, the rest
+    #: wait up to (waiting peers) × ``turn_pieces`` pieces for a turn.
+    #: See bench/README.md ("core scheduling and PieceWriter").
+    turn_pieces: int = 1
     #: Kernel send buffer per connection when slots are limited: small, so
     #: that a turn's data has left before the next turn starts.
     send_buffer: int = 128 * 1024

@@ -211,6 +211,8 @@ class Peer:
     last_keepalive: float = 0.0
     #: The piece this peer's current upload turn serves (None: turn not started).
     turn_piece: int | None = None
+    #: Pieces begun in this peer's current upload turn (``SwarmConfig.turn_pieces``).
+    turn_count: int = 0
     #: Payload bytes sent to this peer.
     uploaded: int = 0
     #: Super-seeding: piece index → when a request for it was refused.

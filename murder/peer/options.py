@@ -82,6 +82,9 @@ class _CommonOptions(usage.Options):
         ["upload-slots", None, 1,
          "Peers sent to at the same moment, a piece per turn; every interested peer "
          "is unchoked and queued. 0 = all at once (TCP fair share).", int],
+        ["turn-pieces", None, 1,
+         "Pieces one upload turn may serve while others wait and the requester keeps "
+         "asking (1: strict round-robin; more: sticky turns, chain-like).", int],
         ["pipeline", None, 256, "Most 16 KiB requests outstanding per peer.", int],
         ["request-size", None, "128K",
          "Bytes per request to other murder peers (16K to 128K, a multiple of 16K; "
@@ -137,6 +140,8 @@ class _CommonOptions(usage.Options):
             raise usage.UsageError("--stall-timeout cannot be negative")
         if self["upload-slots"] < 0:
             raise usage.UsageError("--upload-slots cannot be negative")
+        if self["turn-pieces"] < 1:
+            raise usage.UsageError("--turn-pieces must be at least 1")
         try:
             if self["torrent"] == "-":
                 self["meta"] = metainfo.parse(read_torrent_stream(sys.stdin.buffer))
@@ -233,6 +238,7 @@ def config_from(options: _CommonOptions) -> RunConfig:
         super_seed=seeder and not options["no-super-seed"],
         seed_budget=options["seed-budget"] if seeder else SwarmConfig.seed_budget,
         request_size=options["request-size"], snub_timeout=options["snub-timeout"],
+        turn_pieces=options["turn-pieces"],
     )
     common = dict(meta=meta, port=options["port"], bind=options["bind"], ip=options["ip"],
                   tracker_timeout=options["tracker-timeout"], trust=tuple(options["trust"]),
