@@ -92,6 +92,25 @@ class PieceStore(Protocol):
 
 
 @runtime_checkable
+class PieceSink(Protocol):
+    """Verifies (SHA-1) and writes assembled pieces elsewhere than the caller's
+    thread: :class:`murder.peer.storage.PieceWriter` (a thread pool).
+
+    ``submit`` fires True (hash matched, piece written), False (mismatch,
+    nothing written) or fails with :class:`murder.errors.StorageError`; the
+    caller does not touch ``data`` until then.  ``full``: enough is pending
+    that the caller should stop requesting (back-pressure).
+    """
+
+    @property
+    def full(self) -> bool: ...
+
+    def submit(self, index: int, data: bytes | bytearray | memoryview) -> Any: ...
+
+    def drain(self) -> Any: ...
+
+
+@runtime_checkable
 class PeerLink(Protocol):
     """What one connection offers the core.
 
@@ -308,4 +327,4 @@ class SwarmEvents(Protocol):
 
 
 __all__ = ["Address", "Block", "Clock", "DelayedCall", "Dialer", "Peer", "PeerLink",
-           "PieceStore", "SwarmEvents"]
+           "PieceSink", "PieceStore", "SwarmEvents"]

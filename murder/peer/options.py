@@ -185,6 +185,9 @@ class PeerOptions(_CommonOptions):
         ["max-linger", None, 300.0, "With --seed-until-swarm-done: most seconds to linger.",
          float],
         ["status-fd", None, None, "Write 'complete PATH' or 'failed REASON' to this fd.", int],
+        ["hash-threads", None, 0,
+         "Threads that hash (SHA-1) and write completed pieces off the network thread "
+         "(0: on it). Helps only with spare cores: see bench/README.md.", int],
     ]
     optFlags: list[list[Any]] = [["seed-until-swarm-done", None,
                  "Seed until every peer is done (bounded by --max-linger), not --seed-time."],
@@ -195,6 +198,8 @@ class PeerOptions(_CommonOptions):
     def postOptions(self) -> None:  # noqa: N802
         if bool(self["destination"]) == bool(self["saveas"]):
             raise usage.UsageError("give exactly one of --destination and --saveas")
+        if not 0 <= self["hash-threads"] <= 64:
+            raise usage.UsageError("--hash-threads must be from 0 to 64")
         if self["seed-time"] < 0 or self["max-linger"] < 0:
             raise usage.UsageError("--seed-time and --max-linger cannot be negative")
         if self["destination"] and not os.path.isdir(self["destination"]):
@@ -226,6 +231,8 @@ class RunConfig:
     max_linger: float = 300.0
     status_fd: int | None = None
     stop_on_eof: bool = False
+    #: Worker threads for piece hashing and writing (0: the reactor thread).
+    hash_threads: int = 0
 
 
 def config_from(options: _CommonOptions) -> RunConfig:
@@ -253,7 +260,8 @@ def config_from(options: _CommonOptions) -> RunConfig:
                      seed_time=options["seed-time"],
                      seed_until_swarm_done=bool(options["seed-until-swarm-done"]),
                      max_linger=options["max-linger"], status_fd=options["status-fd"],
-                     stop_on_eof=bool(options["stop-on-eof"]), **common)
+                     stop_on_eof=bool(options["stop-on-eof"]),
+                     hash_threads=options["hash-threads"], **common)
 
 
 __all__ = ["PeerOptions", "RunConfig", "SeederOptions", "config_from", "parse_rate",
