@@ -86,6 +86,10 @@ class _CommonOptions(usage.Options):
          "Pieces one upload turn may serve while others wait and the requester keeps "
          "asking (1: strict round-robin; more: sticky turns, chain-like).", int],
         ["pipeline", None, 256, "Most 16 KiB requests outstanding per peer.", int],
+        ["hash-threads", None, 0,
+         "Threads that hash (SHA-1) and write downloaded pieces off the network thread "
+         "(0: on it; a seeder downloads nothing). Helps only with spare cores: see "
+         "bench/README.md.", int],
         ["request-size", None, "128K",
          "Bytes per request to other murder peers (16K to 128K, a multiple of 16K; "
          "standard clients always get 16K)."],
@@ -140,6 +144,8 @@ class _CommonOptions(usage.Options):
             raise usage.UsageError("--stall-timeout cannot be negative")
         if self["upload-slots"] < 0:
             raise usage.UsageError("--upload-slots cannot be negative")
+        if not 0 <= self["hash-threads"] <= 64:
+            raise usage.UsageError("--hash-threads must be from 0 to 64")
         if self["turn-pieces"] < 1:
             raise usage.UsageError("--turn-pieces must be at least 1")
         try:
@@ -185,9 +191,6 @@ class PeerOptions(_CommonOptions):
         ["max-linger", None, 300.0, "With --seed-until-swarm-done: most seconds to linger.",
          float],
         ["status-fd", None, None, "Write 'complete PATH' or 'failed REASON' to this fd.", int],
-        ["hash-threads", None, 0,
-         "Threads that hash (SHA-1) and write completed pieces off the network thread "
-         "(0: on it). Helps only with spare cores: see bench/README.md.", int],
     ]
     optFlags: list[list[Any]] = [["seed-until-swarm-done", None,
                  "Seed until every peer is done (bounded by --max-linger), not --seed-time."],
@@ -198,8 +201,6 @@ class PeerOptions(_CommonOptions):
     def postOptions(self) -> None:  # noqa: N802
         if bool(self["destination"]) == bool(self["saveas"]):
             raise usage.UsageError("give exactly one of --destination and --saveas")
-        if not 0 <= self["hash-threads"] <= 64:
-            raise usage.UsageError("--hash-threads must be from 0 to 64")
         if self["seed-time"] < 0 or self["max-linger"] < 0:
             raise usage.UsageError("--seed-time and --max-linger cannot be negative")
         if self["destination"] and not os.path.isdir(self["destination"]):
