@@ -27,19 +27,25 @@ from murder.peer.config import SwarmConfig
 from murder.sim import fleet
 
 
-def run(n: int, turns: int, args: argparse.Namespace, seed: int) -> dict:
+def run(n: int, variant: str, args: argparse.Namespace, seed: int) -> dict:
+    """One simulated deploy; ``variant`` is a turn_pieces value, with a "p"
+    suffix for ``seed_poorest_first``."""
+    turns = int(variant.rstrip("p"))
+    poorest = variant.endswith("p")
     cfg = fleet.FleetConfig(hosts=n, nic_bps=args.rate_mbit * 1e6,
                             payload=int(args.size_mib * 2**20), piece_length=args.piece_kib * 1024,
                             real_piece_length=args.piece_kib * 1024, seed=seed,
                             startup_min=0.0, startup_max=args.startup, time_limit=600.0)
     original = fleet.SwarmConfig
-    fleet.SwarmConfig = functools.partial(SwarmConfig, turn_pieces=turns)  # type: ignore[misc]
+    fleet.SwarmConfig = functools.partial(SwarmConfig, turn_pieces=turns,
+                                           seed_poorest_first=poorest)  # type: ignore[misc]
     try:
         result = fleet.build_and_run(cfg)
     finally:
         fleet.SwarmConfig = original  # type: ignore[misc]
     times = result.completion_times
-    return {"n": n, "turn_pieces": turns, "seed": seed, "completed": result.completed,
+    return {"n": n, "variant": variant, "turn_pieces": turns, "seed_poorest_first": poorest,
+            "seed": seed, "completed": result.completed,
             "last": result.time_to_last, "first": times[0] if times else None,
             "bound": result.bound, "seed_up": result.seeder_upload_ratio,
             "wall_s": result.wall_s, "times": times}
@@ -48,7 +54,8 @@ def run(n: int, turns: int, args: argparse.Namespace, seed: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", default="4,8,16", help="receivers per deploy (comma list)")
-    ap.add_argument("--turns", default="1,4,32", help="turn_pieces values (comma list)")
+    ap.add_argument("--turns", default="1,4,32",
+                    help="turn_pieces values (comma list); suffix p: with --seed-poorest-first")
     ap.add_argument("--size-mib", type=float, default=16.0)
     ap.add_argument("--rate-mbit", type=float, default=40.0)
     ap.add_argument("--piece-kib", type=int, default=128)
@@ -59,9 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     ns = [int(x) for x in args.n.split(",")]
-    turns = [int(x) for x in args.turns.split(",")]
+    turns = [x.strip() for x in args.turns.split(",") if x.strip()]
     records = []
-    print(f"{'turn_pieces':>11} {'N':>3} {'last÷bound':>10} {'first÷bound':>11} "
+    print(f"{'turns':>11} {'N':>3} {'last÷bound':>10} {'first÷bound':>11} "
           f"{'seed up÷F':>9}  (median of {args.repeat} seeds)")
     for n in ns:
         for k in turns:

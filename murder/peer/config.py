@@ -32,6 +32,11 @@ class SwarmConfig:
     #: wait up to (waiting peers) × ``turn_pieces`` pieces for a turn.
     #: See bench/README.md ("core scheduling and PieceWriter").
     turn_pieces: int = 1
+    #: Seeder, until every piece has left once: the next upload turn goes to
+    #: the waiting peer that has the fewest pieces (likely fed by nobody
+    #: else), not the one that waited longest.  Aims the first pass at new
+    #: chain heads.  Experimental, off by default (bench/README.md).
+    seed_poorest_first: bool = False
     #: Kernel send buffer per connection when slots are limited: small, so
     #: that a turn's data has left before the next turn starts.
     send_buffer: int = 128 * 1024

@@ -103,7 +103,10 @@ class _CommonOptions(usage.Options):
         ["progress-interval", None, None,
          "Seconds between progress lines (default: 0.5 on a terminal, else 5).", float],
     ]
-    optFlags = [["quiet", "q", "Only warnings and errors; no progress display."]]
+    optFlags = [["quiet", "q", "Only warnings and errors; no progress display."],
+                ["seed-poorest-first", None,
+                 "Seeder (experimental): until every piece has left once, the next upload "
+                 "turn goes to the waiting peer with the fewest pieces (peers ignore it)."]]
 
     def __init__(self) -> None:
         super().__init__()
@@ -247,6 +250,7 @@ def config_from(options: _CommonOptions) -> RunConfig:
         seed_budget=options["seed-budget"] if seeder else SwarmConfig.seed_budget,
         request_size=options["request-size"], snub_timeout=options["snub-timeout"],
         turn_pieces=options["turn-pieces"],
+        seed_poorest_first=bool(options["seed-poorest-first"]),
     )
     common = dict(meta=meta, port=options["port"], bind=options["bind"], ip=options["ip"],
                   tracker_timeout=options["tracker-timeout"], trust=tuple(options["trust"]),

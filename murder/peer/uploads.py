@@ -168,13 +168,23 @@ class Uploads:
         if peer.upload_queue and peer.active and peer not in self._turns:
             self._turns.append(peer)
         while self._turns and len(self._active) < self.config.upload_slots:
-            nxt = self._turns.popleft()
+            nxt = self._next_turn()
             if not nxt.active or not nxt.upload_queue:
                 continue
             self._active.append(nxt)
             nxt.turn_piece = None
             nxt.turn_count = 0
             self.pump(nxt)
+
+    def _next_turn(self) -> Peer:
+        """Pop whose turn is next: the longest waiting, or (``seed_poorest_first``,
+        the seeder's first pass) the waiting peer with the fewest pieces."""
+        if self.config.seed_poorest_first and self.config.super_seed and \
+                self.first_copy_at is None and len(self._turns) > 1:
+            poorest = min(self._turns, key=lambda p: p.bits.count)  # first of equals
+            self._turns.remove(poorest)
+            return poorest
+        return self._turns.popleft()
 
     def forget(self, peer: Peer) -> None:
         if peer in self._active:

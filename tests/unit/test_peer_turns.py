@@ -55,15 +55,15 @@ class _Link:
 class _Seat:
     """An :class:`Uploads` holding every piece, and peers that queue requests."""
 
-    def __init__(self, turn_pieces: int, slots: int = 1) -> None:
+    def __init__(self, turn_pieces: int, slots: int = 1, **config) -> None:
         meta, data = build_torrent(_payload(PIECES * PLEN), piece_length=PLEN)
         self.clock = Clock()
         picker = Picker(meta.num_pieces, piece_length=PLEN, total_length=meta.total_length)
         for i in range(meta.num_pieces):
             picker.mark_have(i)
         limiter = RateLimiter(self.clock, 0, 0, resume_upload=lambda p: None)
-        config = SwarmConfig(upload_slots=slots, turn_pieces=turn_pieces)
-        self.uploads = Uploads(self.clock, config, meta, picker, MemoryStorage(meta, data),
+        swarm_config = SwarmConfig(upload_slots=slots, turn_pieces=turn_pieces, **config)
+        self.uploads = Uploads(self.clock, swarm_config, meta, picker, MemoryStorage(meta, data),
                                limiter)
         self.sent: list[tuple[str, int, int]] = []
 
@@ -181,6 +181,49 @@ class StickyTurnTests:
         a.send_paused, a.paused_since = False, None
         seat.uploads.ready(a)
         assert seat.order() == [("b", 4), ("b", 5), ("a", 0), ("a", 1), ("a", 2)]
+
+
+class PoorestFirstTests:
+    """``seed_poorest_first``: the seeder's first pass serves the poorest waiter next."""
+
+    def _race(self, **config) -> list[str]:
+        """A holds the turn; B (3 pieces) starts waiting before C (none)."""
+        seat = _Seat(turn_pieces=1, super_seed=True, **config)
+        a, b, c = seat.peer("a"), seat.peer("b"), seat.peer("c")
+        for index in (5, 6, 7):
+            b.bits.add(index)
+        a.send_paused = True
+        seat.ask(a, 0)
+        seat.uploads.ready(a)
+        seat.ask(b, 1)
+        seat.ask(c, 2)
+        a.send_paused = False
+        seat.uploads.ready(a)
+        return [name for name, _ in seat.order()]
+
+    def test_poorest_waiter_goes_first(self):
+        """With the option, C (no pieces) is served before B, which waited longer."""
+        assert self._race(seed_poorest_first=True) == ["a", "c", "b"]
+
+    def test_default_is_first_come(self):
+        """Without it, turns go in waiting order: B, then C."""
+        assert self._race() == ["a", "b", "c"]
+
+    def test_only_until_every_piece_has_left_once(self):
+        """After the seeder's first pass, waiting order again."""
+        seat = _Seat(turn_pieces=1, super_seed=True, seed_poorest_first=True)
+        seat.uploads.first_copy_at = 0.0
+        a, b, c = seat.peer("a"), seat.peer("b"), seat.peer("c")
+        for index in (5, 6, 7):
+            b.bits.add(index)
+        a.send_paused = True
+        seat.ask(a, 0)
+        seat.uploads.ready(a)
+        seat.ask(b, 1)
+        seat.ask(c, 2)
+        a.send_paused = False
+        seat.uploads.ready(a)
+        assert [name for name, _ in seat.order()] == ["a", "b", "c"]
 
 
 class TurnPiecesOptionTests:
