@@ -103,7 +103,7 @@ class _CommonOptions(usage.Options):
         ["progress-interval", None, None,
          "Seconds between progress lines (default: 0.5 on a terminal, else 5).", float],
     ]
-    optFlags = [["quiet", "q", "Only warnings and errors; no progress display."],
+    optFlags: list[list[Any]] = [["quiet", "q", "Only warnings and errors; no progress display."],
                 ["seed-poorest-first", None,
                  "Seeder (experimental): until every piece has left once, the next upload "
                  "turn goes to the waiting peer with the fewest pieces (peers ignore it)."]]
