@@ -18,7 +18,9 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=7", "hypothesis>=6", "libtorrent>=2.0", "selenium>=4.11",
-                 "ruff>=0.5", "mypy>=1.10", "mypy-zope>=1.0"],
+                 "redis>=5", "hiredis>=2", "ruff>=0.5", "mypy>=1.10", "mypy-zope>=1.0"],
+        # --store redis://… (tracker peers shared by several tracker processes).
+        "redis": ["redis>=5", "hiredis>=2"],
         "bench": ["matplotlib>=3.7"],
     },
     entry_points={"console_scripts": ["murder = murder.cli:main"]},

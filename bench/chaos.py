@@ -54,6 +54,9 @@ FIRST_COPY = "every piece has left once"
 #: downloading then are reported; a peer without progress is caught sooner,
 #: by the hang rule: no piece for STALL_TIMEOUT + GRACE).
 RUN_CAP = 150.0
+#: A process not up (no "on port" line) this long after it was started is
+#: reported as a slow start (an overloaded machine), not as a hang.
+STARTUP_LIMIT = 120.0
 _PIECES = re.compile(rb"\((\d+)/\d+ pieces\)")
 _PORT = re.compile(r" on port (\d+)")
 _PROGRESS = re.compile(r"^(\d\d):(\d\d):(\d\d)\.(\d\d\d) .*\((\d+)/(\d+) pieces\)\s+down "
@@ -61,8 +64,19 @@ _PROGRESS = re.compile(r"^(\d\d):(\d\d):(\d\d)\.(\d\d\d) .*\((\d+)/(\d+) pieces\
 _TOTALS = re.compile(r"totals: uploaded (\d+) bytes")
 
 
+#: ``--murder PATH``: another ``murder`` executable (e.g. an older checkout's
+#: wrapper) for side-by-side comparisons; default the venv's.
+MURDER_OVERRIDE: str | None = None
+
+
+#: A scheduled step of a run: (seconds from the swarm's start, what, do it).
+Action = tuple[float, str, Callable[[], None]]
+
+
 def murder_bin() -> str:
     """The ``murder`` console script beside this interpreter (the venv's)."""
+    if MURDER_OVERRIDE:
+        return MURDER_OVERRIDE
     path = Path(sys.executable).parent / "murder"
     if not path.exists():
         raise SystemExit(f"chaos: {path} not found; run `make venv` and use .venv/bin/python")
@@ -162,6 +176,7 @@ class Proc:
         self.pid = self.popen.pid
         self.started = time.monotonic()
         self.stopped = False
+        self.up_at: float | None = None  # monotonic time of its "on port" line
 
     def alive(self) -> bool:
         return self.popen.poll() is None
@@ -223,8 +238,10 @@ class Proc:
         return getattr(self, "_last", None)
 
     def port(self) -> int | None:
-        m = _PORT.search(self.stderr())
-        return int(m.group(1)) if m else None
+        if getattr(self, "_port", None) is None:
+            m = _PORT.search(self.stderr())
+            self._port = int(m.group(1)) if m else None
+        return self._port
 
 
 def progress_samples(text: str, day_offset: float) -> list[tuple[float, int, float]]:
@@ -258,7 +275,7 @@ class Run:
     PROGRESS = 0.5
 
     def __init__(self, schedule: cs.Schedule, workdir: Path, snub_timeout: float | None,
-                 seeder_bound: float, timeouts: bool = True) -> None:
+                 seeder_bound: float | None, timeouts: bool = True) -> None:
         self.s = schedule
         self.dir = workdir
         self.logs = workdir / "logs"
@@ -393,7 +410,7 @@ class Run:
         incs = self.peers.get(name)
         return incs[-1] if incs and incs[-1].alive() else None
 
-    def fault_actions(self, f: cs.Fault, base: float) -> list[tuple[float, str, Callable[[], None]]]:
+    def fault_actions(self, f: cs.Fault, base: float) -> list[Action]:
         begin, end = base + f.at, base + f.at + f.duration
         plans = {p.name: p for p in self.s.peers}
         if f.kind == "stop":
@@ -519,6 +536,9 @@ class Run:
     def observe(self) -> None:
         for name, incs in self.peers.items():
             proc = incs[-1]
+            if proc.up_at is None and proc.port() is not None:
+                proc.up_at = time.monotonic()
+                self.activity[name] = self.now()  # the hang clock starts once it is up
             pieces = proc.last_pieces()
             if pieces is not None and pieces > self._pieces.get(name, -1):
                 self._pieces[name] = pieces
@@ -561,6 +581,7 @@ class Run:
         hung: set[str] = set()
         late: set[str] = set()
         capped: set[str] = set()
+        slow: set[str] = set()
         while True:
             now = self.now()
             while self.actions and self.actions[0][0] <= now:
@@ -576,6 +597,16 @@ class Run:
                 if not proc.alive():
                     continue  # exited without a status line: judged as a failure
                 waiting.append(n)
+                if proc.up_at is None:
+                    if now - (proc.started - self.t0) > STARTUP_LIMIT:
+                        # Not a liveness failure of the peer: it never got
+                        # going (an overloaded machine); reported apart.
+                        slow.add(n)
+                        hung.add(n)
+                        self.log(f"{n}: not up (no 'on port' line) {STARTUP_LIMIT:g}s "
+                                 f"after it was started; " + diagnose(proc.pid).splitlines()[0])
+                        proc.kill()
+                    continue
                 if not proc.stopped and now - self.activity[n] > cs.STALL_TIMEOUT + cs.GRACE:
                     # Its own --stall-timeout should have ended it by now.
                     hung.add(n)
@@ -604,6 +635,8 @@ class Run:
                 break
             time.sleep(0.05)
         elapsed = self.now()
+        hung -= slow
+        self.slow = slow
         return self.teardown(hung, late, capped, elapsed, time.monotonic() - wall0)
 
     def teardown(self, hung: set[str], late: set[str], capped: set[str], elapsed: float,
@@ -629,8 +662,9 @@ class Run:
             state = "absent"
             if target.exists():
                 state = "ok" if plan.name not in self.bad_target else "corrupt"
-            leftovers = sorted(p.name for p in self.peer_dir(plan.name).iterdir()
-                               if p.name != self.meta.name) if self.peer_dir(plan.name).exists() else []
+            pdir = self.peer_dir(plan.name)
+            leftovers = sorted(p.name for p in pdir.iterdir()
+                               if p.name != self.meta.name) if pdir.exists() else []
             left_file = self.dir / f"{plan.name}.left"
             if plan.disk_full and left_file.exists():
                 leftovers += [f"(in its tmpfs) {x}" for x in left_file.read_text().split()]
@@ -638,6 +672,7 @@ class Run:
                 name=plan.name, status=last.status() if last else None,
                 exit_code=last.popen.returncode if last is not None else None,
                 hung=plan.name in hung, capped=plan.name in capped,
+                slow_start=plan.name in self.slow,
                 target=state, leftovers=leftovers, disk_full=plan.disk_full,
                 bad_target_seen=plan.name in self.bad_target,
                 completed_at=self.completed_at.get(plan.name), exited_late=plan.name in late))
@@ -647,7 +682,11 @@ class Run:
             up, ok = uploaded_bytes(proc.stderr(), self.PROGRESS)
             copies += up / self.s.size
             exact = exact and ok
-        bound = self.seeder_bound * len(self.seeders)
+        # Super-seeding must never cost more than a plain seeder sending each
+        # honest peer the payload once: N copies per seeder incarnation
+        # (``--seeder-bound C`` sets an absolute C copies per incarnation).
+        per = self.seeder_bound if self.seeder_bound is not None else float(len(self.s.peers))
+        bound = per * len(self.seeders)
         verdict = cs.judge(outcomes, [], copies, bound)
         if unclean:
             verdict.ok = False
@@ -670,6 +709,7 @@ class Run:
             if self.completed_at else None,
             "elapsed": round(elapsed, 2), "wall": round(wall, 2),
             "seeder_copies": round(copies, 2), "seeder_copies_exact": exact,
+            "seeder_bound": round(bound, 2),
             "seeder_incarnations": len(self.seeders),
             "longest_wait": worst[1], "longest_wait_peer": worst[0], "waits": waits,
             "last_words": last_words, "diagnoses": self.diagnoses,
@@ -757,7 +797,9 @@ def spawn_run(args: argparse.Namespace, seed: int, root: Path) -> dict:
     argv = [sys.executable, str(Path(__file__).resolve()), "--one", str(seed),
             "--workdir", str(workdir), "--result", str(result_path),
             "--peers", args.peers, "--snub-timeout", str(args.snub_timeout),
-            "--seeder-bound", str(args.seeder_bound)]
+            *(["--seeder-bound", str(args.seeder_bound)] if args.seeder_bound else [])]
+    if args.murder:
+        argv += ["--murder", args.murder]
     if args.kinds:
         argv += ["--kinds", args.kinds]
     if args.root:
@@ -826,11 +868,14 @@ def print_summary(summary: dict, args: argparse.Namespace) -> None:
     print(f"command: {' '.join(sys.argv)}")
     for key in ("runs", "passed", "hangs", "corrupt_or_partial", "failures",
                 "leftover_processes", "max_completion_s", "longest_wait_for_a_piece_s",
-                "longest_wait_seed", "max_seeder_copies"):
+                "longest_wait_seed", "max_seeder_copies", "median_seeder_copies"):
         print(f"{key:28} {summary[key]}")
     print(f"{'hang rule':28} an honest peer not stopped by the runner with no new piece "
           f"and no complete/failed status for {cs.STALL_TIMEOUT + cs.GRACE:g}s "
           f"(--stall-timeout {cs.STALL_TIMEOUT:g} + {cs.GRACE:g})")
+    print(f"{'honest peers (all runs)':28} {summary.get('peers')}")
+    faults = summary.get("faults", {})
+    print("faults carried out: " + ", ".join(f"{k} {v}" for k, v in faults.items()))
     if summary["problems"]:
         print("problems:")
         for p in summary["problems"]:
@@ -879,7 +924,7 @@ def chaos(args: argparse.Namespace) -> int:
 def wedge_once(args: argparse.Namespace, wedge: bool, seed: int, root: Path) -> dict:
     """Tracker, a rate-capped seeder, a peer W holding every piece, four
     download-capped peers; with ``wedge`` W is SIGSTOPped 2.5 s after the
-    four start.  Returns the four completion times (from their start)."""
+    four all hold a piece.  Returns the four completion times (from their start)."""
     plan = cs.Schedule(seed=seed, size=args.wedge_size_mib * 2**20, piece_length=2**16,
                        seeder_args=("--max-upload-rate", args.wedge_seeder_rate), peers=())
     workdir = root / f"wedge-{seed}-{'on' if wedge else 'off'}"
@@ -904,11 +949,15 @@ def wedge_once(args: argparse.Namespace, wedge: bool, seed: int, root: Path) -> 
         run.t0 = t0
         procs = [run.start_peer(p) for p in plans]
         stopped_at = None
+        fetching_at = None
         done: dict[str, float] = {}
         limit = t0 + 300
         while len(done) < 4 and time.monotonic() < limit:
             now = time.monotonic()
-            if wedge and stopped_at is None and now - t0 >= 2.5:
+            if fetching_at is None and all((proc.last_pieces() or 0) >= 1 for proc in procs):
+                fetching_at = now - t0  # every one of the four has a verified piece
+            if wedge and stopped_at is None and fetching_at is not None \
+                    and now - t0 >= fetching_at + 2.5:
                 w.signal(signal.SIGSTOP)
                 stopped_at = now - t0
             for p, proc in zip(plans, procs):
@@ -916,10 +965,14 @@ def wedge_once(args: argparse.Namespace, wedge: bool, seed: int, root: Path) -> 
                 if st and p.name not in done:
                     done[p.name] = now - t0 if st.startswith("complete") else float("nan")
             time.sleep(0.02)
+        at_t0 = _day_seconds() - (time.monotonic() - t0)
+        w_up = sum(up for t, _, up in progress_samples(w.stderr(), at_t0)
+                   if stopped_at is None or t <= stopped_at) * run.PROGRESS
         ok = all(sha256_file(run.peer_dir(p.name) / run.meta.name) == run.digest
                  if (run.peer_dir(p.name) / run.meta.name).exists() else False
                  for p in plans)
-        return {"wedge": wedge, "stopped_at": stopped_at, "times": done, "verified": ok,
+        return {"wedge": wedge, "stopped_at": stopped_at, "fetching_at": fetching_at,
+                "w_uploaded_mib": round(w_up, 2), "times": done, "verified": ok,
                 "max": max(done.values()) if len(done) == 4 else None,
                 "snub_log_lines": sum(proc.stderr().count("is not answering requests")
                                       for proc in procs)}
@@ -929,12 +982,77 @@ def wedge_once(args: argparse.Namespace, wedge: bool, seed: int, root: Path) -> 
             shutil.rmtree(workdir, ignore_errors=True)
 
 
+def wedge_summary(runs: list[dict]) -> tuple[dict, dict, float | None]:
+    """Print and return the with/without figures: the last of the four
+    peers' completion, from their start and from the moment all four held
+    a piece (the download phase, without start-up noise)."""
+    import statistics
+
+    def stats(wedged: bool, key: str) -> dict:
+        xs = [r["max"] - (r["fetching_at"] if key == "phase" else 0.0) for r in runs
+              if r["wedge"] == wedged and r["max"] is not None and r.get("fetching_at") is not None]
+        return {"n": len(xs), "median": round(statistics.median(xs), 2) if xs else None,
+                "min": round(min(xs), 2) if xs else None, "max": round(max(xs), 2) if xs else None}
+    result = {}
+    for key, what in (("total", "from start"), ("phase", "from all-four-have-a-piece")):
+        off, on = stats(False, key), stats(True, key)
+        delay = (round(on["median"] - off["median"], 2)
+                 if on["median"] is not None and off["median"] is not None else None)
+        print(f"wedge summary ({what}): last of 4 peers done, no wedge: median {off['median']} s "
+              f"(min {off['min']}, max {off['max']}, n={off['n']}); wedge: median "
+              f"{on['median']} s (min {on['min']}, max {on['max']}, n={on['n']}); "
+              f"median delay {delay} s", flush=True)
+        result[key] = (off, on, delay)
+    return result["total"][0], result["total"][1], result["total"][2]
+
+
+def chaos_report(args: argparse.Namespace) -> int:
+    """Re-print a saved chaos JSON's summary (``--scenario report --json F``),
+    re-checking the seeder bound with this command's ``--seeder-bound``
+    (default: one copy per honest peer per incarnation)."""
+    data = json.loads(Path(args.json).read_text())
+    runs = data["runs"]
+    for r in runs:
+        if "seeder_copies" not in r:
+            continue
+        n = len(r["schedule"]["peers"])
+        per = args.seeder_bound if args.seeder_bound is not None else float(n)
+        bound = per * r.get("seeder_incarnations", 1)
+        v = r["verdict"]
+        v["problems"] = [p for p in v["problems"] if not p.startswith("seeder uploaded")]
+        if r["seeder_copies"] > bound:
+            v["problems"].append(f"seeder uploaded {r['seeder_copies']:.2f} payload copies "
+                                 f"(bound {bound:g})")
+        v["ok"] = not v["problems"]
+    summary = cs.summarize(runs)
+    summary["json"] = args.json
+    print(f"report of {args.json}: {data['summary'].get('command')}")
+    per = f"{args.seeder_bound:g} copies" if args.seeder_bound else "one copy per honest peer"
+    print(f"seeder bound: {per} per incarnation")
+    print_summary(summary, args)
+    return 0 if summary["passed"] == summary["runs"] else 1
+
+
+def wedge_report(path: str) -> int:
+    """Re-print the summary of a saved wedge JSON (``--scenario wedge-report --json F``)."""
+    data = json.loads(Path(path).read_text())
+    print(f"wedge report of {path}: {data.get('command')}")
+    wedge_summary(data["runs"])
+    return 0
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
 def wedge(args: argparse.Namespace) -> int:
     root = Path(tempfile.mkdtemp(prefix="murder-wedge-"))
     runs = []
-    print(f"wedge: {args.repeat} repeats x (no wedge, wedge); payload {args.wedge_size_mib} MiB, "
+    print(f"wedge: murder = {murder_bin()}; {args.repeat} repeats x (no wedge, wedge); "
+          f"payload {args.wedge_size_mib} MiB, "
           f"seeder --max-upload-rate {args.wedge_seeder_rate}, 4 peers --max-download-rate "
-          f"{args.wedge_peer_rate}, W SIGSTOPped 2.5 s after they start; peers' snub timeout: "
+          f"{args.wedge_peer_rate}, W SIGSTOPped 2.5 s after all four have a piece; "
+          f"peers' snub timeout: "
           f"{f'{args.snub_timeout:g}s' if args.wedge_snub else 'default'}", flush=True)
     for i in range(args.repeat):
         order = (False, True) if i % 2 == 0 else (True, False)
@@ -944,19 +1062,10 @@ def wedge(args: argparse.Namespace) -> int:
             times = " ".join(f"{r['times'].get(f'd{k}', float('nan')):6.2f}" for k in range(4))
             print(f"  repeat {i + 1} {'wedge   ' if w else 'no wedge'}: completion s [{times}] "
                   f"max {r['max'] if r['max'] is None else round(r['max'], 2)}  "
-                  f"verified {r['verified']}  snub lines {r['snub_log_lines']}", flush=True)
-    import statistics
-
-    def stats(wedged: bool) -> dict:
-        xs = [r["max"] for r in runs if r["wedge"] == wedged and r["max"] is not None]
-        return {"n": len(xs), "median": round(statistics.median(xs), 2) if xs else None,
-                "min": round(min(xs), 2) if xs else None, "max": round(max(xs), 2) if xs else None}
-    off, on = stats(False), stats(True)
-    delay = (round(on["median"] - off["median"], 2)
-             if on["median"] is not None and off["median"] is not None else None)
-    print(f"wedge summary: last of 4 peers done, no wedge: median {off['median']} s "
-          f"(min {off['min']}, max {off['max']}, n={off['n']}); wedge: median {on['median']} s "
-          f"(min {on['min']}, max {on['max']}, n={on['n']}); median delay {delay} s", flush=True)
+                  f"verified {r['verified']}  all fetching at {_fmt(r['fetching_at'])}s  "
+                  f"W stopped at {_fmt(r['stopped_at'])}s  W sent ~{r['w_uploaded_mib']} MiB "
+                  f"before  'not answering' lines {r['snub_log_lines']}", flush=True)
+    off, on, delay = wedge_summary(runs)
     RESULTS.mkdir(exist_ok=True)
     out = Path(args.json) if args.json else RESULTS / (
         f"chaos-wedge-{time.strftime('%Y%m%dT%H%M%S')}.json")
@@ -980,7 +1089,8 @@ def parse_range(text: str) -> tuple[int, int]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--scenario", choices=("chaos", "wedge"), default="chaos")
+    ap.add_argument("--scenario", choices=("chaos", "wedge", "wedge-report", "report"),
+                    default="chaos")
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--seed", type=int, default=None, help="first run's seed (default: random)")
     ap.add_argument("--seeds", default="",
@@ -988,11 +1098,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peers", default="8..16", help="honest peers per run, LO..HI")
     ap.add_argument("--jobs", type=int, default=1, help="concurrent runs")
     ap.add_argument("--kinds", default="",
-                    help="limit faults to these (stop,kill,netcut,seeder-kill,tracker-kill,hostile)")
+                    help="limit faults to these "
+                    "(stop,kill,netcut,seeder-kill,tracker-kill,hostile)")
     ap.add_argument("--snub-timeout", type=float, default=5.0,
                     help="peers' --snub-timeout in chaos runs (default 5)")
-    ap.add_argument("--seeder-bound", type=float, default=4.0,
-                    help="most payload copies one seeder incarnation may upload")
+    ap.add_argument("--seeder-bound", type=float, default=None,
+                    help="most payload copies one seeder incarnation may upload "
+                    "(default: one per honest peer, N)")
     ap.add_argument("--no-root", action="store_true",
                     help="skip the faults that need root even when root")
     ap.add_argument("--timeout", type=float, default=6 * 3600, help="global time budget, s")
@@ -1004,12 +1116,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--wedge-peer-rate", default="1M")
     ap.add_argument("--wedge-snub", action="store_true",
                     help="wedge: pass --snub-timeout to the peers (default: their default)")
+    ap.add_argument("--murder", help="murder executable to run (default: the venv's); "
+                    "e.g. a wrapper around an older checkout, for before/after figures")
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--workdir", help=argparse.SUPPRESS)
     ap.add_argument("--result", help=argparse.SUPPRESS)
     ap.add_argument("--root", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     args.peer_range = parse_range(args.peers)
+    global MURDER_OVERRIDE
+    MURDER_OVERRIDE = args.murder
     args.seed_list = [int(x) for x in args.seeds.split(",") if x.strip()]
     if args.one is not None:
         return run_one(args)
@@ -1020,6 +1136,10 @@ def main(argv: list[str] | None = None) -> int:
             random.SystemRandom().randrange(1, 10**6)
     if args.scenario == "wedge":
         return wedge(args)
+    if args.scenario == "wedge-report":
+        return wedge_report(args.json)
+    if args.scenario == "report":
+        return chaos_report(args)
     return chaos(args)
 
 

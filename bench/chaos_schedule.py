@@ -13,6 +13,7 @@ process side lives in ``bench/chaos.py``.
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Iterable
 
@@ -211,8 +212,9 @@ class PeerOutcome:
 
     ``status`` is the ``--status-fd`` line (``complete PATH`` /
     ``failed REASON``), ``None`` if it wrote none.  ``hung``: it went
-    ``STALL_TIMEOUT + GRACE`` seconds without a new piece and without a
-    status line while not stopped by the runner (its own ``--stall-timeout``
+    ``STALL_TIMEOUT + GRACE`` seconds, counted from when it was up (its
+    "on port" line), without a new piece and without a status line while not
+    stopped by the runner (its own ``--stall-timeout``
     should have ended it); ``capped``: still downloading, with progress, when
     the run reached its time cap.
     ``target`` is ``absent``, ``ok`` (right sha256) or ``corrupt``;
@@ -232,6 +234,7 @@ class PeerOutcome:
     exited_late: bool = False
     hung: bool = False
     capped: bool = False
+    slow_start: bool = False
 
 
 @dataclass
@@ -271,6 +274,11 @@ def judge(outcomes: list[PeerOutcome], leftover_pids: list[int] = (),  # type: i
             problems.append(f"{o.name}: HANG, no piece and no complete/failed status for "
                             f"{STALL_TIMEOUT + GRACE:g}s")
             continue
+        if o.slow_start:
+            failures += 1
+            problems.append(f"{o.name}: SLOW START, not up 120s after it was started "
+                            f"(overloaded machine?)")
+            continue
         if o.capped:
             failures += 1
             problems.append(f"{o.name}: still downloading when the run was capped")
@@ -300,8 +308,8 @@ def judge(outcomes: list[PeerOutcome], leftover_pids: list[int] = (),  # type: i
         reason = o.status.removeprefix("failed ").strip()
         if o.target != "absent" or o.leftovers:
             corrupt += 1
-            problems.append(f"{o.name}: PARTIAL, failed but left "
-                            f"{', '.join(o.leftovers + ([o.target] if o.target != 'absent' else []))}")
+            left = o.leftovers + ([o.target] if o.target != "absent" else [])
+            problems.append(f"{o.name}: PARTIAL, failed but left {', '.join(left)}")
         if o.exit_code == 0:
             failures += 1
             problems.append(f"{o.name}: said failed but exited 0")
@@ -341,6 +349,40 @@ def longest_wait(samples: list[tuple[float, int]],
     return best
 
 
+def _median(xs: list[float]) -> float | None:
+    if not xs:
+        return None
+    xs = sorted(xs)
+    mid = len(xs) // 2
+    return round(xs[mid] if len(xs) % 2 else (xs[mid - 1] + xs[mid]) / 2, 2)
+
+
+_EVENT_KINDS = (("SIGSTOP peer", re.compile(r"SIGSTOP p\d+ \(")),
+                ("SIGKILL+restart peer", re.compile(r"restart p\d+ ")),
+                ("SIGKILL+restart seeder", re.compile(r"restart seeder")),
+                ("SIGKILL+restart tracker", re.compile(r"restart tracker")),
+                ("iptables DROP", re.compile(r"iptables DROP")),
+                ("iptables REJECT", re.compile(r"iptables REJECT")),
+                ("no-op (target not running)", re.compile(r"no-op")))
+
+
+def count_faults(runs: list[dict]) -> dict[str, int]:
+    """Faults actually carried out (from each run's event log), hostile
+    peers and full-disk peers (from the schedules)."""
+    counts = {name: 0 for name, _ in _EVENT_KINDS}
+    for r in runs:
+        for event in r.get("events", []):
+            for name, pattern in _EVENT_KINDS:
+                if pattern.search(event):
+                    counts[name] += 1
+        for h in r.get("schedule", {}).get("hostiles", []):
+            key = f"hostile {h['mode']}"
+            counts[key] = counts.get(key, 0) + 1
+        counts["full-disk peer"] = counts.get("full-disk peer", 0) + sum(
+            1 for p in r.get("schedule", {}).get("peers", []) if p.get("disk_full"))
+    return counts
+
+
 def summarize(runs: list[dict]) -> dict:
     """Totals over runs (each a ``run_result`` dict from ``bench/chaos.py``)."""
     verdicts = [r["verdict"] for r in runs]
@@ -358,5 +400,9 @@ def summarize(runs: list[dict]) -> dict:
         "longest_wait_for_a_piece_s": round(max(waits)[0], 2) if waits else None,
         "longest_wait_seed": max(waits)[1] if waits else None,
         "max_seeder_copies": max((r.get("seeder_copies") or 0.0 for r in runs), default=None),
+        "median_seeder_copies": _median([r["seeder_copies"] for r in runs
+                                         if r.get("seeder_copies") is not None]),
+        "peers": sum(len(r.get("schedule", {}).get("peers", [])) for r in runs),
+        "faults": count_faults(runs),
         "problems": [f"seed {s}: {p}" for s, p in failed],
     }

@@ -45,6 +45,10 @@ def main() -> int:
     ap.add_argument("--json", default=None)
     ap.add_argument("--startup-scale", type=float, default=1.0,
                     help="multiply every start-up delay (sensitivity check)")
+    ap.add_argument("--cpu-s-per-gib", type=float, default=0.0,
+                    help="model the bench machine's shared CPU: CPU-s per GiB delivered "
+                         "(0: off)")
+    ap.add_argument("--cpu-cores", type=float, default=2.0)
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     wanted = {int(n) for n in args.n.split(",")}
@@ -59,7 +63,9 @@ def main() -> int:
         for seed in seeds:
             cfg = FleetConfig(hosts=n, nic_bps=mbit * 1e6, payload=16 * 2**20,
                               piece_length=2**17, real_piece_length=2**17,
-                              startup_min=s_up / 2, startup_max=s_up, seed=seed)
+                              startup_min=s_up / 2, startup_max=s_up, seed=seed,
+                              cpu_cores=args.cpu_cores if args.cpu_s_per_gib else 0.0,
+                              cpu_s_per_gib=args.cpu_s_per_gib)
             r = build_and_run(cfg)
             ratios.append(r.ratio)
             seed_up.append(r.seeder_upload_ratio)
@@ -74,7 +80,9 @@ def main() -> int:
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json + ".tmp", "w") as f:
-            json.dump({"rows": rows, "runs": records}, f, indent=1)
+            json.dump({"cpu_s_per_gib": args.cpu_s_per_gib, "cpu_cores": args.cpu_cores,
+                       "startup_scale": args.startup_scale, "rows": rows, "runs": records},
+                      f, indent=1)
         os.replace(args.json + ".tmp", args.json)
     return 0
 

@@ -115,7 +115,8 @@ class SSHFleet:
                 f"AuthorizedKeysFile {self.keys / 'authorized_keys'}\n"
                 "PidFile none\nPermitRootLogin prohibit-password\nPasswordAuthentication no\n"
                 "KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nUseDNS no\n"
-                "PrintMotd no\nMaxStartups 200\nMaxSessions 50\nLogLevel INFO\n")
+                "PrintMotd no\nMaxStartups 200\nMaxSessions 50\nLogLevel INFO\n"
+                "Subsystem sftp internal-sftp\n")
 
     @property
     def ssh_config(self) -> Path:

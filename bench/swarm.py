@@ -737,6 +737,8 @@ def run_one(method: Method, n: int, size: int, rate_mbit: float, repeat: int,
             for p in ctx.infra + [r.proc for r in receivers]:
                 p.snapshot_gate()
             tx0 = topo.link_bytes(topo.seeder)["tx_bytes"]
+            # Orphans from before the gate (none expected) are not this run's.
+            stop_all(adopt_orphans({r.proc.pid for r in receivers} | {p.pid for p in ctx.infra}))
             t0 = ctx.gate.open()
             monitor(receivers, payload, t0 + run_timeout)
             t_end = max((r.t_done for r in receivers if r.t_done), default=time.monotonic())

@@ -13,6 +13,14 @@ Target (issue): >= 50 % of opentracker's rate with p99 < 20 ms.  Add
 ``--close`` to send ``Connection: close`` on every announce (one TCP
 connection each, as most BitTorrent clients do); results then go to
 ``bench/results/tracker_announce_close.json``.
+
+``--fleet`` (issue 15) runs every comparison in one go, servers on CPU 0 and
+load on CPU 1: HTTP keep-alive and one connection per announce for our
+tracker, for the same ``TrackerApp`` behind twisted.web
+(``bench/tracker_twistedweb.py``) and for opentracker; BEP 15 UDP for ours
+and opentracker's (load from ``bench/udp_announce_load.c``, compiled with
+``cc``); our tracker on the Redis store with 1 and 2 tracker processes.
+Results: ``bench/results/tracker_fleet.json``.
 """
 
 from __future__ import annotations
@@ -102,6 +110,246 @@ def bench(name: str, argv: list[str], port: int, args, workdir: Path) -> dict:
         log.close()
 
 
+# ------------------------------------------------------------------ --fleet (issue 15)
+#
+# One run, side by side, each server a fresh process pinned to CPU 0 and the
+# load on CPU 1: HTTP keep-alive and one connection per announce for our
+# tracker (fasthttp), the same TrackerApp behind twisted.web, and
+# opentracker; BEP 15 UDP for ours and opentracker's; ours on the Redis
+# store (redis-server pinned to CPU 0 too) with 1 and 2 tracker processes.
+# Each row records how busy the server's CPU was (from /proc/PID/stat) and
+# how much CPU the load generator used: a server near 100 % with a generator
+# below 100 % of its core means the server, not the load, was the limit.
+
+UDP_LOAD_C = HERE / "udp_announce_load.c"
+RESULTS_FLEET = HERE / "results" / "tracker_fleet.json"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def children_cpu() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def build_udp_load(workdir: Path) -> Path:
+    """Compile the C UDP load generator (one core of C outruns any tracker here)."""
+    out = workdir / "udp_announce_load"
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        raise RuntimeError("a C compiler (Debian gcc) is needed for the UDP load generator")
+    subprocess.run([cc, "-O2", "-o", str(out), str(UDP_LOAD_C)], check=True)
+    return out
+
+
+def run_udp(load: Path, ports: list[int], duration: int, sockets: int, hashes: Path) -> dict:
+    out = subprocess.run(pinned(1, [str(load), "127.0.0.1", str(duration), str(sockets),
+                                    str(hashes), *map(str, ports)]),
+                         capture_output=True, text=True, timeout=duration + 30, check=True).stdout
+    line = next(ln for ln in out.splitlines() if ln.startswith("UDPJSON "))
+    stats = json.loads(line[len("UDPJSON "):])
+    stats["rate"] = stats["requests"] / (stats["duration_us"] / 1e6)
+    return stats
+
+
+def run_wrk_many(ports: list[int], args, hashes: Path, close: bool) -> dict:
+    """wrk on each port at once (connections split), summed; p99 is the worst one's."""
+    if len(ports) == 1:
+        return run_wrk(ports[0], args.duration, args.connections, args.threads, hashes, close)
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(len(ports)) as pool:
+        parts = list(pool.map(lambda p: run_wrk(p, args.duration, args.connections // len(ports),
+                                                args.threads, hashes, close), ports))
+    total = {k: sum(p[k] for p in parts) for k in parts[0] if k.startswith(("errors_",
+                                                                            "requests"))}
+    total.update({k: max(p[k] for p in parts) for k in ("p50_us", "p90_us", "p99_us", "max_us",
+                                                        "duration_us")})
+    total["rate"] = sum(p["rate"] for p in parts)
+    return total
+
+
+class Servers:
+    """Processes of one measurement, pinned to CPU 0, stopped by PID."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self, name: str, argv: list[str]) -> subprocess.Popen:
+        log = open(self.workdir / f"{name}.log", "ab")
+        proc = subprocess.Popen(pinned(0, argv), stdout=log, stderr=subprocess.STDOUT,
+                                cwd=self.workdir)
+        log.close()
+        self.procs.append(proc)
+        return proc
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    os.kill(proc.pid, signal.SIGKILL)
+                    proc.wait(5)
+        self.procs = []
+
+
+def measure(trackers: list[subprocess.Popen], load) -> dict:
+    """Run ``load()``; add the trackers' CPU use (cores) and the load's."""
+    before = [cpu_seconds(p.pid) for p in trackers]
+    load_before = children_cpu()
+    started = time.monotonic()
+    stats = load()
+    wall = time.monotonic() - started
+    stats["server_cpu"] = sum(cpu_seconds(p.pid) - b for p, b in zip(trackers, before)) / wall
+    stats["load_cpu"] = (children_cpu() - load_before) / wall
+    return stats
+
+
+def wait_redis(path: Path, proc: subprocess.Popen, timeout: float = 15.0) -> None:
+    import redis
+
+    client = redis.Redis(unix_socket_path=str(path), socket_timeout=1)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("redis-server exited")
+        try:
+            if client.ping():
+                return
+        except redis.RedisError:
+            time.sleep(0.05)
+    raise RuntimeError("redis-server not ready")
+
+
+def fleet(args) -> int:
+    """The issue-15 comparison (see the comment above); JSON to tracker_fleet.json."""
+    for tool in ("wrk", "opentracker"):
+        if not shutil.which(tool):
+            print(f"{tool} is not installed", file=sys.stderr)
+            return 1
+    murder = str(Path(sys.executable).parent / "murder")
+    results: dict = {"duration_s": args.duration, "connections": args.connections,
+                     "torrents": args.torrents, "pinned": bool(shutil.which("taskset")),
+                     "rows": {}}
+    rows = results["rows"]
+    with tempfile.TemporaryDirectory(prefix="tracker-fleet-") as tmp:
+        workdir = Path(tmp)
+        pool = [bytes(range(1, 21)).hex()] + [os.urandom(20).hex() for _ in range(args.torrents)]
+        hashes = workdir / "whitelist"
+        hashes.write_text("\n".join(pool) + "\n")
+        os.chmod(workdir, 0o755)
+        os.chmod(hashes, 0o644)
+        load = build_udp_load(workdir)
+
+        def ours(servers: Servers, port: int, *extra: str) -> subprocess.Popen:
+            proc = servers.start(f"murder-{port}", [
+                murder, "tracker", "--port", str(port), "--bind", "127.0.0.1", "--dfile", "",
+                "--udp-port", str(port), "--max-torrents", "100000", "--max-peers", "1000000",
+                *extra])
+            wait_ready(port, proc)
+            return proc
+
+        def twweb(servers: Servers, port: int) -> subprocess.Popen:
+            proc = servers.start("twweb", [sys.executable, str(HERE / "tracker_twistedweb.py"),
+                                           str(port)])
+            wait_ready(port, proc)
+            return proc
+
+        def opentracker(servers: Servers, port: int) -> subprocess.Popen:
+            proc = servers.start("opentracker", [
+                "opentracker", "-i", "127.0.0.1", "-p", str(port), "-P", str(port), "-d", tmp,
+                "-w", "whitelist"])
+            wait_ready(port, proc)
+            return proc
+
+        def run(name: str, start, kind: str, close: bool = False, n: int = 1,
+                redis_store: bool = False) -> None:
+            servers = Servers(workdir)
+            try:
+                extra: list[str] = []
+                if redis_store:
+                    sock = workdir / "redis.sock"
+                    rp = servers.start("redis", ["redis-server", "--port", "0", "--unixsocket",
+                                                 str(sock), "--save", "", "--appendonly", "no"])
+                    wait_redis(sock, rp)
+                    extra = ["--store", f"unix://{sock}?db=0"]
+                ports = [free_port() for _ in range(n)]
+                trackers = [start(servers, p, *extra) for p in ports]
+                watched = servers.procs  # trackers and redis-server: all on CPU 0
+                if kind == "udp":
+                    stats = measure(watched, lambda: run_udp(load, ports, args.duration,
+                                                             args.connections, hashes))
+                else:
+                    stats = measure(watched, lambda: run_wrk_many(ports, args, hashes, close))
+                stats["healthy_after"] = all(
+                    not wait_ready(p, t).startswith(b"d14:failure") for p, t in
+                    zip(ports, trackers))
+                # Announces per CPU-second of the server side (tracker processes and
+                # redis-server): comparable between rows even when other work on
+                # the machine took part of CPU 0 during some of them.
+                stats["per_cpu_s"] = stats["rate"] / max(stats["server_cpu"], 1e-9)
+                rows[name] = stats
+                print(f"  {name:50} {stats['rate']:>8,.0f}/s  p99 {stats['p99_us'] / 1000:6.2f} ms"
+                      f"  server CPU {stats['server_cpu']:.2f}  load CPU {stats['load_cpu']:.2f}"
+                      f"  {stats['per_cpu_s']:>8,.0f}/CPU-s", flush=True)
+            finally:
+                servers.stop()
+
+        print(f"{args.connections} connections/sockets, {args.duration} s each, "
+              "servers on CPU 0, load on CPU 1")
+        run("http keep-alive: murder (fasthttp)", ours, "http")
+        run("http keep-alive: murder (twisted.web)", twweb, "http")
+        run("http keep-alive: opentracker", opentracker, "http")
+        run("http close: murder (fasthttp)", ours, "http", close=True)
+        run("http close: murder (twisted.web)", twweb, "http", close=True)
+        run("http close: opentracker", opentracker, "http", close=True)
+        run("udp: murder (memory store)", ours, "udp")
+        run("udp: opentracker", opentracker, "udp")
+        if shutil.which("redis-server"):
+            run("udp: murder (redis store, 1 tracker)", ours, "udp", redis_store=True)
+            run("udp: murder (redis store, 2 trackers)", ours, "udp", n=2, redis_store=True)
+            run("http keep-alive: murder (redis store, 1 tracker)", ours, "http",
+                redis_store=True)
+    ratios = {
+        "udp murder/opentracker": ("udp: murder (memory store)", "udp: opentracker"),
+        "http close murder/opentracker": ("http close: murder (fasthttp)",
+                                          "http close: opentracker"),
+        "http keep-alive murder/opentracker": ("http keep-alive: murder (fasthttp)",
+                                               "http keep-alive: opentracker"),
+        "http close fasthttp/twisted.web": ("http close: murder (fasthttp)",
+                                            "http close: murder (twisted.web)"),
+        "http keep-alive fasthttp/twisted.web": ("http keep-alive: murder (fasthttp)",
+                                                 "http keep-alive: murder (twisted.web)"),
+        "udp redis(1)/memory": ("udp: murder (redis store, 1 tracker)",
+                                "udp: murder (memory store)"),
+        "udp redis(2)/memory": ("udp: murder (redis store, 2 trackers)",
+                                "udp: murder (memory store)"),
+    }
+    results["ratios"] = {}
+    results["ratios_per_cpu"] = {}
+    for label, (a, b) in ratios.items():
+        if a in rows and b in rows:
+            results["ratios"][label] = rows[a]["rate"] / rows[b]["rate"]
+            results["ratios_per_cpu"][label] = rows[a]["per_cpu_s"] / rows[b]["per_cpu_s"]
+            print(f"ratio {label}: {results['ratios'][label]:.2f} by rate, "
+                  f"{results['ratios_per_cpu'][label]:.2f} per server CPU-second")
+    RESULTS_FLEET.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS_FLEET.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"results: {RESULTS_FLEET}")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds of wrk per tracker")
@@ -112,7 +360,13 @@ def main() -> int:
     parser.add_argument("--close", action="store_true",
                         help="one connection per announce (Connection: close), as BitTorrent "
                              "clients do; opentracker never keeps connections alive anyway")
+    parser.add_argument("--fleet", action="store_true",
+                        help="issue 15: HTTP (keep-alive and close; fasthttp, twisted.web, "
+                             "opentracker), UDP (ours, opentracker), Redis store (1 and 2 "
+                             "trackers), all in one run; writes results/tracker_fleet.json")
     args = parser.parse_args()
+    if args.fleet:
+        return fleet(args)
     for tool in ("wrk",):
         if not shutil.which(tool):
             print(f"{tool} is not installed", file=sys.stderr)

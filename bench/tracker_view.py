@@ -146,7 +146,10 @@ def main() -> int:
     info_hash = os.urandom(20)
     results: dict = {"peers": args.peers, "samples": args.samples, "viewers": args.viewers,
                      "wrk_duration_s": args.duration, "rounds": args.rounds,
-                     "connections": args.connections, "pinned": bool(shutil.which("taskset"))}
+                     "connections": args.connections, "pinned": bool(shutil.which("taskset")),
+                     "loadavg_start": os.getloadavg()}
+    # The machine is shared: say how busy it was, so the figures can be judged.
+    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     with tempfile.TemporaryDirectory(prefix="tracker-view-") as tmp:
         workdir = Path(tmp)
         pool = [bytes(range(1, 21)).hex()] + [os.urandom(20).hex() for _ in range(1000)]
@@ -204,6 +207,8 @@ def main() -> int:
                   f"  median {on:,.0f}")
             print(f"  open / closed: {on / off:.3f}  ({fetched} viewer fetches)")
             print(f"targets: {results['targets_met']}")
+            results["loadavg_end"] = os.getloadavg()
+            print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         finally:
             if proc.poll() is None:
                 os.kill(proc.pid, signal.SIGTERM)

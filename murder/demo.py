@@ -1,11 +1,13 @@
 """``make demo``: a real deploy on this machine, end to end, in about a minute.
 
-Starts a tracker, makes a torrent of a generated release directory, starts a
-seeder and several peer processes on loopback (each its own destination
-directory, as if each were a server), shows their progress, then prints a
-summary: per-peer completion time, total time, and a sha256 check of every
-destination against the original.  Everything runs as real processes through
-the ``murder`` command; everything is stopped and removed at the end.
+Runs ``murder deploy`` of a generated release directory to several "hosts"
+with the local transport (each host a local ``murder peer`` process with its
+own destination directory, as if each were a server): the command starts its
+tracker and seeder, shows its live progress and summary, and the demo then
+prints its own check: per-host completion time, total time, and a sha256 of
+every destination against the original.  ``--manual`` runs the pieces by
+hand instead (tracker, seeder and peers as separate ``murder`` commands).
+Everything is stopped and removed at the end.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import json
 import os
 import re
 import selectors
+import shlex
 import shutil
 import signal
 import socket
@@ -108,6 +111,51 @@ class Demo:
                 proc.wait()
         if not self.keep:
             shutil.rmtree(self.root, ignore_errors=True)
+
+    def run_deploy(self) -> int:
+        """The release to every "host" with one `murder deploy --transport local`."""
+        say = print
+        release = _make_release(self.root, self.size)
+        original = tree_digest(release)
+        hosts = [f"server{i + 1:02d}" for i in range(self.n)]
+        dest = os.path.join(self.root, "{host}")
+        report = os.path.join(self.root, "deploy-report.json")
+        remote = " ".join(shlex.quote(a) for a in self.murder)
+        argv = ["deploy", "--transport", "local", "--remote-murder", remote,
+                "--report", report, *[a for h in hosts for a in ("--host", h)],
+                release, dest]
+        say(f"murder demo: deploy a {self.size / 2**20:.0f} MiB release to {self.n} local "
+            f"'hosts' in {self.root}")
+        say(f"$ murder deploy --transport local --report deploy-report.json "
+            f"--host server01 … --host server{self.n:02d} release '{{host}}'")
+        proc = self.spawn(argv)
+        try:
+            code = proc.wait(300)
+        except subprocess.TimeoutExpired:
+            say("demo: murder deploy did not finish within 300s")
+            return 1
+        with open(report, encoding="utf-8") as f:
+            doc = json.load(f)
+        started = doc["started"]
+        failures = 0
+        say("")
+        say(f"{'server':10} {'complete at':>12} {'result':>9}  sha256 of the tree")
+        for entry in doc["hosts"]:
+            target = os.path.join(self.root, entry["host"], os.path.basename(release))
+            ok = os.path.isdir(target) and tree_digest(target) == original
+            if not ok or entry["result"] != "verified":
+                failures += 1
+            when = f"{entry['completed'] - started:.2f}s" if entry["completed"] else "-"
+            say(f"{entry['host']:10} {when:>12} {entry['result']:>9}  "
+                f"{'verified' if ok else 'MISMATCH'}")
+        say("")
+        if failures or code:
+            say(f"demo FAILED: murder deploy exited {code}; {failures} of {self.n} servers "
+                f"did not get a verified copy (kept in {self.root})")
+            self.keep = True
+            return 1
+        say(f"all {self.n} servers hold the release, sha256 {original[:16]}… verified")
+        return 0
 
     def run(self) -> int:
         say = print
@@ -235,10 +283,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peers", type=int, default=8, help="peer processes (default 8)")
     parser.add_argument("--size-mib", type=int, default=64, help="release size (default 64)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument("--manual", action="store_true",
+                        help="tracker, seeder and peers by hand instead of `murder deploy`")
     args = parser.parse_args(argv)
     demo = Demo(args.peers, args.size_mib, args.keep)
     try:
-        return demo.run()
+        return demo.run() if args.manual else demo.run_deploy()
     except KeyboardInterrupt:
         print("\ndemo interrupted", file=sys.stderr)
         return 130

@@ -7,6 +7,12 @@
                 "started": <unix time>, "completed": <unix time> | null,
                 "uploaded": <bytes>, "downloaded": <bytes>}, ...]}
 
+The form ``murder deploy`` writes today is read too: ``"elapsed"`` (seconds)
+instead of ``"finished"``, ``"bytes_up"``/``"bytes_down"`` instead of
+``"uploaded"``/``"downloaded"``, and ``"result"`` ``"verified"`` (ok) or
+another state (failed: ``"failed"``, ``"unfinished"``; ``"kind"`` stands in
+for a missing reason).  Other keys are ignored.
+
 This turns it into a completion-time CDF (share of all hosts done, against
 seconds since the deploy started), with failed hosts marked as red crosses
 (at their ``completed`` time when the deploy recorded one, else at the end),
@@ -87,28 +93,38 @@ def parse_report(data: bytes | str) -> DeployReport:
     if not isinstance(doc, dict) or not isinstance(doc.get("hosts"), list):
         raise ReportError('not a deploy report: no "hosts" list')
     started = _number(doc.get("started"), "started")
-    finished = _number(doc.get("finished"), "finished")
+    assert started is not None
+    if "finished" not in doc and "elapsed" in doc:
+        elapsed = _number(doc.get("elapsed"), "elapsed")
+        finished: float | None = started + (elapsed or 0.0)
+    else:
+        finished = _number(doc.get("finished"), "finished")
     hosts = []
     for i, h in enumerate(doc["hosts"]):
         where = f"hosts[{i}]"
         if not isinstance(h, dict) or not isinstance(h.get("host"), str):
             raise ReportError(f'{where}: expected an object with a "host" string')
-        if h.get("result") not in ("ok", "failed"):
-            raise ReportError(f'{where}.result: expected "ok" or "failed", not {h.get("result")!r}')
+        result = h.get("result")
+        if not isinstance(result, str) or not result:
+            raise ReportError(f'{where}.result: expected "ok" or "failed", not {result!r}')
         reason = h.get("reason")
+        if reason is None and isinstance(h.get("kind"), str):
+            reason = h["kind"]
         if reason is not None and not isinstance(reason, str):
             raise ReportError(f"{where}.reason: expected a string or null")
         counts = []
-        for key in ("uploaded", "downloaded"):
-            value = h.get(key, 0)
+        for key, alias in (("uploaded", "bytes_up"), ("downloaded", "bytes_down")):
+            value = h.get(key, h.get(alias, 0))
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ReportError(f"{where}.{key}: expected a byte count, not {value!r}")
             counts.append(value)
+        if result not in ("ok", "failed", "verified"):
+            reason = reason or result  # e.g. "unfinished"
         hosts.append(HostResult(
-            h["host"], h["result"], reason,
+            h["host"], "ok" if result in ("ok", "verified") else "failed", reason,
             _number(h.get("started"), f"{where}.started", optional=True),
             _number(h.get("completed"), f"{where}.completed", optional=True), *counts))
-    assert started is not None and finished is not None
+    assert finished is not None
     return DeployReport(started, finished, tuple(hosts))
 
 

@@ -204,23 +204,27 @@ def then_failure(exit_code: int | None, signal: int | None, words: list[str]) ->
 
 @dataclass
 class Aggregate:
-    """Fleet totals for the progress line: counts, rate (EWMA), ETA, slowest hosts."""
+    """Fleet totals for the progress line: counts, rate, ETA, slowest hosts.
+
+    The rate is taken over the last ``window`` seconds: peers report progress
+    once a second, so a shorter span would swing between bursts and zero."""
 
     payload_bytes: int
-    rate: float = 0.0  # bytes/s, smoothed
-    _last: tuple[float, float] | None = None
+    window: float = 3.0
+    rate: float = 0.0  # bytes/s
+    _samples: list = field(default_factory=list)
 
     def update(self, records: list[HostRecord], now: float) -> dict:
         done = sum(1 for r in records if r.state == VERIFIED)
         failed = sum(1 for r in records if r.state == FAILED)
         active = [r for r in records if not r.final]
         moved = sum(r.fraction for r in records if r.state != FAILED) * self.payload_bytes
-        if self._last is not None:
-            then, before = self._last
-            if now > then:
-                instant = max(0.0, moved - before) / (now - then)
-                self.rate = instant if self.rate == 0 else 0.7 * self.rate + 0.3 * instant
-        self._last = (now, moved)
+        self._samples.append((now, moved))
+        while len(self._samples) > 2 and now - self._samples[1][0] >= self.window:
+            self._samples.pop(0)
+        then, before = self._samples[0]
+        if now > then:
+            self.rate = max(0.0, moved - before) / (now - then)
         left = sum(1.0 - r.fraction for r in active) * self.payload_bytes
         eta = left / self.rate if self.rate > 0 else None
         slowest = sorted((r for r in active if r.state in ("running", "connecting")),

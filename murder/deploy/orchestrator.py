@@ -86,6 +86,10 @@ class _Session(protocol.ProcessProtocol):
         value = reason.value
         self._on_end(getattr(value, "exitCode", None), getattr(value, "signal", None))
 
+    def send(self, data: bytes) -> None:
+        if not self.ended and self.transport is not None:
+            self.transport.write(data)
+
     def close_stdin(self) -> None:
         if not self.ended and self.transport is not None:
             try:
@@ -154,6 +158,9 @@ class Deployment:
             announce = f"http://{wrapped}:{port}/announce"
             self._start_tracker(port)
         self.announce_url = announce
+        # Sessions open now: ssh handshakes and the remote peers' start-up
+        # overlap hashing and the seeder's start; each peer waits on stdin.
+        self._pump()
         self._say(None, f"hashing {c.payload}")
         torrent = await threads.deferToThreadPool(
             self.reactor, self.reactor.getThreadPool(),
@@ -167,16 +174,19 @@ class Deployment:
             from murder import trust
 
             torrent = trust.sign_torrent(torrent, trust.load_private_key(c.sign))
-        self.meta = metainfo.parse(bencode.encode(torrent))
-        self.torrent_bytes = self.meta.encode()
+        meta = metainfo.parse(bencode.encode(torrent))
         path = os.path.join(self._workdir, "payload.torrent")
-        metainfo.write_atomic(path, self.torrent_bytes)
+        metainfo.write_atomic(path, meta.encode())
         await self._start_seeder(path, host)
-        self._say(None, f"torrent {self.meta.info_hash.hex()[:16]}: {self.meta.total_length} "
-                        f"bytes, {self.meta.num_pieces} pieces; tracker {announce}; "
+        self.meta = meta
+        self.torrent_bytes = meta.encode()
+        self._say(None, f"torrent {meta.info_hash.hex()[:16]}: {meta.total_length} "
+                        f"bytes, {meta.num_pieces} pieces; tracker {announce}; "
                         f"seeding from {host}")
         if self.display is not None:
             self.display.start(self)
+        for session in list(self._sessions.values()):
+            session.send(self.torrent_bytes)
         self._pump()
         self._check_done()
 
@@ -280,7 +290,8 @@ class Deployment:
             record.fail(core.SSH_ERROR, f"cannot run {argv[0]}: {e}", self.reactor.seconds())
             self._say(record, record.reason)
             return
-        session.transport.write(self.torrent_bytes)
+        if self.torrent_bytes:
+            session.send(self.torrent_bytes)
 
     def _status(self, record: HostRecord, line: str) -> None:
         verdict = record.status_line(line)

@@ -15,9 +15,11 @@ from murder.deploy.orchestrator import DeployConfig, Deployment
 from murder.deploy.transport import Transport, route_source
 from murder.errors import ConfigError
 
-#: Default of --parallel.  Sessions stay open while verified hosts seed, so
-#: this bounds the ssh clients (and remote peers) alive at once; see
-#: bench/README.md ("murder deploy") for the measurement behind it.
+#: Default of --parallel.  Sessions stay open while verified hosts seed, so a
+#: limit below the fleet size splits the swarm into waves (measured at N=16,
+#: 64 MiB at 40 Mbit/s: 4 sessions 2.17x, 8 sessions 1.31x the time of 16;
+#: bench/README.md).  64 keeps fleets of up to 64 hosts in one swarm and bounds
+#: the local ssh clients beyond that.
 DEFAULT_PARALLEL = 64
 
 
@@ -33,7 +35,7 @@ class DeployOptions(usage.Options):
                 "hosts are named with one reason each. Host keys are checked as your "
                 "OpenSSH configuration says (BatchMode on).")
     optParameters = [
-        ["hosts", "H", None, "File of hosts, one [user@]host[:port] a line, # comments "
+        ["hosts", "h", None, "File of hosts, one [user@]host[:port] a line, # comments "
                              "('-': stdin)."],
         ["ssh-config", "F", None, "SSH configuration file (ssh -F)."],
         ["announce-host", None, None, "Address the hosts reach this machine at (default: "
@@ -68,7 +70,7 @@ class DeployOptions(usage.Options):
         """A host, [user@]host[:port] (repeatable)."""
         self["host"].append(spec)
 
-    opt_h = opt_host
+    opt_H = opt_host  # noqa: N815 (pssh's letters: -h FILE, -H HOST)
 
     def opt_ssh_option(self, option: str) -> None:
         """An ssh -o option, e.g. ProxyJump=bastion (repeatable)."""
@@ -83,6 +85,9 @@ class DeployOptions(usage.Options):
     def postOptions(self) -> None:  # noqa: N802
         if not os.path.exists(self["payload"]):
             raise usage.UsageError(f"payload {self['payload']} does not exist")
+        for key in ("sign", "auth-secret", "ssh-config"):
+            if self[key] and not os.path.isfile(self[key]):
+                raise usage.UsageError(f"--{key} {self[key]}: no such file")
         if self["transport"] not in ("ssh", "local"):
             raise usage.UsageError("--transport must be ssh or local")
         if self["parallel"] < 1:
@@ -115,7 +120,7 @@ class DeployOptions(usage.Options):
                               ssh_config=self["ssh-config"],
                               ssh_options=tuple(self["ssh-option"]))
         announce = self["announce-host"]
-        if announce is None and not self["tracker"]:
+        if announce is None:  # also with --tracker: the seeder announces this address
             try:
                 announce = route_source(transport, self["targets"][0])
             except OSError as e:

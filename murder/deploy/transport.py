@@ -68,7 +68,9 @@ def peer_command(remote_murder: str, dest: str, tracker_timeout: float = 60.0,
     its log and progress on stderr; closing stdin ends it cleanly."""
     q = shlex.quote(dest)
     extra = f" --stall-timeout {stall_timeout:g}" if stall_timeout is not None else ""
-    return (f"mkdir -p -- {q} && exec {remote_murder} peer --torrent - --stop-on-eof "
+    # `exec env`: the peer replaces the shell (signals and exit status are its
+    # own), and a --remote-murder like `MURDER_TRUST=/etc/keys murder` works.
+    return (f"mkdir -p -- {q} && exec env {remote_murder} peer --torrent - --stop-on-eof "
             f"--destination {q} --status-fd 3 --progress-interval 1 "
             f"--seed-time {REMOTE_SEED_TIME} --tracker-timeout {tracker_timeout:g}{extra} "
             f"3>&1 1>&2")

@@ -167,8 +167,9 @@ class Announcer:
     """Keeps one torrent announced to its trackers.
 
     ``start()`` returns a Deferred that fires after the first successful
-    announce, or fails with :class:`TrackerUnreachable` if no tracker answered
-    within ``tracker_timeout`` seconds.  Afterwards failures are logged and
+    announce, or fails after ``tracker_timeout`` seconds with
+    :class:`TrackerRefused` (some tracker answered, with an error) or
+    :class:`TrackerUnreachable` (none answered at all).  Afterwards failures are logged and
     retried; the swarm keeps its connections meanwhile.
     """
 

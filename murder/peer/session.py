@@ -165,6 +165,9 @@ class Swarm:
         peer.active = False
         peer.upload_queue.clear()
         self._forget(peer)
+        # Also when a duplicate superseded it (``_forget`` skipped it then):
+        # it may hold the upload slot again, taken back while still open.
+        self.uploads.forget(peer)
         self.log.debug("disconnected from {address}", address=peer.address)
         if not self._stopping:
             for other in list(self.connections.values()):

@@ -122,9 +122,12 @@ class Uploads:
         if owner is peer:
             return True
         now = self.clock.seconds()
-        if owner is not None and owner.active and self.picker.availability[index] == 0:
+        if owner is not None and owner.active and not self._stuck(owner, now) and \
+                self.picker.availability[index] == 0:
             # On its way to another peer, which will offer it as soon as it
-            # verifies: asking again does not help.
+            # verifies: asking again does not help.  Unless that peer stopped
+            # reading (frozen, swapping): then the piece is not on its way, and
+            # refusing it to everyone else stalled the whole swarm.
             peer.seed_refused[index] = now
             self.refused_requests += 1
             return False
@@ -246,13 +249,17 @@ class Uploads:
                                   "so far", copies=self.uploaded / self.meta.total_length)
         self.limiter.uploaded(length)
 
+    def _stuck(self, peer: Peer, now: float) -> bool:
+        """Has ``peer`` not drained its socket for ``stuck_turn_timeout``?"""
+        return peer.paused_since is not None and \
+            now - peer.paused_since > self.config.stuck_turn_timeout
+
     def liveness(self, peer: Peer, now: float) -> None:
         """Requests from ``peer`` are queued here.  While they wait for a
         turn, tell it we are alive; while its turn makes no progress (its
         socket does not drain: a wedged downloader), pass the turn on."""
         if peer in self._active:
-            if peer.paused_since is not None and self._turns and \
-                    now - peer.paused_since > self.config.stuck_turn_timeout:
+            if self._turns and self._stuck(peer, now):
                 self.log.info("{address} is not reading; its upload turn passes",
                               address=peer.address)
                 self._active.remove(peer)

@@ -48,14 +48,14 @@ class Options(usage.Options):
         ["oversubscription", None, "1", "Rack uplink = hosts-per-rack × NIC ÷ this."],
         ["payload", None, "1G", "Payload size in bytes (K/M/G = 2^10/2^20/2^30)."],
         ["piece-length", None, "16M", "Piece length of the simulated torrent."],
-        ["real-piece-length", None, "16K",
+        ["real-piece-length", None, "64K",
          "Real bytes carried per piece (fidelity: a block counts piece-length ÷ this "
          "on the network; equal to --piece-length for full fidelity)."],
         ["startup", None, "0", "Per-host start-up delay: SECONDS, or MIN:MAX (uniform)."],
         ["rack-stagger", None, "0", "Rack r starts r × SECONDS later."],
         ["policy", None, "random",
          "Tracker handout, or a comma-separated list to compare: random, rack, "
-         "rack-far10, rack-noseed, rack-strict."],
+         "rack-far10, rack-gw2, rack-noseed, rack-strict."],
         ["numwant", None, "500", "Peers asked of the tracker per announce."],
         ["max-connections", None, "200", "Peer connections per host."],
         ["seeders", None, "1", "Origin seeders."],
@@ -68,6 +68,7 @@ class Options(usage.Options):
         ["json", None, None, "Write the results as JSON to this file."],
         ["png", None, None, "Draw the completion CDF to this PNG (needs matplotlib)."],
     ]
+    optFlags = [["progress", None, "Print a status line to stderr every 0.25 virtual s."]]
 
     def postOptions(self) -> None:  # noqa: N802
         from murder.sim.fleet import FleetConfig
@@ -123,7 +124,7 @@ class Options(usage.Options):
 
 HEADER = (f"{'policy':12} {'hosts':>6} {'racks':>5} {'time s':>8} {'bound s':>8} {'÷bound':>7} "
           f"{'p50 s':>7} {'p90 s':>7} {'seed up÷F':>9} {'xrack÷F·R':>9} {'events':>10} "
-          f"{'wall s':>7}")
+          f"{'wall s':>7} {'CPU s':>7} {'rack max s':>10}")
 
 
 def summary_line(result) -> str:
@@ -139,9 +140,10 @@ def summary_line(result) -> str:
     xr = f"{result.cross_rack_ratio:9.2f}" if result.cross_rack_ratio is not None else \
         f"{'-':>9}"
     racks = -(-cfg["hosts"] // cfg["hosts_per_rack"]) if cfg["hosts_per_rack"] else 1
+    span = f"{max(result.rack_duration):10.2f}" if result.rack_duration else f"{'-':>10}"
     return (f"{cfg['policy']:12} {result.hosts:6d} {racks:5d} {last} {result.bound:8.3f} "
             f"{ratio} {pct(0.5)} {pct(0.9)} {result.seeder_upload_ratio:9.2f} {xr} "
-            f"{result.events:10d} {result.wall_s:7.1f}")
+            f"{result.events:10d} {result.wall_s:7.1f} {result.cpu_s:7.1f} {span}")
 
 
 def draw_png(results, path: str) -> None:
@@ -180,7 +182,9 @@ def main(command: str, args: list[str]) -> int:
     print(HEADER)
     for cfg in options.configs:
         try:
-            result = build_and_run(cfg)
+            result = build_and_run(cfg, progress=(lambda line: print(line, file=sys.stderr,
+                                                                    flush=True))
+                                   if options["progress"] else None)
         except ConfigError:
             raise
         results.append(result)

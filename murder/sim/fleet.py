@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from twisted.internet import defer
@@ -24,7 +24,7 @@ from twisted.logger import Logger
 
 from murder.peer.announcer import Announcer
 from murder.peer.protocol import TCPDialer
-from murder.peer.session import Swarm, SwarmConfig
+from murder.peer.session import Swarm, SwarmConfig, make_peer_id
 from murder.peer.wire import BLOCK_SIZE, Bitfield
 from murder.sim.clock import SimClock
 from murder.sim.link import SimPeerFactory, SimPeerProtocol, Switchboard
@@ -37,6 +37,9 @@ from murder.tracker.web import TrackerApp
 log = Logger()
 
 TRACKER_URL = "http://10.255.255.1:8998/announce"
+#: Peer ids as this version of ``murder peer`` makes them (the version in
+#: the id switches protocol features such as keep-alives on).
+_PEER_ID_START = make_peer_id()[:8]
 PORT = 6881
 
 
@@ -54,7 +57,7 @@ class FleetConfig:
     piece_length: int = 2**24
     #: Real bytes per piece (≤ piece_length); each block counts
     #: piece_length ÷ this many times on the network.
-    real_piece_length: int = BLOCK_SIZE
+    real_piece_length: int = 4 * BLOCK_SIZE
     #: Each host starts at a uniform random time in [startup_min, startup_max].
     startup_min: float = 0.0
     startup_max: float = 0.0
@@ -73,6 +76,11 @@ class FleetConfig:
     announce_interval: int = 15
     time_limit: float = 3600.0
     seed: int = 1
+    #: Model bench/swarm.py's single machine: every byte delivered costs
+    #: ``cpu_s_per_gib`` CPU-seconds per GiB out of ``cpu_cores`` shared by
+    #: all hosts (0: every host has its own CPU, as in a datacenter).
+    cpu_cores: float = 0.0
+    cpu_s_per_gib: float = 0.0
 
     @property
     def scale(self) -> int:
@@ -85,6 +93,34 @@ class FleetConfig:
     @property
     def racks(self) -> int:
         return 1 if not self.hosts_per_rack else -(-self.hosts // self.hosts_per_rack)
+
+
+def swarm_config(cfg: FleetConfig) -> SwarmConfig:
+    """The peers' tuning: murder's defaults, with the per-block limits rescaled
+    when a real block stands for ``scale`` blocks.
+
+    The core counts its request pipeline (at most 256 blocks = 4 MiB
+    outstanding per peer) and the endgame threshold (64 blocks missing) in
+    16 KiB blocks.  Left as they are, a scaled block would make them
+    ``scale`` times larger in modelled bytes (at scale 1024: 4 GiB of
+    requests per peer, the whole download in endgame).  They are divided by
+    the scale instead, keeping at least one real piece requested.  Use
+    several real blocks per piece (``real_piece_length`` 64 KiB: 4) so that
+    an upload turn is paced by the send buffer block by block; with one
+    block per piece the whole piece fits "in the buffer" at once and every
+    requester is served at the same time.
+    """
+    base = SwarmConfig(max_connections=cfg.max_connections)
+    scale = cfg.scale
+    if scale == 1:
+        return base
+    per_piece = max(1, cfg.real_piece_length // BLOCK_SIZE)
+    pipeline = max(per_piece, base.max_pipeline // scale)
+    # One request per block: a turn then spans several writes, paced by the
+    # send buffer as a real piece's 16 KiB blocks are.
+    return replace(base, max_pipeline=pipeline, min_pipeline=min(base.min_pipeline, pipeline),
+                   endgame_blocks=max(1, base.endgame_blocks // scale),
+                   request_size=BLOCK_SIZE)
 
 
 def kumar_ross_bound(size: float, u_s: float, d_min: float, uploads: list[float]) -> float:
@@ -187,10 +223,15 @@ class FleetResult:
     cross_rack_bytes: float
     cross_rack_ratio: float | None
     last_rack_finish: list[float] = field(default_factory=list)
+    #: Per rack: its last host's completion − the rack's start offset
+    #: (rack × rack_stagger): how long the rack took from its own start.
+    rack_duration: list[float] = field(default_factory=list)
     events: int = 0
     rate_solves: int = 0
     connections: int = 0
     wall_s: float = 0.0
+    #: CPU seconds of the simulator process (its wall time on an idle core).
+    cpu_s: float = 0.0
     virtual_s: float = 0.0
 
     @property
@@ -209,9 +250,13 @@ def _policy(name: str, racks: int) -> Any:
     return topology.policy_named(name, rack_topology(racks))
 
 
-def build_and_run(cfg: FleetConfig) -> FleetResult:
-    """Simulate one deploy to the end (every host complete, or ``time_limit``)."""
+def build_and_run(cfg: FleetConfig, progress: Any = None) -> FleetResult:
+    """Simulate one deploy to the end (every host complete, or ``time_limit``).
+
+    ``progress``, if given, is called with a one-line status every 0.25 s of
+    virtual time (long runs)."""
     wall0 = time.monotonic()
+    cpu0 = time.process_time()
     # Same hashes for the same run: sets of connections and pipes iterate alike.
     SimPeerProtocol._created = 0
     Pipe._created = 0
@@ -219,6 +264,8 @@ def build_and_run(cfg: FleetConfig) -> FleetResult:
     clock = SimClock()
     net = Network(clock, hop_latency=cfg.hop_latency, goodput=cfg.goodput,
                   rate_quantum=cfg.rate_quantum)
+    if cfg.cpu_cores and cfg.cpu_s_per_gib:
+        net.add_shared(cfg.cpu_cores / cfg.cpu_s_per_gib * 2**30)
     board = Switchboard(clock, net, scale=cfg.scale, send_buffer=cfg.send_buffer,
                         resume_below=cfg.resume_below)
     nic = cfg.nic_bps / 8
@@ -259,13 +306,13 @@ def build_and_run(cfg: FleetConfig) -> FleetResult:
     receivers = [h for h in hosts if not h.seeder]
     state = {"done": 0}
 
-    peer_config = SwarmConfig(max_connections=cfg.max_connections)
-    seed_config = SwarmConfig(max_connections=cfg.max_connections, super_seed=True)
+    peer_config = swarm_config(cfg)
+    seed_config = replace(peer_config, super_seed=True)
 
     def start(host: SimHost) -> None:
         reactor = board.reactor_for(host.net_id, host.ip)
         have = Bitfield(meta.num_pieces, full=host.seeder)
-        peer_id = b"-MU0100-" + rng.randbytes(12)
+        peer_id = _PEER_ID_START + rng.randbytes(12)
         config = seed_config if host.seeder else peer_config
         swarm = Swarm(meta, storage, have, reactor, config,
                       peer_id=peer_id, rng=random.Random(rng.random()),
@@ -292,6 +339,15 @@ def build_and_run(cfg: FleetConfig) -> FleetResult:
 
     for host in hosts:
         clock.callLater(host.start_at, start, host)
+
+    def report() -> None:
+        progress(f"virtual {clock.now:6.2f} s: {state['done']}/{len(receivers)} complete, "
+                 f"{clock.events} events, {net.solves} rate solves, "
+                 f"wall {time.monotonic() - wall0:.0f} s, CPU {time.process_time() - cpu0:.0f} s")
+        clock.callLater(0.25, report)
+
+    if progress is not None:
+        clock.callLater(0.25, report)
     clock.run(cfg.time_limit)
 
     times = sorted(h.completed_at for h in receivers if h.completed_at is not None)
@@ -313,6 +369,9 @@ def build_and_run(cfg: FleetConfig) -> FleetResult:
         seeder_upload_ratio=seeder_sent / F,
         cross_rack_bytes=net.cross_rack_bytes,
         cross_rack_ratio=net.cross_rack_bytes / (F * racks) if racks > 1 else None,
-        last_rack_finish=rack_last, events=clock.events, rate_solves=net.solves,
-        connections=board.connections, wall_s=time.monotonic() - wall0, virtual_s=clock.now)
+        last_rack_finish=rack_last,
+        rack_duration=[t - r * cfg.rack_stagger for r, t in enumerate(rack_last)],
+        events=clock.events, rate_solves=net.solves,
+        connections=board.connections, wall_s=time.monotonic() - wall0,
+        cpu_s=time.process_time() - cpu0, virtual_s=clock.now)
     return result

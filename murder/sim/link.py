@@ -166,7 +166,9 @@ class SimTransport:
             self.conn.close_later()
 
     def _receive(self, data: bytes) -> None:
-        if not self.conn.closed:
+        # Twisted stops reading once loseConnection is called: a dropped
+        # connection hears nothing more, even what was already on its way.
+        if not self.conn.closed and not self.disconnecting:
             self.protocol.dataReceived(data)
 
 

@@ -98,6 +98,8 @@ class Network:
         self.host_down: list[int] = []
         self.host_rack: list[int] = []
         self.rack_links: list[tuple[int, int] | None] = []
+        #: Links every flow crosses (a shared CPU, see :meth:`add_shared`).
+        self.shared: list[int] = []
         self.flows_on: dict[int, set[Pipe]] = {}
         self.active: set[Pipe] = set()
         self._solve_call = None
@@ -130,6 +132,13 @@ class Network:
         self.sent_by_host.append(0.0)
         return len(self.host_up) - 1
 
+    def add_shared(self, capacity: float) -> int:
+        """A resource every flow crosses, in bytes/s: e.g. the CPU of the one
+        machine that runs all hosts of bench/swarm.py (cores ÷ CPU-s per byte)."""
+        self.cap.append(capacity)
+        self.shared.append(len(self.cap) - 1)
+        return self.shared[-1]
+
     def latency(self, src: int, dst: int) -> float:
         """One-way: 2 hops in a rack (host, switch, host), 4 across racks."""
         return self.hop_latency * (2 if self.host_rack[src] == self.host_rack[dst] else 4)
@@ -143,6 +152,7 @@ class Network:
                 links.append(self.rack_links[rs][0])
             if self.rack_links[rd] is not None:
                 links.append(self.rack_links[rd][1])
+        links.extend(self.shared)
         return Pipe(src, dst, tuple(links), self.latency(src, dst), cross,
                     min(self.cap[link] for link in links))
 

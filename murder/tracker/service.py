@@ -6,6 +6,7 @@ tracker`` run (see :mod:`murder.tracker.tap`).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from twisted.application import service
@@ -32,10 +33,20 @@ def build_service(config: TrackerConfig, reactor: Any) -> service.MultiService:
     Children stop in reverse order, so the listener closes before the final
     dfile save.
     """
-    store = PeerStore(reactor, peer_timeout=config.peer_timeout,
-                      max_torrents=config.max_torrents,
-                      max_peers_per_torrent=config.max_peers_per_torrent,
-                      max_peers=config.max_peers)
+    store: Any = PeerStore(reactor, peer_timeout=config.peer_timeout,
+                           max_torrents=config.max_torrents,
+                           max_peers_per_torrent=config.max_peers_per_torrent,
+                           max_peers=config.max_peers)
+    if config.store is not None:
+        # Shared peers live in Redis, which persists them itself: no dfile.
+        from murder.tracker.redisstore import RedisPeerStore
+
+        store = RedisPeerStore(reactor, config.store, peer_timeout=config.peer_timeout,
+                               max_torrents=config.max_torrents,
+                               max_peers_per_torrent=config.max_peers_per_torrent,
+                               max_peers=config.max_peers)
+        config = replace(config, dfile=None)
+        log.info("peers kept in {store}", store=config.store)
     app = TrackerApp(
         store, interval=config.interval, min_interval=config.min_interval,
         numwant_default=config.numwant_default, numwant_max=config.numwant_max,

@@ -303,7 +303,8 @@ class PeerStore:
     #: and orders the peers of a reply.  None: a uniform random sample.
     handout: Any = None
 
-    def sample(self, torrent: Torrent, exclude: bytes, numwant: int) -> tuple[list[Peer], list[Peer]]:
+    def sample(self, torrent: Torrent, exclude: bytes,
+               numwant: int) -> tuple[list[Peer], list[Peer]]:
         """The peers for one reply (IPv4, IPv6), through the handout policy if any."""
         if self.handout is not None:
             chosen: tuple[list[Peer], list[Peer]] = self.handout.sample(
@@ -496,9 +497,12 @@ def _peer_from_record(peer_id: Any, rec: Any, now: float) -> Peer:
     peer = Peer(peer_id, ip, port, compact, v6, _int(rec.get(b"left", 0)),
                 _int(rec.get(b"uploaded", 0)), _int(rec.get(b"downloaded", 0)),
                 now - _int(rec.get(b"age", 0)), key, bool(rec.get(b"completed", 0)))
-    # The dfile keeps no history: progress starts again from the load.
+    # The dfile keeps no history: progress starts again from the load.  A peer
+    # that had completed here stays "complete" (not an origin seeder).
     peer.first_seen = peer.progress_at = now
     peer.initial_left = peer.left
+    if peer.completed and peer.left == 0:
+        peer.completed_at = now
     return peer
 
 

@@ -109,9 +109,10 @@ class Options(usage.Options):
         ["max-peers", None, "200000", "Most peers in total."],
         ["trusted-networks", None, ",".join(DEFAULT_TRUSTED_NETWORKS),
          "Comma-separated networks whose requests may set ip=."],
-        ["leecher-interval", None, "2", "Seconds between announces asked of peers still "
-                                        "downloading, so the dashboard and /status.json are "
-                                        "that fresh (0: use --interval)."],
+        ["leecher-interval", None, None, "Seconds between announces asked of peers still "
+                                         "downloading, so the dashboard and /status.json are "
+                                         "that fresh (default: min(2, interval); 0: use "
+                                         "--interval)."],
         ["stall-after", None, "30", "Seconds without progress before the dashboard and "
                                     "/metrics show a downloading peer as stalled."],
         ["udp-port", None, None, "Also answer BEP 15 UDP announces on this port "
@@ -255,7 +256,9 @@ class Options(usage.Options):
             max_peers=self._int("max-peers", 1),
             trusted_networks=networks, verbose=bool(self["verbose"]),
             auth_secrets=auth_secrets, client_ca=client_ca,
-            leecher_interval=self._int("leecher-interval", 0, interval) or None,
+            leecher_interval=(self._int("leecher-interval", 0, interval)
+                              if self["leecher-interval"] is not None else min(2, interval))
+                             or None,
             stall_after=self._seconds("stall-after"),
             udp_port=udp_port, udp_bind=udp_bind, store=store_url,
             topology=self._topology(),
@@ -303,7 +306,8 @@ def runForeground(options: Options) -> int:  # noqa: N802 (cli API)
         top.privilegedStartService()
     except Exception as e:
         reason = getattr(e, "socketError", None) or e
-        print(f"murder tracker: cannot listen on {config.listen}: {reason}", file=sys.stderr)
+        where = config.listen + (f" and udp:{config.udp_port}" if config.udp_port else "")
+        print(f"murder tracker: cannot listen on {where}: {reason}", file=sys.stderr)
         return 1
     top.startService()
     log_access(config)

@@ -127,10 +127,13 @@ def load(path: str) -> Topology:
 class _Index:
     """One torrent's peers grouped by location, extended as peers join."""
 
-    __slots__ = ("peer", "flat", "loc", "groups", "prefixes", "seeders")
+    __slots__ = ("peer", "flat", "loc", "groups", "prefixes", "seeders", "rank", "leechers")
 
     def __init__(self) -> None:
         self.peer: dict[bytes, Any] = {}
+        #: Join order of each peer within its location (gateways: the first).
+        self.rank: dict[bytes, int] = {}
+        self.leechers: dict[Location | None, int] = {}
         self.flat: list = []
         self.loc: dict[bytes, Location | None] = {}
         self.groups: dict[Location | None, list] = {}
@@ -141,10 +144,14 @@ class _Index:
 class RackAwareHandout:
     """Closest first, plus the seeders and a far share (see the module docstring)."""
 
-    def __init__(self, topology: Topology, *, seeders: int = 2, far_share: float = 0.2) -> None:
+    def __init__(self, topology: Topology, *, seeders: int = 2, far_share: float = 0.2,
+                 gateways: int = 0) -> None:
         self.topology = topology
         self.seeders = seeders
         self.far_share = far_share
+        #: > 0: only the first ``gateways`` peers of each location get the far
+        #: share (a two-level overlay: few connections cross racks).
+        self.gateways = gateways
         self._index: dict[bytes, tuple[Any, _Index]] = {}
 
     # -------------------------------------------------------------- index
@@ -197,6 +204,10 @@ class RackAwareHandout:
         group.append(peer)
         if peer.left == 0 and not peer.completed:
             idx.seeders.append(peer)
+        else:
+            n = idx.leechers.get(loc, 0)
+            idx.rank[peer.peer_id] = n
+            idx.leechers[loc] = n + 1
 
     # ------------------------------------------------------------ handout
     def sample(self, torrent: Any, exclude: bytes, numwant: int,
@@ -224,6 +235,8 @@ class RackAwareHandout:
         own = [p for p in idx.groups.get(loc, ()) if ok(p)]
         outside = len(idx.flat) - len(idx.groups.get(loc, ()))
         far_quota = min(outside, math.ceil(self.far_share * budget)) if self.far_share else 0
+        if self.gateways and idx.rank.get(exclude, 0) >= self.gateways:
+            far_quota = 0
         rng.shuffle(own)
         own = own[:max(0, budget - far_quota)]
         taken.update(p.peer_id for p in own)
@@ -285,6 +298,7 @@ class RackAwareHandout:
 POLICIES = {
     "rack": dict(seeders=2, far_share=0.2),
     "rack-far10": dict(seeders=2, far_share=0.1),
+    "rack-gw2": dict(seeders=2, far_share=0.2, gateways=2),
     "rack-noseed": dict(seeders=0, far_share=0.2),
     "rack-strict": dict(seeders=0, far_share=0.0),
 }

@@ -74,12 +74,16 @@ class TokenBucket:
 class UDPTrackerCore:
     """One request datagram in, one reply datagram (or ``None``) out."""
 
+    #: Memoised connection ids (hosts x 2 buckets) before the memo is reset.
+    _ID_CACHE = 65536
+
     def __init__(self, app: TrackerApp, *, secret: bytes | None = None,
                  error_rate: float = 100.0, error_burst: float = 200.0) -> None:
         self.app = app
         self.store = app.store
         self.clock = app.store.clock
         self._secret = secret or os.urandom(32)
+        self._ids: dict[tuple[str, int], int] = {}
         self.errors = TokenBucket(self.clock, error_rate, error_burst)
         self.rejected_log = RateLimitedLog(self.clock)
         #: Counters, for tests and the status page.
@@ -92,14 +96,27 @@ class UDPTrackerCore:
         """The id for ``host`` in ``bucket`` (default: now's)."""
         if bucket is None:
             bucket = int(self.clock.seconds() // BUCKET)
-        mac = hmac.new(self._secret, b"%s|%d" % (host.encode(), bucket), hashlib.sha256)
-        return int.from_bytes(mac.digest()[:8], "big")
+        key = (host, bucket)
+        known = self._ids.get(key)
+        if known is None:
+            mac = hmac.new(self._secret, b"%s|%d" % (host.encode(), bucket), hashlib.sha256)
+            known = int.from_bytes(mac.digest()[:8], "big")
+            if len(self._ids) >= self._ID_CACHE:
+                self._ids.clear()
+            self._ids[key] = known
+        return known
 
     def valid(self, connection_id: int, host: str) -> bool:
+        """Whether ``connection_id`` is ``host``'s, of this bucket or the last one.
+
+        The MACs are memoised per (host, bucket): the same hosts announce
+        again and again, and an HMAC per datagram was a fifth of its cost.
+        A timing-safe comparison is not needed for an 8-byte token that
+        only proves the sender reads replies at its address.
+        """
         bucket = int(self.clock.seconds() // BUCKET)
-        return any(hmac.compare_digest(self.connection_id(host, b).to_bytes(8, "big"),
-                                       connection_id.to_bytes(8, "big"))
-                   for b in (bucket, bucket - 1))
+        return (connection_id == self.connection_id(host, bucket)
+                or connection_id == self.connection_id(host, bucket - 1))
 
     # -------------------------------------------------------------------- handle
 
@@ -162,7 +179,7 @@ class UDPTrackerCore:
                      peer=f"{ip}:{req.port}", left=req.left)
         if req.event == "stopped":
             numwant = 0
-        peers4, peers6 = torrent.compact_sample(req.peer_id, numwant, self.store.rng)
+        peers4, peers6 = self.store.compact_sample(torrent, req.peer_id, numwant)
         self.answered += 1
         return udpcodec.announce_reply(request.transaction, app.interval, torrent.leechers,
                                        torrent.seeders, peers6 if ":" in host else peers4)

@@ -31,11 +31,12 @@ every ``--leecher-interval`` seconds (see :mod:`murder.tracker.tap`).
 
 With ``?info_hash=HEX`` only that swarm is listed, and it also carries
 ``"columns": [...]`` and ``"peers": [[...], ...]`` (one array per peer, in
-``columns`` order, sorted by address) so 2,000 hosts stay a small answer.
+``columns`` order, sorted by numeric address) so 2,000 hosts stay a small answer.
 """
 
 from __future__ import annotations
 
+import operator
 import time
 from typing import Any, Iterable
 
@@ -57,6 +58,10 @@ def peer_state(peer: Peer, now: float, stall_after: float) -> str:
     if peer.gone_at is not None:
         return "gone"
     return "stalled" if now - peer.progress_at >= stall_after else "downloading"
+
+
+#: Numeric address order (compact form: address bytes then port), IPv4 first.
+_address = operator.attrgetter("v6", "compact")
 
 
 def _all_peers(torrent: Torrent) -> Iterable[Peer]:
@@ -91,7 +96,7 @@ def swarm_view(store: PeerStore, torrent: Torrent, now: float, stall_after: floa
     completions = []
     failures = []
     out_rows = []
-    for p in sorted(peers, key=lambda p: (p.ip, p.port)) if rows else peers:
+    for p in sorted(peers, key=_address) if rows else peers:
         state = peer_state(p, now, stall_after)
         states[state] += 1
         peer_eta = None
@@ -112,16 +117,15 @@ def swarm_view(store: PeerStore, torrent: Torrent, now: float, stall_after: floa
             done_at = round(max(0.0, p.completed_at - start), 3)
             completions.append(done_at)
         if rows:
-            progress = None
-            if size:
-                progress = round(max(0.0, min(1.0, 1 - p.left / size)), 4)
+            # Integer arithmetic and tenths: this loop runs for every host of
+            # the swarm once a second per viewer (bench/tracker_view.py).
+            progress = (max(0, size - p.left) * 10000 // size) / 10000 if size else None
             age_from = p.gone_at if p.gone_at is not None else now
             out_rows.append([
-                p.ip, p.port, state, progress,
-                round(p.rate) if state == "downloading" else 0, (round(peer_eta, 1)
-                                                               if peer_eta is not None else None),
-                p.left, p.uploaded, p.downloaded, round(now - p.last_seen, 1), done_at,
-                round(max(0.0, age_from - p.progress_at), 1)])
+                p.ip, p.port, state, progress, int(p.rate) if state == "downloading" else 0,
+                int(peer_eta * 10) / 10 if peer_eta is not None else None,
+                p.left, p.uploaded, p.downloaded, int((now - p.last_seen) * 10) / 10, done_at,
+                int(max(0.0, age_from - p.progress_at) * 10) / 10])
     if states["stalled"] and eta is not None:
         eta = None  # a stalled host has no end in sight; do not promise one
     completions.sort()

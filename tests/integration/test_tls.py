@@ -23,6 +23,7 @@ from urllib.parse import quote_from_bytes
 
 import bencodepy
 import pytest
+from harness import wait_for
 from conftest import free_port, stop_process, venv_bin
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -201,16 +202,14 @@ def start_tracker(procs: Procs, tmp_path: Path, pki: PKI, *extra: str,
                                    f"privateKey={pki.server_key}:certKey={pki.server_cert}",
                        *extra)
     context = ready or client_context(pki, cert=False)
-    deadline = time.monotonic() + 20
-    while True:
+
+    def answers() -> bool:
         assert proc.poll() is None, procs.output(proc)
-        try:
-            https_get(port, "/status.json", context)
-            return port
-        except OSError:
-            if time.monotonic() > deadline:
-                raise AssertionError("tracker did not answer:\n" + procs.output(proc))
-            time.sleep(0.1)
+        https_get(port, "/status.json", context)  # OSError: not yet
+        return True
+
+    wait_for(answers, 20, "the HTTPS tracker to answer")
+    return port
 
 
 def make_payload_torrent(tmp_path: Path, announce: str, *extra: str) -> tuple[Path, Path]:

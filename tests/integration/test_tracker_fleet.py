@@ -171,6 +171,40 @@ class OurUDPTrackerTests:
             assert "no UDP connect reply within 3s" in peer.stderr(), peer.stderr()
 
 
+    def test_swarm_over_udp_ipv6(self, tmp_path: Path) -> None:
+        """Over IPv6 (udp://[::1]), the tracker answers with IPv6 peers and a seeder
+        and a peer on ::1 complete."""
+        with URLSwarm(tmp_path, "udp://[::1]:{port}/announce", size=2**20) as swarm:
+            tracker = swarm.start_tracker("--udp-port", str(swarm.port), "--udp-bind", "::1")
+            seeder = swarm.start("seeder", [
+                swarm.murder, "seed", "--torrent", str(swarm.torrent), "--file",
+                str(swarm.payload), "--bind", "::1"])
+            wait_for(lambda: "left=0" in tracker.stderr() or not seeder.alive(), 15,
+                     "the seeder to announce over IPv6")
+            peer = swarm.start("p1", [
+                swarm.murder, "peer", "--torrent", str(swarm.torrent), "--destination",
+                str(swarm.peer_dir("p1")), "--bind", "::1", "--seed-time", "0"])
+            swarm.assert_complete("p1", peer, timeout=60)
+            assert "UDP announce started" in tracker.stderr() and "from ::1:" in tracker.stderr()
+
+    def test_udp_port_in_use(self, tmp_path: Path) -> None:
+        """A UDP port already taken: `murder tracker` exits 1 saying which port."""
+        import subprocess
+
+        from conftest import venv_bin
+
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+            taken.bind(("127.0.0.1", 0))
+            port = taken.getsockname()[1]
+            result = subprocess.run(
+                [venv_bin("murder"), "tracker", "--port", "0", "--bind", "127.0.0.1",
+                 "--udp-port", str(port), "--dfile", ""],
+                capture_output=True, text=True, timeout=30, cwd=tmp_path)
+        assert result.returncode == 1
+        assert f"and udp:{port}: [Errno 98] Address already in use" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
 @pytest.mark.integration
 @pytest.mark.interop
 class StandardClientsOverUDPTests:
@@ -212,3 +246,82 @@ class StandardClientsOverUDPTests:
             assert_payload(swarm, directory / swarm.meta.name)
             log = tracker.stderr() + tracker.stdout()
             assert log.count("UDP announce started") >= 2, log[-3000:]
+
+
+TRANSMISSION = shutil.which("transmission-cli")
+
+
+def _netns():
+    """bench/netns.py (the emulated datacenter), or None with the reason it is unusable."""
+    import sys
+
+    bench = str(Path(__file__).resolve().parent.parent / "bench")
+    if bench not in sys.path:
+        sys.path.insert(0, bench)
+    import netns
+
+    return netns, netns.netns_available()
+
+
+def _wait_log(proc, text: str, timeout: float, what: str) -> None:
+    wait_for(lambda: text in proc.stderr() + proc.stdout() or not proc.alive(), timeout, what)
+    assert text in proc.stderr() + proc.stdout(), proc.stderr()[-2000:]
+
+
+@pytest.mark.integration
+@pytest.mark.interop
+@pytest.mark.netns
+@pytest.mark.skipif(TRANSMISSION is None,
+                    reason="transmission-cli is not installed (Debian transmission-cli)")
+class TransmissionTests:
+    """Transmission, the last standard client not yet driven in a swarm.
+
+    Transmission never connects to loopback peers (it counts 127/8 as a
+    martian address), so tracker, seeder and Transmission each run in a
+    network namespace of their own (bench/netns.py, 198.18.0.0/15).
+    """
+
+    def test_transmission_downloads_from_our_seeder(self, tmp_path: Path) -> None:
+        """transmission-cli downloads the payload from our seeder via our tracker
+        (private torrent; DHT, LPD, PEX, uTP and port mapping off in its settings,
+        so it talks to nothing but our tracker and seeder)."""
+        import json
+
+        netns, unusable = _netns()
+        if unusable:
+            pytest.skip(unusable)
+        with netns.Topology(n_peers=1, rate_mbit=1000) as topo:
+            tracker_host, seeder_host, client_host = topo.tracker, topo.seeder, topo.peers[0]
+            with URLSwarm(tmp_path, f"http://{tracker_host.addr}:{{port}}/announce",
+                          size=2**20, private=True) as swarm:
+                tracker = swarm.start("tracker", topo.argv(tracker_host, [
+                    swarm.murder, "tracker", "--listen",
+                    f"tcp:{swarm.port}:interface={tracker_host.addr}", "--dfile", "",
+                    "--interval", "2", "--min-interval", "1"]))
+                _wait_log(tracker, "murder tracker listening", 15, "the tracker to listen")
+                seeder = swarm.start("seeder", topo.argv(seeder_host, [
+                    swarm.murder, "seed", "--torrent", str(swarm.torrent), "--file",
+                    str(swarm.payload), "--bind", seeder_host.addr]))
+                _wait_log(tracker, "left=0", 15, "the seeder to announce")
+                config = tmp_path / "transmission"
+                config.mkdir()
+                (config / "settings.json").write_text(json.dumps({
+                    "dht-enabled": False, "lpd-enabled": False, "pex-enabled": False,
+                    "utp-enabled": False, "port-forwarding-enabled": False,
+                    "peer-port": 51413, "peer-port-random-on-start": False,
+                    "bind-address-ipv4": client_host.addr, "blocklist-enabled": False,
+                    "speed-limit-up-enabled": False, "rpc-enabled": False,
+                    "message-level": 2, "encryption": 0}))
+                directory = swarm.peer_dir("transmission")
+                done = tmp_path / "transmission.done"
+                hook = tmp_path / "done.sh"
+                hook.write_text(f"#!/bin/sh\ntouch {done}\n")
+                hook.chmod(0o755)
+                proc = swarm.start("transmission", topo.argv(client_host, [
+                    TRANSMISSION, "-g", str(config), "-w", str(directory), "-f", str(hook),
+                    "-M", "-et", str(swarm.torrent)]))
+                wait_for(lambda: done.exists() or not proc.alive(), 60,
+                         "transmission to finish the download")
+                assert done.exists(), proc.stderr()[-2000:]
+                assert_payload(swarm, directory / swarm.meta.name)
+                assert seeder.alive(), seeder.stderr()[-2000:]

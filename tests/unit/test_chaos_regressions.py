@@ -8,9 +8,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+
 from murder.errors import StorageError
 from murder.peer.storage import DownloadStorage
 from murder.testing import build_torrent
+
+CHAOS = Path(__file__).resolve().parents[2] / "bench" / "chaos.py"
 
 
 class StorageAfterFinalizeTests:

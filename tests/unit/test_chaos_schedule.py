@@ -167,6 +167,12 @@ class JudgeTests:
         v = judge([PeerOutcome("p01", None, None, "absent", capped=True)])
         assert not v.ok and v.hangs == 0 and v.failures == 1
 
+    def test_slow_start_is_not_a_hang(self) -> None:
+        """A peer that never got going (an overloaded machine) is reported
+        as a failure of its own kind, not as a hang."""
+        v = judge([PeerOutcome("p01", None, None, "absent", slow_start=True)])
+        assert not v.ok and v.hangs == 0 and "SLOW START" in v.problems[0]
+
     def test_leftover_processes(self) -> None:
         """Processes left after teardown fail the run."""
         v = judge([complete("p00")], [4242])
@@ -216,3 +222,16 @@ class SummaryTests:
         assert (s["runs"], s["passed"], s["hangs"]) == (2, 1, 1)
         assert s["max_completion_s"] == 3.0 and s["longest_wait_seed"] == 2
         assert s["problems"] and s["problems"][0].startswith("seed 2: p01: HANG")
+
+    def test_fault_counts(self) -> None:
+        """Faults are counted from what the run did, not from what was planned."""
+        run = {"events": ["t=  1.00s SIGSTOP p03 (pid 7)", "t=  2.00s SIGCONT p03",
+                          "t=  3.00s SIGKILL p04: no-op, not running",
+                          "t=  4.00s restart tracker from its dfile (pid 9)"],
+               "schedule": {"hostiles": [{"mode": "silent", "start": 0.0}],
+                            "peers": [{"disk_full": True}, {"disk_full": False}]}}
+        counts = cs.count_faults([run])
+        assert counts["SIGSTOP peer"] == 1 and counts["SIGKILL+restart peer"] == 0
+        assert counts["no-op (target not running)"] == 1
+        assert counts["SIGKILL+restart tracker"] == 1
+        assert counts["hostile silent"] == 1 and counts["full-disk peer"] == 1

@@ -209,6 +209,38 @@ class WedgedUploaderTests:
         peer.stop()
 
 
+class FrozenOwnerTests:
+    """A super-seeding seeder does not keep pieces for a peer that stopped reading."""
+
+    def test_piece_on_its_way_to_a_frozen_peer_is_served_to_others(self):
+        """The seeder refuses others a piece on its way to one peer, so its
+        upload goes to pieces nobody has.  When that peer stops reading (its
+        socket stays full for ``stuck_turn_timeout``) the piece is not on its
+        way any more: another peer asking again gets it.  (Before, every peer
+        of a swarm sat waiting while one SIGSTOPped host held its pieces.)"""
+        meta, data = build_torrent(payload(8 * PLEN), piece_length=PLEN)
+        clock = FakeReactor()
+        n = meta.num_pieces
+        seeder = Swarm(meta, MemoryStorage(meta, data), Bitfield(n, full=True), clock,
+                       SwarmConfig(super_seed=True), peer_id=b"-MU0110-seederseeder",
+                       rng=random.Random(1))
+        seeder.start()
+        frozen = RemotePeer(seeder, b"-MU0110-frozenfrozen", address=("10.0.0.4", 1))
+        other = RemotePeer(seeder, b"-MU0110-otherotherot", address=("10.0.0.5", 1))
+        for r in (frozen, other):
+            r.send(wire.simple(wire.HAVE_NONE) + wire.simple(wire.INTERESTED))
+            r.sent()
+        hold_turn_with_full_socket(frozen, [(0, 0, BLOCK_SIZE), (0, BLOCK_SIZE, BLOCK_SIZE)])
+        other.send(wire.request(0, BLOCK_SIZE, BLOCK_SIZE))
+        assert other.sent() == [(wire.REJECT, 0, BLOCK_SIZE, BLOCK_SIZE)]  # on its way
+        clock.advance(SwarmConfig().stuck_turn_timeout + 0.5)
+        other.sent()
+        other.send(wire.request(0, BLOCK_SIZE, BLOCK_SIZE))
+        clock.advance(SwarmConfig().tick)  # the frozen peer's upload turn passes on
+        assert other.sent() == [(wire.PIECE, 0, BLOCK_SIZE, data[BLOCK_SIZE:2 * BLOCK_SIZE])]
+        seeder.stop()
+
+
 class PeerIdTests:
     """Which peers promise keep-alives."""
 

@@ -39,10 +39,26 @@ class ParseTests:
         s = summary(report)
         assert (s["hosts"], s["ok"], s["failed"], s["p50"], s["max"]) == (4, 2, 2, 10.0, 20.0)
 
+    def test_deploy_form(self):
+        """The form murder deploy writes (elapsed, bytes_up/down, verified/unfinished) reads too."""
+        doc = {"started": 1000.0, "elapsed": 30.0, "ok": False, "hosts": [
+            {"host": "a", "state": "verified", "result": "verified", "kind": None,
+             "reason": None, "started": 1000.0, "completed": 1012.0, "bytes_up": 7,
+             "bytes_down": 9, "attempts": 1},
+            {"host": "b", "state": "failed", "result": "failed", "kind": "unreachable",
+             "reason": None, "started": 1000.0, "completed": None, "bytes_up": 0,
+             "bytes_down": 0},
+            {"host": "c", "state": "running", "result": "unfinished", "kind": None,
+             "reason": None, "started": 1000.0, "completed": None}]}
+        report = parse_report(json.dumps(doc))
+        assert report.finished == 1030.0 and report.done_times() == [12.0]
+        assert [(h.result, h.reason, h.uploaded, h.downloaded) for h in report.hosts] == [
+            ("ok", None, 7, 9), ("failed", "unreachable", 0, 0), ("failed", "unfinished", 0, 0)]
+
     @pytest.mark.parametrize("mutate, message", [
         (lambda d: d.pop("hosts"), 'no "hosts" list'),
         (lambda d: d.update(started="x"), "started: expected a number"),
-        (lambda d: d["hosts"][0].update(result="maybe"), "hosts[0].result"),
+        (lambda d: d["hosts"][0].update(result=None), "hosts[0].result"),
         (lambda d: d["hosts"][1].update(uploaded=-1), "hosts[1].uploaded"),
         (lambda d: d["hosts"][1].update(completed=True), "hosts[1].completed"),
         (lambda d: d["hosts"][2].pop("host"), 'hosts[2]: expected an object with a "host"'),

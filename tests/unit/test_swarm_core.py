@@ -214,6 +214,38 @@ class UploadTurnTests:
         assert self._serve(0) == [("b", 2), ("b", 2), ("a", 0), ("a", 0), ("a", 1)]
 
 
+class SupersededConnectionTests:
+    """A connection superseded by a duplicate (both sides dialed) gives its
+    upload slot back when it closes (found by ``murder simulate``: one host's
+    only slot held by a closed connection stalled the swarm for 30 s)."""
+
+    def test_slot_freed_when_superseded_connection_closes(self):
+        """The old connection held the one slot with queued requests; once it
+        is lost, the new connection's requests are served."""
+        meta, data = build_torrent(payload(3 * PLEN), piece_length=PLEN)
+        clock = Clock()
+        a = Swarm(meta, MemoryStorage(meta, data), Bitfield(meta.num_pieces, full=True), clock,
+                  SwarmConfig(upload_slots=1), peer_id=b"-MU0110-aaaaaaaaaaaa")
+        remote = b"-MU0110-zzzzzzzzzzzz"  # larger id: our outgoing connection wins
+        old_link, new_link = RecordingLink("old"), RecordingLink("new")
+        for link, outgoing in ((old_link, False), (new_link, True)):
+            link.peer_id, link.outgoing, link.log = remote, outgoing, []
+        assert a.accept_handshake(old_link) is None
+        old = a.connection_ready(old_link)
+        a.got_interested(old)
+        a.send_paused(old)  # its socket is full: requests queue, the slot is held
+        a.got_request(old, 0, 0, BLOCK_SIZE)
+        a.uploads.ready(old)
+        assert old in a.uploads._active
+        assert a.accept_handshake(new_link) is None  # supersedes the old one
+        new = a.connection_ready(new_link)
+        a.connection_lost(old)  # its FIN arrives
+        assert old not in a.uploads._active
+        a.got_interested(new)
+        a.got_request(new, 1, 0, BLOCK_SIZE)
+        assert new_link.log == [("new", 1)]
+
+
 class RateLimitTests:
     """Token buckets and the limiter's pauses."""
 

@@ -85,6 +85,13 @@ class ParseTests:
         opts = tap.Options()
         opts.parseOptions(["--topology", str(good), "--dfile", ""])
         assert opts.config.topology == str(good)
+        from twisted.internet.testing import MemoryReactorClock
+
+        top = tap.buildService(opts.config, MemoryReactorClock())
+        assert isinstance(top.store.handout, topology.RackAwareHandout)
+        plain = tap.Options()
+        plain.parseOptions(["--dfile", ""])
+        assert tap.buildService(plain.config, MemoryReactorClock()).store.handout is None
         with pytest.raises(usage.UsageError, match="--topology: .*bad:1:"):
             tap.Options().parseOptions(["--topology", str(bad), "--dfile", ""])
         with pytest.raises(usage.UsageError, match="cannot read"):
@@ -115,6 +122,20 @@ class HandoutTests:
             # Own rack listed before any farther peer (after the seeder).
             assert [rack_of(p) == rack_of(me) for p in four[1:1 + len(mine)]] == \
                 [True] * len(mine)
+
+    def test_gateways_only_cross_racks(self):
+        """With gateways=2 only each rack's first two peers get a far share;
+        everyone still gets the seeder."""
+        s = fleet(self.policy(gateways=2))
+        torrent = s.torrents[IH]
+        crossing = {r: 0 for r in range(4)}
+        for n in range(1, 41):
+            me = torrent.peers[b"%020d" % n]
+            four, _ = s.sample(torrent, me.peer_id, 8)
+            assert four[0].left == 0
+            if any(rack_of(p) != rack_of(me) for p in four[1:]):
+                crossing[rack_of(me)] += 1
+        assert crossing == {0: 2, 1: 2, 2: 2, 3: 2}
 
     def test_row_before_rest_of_dc(self):
         """After the own rack and the far share, the same row is preferred."""

@@ -481,3 +481,55 @@ class AnnouncerUDPTests:
         assert isinstance(error, TrackerUnreachable)
         assert 40 <= error.seconds < 41
         assert "Connection was refused" in str(error) or "no UDP" in str(error)
+
+
+class TrackerOptionsTests:
+    """--udp-port, --udp-bind and --store are validated and reach the service."""
+
+    @staticmethod
+    def parse(*argv: str):
+        from murder.tracker.tap import Options
+
+        options = Options()
+        options.parseOptions(["--dfile", "", *argv])
+        return options.config
+
+    def test_udp_options(self):
+        """The UDP port binds --udp-bind, else --bind's address, else all IPv4."""
+        assert self.parse().udp_port is None
+        c = self.parse("--udp-port", "6969")
+        assert (c.udp_port, c.udp_bind) == (6969, "")
+        assert self.parse("--udp-port", "1", "--bind", "127.0.0.1").udp_bind == "127.0.0.1"
+        assert self.parse("--udp-port", "1", "--udp-bind", "::").udp_bind == "::"
+
+    @pytest.mark.parametrize("argv, message", [
+        (["--udp-port", "x"], "--udp-port must be an integer"),
+        (["--udp-port", "70000"], "--udp-port must be between 0 and 65535"),
+        (["--udp-port", "1", "--udp-bind", "localhost"], "--udp-bind must be an IP address"),
+        (["--store", "memcached://h"], "--store: 'memcached://h': use redis://"),
+    ])
+    def test_errors(self, argv, message):
+        """Bad values are usage errors saying what is wrong."""
+        from twisted.python import usage
+
+        with pytest.raises(usage.UsageError) as e:
+            self.parse(*argv)
+        assert str(e.value).startswith(message)
+
+    def test_service_has_udp_listener(self):
+        """buildService adds a UDP listener sharing the HTTP app's store."""
+        from twisted.internet.testing import MemoryReactor
+
+        from murder.tracker.tap import buildService
+
+        class Reactor(MemoryReactor, Clock):
+            def __init__(self):
+                MemoryReactor.__init__(self)
+                Clock.__init__(self)
+
+        reactor = Reactor()
+        top = buildService(self.parse("--udp-port", "6969", "--udp-bind", "127.0.0.1"),
+                           reactor)
+        udp = top.getServiceNamed("tracker-udp")
+        assert udp.args[0] == 6969 and udp.kwargs == {"interface": "127.0.0.1"}
+        assert top.udp.store is top.store

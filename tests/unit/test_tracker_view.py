@@ -11,11 +11,11 @@ from urllib.parse import quote_from_bytes, urlencode
 import bencodepy
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from tracker_harness import Tracker as _Harness
 
 from murder.tracker.auth import Authoriser
 from murder.tracker.store import TorrentInfo
 from murder.tracker.tap import Options
-from tracker_harness import Tracker as _Harness
 
 IH = b"\xaa" * 19 + b"\x01"
 IH2 = b"\xbb" * 20
@@ -143,6 +143,9 @@ class LeecherIntervalTests:
         o = Options()
         o.parseOptions(["--dfile", ""])
         assert (o.config.leecher_interval, o.config.stall_after) == (2, 30.0)
+        o = Options()
+        o.parseOptions(["--dfile", "", "--interval", "1"])  # the default never exceeds it
+        assert o.config.leecher_interval == 1
 
     @pytest.mark.parametrize("argv", [["--leecher-interval", "20"],
                                       ["--leecher-interval", "x"], ["--stall-after", "0"]])
@@ -217,6 +220,28 @@ class DashboardJsonTests:
         assert [s["info_hash"] for s in doc["swarms"]] == sorted([IH.hex(), IH2.hex()])
         assert all("peers" not in s for s in doc["swarms"])
         assert t.json("/dashboard.json?info_hash=" + "cc" * 20)["swarms"] == []
+
+    def test_rows_in_numeric_address_order(self):
+        """Hosts are listed by numeric address (10.0.0.9 before 10.0.0.10), IPv4 first."""
+        t = Tracker()
+        for n in (10, 9, 100):
+            t.announce(n)
+        t.announce(1, ip="fd00::1")
+        swarm = t.swarm()
+        assert [r[0] for r in swarm["peers"]] == ["10.0.0.9", "10.0.0.10", "10.0.0.100",
+                                                  "fd00::1"]
+
+    def test_dfile_keeps_complete(self):
+        """After a tracker restart (dfile), a host that completed is complete, not a seeder."""
+        from murder.tracker.store import PeerStore
+        t = Tracker()
+        t.announce(1)
+        t.announce(1, left="0", event="completed")
+        t.announce(2, left="0")
+        restored = PeerStore(t.clock)
+        restored.from_dfile(t.store.to_dfile())
+        t.store.torrents = restored.torrents
+        assert {p - 6000: r["state"] for p, r in t.rows().items()} == {1: "complete", 2: "seeder"}
 
     @pytest.mark.parametrize("value", ["zz" * 20, "aa", "%ff" * 20])
     def test_bad_info_hash(self, value):

@@ -27,6 +27,7 @@
   }
   function dur(s) {
     if (s == null) return '–';
+    if (s > 0 && s < 10 && s % 1) return s.toFixed(1) + ' s';
     s = Math.max(0, Math.round(s));
     if (s < 60) return s + ' s';
     if (s < 3600) return Math.floor(s / 60) + ' m ' + ('0' + s % 60).slice(-2) + ' s';
