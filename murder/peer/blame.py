@@ -27,8 +27,14 @@ class Blame:
 
     def check(self, piece: PieceInProgress) -> tuple[bool, list[tuple[Peer, str]]]:
         """``(verified, [(peer to ban, why), …])`` for an assembled piece."""
+        return self.verdict(piece, hashlib.sha1(piece.buffer).digest() == self._hashes[piece.index])
+
+    def verdict(self, piece: PieceInProgress,
+                verified: bool) -> tuple[bool, list[tuple[Peer, str]]]:
+        """As :meth:`check`, for a piece whose hash was already compared
+        (by a :class:`~murder.peer.storage.PieceWriter` in a worker thread)."""
         index = piece.index
-        if hashlib.sha1(piece.buffer).digest() != self._hashes[index]:
+        if not verified:
             if len(piece.sources) == 1:
                 return False, [(next(iter(piece.sources)),
                                 f"sent data failing the hash of piece {index}")]

@@ -23,6 +23,20 @@ class SwarmConfig:
     #: once, instead of reaching all of them slowly and together.  0 sends
     #: to everyone at once (TCP fair share).  See bench/README.md.
     upload_slots: int = 1
+    #: Pieces one upload turn may serve while others wait and the requester
+    #: keeps asking (it passes at once when the requester's queue empties).
+    #: 1: strict round-robin, every waiting peer progresses together.  More
+    #: makes turns "sticky", toward the 2010 original's chain (its one upload
+    #: slot rotated every 30 s: the seeder fed one peer at full rate, which
+    #: forwarded to one other): the first receivers finish sooner, the rest
+    #: wait up to (waiting peers) × ``turn_pieces`` pieces for a turn.
+    #: See bench/README.md ("core scheduling and PieceWriter").
+    turn_pieces: int = 1
+    #: Seeder, until every piece has left once: the next upload turn goes to
+    #: the waiting peer that has the fewest pieces (likely fed by nobody
+    #: else), not the one that waited longest.  Aims the first pass at new
+    #: chain heads.  Experimental, off by default (bench/README.md).
+    seed_poorest_first: bool = False
     #: Kernel send buffer per connection when slots are limited: small, so
     #: that a turn's data has left before the next turn starts.
     send_buffer: int = 128 * 1024

@@ -92,6 +92,25 @@ class PieceStore(Protocol):
 
 
 @runtime_checkable
+class PieceSink(Protocol):
+    """Verifies (SHA-1) and writes assembled pieces elsewhere than the caller's
+    thread: :class:`murder.peer.storage.PieceWriter` (a thread pool).
+
+    ``submit`` fires True (hash matched, piece written), False (mismatch,
+    nothing written) or fails with :class:`murder.errors.StorageError`; the
+    caller does not touch ``data`` until then.  ``full``: enough is pending
+    that the caller should stop requesting (back-pressure).
+    """
+
+    @property
+    def full(self) -> bool: ...
+
+    def submit(self, index: int, data: bytes | bytearray | memoryview) -> Any: ...
+
+    def drain(self) -> Any: ...
+
+
+@runtime_checkable
 class PeerLink(Protocol):
     """What one connection offers the core.
 
@@ -211,6 +230,8 @@ class Peer:
     last_keepalive: float = 0.0
     #: The piece this peer's current upload turn serves (None: turn not started).
     turn_piece: int | None = None
+    #: Pieces begun in this peer's current upload turn (``SwarmConfig.turn_pieces``).
+    turn_count: int = 0
     #: Payload bytes sent to this peer.
     uploaded: int = 0
     #: Super-seeding: piece index → when a request for it was refused.
@@ -306,4 +327,4 @@ class SwarmEvents(Protocol):
 
 
 __all__ = ["Address", "Block", "Clock", "DelayedCall", "Dialer", "Peer", "PeerLink",
-           "PieceStore", "SwarmEvents"]
+           "PieceSink", "PieceStore", "SwarmEvents"]

@@ -82,7 +82,14 @@ class _CommonOptions(usage.Options):
         ["upload-slots", None, 1,
          "Peers sent to at the same moment, a piece per turn; every interested peer "
          "is unchoked and queued. 0 = all at once (TCP fair share).", int],
+        ["turn-pieces", None, 1,
+         "Pieces one upload turn may serve while others wait and the requester keeps "
+         "asking (1: strict round-robin; more: sticky turns, chain-like).", int],
         ["pipeline", None, 256, "Most 16 KiB requests outstanding per peer.", int],
+        ["hash-threads", None, 0,
+         "Threads that hash (SHA-1) and write downloaded pieces off the network thread "
+         "(0: on it; a seeder downloads nothing). Helps only with spare cores: see "
+         "bench/README.md.", int],
         ["request-size", None, "128K",
          "Bytes per request to other murder peers (16K to 128K, a multiple of 16K; "
          "standard clients always get 16K)."],
@@ -96,7 +103,10 @@ class _CommonOptions(usage.Options):
         ["progress-interval", None, None,
          "Seconds between progress lines (default: 0.5 on a terminal, else 5).", float],
     ]
-    optFlags = [["quiet", "q", "Only warnings and errors; no progress display."]]
+    optFlags: list[list[Any]] = [["quiet", "q", "Only warnings and errors; no progress display."],
+                ["seed-poorest-first", None,
+                 "Seeder (experimental): until every piece has left once, the next upload "
+                 "turn goes to the waiting peer with the fewest pieces (peers ignore it)."]]
 
     def __init__(self) -> None:
         super().__init__()
@@ -137,6 +147,10 @@ class _CommonOptions(usage.Options):
             raise usage.UsageError("--stall-timeout cannot be negative")
         if self["upload-slots"] < 0:
             raise usage.UsageError("--upload-slots cannot be negative")
+        if not 0 <= self["hash-threads"] <= 64:
+            raise usage.UsageError("--hash-threads must be from 0 to 64")
+        if self["turn-pieces"] < 1:
+            raise usage.UsageError("--turn-pieces must be at least 1")
         try:
             if self["torrent"] == "-":
                 self["meta"] = metainfo.parse(read_torrent_stream(sys.stdin.buffer))
@@ -221,6 +235,8 @@ class RunConfig:
     max_linger: float = 300.0
     status_fd: int | None = None
     stop_on_eof: bool = False
+    #: Worker threads for piece hashing and writing (0: the reactor thread).
+    hash_threads: int = 0
 
 
 def config_from(options: _CommonOptions) -> RunConfig:
@@ -233,6 +249,8 @@ def config_from(options: _CommonOptions) -> RunConfig:
         super_seed=seeder and not options["no-super-seed"],
         seed_budget=options["seed-budget"] if seeder else SwarmConfig.seed_budget,
         request_size=options["request-size"], snub_timeout=options["snub-timeout"],
+        turn_pieces=options["turn-pieces"],
+        seed_poorest_first=bool(options["seed-poorest-first"]),
     )
     common = dict(meta=meta, port=options["port"], bind=options["bind"], ip=options["ip"],
                   tracker_timeout=options["tracker-timeout"], trust=tuple(options["trust"]),
@@ -247,7 +265,8 @@ def config_from(options: _CommonOptions) -> RunConfig:
                      seed_time=options["seed-time"],
                      seed_until_swarm_done=bool(options["seed-until-swarm-done"]),
                      max_linger=options["max-linger"], status_fd=options["status-fd"],
-                     stop_on_eof=bool(options["stop-on-eof"]), **common)
+                     stop_on_eof=bool(options["stop-on-eof"]),
+                     hash_threads=options["hash-threads"], **common)
 
 
 __all__ = ["PeerOptions", "RunConfig", "SeederOptions", "config_from", "parse_rate",

@@ -26,7 +26,7 @@ from murder.peer.options import RunConfig
 from murder.peer.progress import Progress
 from murder.peer.protocol import PeerFactory, TCPDialer
 from murder.peer.session import Swarm
-from murder.peer.storage import DownloadStorage, SeedStorage
+from murder.peer.storage import DownloadStorage, PieceWriter, SeedStorage
 from murder.peer.wire import Bitfield
 
 
@@ -52,6 +52,9 @@ class SwarmRun:
         self.announcer: Announcer | None = None
         self.storage: SeedStorage | DownloadStorage | None = None
         self._port: Any = None
+        #: ``--hash-threads``: the PieceWriter and its thread pool, or None.
+        self.writer: Any = None
+        self._pool: Any = None
         self._linger: Any = None
         self._linger_started = 0.0
         self._progress: Progress | None = None
@@ -96,8 +99,11 @@ class SwarmRun:
         # Upload turns need a small kernel send buffer (see SwarmConfig.send_buffer).
         send_buffer = c.swarm.send_buffer if c.swarm.upload_slots else 0
         dialer = TCPDialer(self.reactor, c.swarm.connect_timeout, send_buffer)
+        writer = None
+        if c.hash_threads and not have.complete:
+            writer = self._start_writer(storage, c.hash_threads)
         self.swarm = swarm = Swarm(c.meta, storage, have, self.reactor, c.swarm,
-                                   on_complete=self._complete, dialer=dialer)
+                                   on_complete=self._complete, dialer=dialer, writer=writer)
         try:
             # listenTCP, not an endpoint string: endpoints import pyOpenSSL,
             # a large share of start-up time for a process that only needs TCP.
@@ -239,6 +245,12 @@ class SwarmRun:
             self.swarm.stop()
         if self._port is not None:
             await defer.maybeDeferred(self._port.stopListening)
+        if self.writer is not None:
+            # Writes in flight land (or fail) before the file is closed.
+            await self.writer.drain()
+        if self._pool is not None:
+            self._pool.stop()
+            self._pool = None
         if self.storage is not None:
             self.storage.close()
         if self.exit_code is None:
@@ -248,6 +260,17 @@ class SwarmRun:
             if self.exit_code:
                 self.failure_message = "interrupted before the download completed"
                 self._status("failed interrupted before the download completed")
+
+    def _start_writer(self, storage: Any, threads: int) -> Any:
+        """A :class:`PieceWriter` on a pool of its own (not the reactor's, which
+        name resolution and the start-up verify use), stopped at shutdown."""
+        from twisted.python.threadpool import ThreadPool
+
+        self._pool = ThreadPool(minthreads=threads, maxthreads=threads, name="murder-pieces")
+        self._pool.start()
+        self.writer = PieceWriter(storage, self.config.meta.pieces, reactor=self.reactor,
+                                  threadpool=self._pool)
+        return self.writer
 
     # -- progress
     def _start_progress(self) -> None:

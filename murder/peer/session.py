@@ -18,7 +18,7 @@ so it runs as well over TCP as over in-memory links (tests, the simulator).
 from __future__ import annotations
 
 import random
-from typing import Callable
+from typing import Any, Callable
 
 from twisted.internet import defer, task
 from twisted.logger import Logger
@@ -28,7 +28,7 @@ from murder.metainfo import Metainfo
 from murder.peer.admission import Admission
 from murder.peer.blame import Blame
 from murder.peer.config import PEER_ID_PREFIX, SwarmConfig, make_peer_id, promises_keepalives
-from murder.peer.interfaces import Address, Clock, Dialer, Peer, PeerLink, PieceStore
+from murder.peer.interfaces import Address, Clock, Dialer, Peer, PeerLink, PieceSink, PieceStore
 from murder.peer.picker import PieceInProgress, Picker
 from murder.peer.ratelimit import RateLimiter
 from murder.peer.requests import Requests, set_interested
@@ -47,9 +47,13 @@ class Swarm:
                  config: SwarmConfig = SwarmConfig(), peer_id: bytes | None = None,
                  rng: random.Random | None = None,
                  on_complete: Callable[[], None] | None = None,
-                 dialer: Dialer | None = None) -> None:
+                 dialer: Dialer | None = None, writer: PieceSink | None = None) -> None:
         self.meta = meta
         self.storage = storage
+        #: Hashes and writes assembled pieces off this thread (``--hash-threads``);
+        #: None: both on the reactor thread, in ``_piece_complete``.
+        self.writer = writer
+        self._fill_held = False
         self.clock = clock
         self.config = config
         self.peer_id = peer_id or make_peer_id()
@@ -251,14 +255,50 @@ class Swarm:
         self.requests.cancel_duplicates(others)
         if piece is not None:
             self._piece_complete(piece)
-        if not self._stopping and not self.have.complete:
+        if self.writer is not None and self.writer.full:
+            # Back-pressure: the worker threads are behind; no new requests
+            # until a piece has been written (``_piece_hashed``).
+            self._fill_held = True
+        elif not self._stopping and not self.have.complete:
             self.requests.fill(peer)
             for other in {other for other, _ in others}:
                 self.requests.fill(other)
 
     # -------------------------------------------------------------- pieces
     def _piece_complete(self, piece: PieceInProgress) -> None:
-        verified, liars = self.blame.check(piece)
+        if self.writer is None:
+            verified, liars = self.blame.check(piece)
+            self._piece_checked(piece, verified, liars)
+            return
+        # The piece stays in progress (every block received, so nothing of it
+        # is requested again) until the worker thread has hashed and written it.
+        d = self.writer.submit(piece.index, piece.buffer)
+        d.addCallbacks(self._piece_hashed, self._piece_write_failed, callbackArgs=(piece,))
+        d.addErrback(lambda f: self.log.failure("piece {index} completion", f,
+                                                index=piece.index))
+
+    def _piece_hashed(self, verified: bool, piece: PieceInProgress) -> None:
+        """The writer's answer for ``piece``: on the reactor thread, written if verified."""
+        if self._stopping or self.failed is not None:
+            return
+        checked, liars = self.blame.verdict(piece, verified)
+        self._piece_checked(piece, checked, liars, written=True)
+        assert self.writer is not None
+        if (self._fill_held or not checked) and not self._stopping and \
+                not self.have.complete and not self.writer.full:
+            # Requests were held while the writer was full, or a failed piece
+            # is requestable again: refill every pipeline.
+            self._fill_held = False
+            for peer in list(self.connections.values()):
+                self.requests.fill(peer)
+
+    def _piece_write_failed(self, failure: Any) -> None:
+        failure.trap(StorageError)
+        if not self._stopping:
+            self.fail(failure.value)
+
+    def _piece_checked(self, piece: PieceInProgress, verified: bool,
+                       liars: list[tuple[Peer, str]], written: bool = False) -> None:
         if not verified:
             self.hash_failures += 1
             self.wasted += piece.size
@@ -269,11 +309,12 @@ class Swarm:
             self.admission.ban(liar.link, why)
         if not verified:
             return
-        try:
-            self.storage.write_piece(piece.index, piece.buffer)
-        except StorageError as e:
-            self.fail(e)
-            return
+        if not written:
+            try:
+                self.storage.write_piece(piece.index, piece.buffer)
+            except StorageError as e:
+                self.fail(e)
+                return
         self.picker.mark_have(piece.index)
         self._last_progress = self.clock.seconds()
         for peer in list(self.connections.values()):
@@ -326,5 +367,5 @@ class Swarm:
                 self.requests.snub(peer, now)
             elif now - peer.last_received > config.idle_timeout:
                 peer.link.drop("idle")
-            else:
+            elif not self._fill_held:
                 self.requests.fill(peer)

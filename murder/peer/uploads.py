@@ -5,6 +5,8 @@ unchoked (no tit-for-tat) and its requests queue here.  With
 ``upload_slots`` = 1 (the default) peers take *turns* a piece at a time: a
 piece reaches one peer at full link speed and can be forwarded at once,
 instead of reaching all of them slowly and together (bench/README.md).
+``turn_pieces`` > 1 makes a turn last several pieces while the requester
+keeps asking (toward the 2010 original's chain).
 
 A seeder super-seeds: a request for a piece some connected peer already has
 (or that is on its way to one) is refused once with a BEP 6 REJECT, so the
@@ -155,6 +157,7 @@ class Uploads:
         if len(self._active) < slots:
             self._active.append(peer)
             peer.turn_piece = None
+            peer.turn_count = 0
             self.pump(peer)
         elif peer not in self._turns:
             self._turns.append(peer)
@@ -168,12 +171,23 @@ class Uploads:
         if peer.upload_queue and peer.active and peer not in self._turns:
             self._turns.append(peer)
         while self._turns and len(self._active) < self.config.upload_slots:
-            nxt = self._turns.popleft()
+            nxt = self._next_turn()
             if not nxt.active or not nxt.upload_queue:
                 continue
             self._active.append(nxt)
             nxt.turn_piece = None
+            nxt.turn_count = 0
             self.pump(nxt)
+
+    def _next_turn(self) -> Peer:
+        """Pop whose turn is next: the longest waiting, or (``seed_poorest_first``,
+        the seeder's first pass) the waiting peer with the fewest pieces."""
+        if self.config.seed_poorest_first and self.config.super_seed and \
+                self.first_copy_at is None and len(self._turns) > 1:
+            poorest = min(self._turns, key=lambda p: p.bits.count)  # first of equals
+            self._turns.remove(poorest)
+            return poorest
+        return self._turns.popleft()
 
     def forget(self, peer: Peer) -> None:
         if peer in self._active:
@@ -185,8 +199,11 @@ class Uploads:
     def pump(self, peer: Peer) -> None:
         """Send queued blocks until the link pauses us or the turn ends.
 
-        With limited upload slots a turn is one piece: when the next queued
-        block belongs to another piece and other peers wait, the turn passes.
+        With limited upload slots a turn is ``turn_pieces`` pieces (one by
+        default): when the next queued block starts a piece beyond that and
+        other peers wait, the turn passes.  A turn that nobody waits for
+        goes on, and counts on, so a peer arriving later waits at most for
+        the piece being sent.
         """
         queue = peer.upload_queue
         limited = bool(self.config.upload_slots)
@@ -195,12 +212,13 @@ class Uploads:
             if not self.limiter.upload_allowed(peer):
                 return
             index, begin, length = queue[0]
-            if limited:
-                if peer.turn_piece is None:
-                    peer.turn_piece = index
-                elif index != peer.turn_piece and self._turns:
+            if limited and index != peer.turn_piece:
+                if peer.turn_piece is not None and self._turns and \
+                        peer.turn_count >= self.config.turn_pieces:
                     self.turn_over(peer)
                     return
+                peer.turn_piece = index
+                peer.turn_count += 1
             queue.popleft()
             try:
                 block = self.storage.read_block(index, begin, length)
@@ -246,6 +264,7 @@ class Uploads:
                               address=peer.address)
                 self._active.remove(peer)
                 peer.turn_piece = None
+                peer.turn_count = 0
                 self._turns.append(peer)
                 self.turn_over(peer)
         elif now - peer.last_keepalive >= self.config.keepalive_interval:

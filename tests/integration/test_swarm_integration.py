@@ -164,6 +164,20 @@ class DeployTests:
             assert sha256(dest / "release.bin") == swarm.digest
             assert os.listdir(dest) == ["release.bin"]
 
+    def test_hash_threads(self, swarm, procs, tmp_path):
+        """--hash-threads 2 (pieces hashed and written in worker threads): two
+        peers exit 0 with the exact payload, no .part left."""
+        peers = []
+        for i in range(2):
+            dest = tmp_path / f"host{i}"
+            dest.mkdir()
+            peers.append((procs.start(f"peer{i}", *swarm.peer_args(
+                "--destination", str(dest), "--hash-threads", "2")), dest))
+        for proc, dest in peers:
+            assert procs.wait(proc, 40) == 0, procs.output(proc)
+            assert sha256(dest / "release.bin") == swarm.digest
+            assert os.listdir(dest) == ["release.bin"]
+
     def test_download_cap(self, swarm, procs, tmp_path):
         """--max-download-rate holds: 6 MiB at 4 MiB/s takes over a second of download."""
         dest = tmp_path / "dest"

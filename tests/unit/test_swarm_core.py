@@ -122,6 +122,17 @@ class InMemorySwarmTests:
         assert sum(s.uploaded for s in fleet.peers) > 0
         assert sorted(fleet.done) == [0, 1, 2, 3]
 
+    def test_sticky_turns_complete_with_verified_payloads(self):
+        """turn_pieces=4 (sticky upload turns): 8 peers still all complete with the
+        exact payload, and the seeder still sends about one copy."""
+        fleet = Fleet(8, turn_pieces=4)
+        fleet.announce_all()
+        fleet.run(30)
+        assert sorted(fleet.done) == list(range(8))
+        for swarm in fleet.peers:
+            assert bytes(swarm.storage.buffer) == fleet.data
+        assert fleet.seeder.uploaded < 3 * fleet.meta.total_length
+
     def test_dial_to_nobody_fails_cleanly(self):
         """A dial to an address nobody listens on is reported and forgotten."""
         fleet = Fleet(1)

@@ -1,0 +1,257 @@
+"""Sticky upload turns (``SwarmConfig.turn_pieces``) in memory, with a Clock.
+
+With one upload slot a turn serves ``turn_pieces`` pieces while others wait
+and the requester keeps asking; it passes early when the requester's queue
+empties, and nobody waits longer than the peers ahead of it × that many
+pieces.  ``turn_pieces`` = 1 keeps strict piece-at-a-time round-robin.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from twisted.internet.task import Clock
+from twisted.python import usage
+
+from murder.peer.config import SwarmConfig
+from murder.peer.interfaces import Peer
+from murder.peer.picker import Picker
+from murder.peer.ratelimit import RateLimiter
+from murder.peer.uploads import Uploads
+from murder.peer.wire import BLOCK_SIZE, Bitfield
+from murder.testing import MemoryStorage, build_torrent
+
+PLEN = 2 * BLOCK_SIZE
+PIECES = 8
+
+
+def _payload(n: int) -> bytes:
+    out = bytearray()
+    i = 0
+    while len(out) < n:
+        out += hashlib.sha256(b"turns/%d" % i).digest()
+        i += 1
+    return bytes(out[:n])
+
+
+class _Link:
+    """A PeerLink that records the pieces sent, into a log shared by all links."""
+
+    def __init__(self, name: str, sent: list[tuple[str, int, int]]) -> None:
+        self.address = (name, 1)
+        self.outgoing = False
+        self.peer_id = name.encode().ljust(20, b"-")
+        self.fast = True
+        self.sent = sent
+
+    def send_piece(self, index: int, begin: int, data: bytes) -> None:
+        self.sent.append((self.address[0], index, begin))
+
+    def __getattr__(self, name: str):
+        return lambda *args: None
+
+
+class _Seat:
+    """An :class:`Uploads` holding every piece, and peers that queue requests."""
+
+    def __init__(self, turn_pieces: int, slots: int = 1, **config) -> None:
+        meta, data = build_torrent(_payload(PIECES * PLEN), piece_length=PLEN)
+        self.clock = Clock()
+        picker = Picker(meta.num_pieces, piece_length=PLEN, total_length=meta.total_length)
+        for i in range(meta.num_pieces):
+            picker.mark_have(i)
+        limiter = RateLimiter(self.clock, 0, 0, resume_upload=lambda p: None)
+        swarm_config = SwarmConfig(upload_slots=slots, turn_pieces=turn_pieces, **config)
+        self.uploads = Uploads(self.clock, swarm_config, meta, picker, MemoryStorage(meta, data),
+                               limiter)
+        self.sent: list[tuple[str, int, int]] = []
+
+    def peer(self, name: str) -> Peer:
+        peer = Peer(_Link(name, self.sent), Bitfield(PIECES))
+        peer.peer_interested = True
+        self.uploads.update_choke(peer)
+        return peer
+
+    def ask(self, peer: Peer, *pieces: int) -> None:
+        """``peer`` requests whole pieces, two 16 KiB blocks each (a standard client)."""
+        for index in pieces:
+            for begin in (0, BLOCK_SIZE):
+                self.uploads.got_request(peer, index, begin, BLOCK_SIZE)
+
+    def order(self) -> list[tuple[str, int]]:
+        """Who got which piece, one entry per piece sent (both blocks in a row)."""
+        pieces = [(name, index) for name, index, begin in self.sent if begin == 0]
+        assert len(pieces) * 2 == len(self.sent)
+        return pieces
+
+
+def _contend(turn_pieces: int) -> list[tuple[str, int]]:
+    """A's socket is full while A asks for pieces 0–3 and B for 4–7; then it drains."""
+    seat = _Seat(turn_pieces)
+    a, b = seat.peer("a"), seat.peer("b")
+    a.send_paused = True
+    seat.ask(a, 0)
+    seat.uploads.ready(a)          # A's turn starts, its socket is full
+    seat.ask(a, 1, 2, 3)
+    seat.ask(b, 4, 5, 6, 7)        # B waits for a turn
+    a.send_paused = False
+    seat.uploads.ready(a)
+    return seat.order()
+
+
+class StickyTurnTests:
+    """``turn_pieces``: how many pieces one upload turn serves while others wait."""
+
+    def test_one_piece_turns_alternate(self):
+        """turn_pieces=1 (the default): A and B alternate a piece at a time."""
+        assert SwarmConfig().turn_pieces == 1
+        assert _contend(1) == [("a", 0), ("b", 4), ("a", 1), ("b", 5),
+                               ("a", 2), ("b", 6), ("a", 3), ("b", 7)]
+
+    def test_two_piece_turns(self):
+        """turn_pieces=2: A gets two pieces in a row, then B two, and so on."""
+        assert _contend(2) == [("a", 0), ("a", 1), ("b", 4), ("b", 5),
+                               ("a", 2), ("a", 3), ("b", 6), ("b", 7)]
+
+    def test_long_turn_runs_until_the_queue_empties(self):
+        """A turn longer than the queue: A is served to the end, then B."""
+        assert _contend(16) == [("a", 0), ("a", 1), ("a", 2), ("a", 3),
+                                ("b", 4), ("b", 5), ("b", 6), ("b", 7)]
+
+    def test_turn_passes_when_the_requester_stops_asking(self):
+        """A turn ends as soon as the requester's queue empties, even short of
+        turn_pieces; when A asks again it waits behind B's turn."""
+        seat = _Seat(turn_pieces=8)
+        a, b = seat.peer("a"), seat.peer("b")
+        a.send_paused = True
+        seat.ask(a, 0)
+        seat.uploads.ready(a)
+        seat.ask(b, 4, 5)
+        a.send_paused = False
+        seat.uploads.ready(a)
+        seat.ask(a, 1)
+        assert seat.order() == [("a", 0), ("b", 4), ("b", 5), ("a", 1)]
+
+    def test_nobody_waits_longer_than_the_turns_ahead_of_it(self):
+        """Three peers with long queues, turn_pieces=2: turns rotate A, B, C, A…
+        so C's first piece leaves after at most 2 × 2 pieces of the others."""
+        seat = _Seat(turn_pieces=2)
+        a, b, c = seat.peer("a"), seat.peer("b"), seat.peer("c")
+        a.send_paused = True
+        seat.ask(a, 0)
+        seat.uploads.ready(a)
+        seat.ask(a, 1, 2)
+        seat.ask(b, 3, 4, 5)
+        seat.ask(c, 6, 7)
+        a.send_paused = False
+        seat.uploads.ready(a)
+        names = [name for name, _ in seat.order()]
+        assert names == ["a", "a", "b", "b", "c", "c", "a", "b"]
+
+    def test_a_lone_requester_counts_on_and_yields_at_the_next_piece(self):
+        """While nobody waits the turn goes on; a peer that starts waiting is
+        served at the next piece boundary once turn_pieces is used up — not
+        after a fresh turn of turn_pieces."""
+        seat = _Seat(turn_pieces=2)
+        a, b = seat.peer("a"), seat.peer("b")
+        seat.ask(a, 0, 1, 2)       # sent at once: nobody waits
+        a.send_paused = True
+        seat.ask(a, 3, 4)
+        seat.ask(b, 5)
+        a.send_paused = False
+        seat.uploads.ready(a)
+        assert seat.order() == [("a", 0), ("a", 1), ("a", 2), ("b", 5), ("a", 3), ("a", 4)]
+
+    def test_wedged_receiver_loses_a_sticky_turn(self):
+        """A receiver that stops reading loses even a long turn after
+        stuck_turn_timeout: B is served; A's pieces follow once it reads."""
+        seat = _Seat(turn_pieces=8)
+        a, b = seat.peer("a"), seat.peer("b")
+        a.send_paused, a.paused_since = True, seat.clock.seconds()
+        seat.ask(a, 0, 1, 2)
+        seat.uploads.ready(a)      # A's turn, but it does not read
+        seat.ask(b, 4, 5)
+        seat.clock.advance(SwarmConfig.stuck_turn_timeout - 0.5)
+        seat.uploads.liveness(a, seat.clock.seconds())
+        assert seat.order() == []
+        seat.clock.advance(1.0)
+        seat.uploads.liveness(a, seat.clock.seconds())
+        assert seat.order() == [("b", 4), ("b", 5)]
+        a.send_paused, a.paused_since = False, None
+        seat.uploads.ready(a)
+        assert seat.order() == [("b", 4), ("b", 5), ("a", 0), ("a", 1), ("a", 2)]
+
+
+class PoorestFirstTests:
+    """``seed_poorest_first``: the seeder's first pass serves the poorest waiter next."""
+
+    def _race(self, **config) -> list[str]:
+        """A holds the turn; B (3 pieces) starts waiting before C (none)."""
+        seat = _Seat(turn_pieces=1, super_seed=True, **config)
+        a, b, c = seat.peer("a"), seat.peer("b"), seat.peer("c")
+        for index in (5, 6, 7):
+            b.bits.add(index)
+        a.send_paused = True
+        seat.ask(a, 0)
+        seat.uploads.ready(a)
+        seat.ask(b, 1)
+        seat.ask(c, 2)
+        a.send_paused = False
+        seat.uploads.ready(a)
+        return [name for name, _ in seat.order()]
+
+    def test_poorest_waiter_goes_first(self):
+        """With the option, C (no pieces) is served before B, which waited longer."""
+        assert self._race(seed_poorest_first=True) == ["a", "c", "b"]
+
+    def test_default_is_first_come(self):
+        """Without it, turns go in waiting order: B, then C."""
+        assert self._race() == ["a", "b", "c"]
+
+    def test_only_until_every_piece_has_left_once(self):
+        """After the seeder's first pass, waiting order again."""
+        seat = _Seat(turn_pieces=1, super_seed=True, seed_poorest_first=True)
+        seat.uploads.first_copy_at = 0.0
+        a, b, c = seat.peer("a"), seat.peer("b"), seat.peer("c")
+        for index in (5, 6, 7):
+            b.bits.add(index)
+        a.send_paused = True
+        seat.ask(a, 0)
+        seat.uploads.ready(a)
+        seat.ask(b, 1)
+        seat.ask(c, 2)
+        a.send_paused = False
+        seat.uploads.ready(a)
+        assert [name for name, _ in seat.order()] == ["a", "b", "c"]
+
+
+class TurnPiecesOptionTests:
+    """``--turn-pieces`` on the command line becomes ``SwarmConfig.turn_pieces``."""
+
+    def _torrent(self, tmp_path) -> str:
+        meta, _ = build_torrent(_payload(PLEN), piece_length=PLEN)
+        path = tmp_path / "t.torrent"
+        path.write_bytes(meta.encode())
+        return str(path)
+
+    def test_flag_reaches_the_swarm_config(self, tmp_path):
+        """`murder peer --turn-pieces 8` runs the swarm with turn_pieces=8; the default is 1."""
+        from murder.peer.options import PeerOptions, config_from
+
+        torrent = self._torrent(tmp_path)
+        opts = PeerOptions()
+        opts.parseOptions(["--torrent", torrent, "--saveas", str(tmp_path / "x"),
+                           "--turn-pieces", "8"])
+        assert config_from(opts).swarm.turn_pieces == 8
+        opts = PeerOptions()
+        opts.parseOptions(["--torrent", torrent, "--saveas", str(tmp_path / "x")])
+        assert config_from(opts).swarm.turn_pieces == 1
+
+    def test_zero_is_refused(self, tmp_path):
+        """--turn-pieces 0 is a usage error with a clear message."""
+        from murder.peer.options import SeederOptions
+
+        with pytest.raises(usage.UsageError, match="--turn-pieces must be at least 1"):
+            SeederOptions().parseOptions(["--torrent", self._torrent(tmp_path), "--file",
+                                          str(tmp_path), "--turn-pieces", "0"])
