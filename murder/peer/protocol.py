@@ -64,6 +64,10 @@ class PeerProtocol(protocol.Protocol):
         self.peer: Peer | None = None
         self.reader: wire.MessageReader | None = None
         self._handshake_buffer = b""
+        #: Set by :meth:`drop`: the close is under way, and nothing more that
+        #: arrives is handed to the core (it has forgotten this peer, and
+        #: requests made for it now would be held by no one).
+        self._dropped = False
         #: Kernel send buffer to ask for (0: the system's): small with upload
         #: turns, so a turn's data has left before the next turn starts.
         self._send_buffer = send_buffer
@@ -112,6 +116,7 @@ class PeerProtocol(protocol.Protocol):
 
     def drop(self, why: str) -> None:
         """Close this connection, logging why."""
+        self._dropped = True
         if self.state is not State.CLOSED:
             self.log.debug("dropping {address}: {why}", address=self.address, why=why)
             self.transport.loseConnection()  # type: ignore[union-attr]
@@ -124,7 +129,7 @@ class PeerProtocol(protocol.Protocol):
 
     # ------------------------------------------------------------- receiving
     def dataReceived(self, data: bytes) -> None:  # noqa: N802
-        if self.state is State.CLOSED:
+        if self.state is State.CLOSED or self._dropped:
             return
         try:
             if self.state is State.HANDSHAKE:
@@ -135,7 +140,7 @@ class PeerProtocol(protocol.Protocol):
             assert self.peer is not None and self.reader is not None
             self.core.heard_from(self.peer)
             for message in self.reader.feed(data):
-                if self.state is State.CLOSED:
+                if self.state is State.CLOSED or self._dropped:
                     return
                 self._dispatch(message)
         except ProtocolError as e:

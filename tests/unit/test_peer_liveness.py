@@ -241,6 +241,35 @@ class FrozenOwnerTests:
         seeder.stop()
 
 
+class DroppedConnectionTests:
+    """Requests never stay with a connection the core has let go of."""
+
+    def test_superseded_connection_that_still_talks_holds_no_blocks(self):
+        """A connection superseded by a duplicate (both hosts dialled at once)
+        is closed, but its bytes may still arrive before the close completes.
+        They must not lead to requests: the core has forgotten that peer, so
+        blocks asked of it would stay 'requested' for ever and, beyond the
+        endgame's reach, the download would stall (seen at 114/128 pieces in
+        an N=16 bench run).  Whatever it was asked, its loss gives back."""
+        meta, data = build_torrent(payload(64 * PLEN), piece_length=PLEN)
+        clock = FakeReactor()
+        n = meta.num_pieces
+        peer = Swarm(meta, MemoryStorage(meta), Bitfield(n), clock, SwarmConfig(),
+                     peer_id=b"-MU0110-peerpeerpeer", rng=random.Random(2))
+        old = RemotePeer(peer, b"-MU0100-duplicatedup", address=("10.0.0.4", 1))
+        new = RemotePeer(peer, b"-MU0100-duplicatedup", address=("10.0.0.4", 2))
+        assert old.closed and not new.closed  # the older one was superseded
+        old.send(wire.simple(wire.HAVE_ALL) + wire.simple(wire.UNCHOKE))
+        assert not [m for m in old.sent() if m[0] == wire.REQUEST]
+        old.lose()
+        new.send(wire.simple(wire.HAVE_ALL) + wire.simple(wire.UNCHOKE))
+        asked = [m for m in new.sent() if m[0] == wire.REQUEST]
+        assert asked, "the live connection was asked for nothing"
+        held = {b for piece in peer.picker.in_progress.values()
+                for b, who in piece.requested.items() if who and old.protocol.peer in who}
+        assert held == set()
+
+
 class PeerIdTests:
     """Which peers promise keep-alives."""
 
