@@ -19,7 +19,7 @@ setup(
     extras_require={
         "test": ["pytest>=7", "pytest-twisted>=1.14", "hypothesis>=6", "libtorrent>=2.0",
                  "selenium>=4.11"],
-        "bench": ["matplotlib>=3.7"],
+        "bench": ["matplotlib>=3.7", "py-spy>=0.3"],
     },
     entry_points={"console_scripts": ["murder = murder.cli:main"]},
 )
