@@ -21,7 +21,7 @@ setup(
                  "redis>=5", "hiredis>=2", "ruff>=0.5", "mypy>=1.10", "mypy-zope>=1.0"],
         # --store redis://… (tracker peers shared by several tracker processes).
         "redis": ["redis>=5", "hiredis>=2"],
-        "bench": ["matplotlib>=3.7"],
+        "bench": ["matplotlib>=3.7", "py-spy>=0.3"],
     },
     entry_points={"console_scripts": ["murder = murder.cli:main"]},
 )
