@@ -54,6 +54,12 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
+# Randomized fault runs of whole swarms (issue 17); every run's seed is printed.
+CHAOS_RUNS ?= 200
+CHAOS_SEED ?= 1000
+chaos: bytecode
+	$(PY) bench/chaos.py --runs $(CHAOS_RUNS) --seed $(CHAOS_SEED) --peers 8..16 --jobs 2
+
 bench: $(STAMP)
 	$(PY) -m pip install -q -e '.[bench]' --config-settings editable_mode=compat
 	$(PY) bench/tracker_announce.py
