@@ -180,7 +180,8 @@ class Announcer:
                  stats: Callable[[], tuple[int, int, int]],
                  on_reply: Callable[[AnnounceReply], None], numwant: int = 500,
                  tracker_timeout: float = 60.0, request_timeout: float = 10.0,
-                 max_interval: float | None = None, udp: Any = None) -> None:
+                 max_interval: float | None = None, udp: Any = None,
+                 lonely_interval: float = 5.0) -> None:
         self.clock = clock
         self.http = http
         #: Client for ``udp://`` URLs: ``announce(url, AnnounceParams, timeout)``.
@@ -198,6 +199,8 @@ class Announcer:
         self.tracker_timeout = tracker_timeout
         self.request_timeout = request_timeout
         self.max_interval = max_interval
+        #: Re-announce interval while the tracker knows no source for us.
+        self.lonely_interval = lonely_interval
         self.last_reply: AnnounceReply | None = None
         self.last_reply_at = 0.0
         self._current = 0
@@ -308,6 +311,13 @@ class Announcer:
         interval = reply.interval
         if self.max_interval:
             interval = min(interval, self.max_interval)
+        if interval > self.lonely_interval and self.stats()[2] > 0 and \
+                (not reply.peers or reply.complete == 0):
+            # Nothing to download from yet (no peers, or no seed among them):
+            # ask again soon rather than at the tracker's interval (30 min
+            # from opentracker), or peers started before the seeder wait
+            # that long — a seed dials no one whose peer id it lacks.
+            interval = self.lonely_interval
         self._schedule(0 if self._pending_event else interval)
         self.on_reply(reply)
         if self._started is not None:

@@ -112,6 +112,21 @@ class OpentrackerSwarmTests:
             finally:
                 tracker.cleanup()
 
+    def test_peers_started_before_the_seeder(self, tmp_path: Path) -> None:
+        """Peers that announce before the seeder exists learn of it within a few
+        seconds (they ask again every 5 s while the tracker lists no seed), not
+        at opentracker's 30-minute interval."""
+        with URLSwarm(tmp_path, "http://127.0.0.1:{port}/announce", size=2**20) as swarm:
+            tracker = Opentracker(swarm, swarm.port, [swarm.meta.info_hash])
+            try:
+                peers = [(n, swarm.start_peer(n, "--tracker-timeout", "20", "--seed-time", "3"))
+                         for n in ("p1", "p2")]
+                swarm.start_seeder("--tracker-timeout", "20")
+                for name, proc in peers:
+                    swarm.assert_complete(name, proc, timeout=60)
+            finally:
+                tracker.cleanup()
+
     def test_refusal_says_what_the_tracker_answered(self, tmp_path: Path) -> None:
         """A torrent opentracker does not track: the peer fails after its
         --tracker-timeout saying the tracker refused (status and failure reason),

@@ -174,7 +174,8 @@ class AnnouncerTests:
 
     def test_reannounce_at_interval(self):
         """After a success the next announce comes one interval later, with no event."""
-        h = Harness({b"/a/announce": [ok(interval=30)]})
+        peer = socket.inet_aton("10.0.0.7") + struct.pack(">H", 7777)
+        h = Harness({b"/a/announce": [ok(interval=30, peers=peer)]})
         h.announcer.start()
         h.advance(29.5)
         assert len(h.tracker.requests) == 1
@@ -182,9 +183,31 @@ class AnnouncerTests:
         assert [t for t, _, _ in h.tracker.requests] == [0, 30]
         assert h.tracker.events() == [b"started", None]
 
+    def test_no_source_yet_means_asking_again_soon(self):
+        """A downloading peer whose tracker knows no source for it (no peers,
+        or complete=0: peers started before the seeder) asks again after
+        ``lonely_interval`` (5 s), not the tracker's 30 minutes; once a seed
+        is listed, the tracker's interval holds; a seed itself keeps it."""
+        peer = socket.inet_aton("10.0.0.7") + struct.pack(">H", 7777)
+        h = Harness({b"/a/announce": [ok(interval=1800), ok(interval=1800, peers=peer,
+                                                              complete=0),
+                                      ok(interval=1800, peers=peer, complete=1)]})
+        h.announcer.start()
+        h.advance(11)
+        assert [t for t, _, _ in h.tracker.requests] == [0, 5, 10]
+        h.advance(100)
+        assert len(h.tracker.requests) == 3
+        seed = Harness({b"/a/announce": [ok(interval=1800)]})
+        seed.stats = (100, 200, 0)
+        seed.announcer.start()
+        seed.advance(100)
+        assert len(seed.tracker.requests) == 1
+
     def test_max_interval_caps_tracker_interval(self):
         """max_interval shortens a long tracker interval."""
-        h = Harness({b"/a/announce": [ok(interval=1800)]}, max_interval=15)
+        peer = socket.inet_aton("10.0.0.7") + struct.pack(">H", 7777)
+        h = Harness({b"/a/announce": [ok(interval=1800, peers=peer, complete=1)]},
+                    max_interval=15)
         h.announcer.start()
         h.advance(16)
         assert [t for t, _, _ in h.tracker.requests] == [0, 15]
