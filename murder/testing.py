@@ -21,6 +21,10 @@ global reactor:
   by :meth:`MemoryNetwork.flush`; its :meth:`~MemoryNetwork.dialer` dials by
   address.  Many cores run in one process this way.
 - :class:`FakeTrackerHTTP`: the announce client a run uses, answered in memory.
+- :func:`pattern`: deterministic, non-repeating payload bytes.
+- :class:`ManualPool` / :class:`InlineReactor`: the slice of a ``ThreadPool``
+  and of a reactor that :class:`~murder.peer.storage.PieceWriter` uses, run on
+  the test's thread when the test says so.
 """
 
 from __future__ import annotations
@@ -36,6 +40,46 @@ from twisted.test import iosim
 from murder import bencode, metainfo
 from murder.errors import StorageError
 from murder.metainfo import Metainfo
+
+def pattern(n: int, seed: int | str = 0) -> bytes:
+    """``n`` deterministic bytes that never repeat within a payload, so a
+    block written at the wrong offset or from the wrong piece is caught."""
+    out = bytearray()
+    i = 0
+    while len(out) < n:
+        out += hashlib.sha256(f"{seed}/{i}".encode()).digest()
+        i += 1
+    return bytes(out[:n])
+
+
+class ManualPool:
+    """Stands in for a ``ThreadPool``: keeps each job until :meth:`run_all`."""
+
+    def __init__(self) -> None:
+        self.calls: list = []
+
+    def callInThreadWithCallback(self, on_result, f, *args, **kwargs):  # noqa: N802
+        self.calls.append((on_result, f, args, kwargs))
+
+    def run_all(self) -> int:
+        """Run the kept jobs as a ThreadPool would report them; return how many."""
+        calls, self.calls = self.calls, []
+        for on_result, f, args, kwargs in calls:
+            try:
+                result = f(*args, **kwargs)
+            except BaseException as e:  # noqa: BLE001 - as ThreadPool reports it
+                on_result(False, e)
+            else:
+                on_result(True, result)
+        return len(calls)
+
+
+class InlineReactor:
+    """``callFromThread`` runs at once: :class:`ManualPool` runs on the test's thread."""
+
+    def callFromThread(self, f, *args, **kwargs):  # noqa: N802
+        f(*args, **kwargs)
+
 
 #: ``bytes`` for a single-file payload, or ``{"dir/file": bytes}`` for a tree.
 PayloadSpec = Union[bytes, Mapping[str, bytes]]

@@ -9,7 +9,6 @@ writer's thread pool is a fake that runs a job only when the test says so.
 
 from __future__ import annotations
 
-import hashlib
 import random
 
 import pytest
@@ -24,45 +23,9 @@ from murder.peer.session import Swarm, SwarmConfig
 from murder.peer.storage import PieceWriter
 from murder.peer.wire import BLOCK_SIZE, Bitfield
 from murder.testing import MemoryNetwork, MemoryStorage, build_torrent
+from murder.testing import pattern as _payload, ManualPool, InlineReactor
 
 PLEN = 2**15
-
-
-def _payload(n: int) -> bytes:
-    out = bytearray()
-    i = 0
-    while len(out) < n:
-        out += hashlib.sha256(b"writer/%d" % i).digest()
-        i += 1
-    return bytes(out[:n])
-
-
-class ManualPool:
-    """Stands in for a ThreadPool: keeps each job until :meth:`run_all`."""
-
-    def __init__(self) -> None:
-        self.calls: list = []
-
-    def callInThreadWithCallback(self, on_result, f, *args, **kwargs):  # noqa: N802
-        self.calls.append((on_result, f, args, kwargs))
-
-    def run_all(self) -> int:
-        calls, self.calls = self.calls, []
-        for on_result, f, args, kwargs in calls:
-            try:
-                result = f(*args, **kwargs)
-            except BaseException as e:  # noqa: BLE001 - as ThreadPool reports it
-                on_result(False, e)
-            else:
-                on_result(True, result)
-        return len(calls)
-
-
-class InlineReactor:
-    """``callFromThread`` runs at once: the fake pool runs on the test's thread."""
-
-    def callFromThread(self, f, *args, **kwargs):  # noqa: N802
-        f(*args, **kwargs)
 
 
 class Pair:

@@ -7,24 +7,15 @@ swarms joined by ``iosim`` pumps, hostile neighbours played by
 
 from __future__ import annotations
 
-import hashlib
 import random
 
 from murder.peer import wire
 from murder.peer.session import Swarm, SwarmConfig, make_peer_id, promises_keepalives
 from murder.peer.wire import BLOCK_SIZE, Bitfield
 from murder.testing import FakeReactor, MemoryStorage, RemotePeer, build_torrent, connect_swarms
+from murder.testing import pattern as payload
 
 PLEN = 2**15
-
-
-def payload(n: int) -> bytes:
-    out = bytearray()
-    i = 0
-    while len(out) < n:
-        out += hashlib.sha256(b"live/%d" % i).digest()
-        i += 1
-    return bytes(out[:n])
 
 
 def run_until(clock: FakeReactor, pumps, done, limit: float, step: float = 0.05) -> float:

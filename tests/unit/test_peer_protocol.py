@@ -8,7 +8,6 @@ peer over a ``StringTransport``.
 
 from __future__ import annotations
 
-import hashlib
 import random
 import struct
 
@@ -22,17 +21,9 @@ from murder.peer.storage import DownloadStorage, SeedStorage
 from murder.peer.wire import BLOCK_SIZE, Bitfield
 from murder.testing import (FakeReactor, MemoryStorage, RemotePeer, build_torrent,
                             connect_swarms)
+from murder.testing import pattern as data
 
 PLEN = 2**15
-
-
-def data(n: int, seed: int = 0) -> bytes:
-    out = bytearray()
-    i = 0
-    while len(out) < n:
-        out += hashlib.sha256(b"%d/%d" % (seed, i)).digest()
-        i += 1
-    return bytes(out[:n])
 
 
 SEED_ID = b"-MU0100-seederseeder"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 from pathlib import Path
 
@@ -13,19 +12,10 @@ from murder.errors import PayloadError, StorageError
 from murder.peer import storage as storage_mod
 from murder.peer.storage import DownloadStorage, PieceStorage, SeedStorage
 from murder.testing import build_torrent
+from murder.testing import pattern as data
 
 BLOCK = 2**14
 PLEN = 2**15
-
-
-def data(n: int, seed: int = 0) -> bytes:
-    """Deterministic, non-repeating bytes (so a misplaced byte is detected)."""
-    out = bytearray()
-    counter = 0
-    while len(out) < n:
-        out += hashlib.sha256(b"%d-%d" % (seed, counter)).digest()
-        counter += 1
-    return bytes(out[:n])
 
 
 # Files chosen so that boundaries fall inside blocks, with a 1-byte and an

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import queue
 import threading
 
@@ -12,44 +11,9 @@ from twisted.python.threadpool import ThreadPool
 from murder.errors import StorageError
 from murder.peer.storage import DownloadStorage, PieceWriter
 from murder.testing import build_torrent
+from murder.testing import pattern as payload, ManualPool, InlineReactor
 
 PLEN = 2**15
-
-
-def payload(n: int) -> bytes:
-    out = bytearray()
-    counter = 0
-    while len(out) < n:
-        out += hashlib.sha256(b"%d" % counter).digest()
-        counter += 1
-    return bytes(out[:n])
-
-
-class ManualPool:
-    """Stands in for ThreadPool: keeps the calls until the test runs them."""
-
-    def __init__(self) -> None:
-        self.calls: list = []
-
-    def callInThreadWithCallback(self, on_result, f, *args, **kwargs):  # noqa: N802
-        self.calls.append((on_result, f, args, kwargs))
-
-    def run_all(self) -> None:
-        calls, self.calls = self.calls, []
-        for on_result, f, args, kwargs in calls:
-            try:
-                result = f(*args, **kwargs)
-            except BaseException as e:  # noqa: BLE001 - as ThreadPool reports it
-                on_result(False, e)
-            else:
-                on_result(True, result)
-
-
-class InlineReactor:
-    """callFromThread runs at once (ManualPool already runs on the test's thread)."""
-
-    def callFromThread(self, f, *args, **kwargs):  # noqa: N802
-        f(*args, **kwargs)
 
 
 class QueueReactor:

@@ -8,7 +8,6 @@ pieces.  ``turn_pieces`` = 1 keeps strict piece-at-a-time round-robin.
 
 from __future__ import annotations
 
-import hashlib
 
 import pytest
 from twisted.internet.task import Clock
@@ -21,18 +20,10 @@ from murder.peer.ratelimit import RateLimiter
 from murder.peer.uploads import Uploads
 from murder.peer.wire import BLOCK_SIZE, Bitfield
 from murder.testing import MemoryStorage, build_torrent
+from murder.testing import pattern as _payload
 
 PLEN = 2 * BLOCK_SIZE
 PIECES = 8
-
-
-def _payload(n: int) -> bytes:
-    out = bytearray()
-    i = 0
-    while len(out) < n:
-        out += hashlib.sha256(b"turns/%d" % i).digest()
-        i += 1
-    return bytes(out[:n])
 
 
 class _Link:

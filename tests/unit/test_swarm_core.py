@@ -20,17 +20,9 @@ from murder.peer.ratelimit import RateLimiter, TokenBucket
 from murder.peer.session import Swarm, SwarmConfig
 from murder.peer.wire import BLOCK_SIZE, Bitfield
 from murder.testing import MemoryLink, MemoryNetwork, MemoryStorage, build_torrent
+from murder.testing import pattern as payload
 
 PLEN = 2**15
-
-
-def payload(n: int, seed: int = 0) -> bytes:
-    out = bytearray()
-    i = 0
-    while len(out) < n:
-        out += hashlib.sha256(b"%d/%d" % (seed, i)).digest()
-        i += 1
-    return bytes(out[:n])
 
 
 class Fleet:
