@@ -95,6 +95,18 @@ def hold_turn_with_full_socket(remote: RemotePeer, requests: list[tuple[int, int
     assert len(proto.peer.upload_queue) == len(requests) - 1
 
 
+def held_turn_and_one_waiting(uploader: Swarm) -> tuple[RemotePeer, RemotePeer]:
+    """Two interested downloaders of ``uploader``: the first holds the upload
+    turn with its socket full and piece 0 half sent; the second waits."""
+    holder = RemotePeer(uploader, b"-MU0110-holderholder", address=("10.0.0.4", 1))
+    waiting = RemotePeer(uploader, b"-MU0110-waitingwaiti", address=("10.0.0.5", 1))
+    for r in (holder, waiting):
+        r.send(wire.simple(wire.HAVE_NONE) + wire.simple(wire.INTERESTED))
+        r.sent()
+    hold_turn_with_full_socket(holder, [(0, 0, BLOCK_SIZE), (0, BLOCK_SIZE, BLOCK_SIZE)])
+    return holder, waiting
+
+
 class WedgedUploaderTests:
     """A murder peer that stops sending anything is noticed in seconds."""
 
@@ -166,12 +178,7 @@ class WedgedUploaderTests:
         the uploader for wedged."""
         meta, data, clock, seeder, peer, done = self._pair()
         seeder.start()
-        first = RemotePeer(seeder, b"-MU0110-firstfirstfi", address=("10.0.0.4", 1))
-        waiting = RemotePeer(seeder, b"-MU0110-waitingwaiti", address=("10.0.0.5", 1))
-        for r in (first, waiting):
-            r.send(wire.simple(wire.HAVE_NONE) + wire.simple(wire.INTERESTED))
-            r.sent()
-        hold_turn_with_full_socket(first, [(0, 0, BLOCK_SIZE), (0, BLOCK_SIZE, BLOCK_SIZE)])
+        first, waiting = held_turn_and_one_waiting(seeder)
         waiting.send(wire.request(1, 0, BLOCK_SIZE))
         assert waiting.sent() == []
         clock.advance(1.25)
@@ -185,12 +192,7 @@ class WedgedUploaderTests:
         one wedged downloader does not hold every other one up."""
         meta, data, clock, seeder, peer, done = self._pair()
         seeder.start()
-        stuck = RemotePeer(seeder, b"-MU0110-stuckstucks1", address=("10.0.0.4", 1))
-        other = RemotePeer(seeder, b"-MU0110-otherotherot", address=("10.0.0.5", 1))
-        for r in (stuck, other):
-            r.send(wire.simple(wire.HAVE_NONE) + wire.simple(wire.INTERESTED))
-            r.sent()
-        hold_turn_with_full_socket(stuck, [(0, 0, BLOCK_SIZE), (0, BLOCK_SIZE, BLOCK_SIZE)])
+        stuck, other = held_turn_and_one_waiting(seeder)
         other.send(wire.request(1, 0, BLOCK_SIZE))
         assert not [m for m in other.sent() if m[0] == wire.PIECE]
         clock.advance(SwarmConfig().stuck_turn_timeout + 0.5)
@@ -216,12 +218,7 @@ class FrozenOwnerTests:
                        SwarmConfig(super_seed=True), peer_id=b"-MU0110-seederseeder",
                        rng=random.Random(1))
         seeder.start()
-        frozen = RemotePeer(seeder, b"-MU0110-frozenfrozen", address=("10.0.0.4", 1))
-        other = RemotePeer(seeder, b"-MU0110-otherotherot", address=("10.0.0.5", 1))
-        for r in (frozen, other):
-            r.send(wire.simple(wire.HAVE_NONE) + wire.simple(wire.INTERESTED))
-            r.sent()
-        hold_turn_with_full_socket(frozen, [(0, 0, BLOCK_SIZE), (0, BLOCK_SIZE, BLOCK_SIZE)])
+        frozen, other = held_turn_and_one_waiting(seeder)
         other.send(wire.request(0, BLOCK_SIZE, BLOCK_SIZE))
         assert other.sent() == [(wire.REJECT, 0, BLOCK_SIZE, BLOCK_SIZE)]  # on its way
         clock.advance(SwarmConfig().stuck_turn_timeout + 0.5)
