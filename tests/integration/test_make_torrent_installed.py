@@ -31,11 +31,6 @@ def _summary(out: str, path: str) -> str:
             f"of {m.piece_length} bytes, {m.total_length} bytes\n")
 
 
-def _leftovers(directory: Path) -> list[str]:
-    """Temporary files write_atomic could have left behind."""
-    return sorted(p.name for p in directory.iterdir() if "tmp" in p.name)
-
-
 def _run(*args: str, timeout: float = 60, **kw) -> subprocess.CompletedProcess:
     return subprocess.run([venv_bin("murder"), "make-torrent", *args], capture_output=True,
                           text=True, timeout=timeout, **kw)

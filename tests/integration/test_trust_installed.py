@@ -5,12 +5,11 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-from pathlib import Path
 
 import pytest
 from conftest import venv_bin
 
-from murder import cli, metainfo, trust
+from murder import metainfo, trust
 
 ANNOUNCE = "http://127.0.0.1:8998/announce"
 
@@ -19,22 +18,6 @@ ANNOUNCE = "http://127.0.0.1:8998/announce"
 def _no_ambient_trust(monkeypatch):
     """The developer's own MURDER_TRUST must not leak into these tests."""
     monkeypatch.delenv(trust.TRUST_ENV, raising=False)
-
-
-def _keygen(capsys, prefix: Path) -> str:
-    """Run ``murder keygen --out prefix``; return the printed fingerprint."""
-    assert cli.main(["keygen", "--out", str(prefix)]) == 0
-    out = capsys.readouterr().out
-    found = re.search(r"^fingerprint: ([0-9a-f]{16})$", out, re.M)
-    assert found, out
-    return found.group(1)
-
-
-def _make(capsys, payload: Path, output: Path, *extra: str) -> int:
-    rc = cli.main(["make-torrent", "--announce", ANNOUNCE, "-q", "-o", str(output),
-                   *extra, str(payload)])
-    capsys.readouterr()
-    return rc
 
 
 @pytest.mark.integration
