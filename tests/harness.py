@@ -1,8 +1,8 @@
 """Waiting on real processes: every integration test's bounded waits, in one place.
 
 A test never sleeps a fixed time hoping something happened; it waits for a
-*signal* that it did, with a deadline: a predicate over a log file, the
-status fd's line, a listening port, the tracker's view of the swarm.
+*signal* that it did, with a deadline: a predicate over a log file, a
+listening port, the tracker's view of the swarm.
 Import with ``from harness import wait_for, …`` (pytest puts ``tests/`` on
 ``sys.path``).
 """
@@ -10,9 +10,6 @@ Import with ``from harness import wait_for, …`` (pytest puts ``tests/`` on
 from __future__ import annotations
 
 import json
-import os
-import re
-import select
 import socket
 import time
 import urllib.request
@@ -52,31 +49,6 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
 def wait_for_port(host: str, port: int, timeout: float = 15.0) -> None:
     """Return once ``host:port`` accepts TCP connections."""
     wait_for(lambda: port_open(port, host), timeout, f"a listener on {host}:{port}")
-
-
-def wait_for_line(read: Callable[[], str], pattern: str, timeout: float,
-                  what: str | None = None) -> re.Match[str]:
-    """Wait until the text ``read()`` returns (a log file, say) matches ``pattern``."""
-    regex = re.compile(pattern, re.MULTILINE)
-    return wait_for(lambda: regex.search(read()), timeout, what or f"/{pattern}/ in the log")
-
-
-def read_status_line(fd: int, timeout: float) -> str:
-    """The one line a peer writes to its ``--status-fd`` (``complete …``/``failed …``);
-    '' if the writer closed it without a line."""
-    data = b""
-    deadline = time.monotonic() + timeout
-    while not data.endswith(b"\n"):
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise AssertionError(f"no status line after {timeout}s (so far {data!r})")
-        ready, _, _ = select.select([fd], [], [], left)
-        if ready:
-            chunk = os.read(fd, 4096)
-            if not chunk:
-                break
-            data += chunk
-    return data.decode()
 
 
 def tracker_status(port: int, timeout: float = 1.0) -> dict[str, Any]:

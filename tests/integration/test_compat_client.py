@@ -25,21 +25,6 @@ from murder import metainfo
 compat = compat_module()
 
 
-def _python_without_murder() -> list[str]:
-    """An interpreter (in isolated mode) that cannot import murder, or skip."""
-    candidates = ["/usr/bin/python3", os.path.realpath(sys.executable)]
-    for exe in candidates:
-        if not os.path.exists(exe):
-            continue
-        probe = subprocess.run([exe, "-I", "-c", "import murder"], capture_output=True)
-        version = subprocess.run(
-            [exe, "-I", "-c", "import sys; print(sys.version_info >= (3, 11))"],
-            capture_output=True, text=True)
-        if probe.returncode != 0 and version.stdout.strip() == "True":
-            return [exe, "-I"]
-    pytest.skip("every Python 3.11 here can import murder")
-
-
 def _legacy_torrent(tmp_path: Path, announce_port: int, size: int = 700_000) -> tuple[Path, Path]:
     """A payload and its legacy torrent (2^18 pieces) announcing to 127.0.0.1:port."""
     import bencodepy

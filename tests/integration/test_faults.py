@@ -48,11 +48,6 @@ def verified_set(path: Path, meta: metainfo.Metainfo) -> set[int]:
                                  + meta.piece_size(i)]).digest() == meta.pieces[i]}
 
 
-def verified_pieces(path: Path, meta: metainfo.Metainfo) -> int:
-    """How many pieces of ``path`` match their hash."""
-    return len(verified_set(path, meta))
-
-
 class Proc:
     """A started process with its output in files; killed by PID."""
 
