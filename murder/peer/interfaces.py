@@ -158,7 +158,11 @@ class PeerLink(Protocol):
 
     # -- connection
     def drop(self, why: str) -> None:
-        """Close the connection (``connection_lost``/``connection_failed`` follows)."""
+        """Close the connection (``connection_lost``/``connection_failed`` follows).
+
+        From this call on, nothing that arrives is delivered to the core: it
+        has forgotten the peer, and requests made for it would be held by no one.
+        """
 
     def pause_reading(self) -> None:
         """Stop delivering incoming messages until :meth:`resume_reading` (rate caps)."""

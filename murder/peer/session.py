@@ -165,10 +165,6 @@ class Swarm:
         peer.active = False
         peer.upload_queue.clear()
         self._forget(peer)
-        if peer.outstanding:
-            # Forgotten earlier (superseded, banned) but asked for blocks
-            # since: give them back, or no one would ever ask for them again.
-            self.requests.dropped(peer, list(peer.outstanding))
         # Also when a duplicate superseded it (``_forget`` skipped it then):
         # it may hold the upload slot again, taken back while still open.
         self.uploads.forget(peer)
