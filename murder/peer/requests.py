@@ -16,7 +16,7 @@ from twisted.logger import Logger
 from murder.peer.config import SwarmConfig
 from murder.peer.interfaces import Block, Clock, Peer
 from murder.peer.picker import Picker
-from murder.peer.wire import BLOCK_SIZE
+from murder.peer.wire import BLOCK_SIZE, Bitfield
 
 
 def set_interested(peer: Peer, interested: bool) -> None:
@@ -83,10 +83,7 @@ class Requests:
             # snubbed holder (silent, wedged) is no source.  Counting it kept
             # a peer away from the seeder that had refused it once, for ever
             # (a peer stalled at 30 of 32 pieces beside a silent peer).
-            avail = self.picker.availability
-            mute = [c.bits for c in self.connections.values() if c.snubbed and c is not peer]
-            exclude = {i for i, t in peer.rejected.items()
-                       if now - t < 2.0 or avail[i] - 1 - sum(i in b for b in mute) > 0}
+            exclude = self._still_refused(peer, now)
         blocks = self.picker.next_requests(peer, peer.bits, want, exclude,
                                            1 if peer.snubbed else peer.span)
         if not blocks:
@@ -98,6 +95,31 @@ class Requests:
         for block in blocks:
             peer.outstanding[block] = now
         peer.link.send_requests(blocks)
+
+    def _still_refused(self, peer: Peer, now: float) -> set[int]:
+        """Pieces ``peer`` refused that are not to be asked of it again yet.
+
+        The snubbed connections are listed only when a refusal is old enough
+        and others seem to hold the piece: most fills need no such scan.
+        """
+        avail = self.picker.availability
+        have = self.picker.have
+        mute: list[Bitfield] | None = None
+        exclude: set[int] = set()
+        for i, t in peer.rejected.items():
+            if i in have:
+                continue
+            if now - t < 2.0:
+                exclude.add(i)
+                continue
+            others = avail[i] - 1
+            if others <= 0:
+                continue
+            if mute is None:
+                mute = [c.bits for c in self.connections.values() if c.snubbed and c is not peer]
+            if others - sum(i in b for b in mute) > 0:
+                exclude.add(i)
+        return exclude
 
     def fill_others(self, peer: Peer) -> None:
         for other in list(self.connections.values()):
