@@ -25,7 +25,7 @@ from urllib.parse import quote_from_bytes
 from twisted.internet.task import Clock
 
 from murder.tracker.store import PeerStore
-from murder.tracker.web import TrackerApp
+from murder.tracker.app import TrackerApp
 
 RESULTS = Path(__file__).resolve().parent / "results" / "tracker_overhead.json"
 

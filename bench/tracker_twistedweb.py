@@ -1,4 +1,4 @@
-"""The tracker's :class:`~murder.tracker.web.TrackerApp` behind twisted.web, for
+"""The tracker's :class:`~murder.tracker.app.TrackerApp` behind twisted.web, for
 bench/tracker_announce.py --fleet (issue 11: is our own HTTP server worth it?).
 
 Same store, same app, same GC tuning as ``murder tracker``; only the HTTP
@@ -17,7 +17,7 @@ from twisted.web import resource, server
 
 from murder.tracker.store import PeerStore
 from murder.tracker.tap import tune_gc
-from murder.tracker.web import TrackerApp
+from murder.tracker.app import TrackerApp
 
 
 class AppResource(resource.Resource):

@@ -18,7 +18,7 @@ from twisted.internet.testing import StringTransport
 
 from murder.tracker.fasthttp import TrackerHTTPFactory, TrackerHTTPProtocol
 from murder.tracker.store import PeerStore
-from murder.tracker.web import TrackerApp
+from murder.tracker.app import TrackerApp
 
 
 @dataclass

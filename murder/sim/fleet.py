@@ -4,7 +4,7 @@ Every host runs the project's real :class:`~murder.peer.session.Swarm` (picker,
 request pipelines, upload turns, super-seeding, seed budget, snubbing) over
 real :class:`~murder.peer.protocol.PeerProtocol` objects, and announces with
 the real :class:`~murder.peer.announcer.Announcer` to the real tracker
-(:class:`~murder.tracker.web.TrackerApp` over
+(:class:`~murder.tracker.app.TrackerApp` over
 :class:`~murder.tracker.store.PeerStore`, with the rack-aware handout when a
 policy other than ``random`` is chosen).  Only the sockets, the disk and the
 wall clock are replaced: :mod:`murder.sim.link`, a shared in-memory payload,
@@ -32,7 +32,7 @@ from murder.sim.net import Network, Pipe
 from murder.testing import build_torrent
 from murder.tracker import topology
 from murder.tracker.store import PeerStore
-from murder.tracker.web import TrackerApp
+from murder.tracker.app import TrackerApp
 
 log = Logger()
 

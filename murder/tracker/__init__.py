@@ -1,7 +1,7 @@
 """The Murder tracker: an HTTP BitTorrent tracker tuned for datacenter swarms.
 
-Layers: :mod:`~murder.tracker.announce` (pure codec), :mod:`~murder.tracker.store`
-(pure state with an injected clock, dfile persistence), :mod:`~murder.tracker.web`
+Layers: :mod:`~murder.tracker.announce_codec` (pure codec), :mod:`~murder.tracker.store`
+(pure state with an injected clock, dfile persistence), :mod:`~murder.tracker.app`
 (what each URL answers), :mod:`~murder.tracker.fasthttp` (the HTTP server
 protocol around it), :mod:`~murder.tracker.tap` (options and service).
 """

@@ -4,7 +4,7 @@ Tracker traffic is tiny GET requests without bodies, each answered from
 memory.  Measured under load, twisted.web spent most of every announce
 building ``Request`` objects, header maps and the query dict; this protocol
 parses just what a tracker needs and hands the request target to
-:class:`~murder.tracker.web.TrackerApp`, which decides every answer.
+:class:`~murder.tracker.app.TrackerApp`, which decides every answer.
 
 What it speaks:
 
@@ -39,7 +39,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
 from murder.auth import redact
-from murder.tracker.web import Reply, TrackerApp
+from murder.tracker.app import Reply, TrackerApp
 
 log = Logger()
 

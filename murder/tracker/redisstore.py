@@ -51,7 +51,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from murder.errors import AnnounceError, ConfigError
-from murder.tracker.announce import AnnounceRequest, compact_address
+from murder.tracker.announce_codec import AnnounceRequest, compact_address
 from murder.tracker.store import Peer, Torrent, TorrentInfo
 
 log = Logger()

@@ -14,12 +14,12 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.logger import Logger
 
 from murder.auth import Authoriser
-from murder.tracker.announce import TrustedNetworks
+from murder.tracker.announce_codec import TrustedNetworks
 from murder.tracker.fasthttp import TrackerHTTPFactory
 from murder.tracker.state import TrackerStateService
 from murder.tracker.store import PeerStore
 from murder.tracker.tls import server_endpoint
-from murder.tracker.web import TrackerApp
+from murder.tracker.app import TrackerApp
 
 if TYPE_CHECKING:
     from murder.tracker.tap import TrackerConfig

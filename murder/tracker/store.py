@@ -35,7 +35,7 @@ from twisted.logger import Logger
 from murder import bencode
 from murder.errors import AnnounceError
 from murder.metainfo import write_atomic
-from murder.tracker.announce import AnnounceRequest, compact_address
+from murder.tracker.announce_codec import AnnounceRequest, compact_address
 
 log = Logger()
 

@@ -21,7 +21,7 @@ from twisted.python import usage
 from murder.auth import load_secret
 from murder.errors import ConfigError
 from murder.startup import GC_YOUNG_THRESHOLD, tune_gc_for_tracker as tune_gc
-from murder.tracker.announce import DEFAULT_TRUSTED_NETWORKS, TrustedNetworks
+from murder.tracker.announce_codec import DEFAULT_TRUSTED_NETWORKS, TrustedNetworks
 from murder.tracker.service import build_service, log_access
 from murder.tracker.state import AllowedDir, TrackerStateService
 from murder.tracker.tls import server_endpoint

@@ -1,7 +1,7 @@
 """The UDP tracker (BEP 15): a pure core and a thin ``DatagramProtocol``.
 
 :class:`UDPTrackerCore` answers one datagram with at most one datagram and
-shares the :class:`~murder.tracker.web.TrackerApp`'s store and settings
+shares the :class:`~murder.tracker.app.TrackerApp`'s store and settings
 (interval, numwant, trusted networks), so HTTP and UDP peers see each other.
 It never raises and never keeps per-client state:
 
@@ -40,8 +40,8 @@ from twisted.logger import Logger
 
 from murder.errors import AnnounceError, UDPCodecError
 from murder.tracker import udpcodec
-from murder.tracker.announce import AnnounceRequest, normalize_host
-from murder.tracker.web import RateLimitedLog, TrackerApp
+from murder.tracker.announce_codec import AnnounceRequest, normalize_host
+from murder.tracker.app import RateLimitedLog, TrackerApp
 
 log = Logger()
 

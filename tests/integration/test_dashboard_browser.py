@@ -162,7 +162,7 @@ class DashboardBrowserTests:
         """At 2,000 hosts the grid shows every host and the table stays bounded."""
         from twisted.internet.task import Clock
 
-        from murder.tracker.announce import AnnounceRequest
+        from murder.tracker.announce_codec import AnnounceRequest
         from murder.tracker.store import PeerStore, save_dfile
 
         # A tracker state of 2,000 hosts (a fifth done, the rest part-way) and a

@@ -18,11 +18,11 @@ from twisted.internet.task import Clock
 from conftest import free_port, stop_process
 from murder import metainfo
 from murder.errors import AnnounceError, ConfigError
-from murder.tracker.announce import AnnounceRequest
+from murder.tracker.announce_codec import AnnounceRequest
 from murder.tracker.redisstore import RedisPeerStore, parse_store_url
 from murder.tracker.store import TorrentInfo
 from murder.tracker.udp import UDPTrackerCore
-from murder.tracker.web import TrackerApp
+from murder.tracker.app import TrackerApp
 from test_faults import Swarm, _bencode, wait_for
 
 REDIS = shutil.which("redis-server")

@@ -21,7 +21,7 @@ from twisted.internet.task import Clock
 
 from murder.tracker.fasthttp import TrackerHTTPFactory
 from murder.tracker.store import PeerStore
-from murder.tracker.web import TrackerApp
+from murder.tracker.app import TrackerApp
 from tracker_harness import Connection, parse_responses
 
 MAX_TORRENTS = 64

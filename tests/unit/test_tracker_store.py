@@ -10,7 +10,7 @@ import pytest
 from twisted.internet.task import Clock
 
 from murder.errors import AnnounceError
-from murder.tracker.announce import AnnounceRequest
+from murder.tracker.announce_codec import AnnounceRequest
 from murder.tracker.store import PeerStore, TorrentInfo, load_dfile, save_dfile
 
 IH = b"\x11" * 20

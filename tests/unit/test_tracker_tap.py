@@ -13,7 +13,7 @@ from twisted.plugin import getPlugins
 from twisted.python import usage
 
 from murder import metainfo
-from murder.tracker.announce import AnnounceRequest
+from murder.tracker.announce_codec import AnnounceRequest
 from murder.tracker.store import PeerStore
 from murder.tracker.tap import AllowedDir, Options, TrackerConfig, TrackerStateService
 

@@ -10,9 +10,9 @@ from twisted.python import usage
 
 from murder import bencode
 from murder.tracker import tap, topology
-from murder.tracker.announce import AnnounceRequest
+from murder.tracker.announce_codec import AnnounceRequest
 from murder.tracker.store import PeerStore
-from murder.tracker.web import TrackerApp
+from murder.tracker.app import TrackerApp
 
 IH = b"\x22" * 20
 

@@ -20,7 +20,7 @@ from murder.tracker import udpcodec
 from murder.tracker.auth import Authoriser
 from murder.tracker.store import PeerStore
 from murder.tracker.udp import UDPTrackerCore, UDPTrackerProtocol
-from murder.tracker.web import TrackerApp
+from murder.tracker.app import TrackerApp
 
 IH = bytes(range(20))
 V4 = "10.0.0.1"

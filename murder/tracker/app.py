@@ -3,7 +3,7 @@
 
 :class:`TrackerApp` maps one request target (path and raw query string) and
 the client's address to a :class:`Reply`; :mod:`murder.tracker.fasthttp`
-speaks HTTP around it.  It parses with :mod:`murder.tracker.announce`, lets
+speaks HTTP around it.  It parses with :mod:`murder.tracker.announce_codec`, lets
 the :class:`~murder.tracker.store.PeerStore` decide, and writes bencode.  It
 never raises: a malformed announce gets ``failure reason`` with HTTP 200
 (BEP 3 clients only read the body), a request that is not a tracker request
@@ -63,7 +63,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from murder.errors import AnnounceError
-from murder.tracker import announce as codec
+from murder.tracker import announce_codec as codec
 from murder.tracker.auth import Authoriser, redact
 from murder.tracker.metrics import CONTENT_TYPE as METRICS_TYPE
 from murder.tracker.metrics import TrackerMetrics, classify

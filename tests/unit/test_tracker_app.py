@@ -1,4 +1,4 @@
-"""Unit tests for murder.tracker.web (TrackerApp) through the HTTP protocol, in memory."""
+"""Unit tests for murder.tracker.app (TrackerApp) through the HTTP protocol, in memory."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import bencodepy
 import pytest
 from twisted.internet.task import Clock
 
-from murder.tracker.announce import TrustedNetworks
+from murder.tracker.announce_codec import TrustedNetworks
 from murder.tracker.store import TorrentInfo
-from murder.tracker.web import RateLimitedLog
+from murder.tracker.app import RateLimitedLog
 from tracker_harness import Tracker as _Harness
 
 IH = b"\xaa" * 19 + b"\x01"

@@ -1,4 +1,4 @@
-"""Unit tests for murder.tracker.announce: query parsing and exact reply bytes."""
+"""Unit tests for murder.tracker.announce_codec: query parsing and exact reply bytes."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from hypothesis import given, settings, strategies as st
 from twisted.web.http import parse_qs
 
 from murder.errors import AnnounceError
-from murder.tracker import announce as codec
-from murder.tracker.announce import TrustedNetworks
+from murder.tracker import announce_codec as codec
+from murder.tracker.announce_codec import TrustedNetworks
 
 IH = b"\x01" * 20
 PID = b"-MU0100-abcdefghijkl"
