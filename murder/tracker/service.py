@@ -22,7 +22,7 @@ from murder.tracker.tls import server_endpoint
 from murder.tracker.app import TrackerApp
 
 if TYPE_CHECKING:
-    from murder.tracker.tap import TrackerConfig
+    from murder.tracker.options import TrackerConfig
 
 log = Logger()
 

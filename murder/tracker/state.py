@@ -20,7 +20,7 @@ from murder.errors import MetainfoError
 from murder.tracker.store import PeerStore, TorrentInfo, load_dfile, save_dfile
 
 if TYPE_CHECKING:
-    from murder.tracker.tap import TrackerConfig
+    from murder.tracker.options import TrackerConfig
 
 log = Logger()
 

@@ -1,4 +1,4 @@
-"""Unit tests for murder.tracker.tap: options, plugin, state service on a Clock."""
+"""Unit tests for murder.tracker.options and .tap: options, plugin, state service on a Clock."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from twisted.python import usage
 from murder import metainfo
 from murder.tracker.announce_codec import AnnounceRequest
 from murder.tracker.store import PeerStore
-from murder.tracker.tap import AllowedDir, Options, TrackerConfig, TrackerStateService
+from murder.tracker.options import Options, TrackerConfig
+from murder.tracker.tap import AllowedDir, TrackerStateService
 
 
 def parse(*argv: str) -> TrackerConfig:
@@ -71,6 +72,7 @@ class OptionsTests:
         (["--save-interval", "soon"], "--save-interval must be a number of seconds, not 'soon'"),
         (["--max-peers", "0"], "--max-peers must be >= 1, not 0"),
         (["--dfile", "/nonexistent/dir/data"], "directory /nonexistent/dir does not exist"),
+        (["--dfile", "/"], "--dfile '/' is a directory"),
         (["--allowed-dir", "/nonexistent"], "--allowed-dir '/nonexistent' is not a directory"),
         (["--trusted-networks", "10.0.0.0/8,bad"], "--trusted-networks:"),
         (["--no-such-option"], "option --no-such-option not recognized"),
