@@ -1,7 +1,9 @@
 """The deploy itself, on Twisted: tracker + seeder here, one session per host.
 
-:class:`Deployment` starts a tracker (unless ``--tracker`` names one) and a
-seeder in this process, makes the torrent, and opens one session per host
+:class:`Deployment` runs one deploy from start to end: its
+:class:`~murder.deploy.origin.Origin` starts a tracker (unless ``--tracker``
+names one) and a seeder in this process and makes the torrent; its
+:class:`~murder.deploy.sessions.HostSessions` opens one session per host
 (``ssh host sh -c 'murder peer --torrent - --stop-on-eof …'``) with the
 torrent written to the session's stdin.  The peer's verdict comes back on the
 session's stdout, its progress on stderr.  A verified host's session stays
@@ -11,22 +13,21 @@ stdin is closed and each remote peer stops cleanly (its ``.part`` kept).
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal as _signal
-import socket
-import tempfile
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any
 
-from twisted.internet import defer, protocol, threads
+from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
-from murder import bencode, metainfo
+from murder import metainfo
 from murder.deploy import core
 from murder.deploy.core import HostRecord
 from murder.deploy.hosts import Target
-from murder.deploy.transport import Transport, host_dest, peer_command, then_command
+from murder.deploy.origin import Origin
+from murder.deploy.sessions import HostSessions
+from murder.deploy.transport import Transport
 from murder.errors import MurderError
 
 #: Seconds remote peers get to stop after their stdin closed, before the
@@ -57,83 +58,46 @@ class DeployConfig:
     piece_length: int | None = None
 
 
-class _Session(protocol.ProcessProtocol):
-    """One process: a host's peer session or its ``--then`` command."""
-
-    def __init__(self, on_out: Callable[[str], None], on_err: Callable[[str], None],
-                 on_end: Callable[[int | None, int | None], None]) -> None:
-        self._bufs = {1: b"", 2: b""}
-        self._handlers = {1: on_out, 2: on_err}
-        self._on_end = on_end
-        self.ended = False
-
-    def childDataReceived(self, fd: int, data: bytes) -> None:  # noqa: N802
-        if fd not in self._bufs:
-            return
-        buf = self._bufs[fd] + data
-        *lines, self._bufs[fd] = buf.split(b"\n")
-        for line in lines:
-            self._handlers[fd](line.decode("utf-8", "replace").rstrip("\r"))
-        if len(self._bufs[fd]) > 65536:  # a runaway line: cut it
-            self._handlers[fd](self._bufs[fd].decode("utf-8", "replace"))
-            self._bufs[fd] = b""
-
-    def processEnded(self, reason) -> None:  # noqa: N802
-        for fd, rest in self._bufs.items():
-            if rest:
-                self._handlers[fd](rest.decode("utf-8", "replace"))
-        self.ended = True
-        value = reason.value
-        self._on_end(getattr(value, "exitCode", None), getattr(value, "signal", None))
-
-    def send(self, data: bytes) -> None:
-        if not self.ended and self.transport is not None:
-            self.transport.write(data)
-
-    def close_stdin(self) -> None:
-        if not self.ended and self.transport is not None:
-            try:
-                self.transport.closeStdin()
-            except Exception:
-                pass
-
-    def signal(self, sig: str) -> None:
-        if not self.ended and self.transport is not None:
-            try:
-                self.transport.signalProcess(sig)
-            except Exception:
-                pass
-
-
 class Deployment:
-    """Runs one deploy; :meth:`run` fires with the per-host records."""
+    """Runs one deploy; :meth:`run` fires with the per-host records.
+
+    The overall run only: set-up, the deadline, interruption and the orderly
+    end.  What runs here is :attr:`origin`'s, the hosts' sessions are
+    :attr:`hosts`'.
+    """
 
     log = Logger()
 
-    def __init__(self, config: DeployConfig, reactor, display=None) -> None:
+    def __init__(self, config: DeployConfig, reactor: Any, display: Any = None) -> None:
         self.config = config
         self.reactor = reactor
         self.display = display
         self.records = [HostRecord(host=t.name) for t in config.targets]
-        self._targets = dict(zip((r.host for r in self.records), config.targets))
-        self._queue: list[HostRecord] = list(self.records)
-        self._sessions: dict[str, _Session] = {}
-        self._thens: dict[str, _Session] = {}
-        self._verified_order: list[str] = []
-        self._finishing = False
-        self._done: defer.Deferred = defer.Deferred()
-        self._timers: list = []
-        self._workdir: str | None = None
-        self._tracker_service = None
-        self._seeder = None
+        self.started: float = reactor.seconds()
+        self.origin = Origin(config, reactor)
+        self.hosts = HostSessions(config, reactor, self.records, self.started,
+                                  self._say, self._changed)
         self.meta: metainfo.Metainfo | None = None
-        self.torrent_bytes = b""
-        self.started = reactor.seconds()
         self.interrupted_by: int | None = None
-        self.announce_url: str | None = None
+        self.setup_error: str | None = None
+        self._finishing = False
+        self._stopping = False
+        self._done: defer.Deferred[list[HostRecord]] = defer.Deferred()
+        self._deadline: Any = None
+        self._kill_timer: Any = None
+
+    @property
+    def announce_url(self) -> str | None:
+        """The tracker every host announces to (known once set-up began)."""
+        return self.origin.announce_url
+
+    @property
+    def torrent_bytes(self) -> bytes:
+        """The torrent sent to every session (empty until it is made)."""
+        return self.hosts.torrent_bytes
 
     # ------------------------------------------------------------ set-up
-    def run(self) -> defer.Deferred:
+    def run(self) -> defer.Deferred[list[HostRecord]]:
         """Start; the Deferred fires with ``self.records`` once every remote
         process has ended and the local tracker and seeder have stopped."""
         d = defer.ensureDeferred(self._start())
@@ -147,87 +111,24 @@ class Deployment:
     async def _start(self) -> None:
         c = self.config
         if c.timeout:
-            self._timers.append(self.reactor.callLater(c.timeout, self._timed_out))
-        self._workdir = tempfile.mkdtemp(prefix="murder-deploy-")
-        host = c.announce_host or "127.0.0.1"
-        if c.tracker:
-            announce = c.tracker
-        else:
-            port = c.tracker_port or _free_port()
-            wrapped = f"[{host}]" if ":" in host else host
-            announce = f"http://{wrapped}:{port}/announce"
-            self._start_tracker(port)
-        self.announce_url = announce
+            self._deadline = self.reactor.callLater(c.timeout, self._timed_out)
+        announce = self.origin.start_tracker()
         # Sessions open now: ssh handshakes and the remote peers' start-up
         # overlap hashing and the seeder's start; each peer waits on stdin.
-        self._pump()
+        self.hosts.pump()
         self._say(None, f"hashing {c.payload}")
-        torrent = await threads.deferToThreadPool(
-            self.reactor, self.reactor.getThreadPool(),
-            lambda: metainfo.create(c.payload, announce, piece_length=c.piece_length))
-        if c.auth_secret:
-            from murder import trust
-            from murder.tracker.auth import load_secret
-
-            torrent = trust.authorise_announce(torrent, load_secret(c.auth_secret))
-        if c.sign:
-            from murder import trust
-
-            torrent = trust.sign_torrent(torrent, trust.load_private_key(c.sign))
-        meta = metainfo.parse(bencode.encode(torrent))
-        path = os.path.join(self._workdir, "payload.torrent")
-        metainfo.write_atomic(path, meta.encode())
-        await self._start_seeder(path, host)
+        meta = await self.origin.make_torrent()
+        await self.origin.start_seeder()
         self.meta = meta
-        self.torrent_bytes = meta.encode()
         self._say(None, f"torrent {meta.info_hash.hex()[:16]}: {meta.total_length} "
                         f"bytes, {meta.num_pieces} pieces; tracker {announce}; "
-                        f"seeding from {host}")
+                        f"seeding from {self.origin.host}")
         if self.display is not None:
             self.display.start(self)
-        for session in list(self._sessions.values()):
-            session.send(self.torrent_bytes)
-        self._pump()
+        self.hosts.send_torrent(meta.encode())
         self._check_done()
 
-    def _start_tracker(self, port: int) -> None:
-        from murder.tracker.tap import TrackerConfig, buildService
-
-        secrets = (self.config.auth_secret,) if self.config.auth_secret else ()
-        config = TrackerConfig(listen=f"tcp:{port}", dfile=None, auth_secrets=secrets)
-        svc = buildService(config, self.reactor)
-        try:
-            svc.privilegedStartService()
-        except Exception as e:
-            reason = getattr(e, "socketError", None) or e
-            raise MurderError(f"cannot start the tracker on port {port}: {reason}") from None
-        svc.startService()
-        self._tracker_service = svc
-
-    async def _start_seeder(self, torrent_path: str, host: str) -> None:
-        from murder.peer.tap import SeederOptions, SwarmRun, config_from
-
-        options = SeederOptions()
-        options.parseOptions(["--torrent", torrent_path, "--file", self.config.payload,
-                              "--skip-verify", "--ip", host, "--quiet",
-                              "--tracker-timeout", str(self.config.tracker_timeout)])
-        run = SwarmRun(config_from(options), self.reactor)
-        self._seeder = run
-        run.start()
-        # Hosts announce right away: the seeder must be known to the tracker
-        # first, or they would wait a whole announce interval to hear of it.
-        deadline = self.reactor.seconds() + self.config.tracker_timeout
-        while True:
-            if run.exit_code is not None:
-                raise MurderError(f"the seeder failed: {run.failure_message}")
-            if run.announcer is not None and run.announcer.last_reply is not None:
-                return
-            if self.reactor.seconds() > deadline:
-                raise MurderError(f"the seeder could not announce to {self.announce_url} "
-                                  f"within {self.config.tracker_timeout:g}s")
-            await _sleep(self.reactor, 0.05)
-
-    def _setup_failed(self, failure) -> None:
+    def _setup_failed(self, failure: Failure) -> None:
         error = failure.value
         message = str(error) if isinstance(error, MurderError) else f"internal error: {error!r}"
         if not isinstance(error, MurderError):
@@ -237,145 +138,12 @@ class Deployment:
         self.setup_error = message
         self._finish()
 
-    # ------------------------------------------------------------ scheduling
-    def _live(self) -> int:
-        return len(self._sessions)
-
-    def _pump(self) -> None:
-        """Open sessions while slots are free; when hosts wait and every slot
-        is taken, release the longest-verified host (its seeding ends)."""
-        if self._finishing:
-            return
-        while self._queue:
-            if self._live() >= self.config.parallel:
-                self._release_one()
-                if self._live() >= self.config.parallel:
-                    return
-                continue
-            self._open(self._queue.pop(0))
-
-    def _release_one(self) -> None:
-        for host in self._verified_order:
-            s = self._sessions.get(host)
-            if s is not None and host not in self._thens:
-                self._verified_order.remove(host)
-                s.close_stdin()
-                # Its slot frees when the session ends (processEnded → _pump).
-                return
-
-    def _open(self, record: HostRecord) -> None:
-        c = self.config
-        target = self._targets[record.host]
-        record.attempts += 1
-        record.state = "connecting"
-        record.last_words = []
-        record.peer_said = False
-        record.kind = record.reason = None
-        if record.started is None:
-            record.started = self.reactor.seconds()
-        dest = host_dest(c.dest, target)
-        left = None
-        if c.timeout:
-            left = max(5.0, c.timeout - (self.reactor.seconds() - self.started))
-        command = peer_command(c.remote_murder, dest, min(c.tracker_timeout, left or 1e9))
-        argv = c.transport.argv(target, command)
-        session = _Session(lambda line: self._status(record, line),
-                           lambda line: self._stderr(record, line),
-                           lambda code, sig: self._ended(record, code, sig))
-        self._sessions[record.host] = session
-        try:
-            self.reactor.spawnProcess(session, argv[0], argv, env=os.environ.copy())
-        except OSError as e:
-            del self._sessions[record.host]
-            record.fail(core.SSH_ERROR, f"cannot run {argv[0]}: {e}", self.reactor.seconds())
-            self._say(record, record.reason)
-            return
-        if self.torrent_bytes:
-            session.send(self.torrent_bytes)
-
-    def _status(self, record: HostRecord, line: str) -> None:
-        verdict = record.status_line(line)
-        if verdict == "complete":
-            self._verified(record)
-        elif verdict == "failed":
-            record.fail(record.kind, record.reason, self.reactor.seconds())
-            self._say(record, record.reason)
-            self._check_done()
-
-    def _stderr(self, record: HostRecord, line: str) -> None:
-        before = record.state
-        record.log_line(line)
-        if record.peer_said and before == "connecting":
-            record.state = "running"
-
-    def _verified(self, record: HostRecord) -> None:
-        if record.final:
-            return
-        target = self._targets[record.host]
-        if self.config.then and not self._finishing:
-            record.state = "then"
-            self._say(record, f"verified {record.path}; running --then")
-            argv = self.config.transport.argv(
-                target, then_command(self.config.then, host_dest(self.config.dest, target),
-                                     record.path or ""))
-            words: list[str] = []
-
-            def keep(line: str) -> None:
-                if line.strip():
-                    words[:] = (words + [line.strip()])[-5:]
-
-            def then_ended(code: int | None, sig: int | None) -> None:
-                self._thens.pop(record.host, None)
-                if code == 0:
-                    record.succeed(self.reactor.seconds())
-                    self._verified_order.append(record.host)
-                    self._say(record, "verified, --then succeeded")
-                else:
-                    record.fail(core.THEN_FAILED, core.then_failure(code, sig, words),
-                                self.reactor.seconds())
-                    self._say(record, record.reason)
-                self._check_done()
-                self._pump()
-
-            then = _Session(keep, keep, then_ended)
-            self._thens[record.host] = then
-            self.reactor.spawnProcess(then, argv[0], argv, env=os.environ.copy())
-            then.close_stdin()
-            return
-        record.succeed(self.reactor.seconds())
-        self._verified_order.append(record.host)
-        self._say(record, f"verified {record.path}")
+    # ------------------------------------------------------------ ending
+    def _changed(self) -> None:
+        """A host's state or a process's life changed: maybe the deploy is over."""
         self._check_done()
-        self._pump()
-
-    def _ended(self, record: HostRecord, code: int | None, sig: int | None) -> None:
-        self._sessions.pop(record.host, None)
-        if record.host in self._verified_order:
-            self._verified_order.remove(record.host)
-        if not record.final and not record.payload_verified:
-            kind, reason, retry = core.classify_exit(record, code, sig,
-                                                     self.config.remote_murder)
-            if retry and not self._finishing and record.attempts <= self.config.retries:
-                record.state = "waiting"
-                self._say(record, f"{reason}; retry {record.attempts} of "
-                                  f"{self.config.retries}")
-                delay = self.config.retry_delay * record.attempts
-
-                def again() -> None:
-                    if not self._finishing:
-                        self._queue.append(record)
-                        self._pump()
-                self._timers.append(self.reactor.callLater(delay, again))
-            else:
-                record.fail(kind, reason, self.reactor.seconds())
-                self._say(record, reason)
-        elif record.state == "then" and not self._finishing:
-            pass  # the payload is verified; --then decides
-        self._check_done()
-        self._pump()
         self._maybe_stopped()
 
-    # ------------------------------------------------------------ ending
     def _check_done(self) -> None:
         if not self._finishing and self.meta is not None and \
                 all(r.final for r in self.records):
@@ -410,24 +178,19 @@ class Deployment:
         if self._finishing:
             return
         self._finishing = True
-        self._queue.clear()
-        for t in self._timers:
-            if t.active():
-                t.cancel()
-        for s in list(self._sessions.values()) + list(self._thens.values()):
-            s.close_stdin()
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self.hosts.stop()
         self._kill_timer = self.reactor.callLater(STOP_GRACE, self._escalate, "TERM")
         self._maybe_stopped()
 
     def _escalate(self, sig: str) -> None:
-        for s in list(self._sessions.values()) + list(self._thens.values()):
-            s.signal(sig)
+        self.hosts.signal_all(sig)
         if sig == "TERM":
             self._kill_timer = self.reactor.callLater(5.0, self._escalate, "KILL")
 
     def _maybe_stopped(self) -> None:
-        if not self._finishing or self._sessions or self._thens or self._done.called \
-                or getattr(self, "_stopping", False):
+        if not self._finishing or not self.hosts.idle or self._done.called or self._stopping:
             return
         self._stopping = True
         if self._kill_timer.active():
@@ -436,29 +199,9 @@ class Deployment:
             self.records))
 
     async def _stop_local(self) -> None:
-        if self._seeder is not None:
-            try:
-                await self._seeder.stop()
-            except Exception:
-                self.log.failure("stopping the seeder")
-        if self._tracker_service is not None:
-            try:
-                await defer.maybeDeferred(self._tracker_service.stopService)
-            except Exception:
-                self.log.failure("stopping the tracker")
-        if self._workdir:
-            shutil.rmtree(self._workdir, ignore_errors=True)
+        await self.origin.stop()
         if self.display is not None:
             self.display.stop()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("", 0))
-        return s.getsockname()[1]
-
-
-def _sleep(reactor, seconds: float) -> defer.Deferred:
-    d: defer.Deferred = defer.Deferred()
-    reactor.callLater(seconds, d.callback, None)
-    return d
+__all__ = ["STOP_GRACE", "DeployConfig", "Deployment"]

@@ -390,7 +390,7 @@ class SchedulingTests:
                               targets=tuple(Target(f"h{i}") for i in range(n)), **kw)
         clock = _ProcessClock()
         d = Deployment(config, clock)
-        d.torrent_bytes = b"d4:infod6:lengthi1eee"  # what the sessions are sent
+        d.hosts.torrent_bytes = b"d4:infod6:lengthi1eee"  # what the sessions are sent
         d.meta = object()
         return d, clock
 
@@ -398,7 +398,7 @@ class SchedulingTests:
         """--parallel 2 with 3 hosts: the third waits; when one verifies, its session
         is closed (seeding ends) and the third opens once it has ended."""
         d, clock = self.deployment(3, parallel=2)
-        d._pump()
+        d.hosts.pump()
         assert [args[-1][:5] for _, args in clock.spawned] == ["mkdir", "mkdir"]
         first, second = clock.spawned[0][0], clock.spawned[1][0]
         assert first.transport.written == d.torrent_bytes
@@ -413,7 +413,7 @@ class SchedulingTests:
     def test_connection_failure_is_retried_then_named(self):
         """A refused connection is retried after a delay, --retries times, then fails."""
         d, clock = self.deployment(1, retries=1, retry_delay=2.0)
-        d._pump()
+        d.hosts.pump()
         proto = clock.spawned[0][0]
         proto.childDataReceived(2, b"ssh: connect to host h0 port 22: Connection refused\n")
         _end(proto, 255)
@@ -432,9 +432,26 @@ class SchedulingTests:
         from murder.deploy.orchestrator import STOP_GRACE
 
         d, clock = self.deployment(2)
-        d._pump()
+        d.hosts.pump()
         d.interrupt(2)
         assert all(r.kind == core.INTERRUPTED for r in d.records)
         assert all(p.transport.stdin_closed for p, _ in clock.spawned)
         clock.advance(STOP_GRACE)
         assert all(p.transport.signals == ["TERM"] for p, _ in clock.spawned)
+
+    def test_deploy_ends_when_a_then_command_ends_last(self):
+        """Interrupted while --then runs: once the session and then the --then
+        command have ended, the deploy ends (it used to wait forever when the
+        --then command was the last process to end)."""
+        d, clock = self.deployment(1, then="true")
+        d.hosts.pump()
+        session = clock.spawned[0][0]
+        session.childDataReceived(1, b"complete /srv/x\n")
+        assert d.records[0].state == "then" and len(clock.spawned) == 2
+        then = clock.spawned[1][0]
+        d.interrupt(2)
+        assert session.transport.stdin_closed and then.transport.stdin_closed
+        _end(session, 0)
+        assert not d._done.called  # the --then command still runs
+        _end(then, 0)
+        assert d._done.called and d.records[0].kind == core.INTERRUPTED
