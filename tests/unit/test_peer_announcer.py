@@ -203,15 +203,6 @@ class AnnouncerTests:
         seed.advance(100)
         assert len(seed.tracker.requests) == 1
 
-    def test_max_interval_caps_tracker_interval(self):
-        """max_interval shortens a long tracker interval."""
-        peer = socket.inet_aton("10.0.0.7") + struct.pack(">H", 7777)
-        h = Harness({b"/a/announce": [ok(interval=1800, peers=peer, complete=1)]},
-                    max_interval=15)
-        h.announcer.start()
-        h.advance(16)
-        assert [t for t, _, _ in h.tracker.requests] == [0, 15]
-
     def test_failure_backoff_and_failover(self):
         """A refusal moves to the next URL after a backoff; success there resolves start()."""
         h = Harness({b"/a/announce": [refused()], b"/b/announce": [refused(), ok()]},
