@@ -27,16 +27,34 @@ import sys
 import tempfile
 import time
 import urllib.request
+from dataclasses import dataclass
+from typing import IO, Any
 
 from murder import bencode, metainfo
 
 _PROGRESS = re.compile(rb"(\d+\.\d)% \((\d+)/(\d+) pieces\)")
 
 
+@dataclass
+class _DemoPeer:
+    """One "server" of the manual demo: its peer process and what it said."""
+
+    name: str
+    dest: str
+    proc: subprocess.Popen[bytes]
+    stderr: IO[bytes]
+    pct: float = 0.0
+    done: float | None = None  # seconds after the start it completed
+    exit: int | str | None = None  # exit status, or "hung"
+    buf: bytes = b""
+    last: str = ""
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 def _make_release(root: str, size: int) -> str:
@@ -72,7 +90,7 @@ def tree_digest(path: str) -> str:
     return h.hexdigest()
 
 
-def _wait_http(url: str, timeout: float) -> dict:
+def _wait_http(url: str, timeout: float) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -90,10 +108,10 @@ class Demo:
         self.size = size_mib * 2**20
         self.keep = keep
         self.root = tempfile.mkdtemp(prefix="murder-demo-")
-        self.procs: list[subprocess.Popen] = []
+        self.procs: list[subprocess.Popen[bytes]] = []
         self.murder = [sys.executable, "-m", "murder"]
 
-    def spawn(self, args: list[str], **kw) -> subprocess.Popen:
+    def spawn(self, args: list[str], **kw: Any) -> subprocess.Popen[bytes]:
         proc = subprocess.Popen(self.murder + args, cwd=self.root, **kw)
         self.procs.append(proc)
         return proc
@@ -194,7 +212,7 @@ class Demo:
         say("  seeder    registered with the tracker")
 
         sel = selectors.DefaultSelector()
-        peers = []
+        peers: list[_DemoPeer] = []
         t0 = time.monotonic()
         for i in range(self.n):
             dest = os.path.join(self.root, f"server{i + 1:02d}")
@@ -204,41 +222,41 @@ class Demo:
                                "--seed-until-swarm-done", "--max-linger", "20",
                                "--progress-interval", "0.25", "--tracker-timeout", "15"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            peer = {"name": f"server{i + 1:02d}", "dest": dest, "proc": proc, "pct": 0.0,
-                    "done": None, "exit": None, "buf": b"", "last": ""}
-            os.set_blocking(proc.stderr.fileno(), False)
-            sel.register(proc.stderr, selectors.EVENT_READ, peer)
+            assert proc.stderr is not None  # stderr=PIPE
+            peer = _DemoPeer(f"server{i + 1:02d}", dest, proc, proc.stderr)
+            os.set_blocking(peer.stderr.fileno(), False)
+            sel.register(peer.stderr, selectors.EVENT_READ, peer)
             peers.append(peer)
 
         tty = sys.stdout.isatty()
         last_draw = 0.0
         deadline = t0 + 120
-        while any(p["exit"] is None for p in peers) and time.monotonic() < deadline:
+        while any(p.exit is None for p in peers) and time.monotonic() < deadline:
             for key, _ in sel.select(0.1):
                 peer = key.data
-                chunk = key.fileobj.read()
+                chunk = peer.stderr.read()
                 if not chunk:
                     sel.unregister(key.fileobj)
                     continue
-                peer["buf"] += chunk
-                *lines, peer["buf"] = peer["buf"].split(b"\n")
+                peer.buf += chunk
+                *lines, peer.buf = peer.buf.split(b"\n")
                 for line in lines:
                     m = _PROGRESS.search(line)
                     if m:
-                        peer["pct"] = float(m.group(1))
-                    if b"complete:" in line and peer["done"] is None:
-                        peer["done"] = time.monotonic() - t0
-                        peer["pct"] = 100.0
+                        peer.pct = float(m.group(1))
+                    if b"complete:" in line and peer.done is None:
+                        peer.done = time.monotonic() - t0
+                        peer.pct = 100.0
                     if line.strip():
-                        peer["last"] = line.decode(errors="replace")
+                        peer.last = line.decode(errors="replace")
             for peer in peers:
-                if peer["exit"] is None and peer["proc"].poll() is not None:
-                    peer["exit"] = peer["proc"].returncode
+                if peer.exit is None and peer.proc.poll() is not None:
+                    peer.exit = peer.proc.returncode
             now = time.monotonic()
             if now - last_draw >= (0.25 if tty else 2.0):
                 last_draw = now
-                done = sum(1 for p in peers if p["done"] is not None)
-                bars = " ".join(f"{int(p['pct']):3d}%" for p in peers)
+                done = sum(1 for p in peers if p.done is not None)
+                bars = " ".join(f"{int(p.pct):3d}%" for p in peers)
                 text = f"  t={now - t0:5.2f}s  {done}/{self.n} complete  [{bars}]"
                 print(("\r" + text) if tty else text, end="" if tty else "\n", flush=True)
         if tty:
@@ -248,19 +266,19 @@ class Demo:
         say("")
         say(f"{'server':10} {'complete at':>12} {'exit':>5}  sha256 of the tree")
         for peer in peers:
-            if peer["exit"] is None:
-                peer["proc"].kill()
-                peer["exit"] = "hung"
-            target = os.path.join(peer["dest"], meta.name)
+            if peer.exit is None:
+                peer.proc.kill()
+                peer.exit = "hung"
+            target = os.path.join(peer.dest, meta.name)
             ok = os.path.isdir(target) and tree_digest(target) == original
-            if not ok or peer["exit"] != 0:
+            if not ok or peer.exit != 0:
                 failures += 1
-            when = f"{peer['done']:.2f}s" if peer["done"] is not None else "-"
-            say(f"{peer['name']:10} {when:>12} {str(peer['exit']):>5}  "
+            when = f"{peer.done:.2f}s" if peer.done is not None else "-"
+            say(f"{peer.name:10} {when:>12} {str(peer.exit):>5}  "
                 f"{'verified' if ok else 'MISMATCH'}")
-            if peer["exit"] != 0 and peer["last"]:
-                say(f"           last words: {peer['last']}")
-        times = [p["done"] for p in peers if p["done"] is not None]
+            if peer.exit != 0 and peer.last:
+                say(f"           last words: {peer.last}")
+        times = [p.done for p in peers if p.done is not None]
         say("")
         if times:
             rate = self.size * len(times) / max(times) / 2**20

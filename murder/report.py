@@ -215,7 +215,7 @@ def render_html(report: DeployReport, title: str = "Deploy report") -> str:
     def secs(v: float | None) -> str:
         return "–" if v is None else f"{v:.1f} s"
 
-    def order(h: HostResult) -> tuple:
+    def order(h: HostResult) -> tuple[bool, float]:
         took = (h.completed - report.started) if h.completed is not None else math.inf
         return (h.result == "ok", -took)
 
@@ -289,7 +289,7 @@ class ReportOptions(usage.Options):
         ["title", None, "Deploy report", "Title of the page or picture."],
     ]
 
-    def parseArgs(self, path: str) -> None:  # noqa: N802 (Twisted API)
+    def parseArgs(self, path: str) -> None:  # type: ignore[override]  # noqa: N802 (Twisted API)
         self["report"] = path
 
     def postOptions(self) -> None:  # noqa: N802 (Twisted API)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, asdict
-from typing import Iterable
+from typing import Any, Iterable
 
 # Final outcomes of a host.
 VERIFIED = "verified"
@@ -132,7 +132,7 @@ class HostRecord:
         if text:
             self.last_words = (self.last_words + [text])[-5:]
 
-    def report(self) -> dict:
+    def report(self) -> dict[str, Any]:
         """The host's entry in the JSON report."""
         d = asdict(self)
         d.pop("last_words")
@@ -212,9 +212,9 @@ class Aggregate:
     payload_bytes: int
     window: float = 3.0
     rate: float = 0.0  # bytes/s
-    _samples: list = field(default_factory=list)
+    _samples: list[tuple[float, float]] = field(default_factory=list)
 
-    def update(self, records: list[HostRecord], now: float) -> dict:
+    def update(self, records: list[HostRecord], now: float) -> dict[str, Any]:
         done = sum(1 for r in records if r.state == VERIFIED)
         failed = sum(1 for r in records if r.state == FAILED)
         active = [r for r in records if not r.final]

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import time
 
+from typing import TYPE_CHECKING, Any, TextIO
+
 from twisted.internet import task
+from twisted.logger import (FilteringLogObserver, ILogObserver, LogLevel,
+                            LogLevelFilterPredicate, formatEvent, globalLogBeginner)
+from zope.interface import provider
 
 from murder.deploy import core
+
+if TYPE_CHECKING:
+    from murder.deploy.orchestrator import Deployment
 
 
 def _eta(seconds: float | None) -> str:
@@ -16,7 +24,7 @@ def _eta(seconds: float | None) -> str:
     return f"ETA {seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"ETA {seconds}s"
 
 
-def progress_text(stats: dict, elapsed: float) -> str:
+def progress_text(stats: dict[str, Any], elapsed: float) -> str:
     """The progress line (pure: tests feed it an :meth:`Aggregate.update` dict)."""
     text = (f"{stats['done']}/{stats['total']} done, {stats['failed']} failed, "
             f"{stats['active']} in progress  {stats['rate'] / 2**20:.1f} MiB/s  "
@@ -29,13 +37,14 @@ def progress_text(stats: dict, elapsed: float) -> str:
 class Display:
     """Writes deploy progress to ``stream`` (a terminal gets a redrawn line)."""
 
-    def __init__(self, clock, stream, quiet: bool = False, interval: float | None = None) -> None:
+    def __init__(self, clock: Any, stream: TextIO, quiet: bool = False,
+                 interval: float | None = None) -> None:
         self.clock = clock
         self.stream = stream
         self.quiet = quiet
         self.tty = bool(getattr(stream, "isatty", lambda: False)())
         self.interval = interval or (0.5 if self.tty else 5.0)
-        self._deployment = None
+        self._deployment: Deployment | None = None
         self._aggregate: core.Aggregate | None = None
         self._call = task.LoopingCall(self.tick)
         self._call.clock = clock
@@ -52,7 +61,7 @@ class Display:
             self.stream.write(f"{stamp} {text}\n")
         self.stream.flush()
 
-    def event(self, record, text: str) -> None:
+    def event(self, record: core.HostRecord | None, text: str) -> None:
         """A host's news (verified, failed, retrying) or the deploy's own."""
         if self.quiet and (record is None or record.state != core.FAILED):
             return
@@ -60,7 +69,9 @@ class Display:
         if self._drawn is False and self.tty and self._deployment is not None:
             self.tick()
 
-    def start(self, deployment) -> None:
+    def start(self, deployment: Deployment) -> None:
+        """The torrent is made: show the deploy's progress from now on."""
+        assert deployment.meta is not None
         self._deployment = deployment
         self._aggregate = core.Aggregate(deployment.meta.total_length)
         if not self.quiet:
@@ -86,3 +97,16 @@ class Display:
             self.stream.write("\r\x1b[K")
             self._drawn = False
             self.stream.flush()
+
+
+def log_warnings(stream: TextIO) -> None:
+    """Library warnings (seeder, tracker) as one line each; no info chatter."""
+
+    @provider(ILogObserver)
+    def observer(event: dict[str, Any]) -> None:
+        stream.write(f"murder deploy: {formatEvent(event)}\n")
+        stream.flush()
+
+    predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.warn)
+    globalLogBeginner.beginLoggingTo([FilteringLogObserver(observer, [predicate])],
+                                     redirectStandardIO=False)

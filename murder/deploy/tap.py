@@ -1,17 +1,19 @@
-"""``murder deploy``: options, the foreground run, the end table and the JSON report."""
+"""``murder deploy``: options, the foreground run and the end table.
+
+The JSON report (``--report``) is written by :mod:`murder.deploy.report`.
+"""
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-import time
 
 from twisted.python import usage
 
 from murder.deploy import core
 from murder.deploy.hosts import parse_host_lines, parse_target, unique
 from murder.deploy.orchestrator import DeployConfig, Deployment
+from murder.deploy.report import write_report
 from murder.deploy.transport import Transport, route_source
 from murder.errors import ConfigError
 
@@ -78,7 +80,7 @@ class DeployOptions(usage.Options):
 
     opt_o = opt_ssh_option
 
-    def parseArgs(self, payload: str, dest: str) -> None:  # noqa: N802
+    def parseArgs(self, payload: str, dest: str) -> None:  # type: ignore[override]  # noqa: N802
         self["payload"] = payload
         self["dest"] = dest
 
@@ -135,58 +137,17 @@ class DeployOptions(usage.Options):
             then=self["then"], tracker_timeout=self["tracker-timeout"])
 
 
-def write_report(path: str, deployment: Deployment, finished: float) -> None:
-    """The JSON report, written atomically (a reader never sees half of it)."""
-    meta = deployment.meta
-    wall = time.time() - (deployment.reactor.seconds() - deployment.started)
-    hosts = []
-    for r in deployment.records:
-        entry = r.report()
-        for key in ("started", "completed"):  # reactor seconds → epoch
-            if entry[key] is not None:
-                entry[key] = wall + (entry[key] - deployment.started)
-        hosts.append(entry)
-    doc = {
-        "payload": deployment.config.payload, "dest": deployment.config.dest,
-        "info_hash": meta.info_hash.hex() if meta else None,
-        "bytes": meta.total_length if meta else None,
-        "started": wall, "elapsed": finished - deployment.started,
-        "ok": all(r.state == core.VERIFIED for r in deployment.records),
-        "interrupted": deployment.interrupted_by,
-        "hosts": hosts,
-    }
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(doc, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
-def _log_warnings(stream) -> None:
-    """Library warnings (seeder, tracker) as one line each; no info chatter."""
-    from twisted.logger import (FilteringLogObserver, LogLevel, LogLevelFilterPredicate,
-                                formatEvent, globalLogBeginner)
-
-    def observer(event: dict) -> None:
-        stream.write(f"murder deploy: {formatEvent(event)}\n")
-        stream.flush()
-
-    predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.warn)
-    globalLogBeginner.beginLoggingTo([FilteringLogObserver(observer, [predicate])],
-                                     redirectStandardIO=False)
-
-
 def run_foreground(options: DeployOptions) -> int:
     """Run the deploy on the global reactor; print the table and summary."""
     import signal
 
     from twisted.internet import reactor
 
-    from murder.deploy.display import Display
+    from murder.deploy.display import Display, log_warnings
 
     config = options.config()
     out = sys.stdout
-    _log_warnings(sys.stderr)
+    log_warnings(sys.stderr)
     display = Display(reactor, out, quiet=bool(options["quiet"]))
     deployment = Deployment(config, reactor, display)
     result: dict = {}
@@ -199,7 +160,8 @@ def run_foreground(options: DeployOptions) -> int:
     def handlers() -> None:
         # After Twisted's own (it must keep SIGCHLD to reap the sessions).
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, lambda n, _f: reactor.callFromThread(deployment.interrupt, n))
+            signal.signal(sig, lambda n, _f: reactor.callFromThread(  # type: ignore[attr-defined]
+                deployment.interrupt, n))
 
     def start() -> None:
         reactor.callLater(0, handlers)

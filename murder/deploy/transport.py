@@ -109,4 +109,5 @@ def route_source(transport: Transport, target: Target, timeout: float = 10.0) ->
     family, _, _, _, addr = infos[0]
     with socket.socket(family, socket.SOCK_DGRAM) as s:
         s.connect(addr)
-        return s.getsockname()[0]
+        source: str = s.getsockname()[0]
+        return source

@@ -22,8 +22,9 @@ from typing import Any, Callable
 from urllib.parse import quote_from_bytes
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from murder import bencode, compact
 from murder.auth import redact
@@ -144,7 +145,7 @@ def parse_response(body: bytes) -> AnnounceReply:
     )
 
 
-def describe_failure(failure) -> str:
+def describe_failure(failure: Failure) -> str:
     """One readable line for a failed announce.
 
     twisted.web wraps connection failures in ``ResponseNeverReceived`` /
@@ -160,7 +161,8 @@ def describe_failure(failure) -> str:
             and isinstance(value.args[0], list):
         details = [str(e[-1]) for e in value.args[0] if isinstance(e, tuple) and e]
         return "TLS error: " + (", ".join(details) or type(value).__name__)
-    return failure.getErrorMessage() or failure.type.__name__
+    message: str = failure.getErrorMessage()
+    return message or getattr(failure.type, "__name__", "error")
 
 
 class Announcer:
@@ -180,7 +182,7 @@ class Announcer:
                  stats: Callable[[], tuple[int, int, int]],
                  on_reply: Callable[[AnnounceReply], None], numwant: int = 500,
                  tracker_timeout: float = 60.0, request_timeout: float = 10.0,
-                 max_interval: float | None = None, udp: Any = None,
+                 udp: Any = None,
                  lonely_interval: float = 5.0) -> None:
         self.clock = clock
         self.http = http
@@ -198,14 +200,13 @@ class Announcer:
         self.numwant = numwant
         self.tracker_timeout = tracker_timeout
         self.request_timeout = request_timeout
-        self.max_interval = max_interval
         #: Re-announce interval while the tracker knows no source for us.
         self.lonely_interval = lonely_interval
         self.last_reply: AnnounceReply | None = None
         self.last_reply_at = 0.0
         self._current = 0
-        self._call = None
-        self._started: defer.Deferred | None = None
+        self._call: IDelayedCall | None = None
+        self._started: defer.Deferred[AnnounceReply] | None = None
         self._first_attempt = 0.0
         self._backoff = 0.5
         self._last_error = "no attempt yet"
@@ -213,7 +214,7 @@ class Announcer:
         self._pending_event: str | None = "started"
 
     # -- lifecycle
-    def start(self) -> defer.Deferred:
+    def start(self) -> defer.Deferred[AnnounceReply]:
         self._started = defer.Deferred()
         self._first_attempt = self.clock.seconds()
         self._schedule(0)
@@ -230,7 +231,7 @@ class Announcer:
         if self.last_reply is not None and not self._stopped:
             self._schedule(0)
 
-    def stop(self, timeout: float = 2.0) -> defer.Deferred:
+    def stop(self, timeout: float = 2.0) -> defer.Deferred[Any]:
         """Announce ``stopped`` (best effort, bounded) and stop re-announcing."""
         self._stopped = True
         if self._call is not None and self._call.active():
@@ -249,22 +250,23 @@ class Announcer:
             self._call.cancel()
         self._call = self.clock.callLater(delay, self._run)
 
-    def _announce_once(self, url: str, event: str | None, timeout: float) -> defer.Deferred:
+    def _announce_once(self, url: str, event: str | None,
+                       timeout: float) -> defer.Deferred[AnnounceReply]:
         uploaded, downloaded, left = self.stats()
         if url.startswith("udp://"):
             if self.udp is None:
                 return defer.fail(AnnounceError("udp:// trackers are not supported here"))
             params = AnnounceParams(self.info_hash, self.peer_id, self.port, uploaded,
                                     downloaded, left, event, self.ip, self.numwant)
-            return self.udp.announce(url, params, timeout)
+            udp_reply: defer.Deferred[AnnounceReply] = self.udp.announce(url, params, timeout)
+            return udp_reply
         query = build_query(self.info_hash, self.peer_id, self.port, uploaded, downloaded,
                             left, event, self.ip, self.numwant)
         full = url + ("&" if "?" in url else "?") + query
-        d = self.http.get(full, timeout=timeout)
-        d.addCallback(self._read)
-        return d
+        d: defer.Deferred[Any] = self.http.get(full, timeout=timeout)
+        return d.addCallback(self._read)
 
-    def _read(self, response) -> defer.Deferred:
+    def _read(self, response: Any) -> defer.Deferred[AnnounceReply]:
         code = response.code
         phrase = getattr(response, "phrase", b"") or b""
 
@@ -273,7 +275,8 @@ class Announcer:
                 raise http_error(code, phrase, body)
             return parse_response(body)
 
-        return self.http.content(response).addCallback(check)
+        body: defer.Deferred[bytes] = self.http.content(response)
+        return body.addCallback(check)
 
     def _run(self) -> None:
         self._call = None
@@ -309,8 +312,6 @@ class Announcer:
         self.log.debug("announced {event} to {url}: {n} peers", event=event or "update",
                        url=shown(url), n=len(reply.peers))
         interval = reply.interval
-        if self.max_interval:
-            interval = min(interval, self.max_interval)
         if interval > self.lonely_interval and self.stats()[2] > 0 and \
                 (not reply.peers or reply.complete == 0):
             # Nothing to download from yet (no peers, or no seed among them):
@@ -324,9 +325,9 @@ class Announcer:
             d, self._started = self._started, None
             d.callback(reply)
 
-    def _failure(self, failure, url: str) -> None:
+    def _failure(self, failure: Failure, url: str) -> None:
         self._last_error = describe_failure(failure)
-        answered = failure.check(AnnounceError) is not None
+        answered = isinstance(failure.value, AnnounceError)
         self.log.warn("tracker {url} {verb}: {why}", url=shown(url),
                       verb="answered" if answered else "failed", why=self._last_error)
         self._current = (self._current + 1) % len(self.urls)

@@ -16,10 +16,11 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from twisted.internet import defer, protocol
+from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
 from murder.errors import AnnounceError, UDPCodecError
@@ -59,7 +60,8 @@ class UDPTrackerClient:
         self.retry_base = retry_base
         self._connections: dict[tuple[str, int], tuple[int, float]] = {}
 
-    def announce(self, url: str, params: AnnounceParams, timeout: float) -> defer.Deferred:
+    def announce(self, url: str, params: AnnounceParams,
+                 timeout: float) -> defer.Deferred[AnnounceReply]:
         """Fire with an :class:`AnnounceReply`, or fail within ``timeout`` seconds."""
         try:
             host, port = parse_udp_url(url)
@@ -67,13 +69,13 @@ class UDPTrackerClient:
             return defer.fail(e)
         try:
             ipaddress.ip_address(host)
-            resolved: defer.Deferred = defer.succeed(host)
+            resolved: defer.Deferred[str] = defer.succeed(host)
         except ValueError:
             resolved = self.reactor.resolve(host)
         return resolved.addCallback(lambda ip: self._exchange((ip, port), params, timeout))
 
     def _exchange(self, address: tuple[str, int], params: AnnounceParams,
-                  timeout: float) -> defer.Deferred:
+                  timeout: float) -> defer.Deferred[AnnounceReply]:
         v6 = ":" in address[0]
         cached = self._connections.get(address)
         connection_id = None
@@ -93,8 +95,8 @@ class UDPTrackerClient:
             self._connections[address] = (connection_id, self.reactor.seconds())
 
 
-def _closing(port: Any):
-    def close(outcome):
+def _closing(port: Any) -> Callable[[Any], Any]:
+    def close(outcome: Any) -> Any:
         port.stopListening()
         return outcome
     return close
@@ -128,10 +130,10 @@ class _Exchange(protocol.DatagramProtocol):
         self.connection_id = connection_id
         self.reused = connection_id is not None
         self.v6 = v6
-        self.result: defer.Deferred = defer.Deferred()
+        self.result: defer.Deferred[AnnounceReply] = defer.Deferred()
         self.transaction = 0
         self.retries = 0
-        self._retry = None
+        self._retry: IDelayedCall | None = None
         self._deadline = self.reactor.callLater(timeout, self._expire, timeout)
 
     def startProtocol(self) -> None:  # noqa: N802 (Twisted API)
@@ -148,6 +150,7 @@ class _Exchange(protocol.DatagramProtocol):
                 p.left, p.uploaded, p.event or "", _key(p.peer_id), p.numwant, p.port,
                 _ipv4(p.ip))
         try:
+            assert self.transport is not None, "sent before the port was listening"
             self.transport.write(datagram, self.address)
         except OSError as e:  # e.g. no route: retried like a lost datagram
             self.client.log.debug("UDP send to {address} failed: {error}",
