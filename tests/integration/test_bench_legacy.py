@@ -15,12 +15,10 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-BENCH = REPO / "bench"
-sys.path.insert(0, str(BENCH))
+from twins import BENCH, bench_module, run_swarm_bench
 
-import netns  # noqa: E402
-import swarm  # noqa: E402
+netns = bench_module("netns")
+swarm = bench_module("swarm")
 
 
 class AdoptOrphansTests:
@@ -75,20 +73,11 @@ class LegacySmokeTests:
         reason = netns.netns_available()
         if reason:
             pytest.skip(reason)
-        out = tmp_path / "legacy.json"
-        proc = subprocess.Popen(
-            [sys.executable, str(BENCH / "swarm.py"), "--sizes-mib", "2", "--rate-mbit", "200",
-             "--n", "2", "--methods", "murder-legacy,murder2010", "--no-verify-shaping",
-             "--run-timeout", "40", "--timeout", "100", "--workdir", str(tmp_path),
-             "--json", str(out)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        try:
-            output, _ = proc.communicate(timeout=110)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        report = json.loads(out.read_text())
+        run = run_swarm_bench(
+            tmp_path / "legacy.json", "--sizes-mib", "2", "--rate-mbit", "200", "--n", "2",
+            "--methods", "murder-legacy,murder2010", "--no-verify-shaping", "--run-timeout", "40",
+            "--timeout", "100", "--workdir", str(tmp_path), timeout=110)
+        report, output = run.report, run.output
         records = {r["method"]: r for r in report["records"]}
         assert set(records) == {"murder-legacy", "murder2010"}, output
         has_py27 = swarm._pyenv_python27() is not None
@@ -103,5 +92,5 @@ class LegacySmokeTests:
         if not has_py27:
             assert records["murder2010"]["status"] == "skipped"
             assert "python2.7" in records["murder2010"]["reason"]
-        assert [ns for ns in netns.list_namespaces() if ns.startswith(f"mzb{proc.pid}x")] == []
-        assert proc.returncode == 0, output
+        assert [ns for ns in netns.list_namespaces() if ns.startswith(f"mzb{run.pid}x")] == []
+        assert run.returncode == 0, output

@@ -7,20 +7,16 @@ harness), and no namespace of the run is left behind.
 
 from __future__ import annotations
 
-import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-BENCH = REPO / "bench"
-sys.path.insert(0, str(BENCH))
+from twins import REPO, bench_module, run_swarm_bench
 
-import gate as gate_mod  # noqa: E402
-import netns  # noqa: E402
+gate_mod = bench_module("gate")
+netns = bench_module("netns")
 
 
 class GateTests:
@@ -77,26 +73,17 @@ class SwarmSmokeTests:
         if reason:
             pytest.skip(reason)
         methods = ["http"] + (["murder"] if _murder_peer_cli() else [])
-        out = tmp_path / "smoke.json"
-        proc = subprocess.Popen(
-            [sys.executable, str(BENCH / "swarm.py"), "--sizes-mib", "2", "--rate-mbit", "200",
-             "--n", "4", "--methods", ",".join(methods), "--no-verify-shaping",
-             "--run-timeout", "40", "--timeout", "55", "--workdir", str(tmp_path),
-             "--json", str(out)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        try:
-            output, _ = proc.communicate(timeout=58)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        report = json.loads(out.read_text())
+        run = run_swarm_bench(
+            tmp_path / "smoke.json", "--sizes-mib", "2", "--rate-mbit", "200", "--n", "4",
+            "--methods", ",".join(methods), "--no-verify-shaping", "--run-timeout", "40",
+            "--timeout", "55", "--workdir", str(tmp_path), timeout=58)
+        report, output = run.report, run.output
         assert [r["method"] for r in report["records"]] == methods, output
         for rec in report["records"]:
             assert rec["status"] == "ok", f"{rec['method']}: {rec.get('reason')}\n{output}"
             assert len(rec["receivers"]) == 4
             assert all(r["t_s"] is not None and r["failure"] is None for r in rec["receivers"])
-        left = [ns for ns in netns.list_namespaces() if ns.startswith(f"mzb{proc.pid}x")]
+        left = [ns for ns in netns.list_namespaces() if ns.startswith(f"mzb{run.pid}x")]
         assert left == []
-        assert proc.returncode == 0, output
+        assert run.returncode == 0, output
         assert not [p for p in tmp_path.iterdir() if p.name.startswith("mzb")]

@@ -1,8 +1,9 @@
-"""The three legacy Capistrano scripts: arguments, messages, exit codes.
+"""The legacy Capistrano scripts doing their work: tracker, seeder, peer on loopback.
 
 The scripts are run as the gem runs them (``python <dist>/murder_*.py …``) in
-subprocesses; the argument mapping is also checked in memory against the
-tracker's own ``Options``.
+subprocesses, over the real package: a tracker that serves and logs, a
+seeder that serves until SIGHUP, a peer that detaches or is interrupted.
+Their arguments, messages and exit codes are in ``test_compat_scripts.py``.
 """
 
 from __future__ import annotations
@@ -36,6 +37,21 @@ def _legacy_torrent(tmp_path: Path, announce_port: int, size: int = 700_000) -> 
         str(payload), f"http://127.0.0.1:{announce_port}/announce",
         piece_length=metainfo.LEGACY_PIECE_LENGTH)))
     return payload, torrent
+
+
+def _legacy_tracker(tmp_path: Path, port: int) -> subprocess.Popen:
+    """murder_tracker.py on 127.0.0.1:``port``, returned once it listens."""
+    tracker = subprocess.Popen(
+        [sys.executable, str(DIST / "murder_tracker.py"), "--port", str(port),
+         "--bind", "127.0.0.1"], cwd=tmp_path, env=recipe_env(),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    try:
+        wait_for_port("127.0.0.1", port)
+    except BaseException:
+        tracker.kill()
+        tracker.wait()
+        raise
+    return tracker
 
 
 def _proc_status(pid: int) -> dict[str, str]:
@@ -146,13 +162,9 @@ class ClientTests:
         """The seeder prints `done and done` after verifying, keeps serving, and stops
         cleanly on SIGHUP (what screen sends when stop_seeding kills it)."""
         port = free_port()
-        tracker = subprocess.Popen(
-            [sys.executable, str(DIST / "murder_tracker.py"), "--port", str(port),
-             "--bind", "127.0.0.1"], cwd=tmp_path, env=recipe_env(),
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        tracker = _legacy_tracker(tmp_path, port)
         seeder = None
         try:
-            wait_for_port("127.0.0.1", port)
             payload, torrent = _legacy_torrent(tmp_path, port)
             seeder = subprocess.Popen(
                 [sys.executable, str(DIST / "murder_client.py"), "seeder", str(torrent),
@@ -180,16 +192,12 @@ class ClientTests:
         from compat_recipes import pids_matching, wait_until_gone
 
         port = free_port()
-        tracker = subprocess.Popen(
-            [sys.executable, str(DIST / "murder_tracker.py"), "--port", str(port),
-             "--bind", "127.0.0.1"], cwd=tmp_path, env=recipe_env(),
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        tracker = _legacy_tracker(tmp_path, port)
         peer = None
         saveas = tmp_path / "out" / "release.tgz"
         saveas.parent.mkdir()
         pattern = f"murder_client.py peer.*{saveas}"
         try:
-            wait_for_port("127.0.0.1", port)
             _, torrent = _legacy_torrent(tmp_path, port)  # no seeder: it cannot finish
             peer = subprocess.Popen(
                 [sys.executable, str(DIST / "murder_client.py"), "peer", str(torrent),

@@ -1,8 +1,8 @@
-"""Tests for `murder make-torrent` and metainfo.write_atomic.
+"""The installed `murder make-torrent` console script in a real process.
 
-In-process tests call ``murder.cli.main`` (fast); tests marked integration run
-the installed console script in a subprocess to check real exit codes, the
-terminal-only progress display and that hashing streams the payload.
+Real exit codes, the terminal-only progress display and that hashing streams
+the payload; the command's behaviour in detail is tested in process by its
+twin, ``tests/unit/test_make_torrent_cli.py``.
 """
 
 from __future__ import annotations
@@ -20,15 +20,7 @@ import pytest
 
 from conftest import venv_bin
 from murder import metainfo
-
-ANNOUNCE = "http://tracker.example:8998/announce"
-
-
-def _summary(out: str, path: str) -> str:
-    """The success line, rebuilt from the torrent file independently loaded."""
-    m = metainfo.load(out)
-    return (f"{out}: info hash {m.info_hash.hex()}, {m.num_pieces} pieces "
-            f"of {m.piece_length} bytes, {m.total_length} bytes\n")
+from twins import ANNOUNCE, make_torrent_summary
 
 
 def _run(*args: str, timeout: float = 60, **kw) -> subprocess.CompletedProcess:
@@ -45,7 +37,7 @@ class InstalledCommandTests:
         path = tmp_payload(b"payload")
         ok = _run("--announce", ANNOUNCE, str(path))
         assert (ok.returncode, ok.stderr) == (0, "")
-        assert ok.stdout == _summary(str(path) + ".torrent", str(path))
+        assert ok.stdout == make_torrent_summary(str(path) + ".torrent")
         missing = _run("--announce", ANNOUNCE, str(tmp_path / "nope"))
         assert missing.returncode == 1
         assert missing.stderr.count("\n") == 1
@@ -68,7 +60,7 @@ class InstalledCommandTests:
         r = subprocess.run([sys.executable, "-m", "murder", "make-torrent", "--announce", ANNOUNCE,
                             str(path)], capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stderr
-        assert r.stdout == _summary(str(path) + ".torrent", str(path))
+        assert r.stdout == make_torrent_summary(str(path) + ".torrent")
 
     def _run_on_pty(self, *args: str) -> tuple[int, bytes]:
         """Run make-torrent with stderr on a pseudo-terminal; return (rc, terminal bytes)."""

@@ -1,22 +1,17 @@
-"""Swarm benchmark harness: launch gate, bound, and a small end-to-end smoke run.
+"""Swarm benchmark harness, in memory: the lower bound every time is divided by.
 
-The smoke run (root + ``ip netns`` only) asserts correctness, never time: every
-receiver of every method that ran holds the payload (sha256 checked by the
-harness), and no namespace of the run is left behind.
+The launch gate and the end-to-end smoke run are in
+``tests/integration/test_bench_smoke.py``.
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-BENCH = REPO / "bench"
-sys.path.insert(0, str(BENCH))
+from twins import bench_module
 
-import swarm  # noqa: E402
+swarm = bench_module("swarm")
 
 
 class KumarRossBoundTests:

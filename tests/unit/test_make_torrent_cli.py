@@ -1,8 +1,8 @@
-"""Tests for `murder make-torrent` and metainfo.write_atomic.
+"""`murder make-torrent` in process (through ``murder.cli.main``) and metainfo.write_atomic.
 
-In-process tests call ``murder.cli.main`` (fast); tests marked integration run
-the installed console script in a subprocess to check real exit codes, the
-terminal-only progress display and that hashing streams the payload.
+The installed console script in a real process (exit codes, the
+terminal-only progress display, streaming hashing) is tested by its twin,
+``tests/integration/test_make_torrent_installed.py``.
 """
 
 from __future__ import annotations
@@ -16,15 +16,7 @@ import pytest
 
 from murder import cli, metainfo
 from murder.errors import StorageError
-
-ANNOUNCE = "http://tracker.example:8998/announce"
-
-
-def _summary(out: str, path: str) -> str:
-    """The success line, rebuilt from the torrent file independently loaded."""
-    m = metainfo.load(out)
-    return (f"{out}: info hash {m.info_hash.hex()}, {m.num_pieces} pieces "
-            f"of {m.piece_length} bytes, {m.total_length} bytes\n")
+from twins import ANNOUNCE, make_torrent_summary
 
 
 def _leftovers(directory: Path) -> list[str]:
@@ -42,7 +34,7 @@ class MakeTorrentCommandTests:
         out = str(tmp_path / "out.torrent")
         assert cli.main(["make-torrent", "--announce", ANNOUNCE, "-o", out, str(path)]) == 0
         captured = capsys.readouterr()
-        assert captured.out == _summary(out, str(path))
+        assert captured.out == make_torrent_summary(out)
         assert captured.err == ""
         m = metainfo.load(out)
         assert (m.name, m.total_length, m.announce) == ("rel.tgz", len(data), ANNOUNCE)
@@ -54,7 +46,7 @@ class MakeTorrentCommandTests:
         path = tmp_payload(b"payload", name="rel.tgz")
         assert cli.main(["make-torrent", "--announce", ANNOUNCE, str(path)]) == 0
         out = str(path) + ".torrent"
-        assert capsys.readouterr().out == _summary(out, str(path))
+        assert capsys.readouterr().out == make_torrent_summary(out)
 
     def test_default_output_for_directory_with_slash(self, tmp_payload, capsys) -> None:
         """A directory given as DIR/ gets DIR.torrent beside it, not DIR/.torrent."""

@@ -65,6 +65,15 @@ class Pair:
             self.pool.run_all()
             self.net.flush()
 
+    def run_to_completion(self, steps: int = 40) -> None:
+        """Step (at most ``steps`` times) until the peer completes; its payload is exact."""
+        for _ in range(steps):
+            self.step()
+            if self.done:
+                break
+        assert self.done == [True]
+        assert bytes(self.storage.buffer) == self.data
+
 
 class CoreWithWriterTests:
     """The swarm core completes pieces through an injected PieceSink."""
@@ -77,12 +86,7 @@ class CoreWithWriterTests:
     def test_download_completes_through_the_writer(self):
         """Every piece is hashed and written by the pool; the payload is exact."""
         pair = Pair()
-        for _ in range(40):
-            pair.step()
-            if pair.done:
-                break
-        assert pair.done == [True]
-        assert bytes(pair.storage.buffer) == pair.data
+        pair.run_to_completion()
         assert sorted(pair.storage.writes) == list(range(pair.meta.num_pieces))
         assert pair.peer.hash_failures == 0
 
@@ -144,12 +148,7 @@ class CoreWithWriterTests:
         assert sent_after == sent_before
         # What arrives from requests already out may complete a few more pieces.
         assert not pair.done and len(pair.pool.calls) >= pending
-        for _ in range(40):
-            pair.step()
-            if pair.done:
-                break
-        assert pair.done == [True]
-        assert bytes(pair.storage.buffer) == pair.data
+        pair.run_to_completion()
 
 
 class BlameVerdictTests:
