@@ -455,3 +455,40 @@ class SchedulingTests:
         assert not d._done.called  # the --then command still runs
         _end(then, 0)
         assert d._done.called and d.records[0].kind == core.INTERRUPTED
+
+
+class OriginTests:
+    """What a deploy runs on this machine: the tracker's announce URL and service."""
+
+    def config(self, **kw):
+        from murder.deploy.orchestrator import DeployConfig
+
+        return DeployConfig(payload="/p", dest="/srv", targets=(Target("h0"),), **kw)
+
+    def test_named_tracker_starts_none_here(self):
+        """--tracker URL: hosts announce there and no tracker listens here."""
+        from twisted.internet.testing import MemoryReactorClock
+
+        from murder.deploy.origin import Origin
+
+        reactor = MemoryReactorClock()
+        origin = Origin(self.config(tracker="http://t.example:6969/announce"), reactor)
+        assert origin.start_tracker() == "http://t.example:6969/announce"
+        assert origin.announce_url == "http://t.example:6969/announce"
+        assert reactor.tcpServers == []
+
+    def test_local_tracker_on_the_announce_host(self):
+        """Without --tracker a tracker listens on --tracker-port; an IPv6 announce
+        host is bracketed in the URL; stop() stops the tracker."""
+        from twisted.internet import defer
+        from twisted.internet.testing import MemoryReactorClock
+
+        from murder.deploy.origin import Origin
+
+        reactor = MemoryReactorClock()
+        origin = Origin(self.config(announce_host="::1", tracker_port=7001), reactor)
+        assert origin.start_tracker() == "http://[::1]:7001/announce"
+        assert [port for port, *_ in reactor.tcpServers] == [7001]
+        stopped = []
+        defer.ensureDeferred(origin.stop()).addCallback(stopped.append)
+        assert stopped == [None] and not origin._tracker_service.running
