@@ -5,9 +5,9 @@ report handshakes and messages to it, and it decides, through
 :mod:`~murder.peer.admission` (dialing, refusing, banning),
 :mod:`~murder.peer.requests` (what to ask of whom, snubbing),
 :mod:`~murder.peer.uploads` (turns, super-seeding, seed budget),
-:mod:`~murder.peer.ratelimit` (caps) and :mod:`~murder.peer.blame` (hash,
-ban liars).  It keeps the connections, writes verified pieces and runs the
-tick (rates, snubs, idle and stall timers).
+:mod:`~murder.peer.ratelimit` (caps) and :mod:`~murder.peer.completion`
+(hash, write, blame).  It keeps the connections, announces verified pieces
+and runs the tick (rates, snubs, idle and stall timers).
 
 No I/O of its own: links (:class:`~murder.peer.interfaces.PeerLink`) carry
 messages, an injected :class:`~murder.peer.interfaces.Dialer` opens
@@ -18,18 +18,18 @@ so it runs as well over TCP as over in-memory links (tests, the simulator).
 from __future__ import annotations
 
 import random
-from typing import Any, Callable
+from typing import Callable
 
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
-from murder.errors import MurderError, ProtocolError, StalledError, StorageError
+from murder.errors import MurderError, ProtocolError, StalledError
 from murder.metainfo import Metainfo
 from murder.peer.admission import Admission
-from murder.peer.blame import Blame
+from murder.peer.completion import Completion
 from murder.peer.config import PEER_ID_PREFIX, SwarmConfig, make_peer_id, promises_keepalives
 from murder.peer.interfaces import Address, Clock, Dialer, Peer, PeerLink, PieceSink, PieceStore
-from murder.peer.picker import PieceInProgress, Picker
+from murder.peer.picker import Picker
 from murder.peer.ratelimit import RateLimiter
 from murder.peer.requests import Requests, set_interested
 from murder.peer.uploads import Uploads
@@ -50,10 +50,6 @@ class Swarm:
                  dialer: Dialer | None = None, writer: PieceSink | None = None) -> None:
         self.meta = meta
         self.storage = storage
-        #: Hashes and writes assembled pieces off this thread (``--hash-threads``);
-        #: None: both on the reactor thread, in ``_piece_complete``.
-        self.writer = writer
-        self._fill_held = False
         self.clock = clock
         self.config = config
         self.peer_id = peer_id or make_peer_id()
@@ -67,8 +63,8 @@ class Swarm:
         self.connections: dict[bytes, Peer] = {}
         self.admission = Admission(self.peer_id, config, self.connections, dialer, self._forget)
         self.downloaded = 0
-        self.wasted = 0
-        self.hash_failures = 0
+        #: Bytes of blocks nobody asked for any more (duplicates, late arrivals).
+        self.wasted_blocks = 0
         #: Errbacks with the :class:`MurderError` that stopped the swarm; never
         #: fires otherwise (completion is ``on_complete``).
         self.failure: defer.Deferred[None] = defer.Deferred()
@@ -78,7 +74,10 @@ class Swarm:
                                    self.send_resumed)
         self.requests = Requests(clock, config, self.picker, meta.piece_length, self.connections)
         self.uploads = Uploads(clock, config, meta, self.picker, storage, self.limiter)
-        self.blame = Blame(meta.pieces)
+        self.completion = Completion(
+            meta.pieces, self.picker, storage, writer, verified=self._piece_verified,
+            ban=self.admission.ban, fail=self.fail, resume=self._refill_all,
+            active=lambda: not self._stopping and self.failed is None)
         now = clock.seconds()
         self._last_tick = now
         self._ticker = task.LoopingCall(self._tick)
@@ -111,6 +110,15 @@ class Swarm:
         if self.have.complete:
             return 0
         return self.meta.total_length - sum(self.meta.piece_size(i) for i in self.have)
+
+    @property
+    def wasted(self) -> int:
+        """Bytes received and thrown away: unwanted blocks and failed pieces."""
+        return self.wasted_blocks + self.completion.wasted
+
+    @property
+    def hash_failures(self) -> int:
+        return self.completion.hash_failures
 
     def stats(self) -> tuple[int, int, int]:
         return self.uploaded, self.downloaded, self.left()
@@ -247,81 +255,38 @@ class Swarm:
         peer.downloaded += len(data)
         withdrawn = self.requests.accept_block(peer, (index, begin, len(data)))
         if withdrawn is None:
-            self.wasted += len(data)
+            self.wasted_blocks += len(data)
             return
         self.downloaded += len(data)
         self.limiter.downloaded(peer, len(data), peer.last_block)
         piece, others = self.picker.block_received(peer, index, begin, data, withdrawn)
         self.requests.cancel_duplicates(others)
         if piece is not None:
-            self._piece_complete(piece)
-        if self.writer is not None and self.writer.full:
+            self.completion.submit(piece)
+        if self.completion.full:
             # Back-pressure: the worker threads are behind; no new requests
-            # until a piece has been written (``_piece_hashed``).
-            self._fill_held = True
+            # until a piece has been written (``Completion``).
+            self.completion.held = True
         elif not self._stopping and not self.have.complete:
             self.requests.fill(peer)
             for other in {other for other, _ in others}:
                 self.requests.fill(other)
 
     # -------------------------------------------------------------- pieces
-    def _piece_complete(self, piece: PieceInProgress) -> None:
-        if self.writer is None:
-            verified, liars = self.blame.check(piece)
-            self._piece_checked(piece, verified, liars)
-            return
-        # The piece stays in progress (every block received, so nothing of it
-        # is requested again) until the worker thread has hashed and written it.
-        d = self.writer.submit(piece.index, piece.buffer)
-        d.addCallbacks(self._piece_hashed, self._piece_write_failed, callbackArgs=(piece,))
-        d.addErrback(lambda f: self.log.failure("piece {index} completion", f,
-                                                index=piece.index))
-
-    def _piece_hashed(self, verified: bool, piece: PieceInProgress) -> None:
-        """The writer's answer for ``piece``: on the reactor thread, written if verified."""
-        if self._stopping or self.failed is not None:
-            return
-        checked, liars = self.blame.verdict(piece, verified)
-        self._piece_checked(piece, checked, liars, written=True)
-        assert self.writer is not None
-        if (self._fill_held or not checked) and not self._stopping and \
-                not self.have.complete and not self.writer.full:
-            # Requests were held while the writer was full, or a failed piece
-            # is requestable again: refill every pipeline.
-            self._fill_held = False
-            for peer in list(self.connections.values()):
-                self.requests.fill(peer)
-
-    def _piece_write_failed(self, failure: Any) -> None:
-        failure.trap(StorageError)
-        if not self._stopping:
-            self.fail(failure.value)
-
-    def _piece_checked(self, piece: PieceInProgress, verified: bool,
-                       liars: list[tuple[Peer, str]], written: bool = False) -> None:
-        if not verified:
-            self.hash_failures += 1
-            self.wasted += piece.size
-            self.picker.piece_failed(piece)
-            self.log.warn("piece {index} failed its hash (sources {sources})",
-                          index=piece.index, sources=[c.address for c in piece.sources])
-        for liar, why in liars:
-            self.admission.ban(liar.link, why)
-        if not verified:
-            return
-        if not written:
-            try:
-                self.storage.write_piece(piece.index, piece.buffer)
-            except StorageError as e:
-                self.fail(e)
-                return
-        self.picker.mark_have(piece.index)
+    def _piece_verified(self, index: int) -> None:
+        """A piece is hashed and on disk: tell the peers that lack it."""
+        self.picker.mark_have(index)
         self._last_progress = self.clock.seconds()
         for peer in list(self.connections.values()):
-            if piece.index not in peer.bits:
-                peer.link.send_have(piece.index)
+            if index not in peer.bits:
+                peer.link.send_have(index)
         if self.have.complete:
             self._completed()
+
+    def _refill_all(self) -> None:
+        if not self.have.complete:
+            for peer in list(self.connections.values()):
+                self.requests.fill(peer)
 
     def _completed(self) -> None:
         for peer in list(self.connections.values()):
@@ -367,5 +332,5 @@ class Swarm:
                 self.requests.snub(peer, now)
             elif now - peer.last_received > config.idle_timeout:
                 peer.link.drop("idle")
-            elif not self._fill_held:
+            elif not self.completion.held:
                 self.requests.fill(peer)
