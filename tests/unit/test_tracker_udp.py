@@ -531,5 +531,5 @@ class TrackerOptionsTests:
         top = buildService(self.parse("--udp-port", "6969", "--udp-bind", "127.0.0.1"),
                            reactor)
         udp = top.getServiceNamed("tracker-udp")
-        assert udp.args[0] == 6969 and udp.kwargs == {"interface": "127.0.0.1"}
+        assert (udp.portnum, udp.interface, udp.reactor) == (6969, "127.0.0.1", reactor)
         assert top.udp.store is top.store

@@ -321,12 +321,17 @@ class MetricsTests:
         t.request("/scrape")
         m = t.metrics()
         total = "murder_tracker_announces_total"
-        assert m[(total, (("event", "started"), ("result", "ok")))] == 1
-        assert m[(total, (("event", "update"), ("result", "ok")))] == 1
-        assert m[(total, (("event", "completed"), ("result", "ok")))] == 1
-        assert m[(total, (("event", "started"), ("result", "full")))] == 1
-        assert m[(total, (("event", "update"), ("result", "invalid")))] == 1
-        assert m[("murder_tracker_scrapes_total", (("result", "ok"),))] == 1
+
+        def announces(event: str, result: str) -> float:
+            return m[(total, (("event", event), ("result", result), ("transport", "http")))]
+
+        assert announces("started", "ok") == 1
+        assert announces("update", "ok") == 1
+        assert announces("completed", "ok") == 1
+        assert announces("started", "full") == 1
+        assert announces("update", "invalid") == 1
+        assert m[("murder_tracker_scrapes_total",
+                  (("result", "ok"), ("transport", "http")))] == 1
         assert m[("murder_tracker_request_duration_seconds_count",
                   (("route", "announce"),))] == 5
 
@@ -335,7 +340,8 @@ class MetricsTests:
         t = Tracker(auth=Authoriser([b"s" * 32]))
         t.announce(1, event="started")
         assert t.metrics()[("murder_tracker_announces_total",
-                            (("event", "started"), ("result", "auth_refused")))] == 1
+                            (("event", "started"), ("result", "auth_refused"),
+                             ("transport", "http")))] == 1
 
     def test_agrees_with_status(self):
         """Gauges equal the status.json totals taken at the same moment."""

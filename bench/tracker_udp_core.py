@@ -1,0 +1,126 @@
+"""Micro-benchmark: CPU per BEP 15 announce inside our tracker, no sockets.
+
+Feeds pre-built announce datagrams (the same mix as
+``bench/udp_announce_load.c``: 1000 torrents, 50 peer ids, numwant 50,
+``left`` 0 one time in 4, regular updates) straight into
+:class:`~murder.tracker.udp.UDPTrackerProtocol` with a transport that only
+counts, after a warm-up that fills every swarm.  Prints microseconds per
+announce for the core alone (``UDPTrackerCore.handle``) and through the
+protocol, best of ``--repeat`` runs (CPU time of this process, so other
+work on the machine does not count), and writes
+``bench/results/tracker_udp_core.json``.  This is what guides the hand-tuned
+code of the UDP path (the figures are recorded in bench/README.md); the
+end-to-end comparison with opentracker is ``tracker_announce.py --fleet``.
+
+    .venv/bin/python bench/tracker_udp_core.py [--announces 200000] [--repeat 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results" / "tracker_udp_core.json"
+
+
+class _CountingTransport:
+    """Takes replies and counts them (the socket write is not measured here)."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.bytes = 0
+
+    def write(self, data: bytes, addr: object = None) -> None:
+        self.sent += 1
+        self.bytes += len(data)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--announces", type=int, default=200_000)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--torrents", type=int, default=1000)
+    parser.add_argument("--profile", action="store_true", help="cProfile one run instead")
+    args = parser.parse_args()
+
+    from twisted.internet.task import Clock
+
+    from murder.tracker import udpcodec
+    from murder.tracker.app import TrackerApp
+    from murder.tracker.store import PeerStore
+    from murder.tracker.udp import UDPTrackerCore, UDPTrackerProtocol
+
+    clock = Clock()
+    clock.advance(1_000_000)
+    store = PeerStore(clock, max_torrents=100_000, max_peers=1_000_000,
+                      rng=random.Random(1))
+    core = UDPTrackerCore(TrackerApp(store), secret=b"k" * 32)
+    proto = UDPTrackerProtocol(core)
+    transport = _CountingTransport()
+    proto.transport = transport  # type: ignore[assignment]
+    rng = random.Random(7)
+    hashes = [rng.randbytes(20) for _ in range(args.torrents)]
+    peers = [b"-UL0001-" + rng.randbytes(12) for _ in range(50)]
+    host, addr = "127.0.0.1", ("127.0.0.1", 40000)
+    cid = core.connection_id(host)
+
+    def datagram(i: int, ih: bytes, peer: int) -> bytes:
+        left = 0 if rng.randrange(4) == 0 else 1000
+        return udpcodec.announce_request(cid, i & 0xFFFFFFFF, ih, peers[peer], 0, left, 0, "",
+                                         peer, 50, 6000 + peer)
+
+    # Warm-up: every peer in every swarm, so the measured announces are updates.
+    for t, ih in enumerate(hashes):
+        for p in range(50):
+            core.handle(datagram(t * 50 + p, ih, p), host, 40000)
+    load = [datagram(i, hashes[rng.randrange(len(hashes))], rng.randrange(50))
+            for i in range(args.announces)]
+
+    def run_core() -> float:
+        handle = core.handle
+        start = time.process_time()
+        for data in load:
+            handle(data, host, 40000)
+        return time.process_time() - start
+
+    def run_protocol() -> float:
+        received = proto.datagramReceived
+        start = time.process_time()
+        for data in load:
+            received(data, addr)
+        return time.process_time() - start
+
+    if args.profile:
+        import cProfile
+        import pstats
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+        run_protocol()
+        profiler.disable()
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+        return 0
+    n = len(load)
+    core_us = min(run_core() for _ in range(args.repeat)) / n * 1e6
+    proto_us = min(run_protocol() for _ in range(args.repeat)) / n * 1e6
+    assert transport.sent >= n, "every announce must be answered"
+    print(f"{n:,} announces x {args.repeat}, {args.torrents} torrents x 50 peers, numwant 50")
+    print(f"  UDPTrackerCore.handle            {core_us:6.2f} us/announce")
+    print(f"  UDPTrackerProtocol.datagramReceived {proto_us:6.2f} us/announce")
+    results = {"announces": n, "repeat": args.repeat, "torrents": args.torrents,
+               "core_us": core_us, "protocol_us": proto_us, "python": sys.version.split()[0],
+               "loadavg": os.getloadavg()[0]}
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"results: {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
