@@ -96,6 +96,41 @@ def main() -> int:
             received(data, addr)
         return time.process_time() - start
 
+    def run_socket(port_class: type) -> float:
+        """Through a real loopback socket: datagrams queued, then one doRead."""
+        import socket
+
+        from twisted.internet import reactor
+
+        port = port_class(0, UDPTrackerProtocol(core), "127.0.0.1", reactor=reactor)
+        port.startListening()  # registers with the reactor, which never runs here
+        client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        client.bind(("127.0.0.1", 0))
+        client.setblocking(False)
+        target = ("127.0.0.1", port.getHost().port)
+        client_host = client.getsockname()[0]
+        assert client_host == host
+        spent = 0.0
+        done = 0
+        try:
+            while done < len(load):
+                batch = load[done:done + 100]
+                for data in batch:
+                    client.sendto(data, target)
+                start = time.process_time()
+                port.doRead()
+                spent += time.process_time() - start
+                done += len(batch)
+                while True:
+                    try:
+                        client.recv(4096)
+                    except BlockingIOError:
+                        break
+        finally:
+            port.stopListening()
+            client.close()
+        return spent
+
     if args.profile:
         import cProfile
         import pstats
@@ -106,15 +141,27 @@ def main() -> int:
         profiler.disable()
         pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
         return 0
+    from twisted.internet import udp
+
+    from murder.tracker.udp import TrackerUDPPort
+
     n = len(load)
     core_us = min(run_core() for _ in range(args.repeat)) / n * 1e6
     proto_us = min(run_protocol() for _ in range(args.repeat)) / n * 1e6
     assert transport.sent >= n, "every announce must be answered"
-    print(f"{n:,} announces x {args.repeat}, {args.torrents} torrents x 50 peers, numwant 50")
-    print(f"  UDPTrackerCore.handle            {core_us:6.2f} us/announce")
-    print(f"  UDPTrackerProtocol.datagramReceived {proto_us:6.2f} us/announce")
+    answered = core.answered
+    ours_us = min(run_socket(TrackerUDPPort) for _ in range(args.repeat)) / n * 1e6
+    twisted_us = min(run_socket(udp.Port) for _ in range(args.repeat)) / n * 1e6
+    assert core.answered - answered >= 2 * n * args.repeat * 0.99, "datagrams were lost"
+    print(f"{n:,} announces x {args.repeat}, {args.torrents} torrents x 50 peers, numwant 50; "
+          "CPU time per announce, best run")
+    print(f"  UDPTrackerCore.handle                    {core_us:6.2f} us")
+    print(f"  UDPTrackerProtocol.datagramReceived      {proto_us:6.2f} us")
+    print(f"  loopback socket, TrackerUDPPort.doRead   {ours_us:6.2f} us  (recvfrom, sendto)")
+    print(f"  loopback socket, twisted udp.Port.doRead {twisted_us:6.2f} us")
     results = {"announces": n, "repeat": args.repeat, "torrents": args.torrents,
-               "core_us": core_us, "protocol_us": proto_us, "python": sys.version.split()[0],
+               "core_us": core_us, "protocol_us": proto_us, "socket_us": ours_us,
+               "socket_twisted_port_us": twisted_us, "python": sys.version.split()[0],
                "loadavg": os.getloadavg()[0]}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=1) + "\n")

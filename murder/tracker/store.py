@@ -152,6 +152,17 @@ class Torrent:
                 _pick_compact(self._c6, self._list6, self._pos6, 18, exclude, numwant, rng))
 
 
+    def compact_peers(self, exclude: bytes, numwant: int, v6: bool,
+                      rng: random.Random) -> bytes:
+        """:meth:`compact_sample`'s IPv6 string if ``v6``, else its IPv4 one."""
+        if self._c4 is None:
+            self._build()
+        if v6:
+            return _pick_compact(self._c6, self._list6, self._pos6, 18, exclude, numwant, rng)
+        assert self._c4 is not None  # _build made it
+        return _pick_compact(self._c4, self._list4, self._pos4, 6, exclude, numwant, rng)
+
+
 def _pick(peers: list[Peer], pos: dict[bytes, int], exclude: bytes, numwant: int,
           rng: random.Random) -> list[Peer]:
     if numwant <= 0 or not peers:
@@ -333,6 +344,17 @@ class PeerStore:
             four, six = self.handout.sample(torrent, exclude, numwant, self.rng)
             return b"".join(p.compact for p in four), b"".join(p.compact for p in six)
         return torrent.compact_sample(exclude, numwant, self.rng)
+
+    def compact_peers(self, torrent: Torrent, exclude: bytes, numwant: int, v6: bool) -> bytes:
+        """One family's compact peers for a reply that carries only that family.
+
+        A BEP 15 reply holds IPv4 peers for an IPv4 sender and IPv6 peers for
+        an IPv6 one, so the UDP tracker asks for one list, not both.
+        """
+        if self.handout is not None:
+            four, six = self.handout.sample(torrent, exclude, numwant, self.rng)
+            return b"".join(p.compact for p in (six if v6 else four))
+        return torrent.compact_peers(exclude, numwant, v6, self.rng)
 
     # --------------------------------------------------------------- expiry
 

@@ -41,13 +41,18 @@ _HEAD = struct.Struct(">QII")
 _REPLY_HEAD = struct.Struct(">II")
 _CONNECT_REPLY = struct.Struct(">IIQ")
 _ANNOUNCE = struct.Struct(">QII20s20sQQQIIIiH")
-#: The same layout with ``key`` as its 4 raw bytes (what the store keeps).
-_ANNOUNCE_RAW_KEY = struct.Struct(">QII20s20sQQQII4siH")
+#: The announce layout with ``key`` as its 4 raw bytes (what the store keeps):
+#: ``ANNOUNCE_FIELDS.unpack_from(data)`` is :func:`unpack_announce` without a
+#: Python call around it, for the tracker's hot path.
+ANNOUNCE_FIELDS = struct.Struct(">QII20s20sQQQII4siH")
 #: An announce's ``action`` field, as bytes 8-12 of the datagram.
 ANNOUNCE_ACTION = b"\x00\x00\x00\x01"
 #: Bytes of an announce request without BEP 41 options.
 ANNOUNCE_SIZE = _ANNOUNCE.size
 _ANNOUNCE_REPLY = struct.Struct(">IIIII")
+#: An announce reply's head (action, transaction, interval, leechers,
+#: seeders); the compact peers follow.  See :func:`announce_reply`.
+ANNOUNCE_REPLY_HEAD = _ANNOUNCE_REPLY
 _SCRAPE_ENTRY = struct.Struct(">III")
 
 
@@ -165,7 +170,7 @@ def unpack_announce(data: bytes) -> AnnounceFields:
     first.  :func:`parse_request` builds a :class:`UDPAnnounce` instead;
     that object was a measured share of a UDP announce (bench/README.md).
     """
-    fields: AnnounceFields = _ANNOUNCE_RAW_KEY.unpack_from(data)
+    fields: AnnounceFields = ANNOUNCE_FIELDS.unpack_from(data)
     return fields
 
 
