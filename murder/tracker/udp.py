@@ -267,6 +267,8 @@ class UDPTrackerProtocol(DatagramProtocol):
     """Hands each datagram to the core and sends its reply back; nothing else."""
 
     noisy = False
+    #: The UDP port; set by makeConnection.
+    transport: Any
 
     def __init__(self, core: UDPTrackerCore) -> None:
         self.core = core
