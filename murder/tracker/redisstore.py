@@ -292,6 +292,11 @@ class RedisPeerStore:
     def compact_sample(self, torrent: _Reply, exclude: bytes, numwant: int) -> tuple[bytes, bytes]:
         return torrent.compact_sample(exclude, numwant, self.rng)
 
+    def compact_peers(self, torrent: _Reply, exclude: bytes, numwant: int, v6: bool) -> bytes:
+        """One family's peers (``PeerStore.compact_peers``, for BEP 15 replies)."""
+        four, six = torrent.compact_sample(exclude, numwant, self.rng)
+        return six if v6 else four
+
     def announce(self, req: AnnounceRequest) -> _Reply:
         """Apply one announce in Redis; :class:`AnnounceError` when refused."""
         return self.update(req.info_hash, req.peer_id, req.ip, req.port, req.left,

@@ -205,9 +205,9 @@ class UDPTrackerCore:
         if event is None:
             return self._refused(transaction, f"invalid event {number}", host, "unknown")
         if app.auth is not None:
-            return self._error(transaction,
-                               "this tracker needs the auth token of an HTTP announce URL",
-                               host)
+            return self._refused(transaction,
+                                 "this tracker needs the auth token of an HTTP announce URL",
+                                 host, event, "auth_refused")
         if not port:
             return self._refused(transaction, "invalid port: must be 1-65535", host, event)
         address = host
