@@ -129,6 +129,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--torrents", type=int, default=1000)
     parser.add_argument("--profile", action="store_true", help="cProfile one run instead")
+    parser.add_argument("--json", type=Path, default=RESULTS, help="where to save the figures")
     args = parser.parse_args()
 
     from twisted.internet.task import Clock
@@ -258,9 +259,9 @@ def main() -> int:
                "core_us": core_us, "protocol_us": proto_us, "socket_us": ours_us,
                "socket_twisted_port_us": twisted_us, "python": sys.version.split()[0],
                "loadavg": os.getloadavg()[0]}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=1) + "\n")
-    print(f"results: {RESULTS}")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"results: {args.json}")
     return 0
 
 
