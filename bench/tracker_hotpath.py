@@ -96,6 +96,54 @@ def http_announces(args: argparse.Namespace, count: int) -> dict[str, float]:
     return {"announces": count, "fast_us": fast, "generic_us": generic}
 
 
+def wakeup_costs(core: object, datagrams: list[bytes]) -> dict[str, float]:
+    """CPU per datagram when each reactor wakeup finds 1, 4, 16 or 64 queued.
+
+    A real reactor iteration (``reactor.iterate(0)``: epoll, Twisted's
+    dispatch, our ``doRead`` until EAGAIN) over a loopback socket.
+    """
+    import socket
+
+    from twisted.internet import reactor
+
+    from murder.tracker import udp as tracker_udp
+
+    from twisted.internet import udp
+
+    port_class = getattr(tracker_udp, "TrackerUDPPort", udp.Port)
+    port = port_class(0, tracker_udp.UDPTrackerProtocol(core), "127.0.0.1", reactor=reactor)
+    port.startListening()
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client.bind(("127.0.0.1", 0))
+    client.setblocking(False)
+    target = ("127.0.0.1", port.getHost().port)
+
+    def drain() -> None:
+        while True:
+            try:
+                client.recv(4096)
+            except BlockingIOError:
+                return
+
+    out = {}
+    try:
+        for batch in (1, 4, 16, 64):
+            spent, n = 0.0, 0
+            for r in range(6000 // batch):
+                for data in datagrams[r * batch % 1000:][:batch]:
+                    client.sendto(data, target)
+                start = time.process_time()
+                reactor.iterate(0)
+                spent += time.process_time() - start
+                n += batch
+                drain()
+            out[f"batch_{batch}_us"] = spent / n * 1e6
+    finally:
+        port.stopListening()
+        client.close()
+    return out
+
+
 def counter_costs(repeat: int) -> dict[str, float]:
     """The UDP path's per-announce counter update against prometheus_client's."""
     import timeit
@@ -242,6 +290,7 @@ def main() -> int:
     runs = 2 if ours is not None else 1
     assert core.answered - answered >= runs * n * args.repeat * 0.99, "datagrams were lost"
     http = http_announces(args, min(n, 50_000))
+    wakeups = wakeup_costs(core, load[:2000])
     counters = counter_costs(args.repeat)
     print(f"{n:,} announces x {args.repeat}, {args.torrents} torrents x 50 peers, numwant 50; "
           "CPU time per announce, best run")
@@ -249,12 +298,14 @@ def main() -> int:
     print(f"  UDPTrackerProtocol.datagramReceived      {proto_us:6.2f} us")
     print(f"  loopback socket, TrackerUDPPort.doRead   {ours_us:6.2f} us  (recvfrom, sendto)")
     print(f"  loopback socket, twisted udp.Port.doRead {twisted_us:6.2f} us")
+    print("  per datagram when a reactor wakeup finds  "
+          + ", ".join(f"{k.split('_')[1]}: {v:.2f} us" for k, v in wakeups.items()))
     print(f"  HTTP TrackerApp.handle, fast path        {http['fast_us']:6.2f} us")
     print(f"  HTTP TrackerApp.handle, generic parser   {http['generic_us']:6.2f} us")
     print(f"  UDP counter update (dict, as udp.py)     {counters['dict_us']:6.3f} us")
     print(f"  prometheus_client labelled child .inc()  {counters['child_us']:6.3f} us")
     print(f"  prometheus_client .labels(...).inc()     {counters['labels_us']:6.3f} us")
-    results = {"http": http, "counters": counters,
+    results = {"http": http, "counters": counters, "wakeups": wakeups,
                "announces": n, "repeat": args.repeat, "torrents": args.torrents,
                "core_us": core_us, "protocol_us": proto_us, "socket_us": ours_us,
                "socket_twisted_port_us": twisted_us, "python": sys.version.split()[0],
