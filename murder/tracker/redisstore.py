@@ -26,7 +26,8 @@ write at once), so a Twisted-native client (txredisapi) would mean turning
 every front end to Deferreds.  A round trip to a Redis on the same host or
 rack costs tens of microseconds against the ~100 µs the announce itself
 costs in Python, so the well-kept ``redis`` package (with hiredis) is called
-inline; ``bench/tracker_announce.py --redis`` measures the cost.  A command
+inline; ``bench/tracker_announce.py --fleet`` and
+``bench/tracker_redis_cost.py`` measure the cost.  A command
 times out after ``socket_timeout`` (1 s): while Redis is down, announces get
 a ``failure reason`` ("peer store unavailable") and peers retry or fail over.
 
