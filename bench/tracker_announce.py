@@ -275,6 +275,8 @@ def fleet(args) -> int:
 
         def run(name: str, start, kind: str, close: bool = False, n: int = 1,
                 redis_store: bool = False) -> None:
+            if args.rows and not any(part in name for part in args.rows.split(",")):
+                return
             servers = Servers(workdir)
             try:
                 extra: list[str] = []
@@ -364,6 +366,9 @@ def main() -> int:
                         help="issue 15: HTTP (keep-alive and close; fasthttp, twisted.web, "
                              "opentracker), UDP (ours, opentracker), Redis store (1 and 2 "
                              "trackers), all in one run; writes results/tracker_fleet.json")
+    parser.add_argument("--rows", default="",
+                        help="with --fleet: only rows whose name contains one of these "
+                             "comma-separated strings (e.g. 'udp: murder (memory,udp: open')")
     args = parser.parse_args()
     if args.fleet:
         return fleet(args)

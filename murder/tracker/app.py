@@ -208,6 +208,18 @@ class TrackerApp:
     # --------------------------------------------------------------- tracker
 
     def _announce(self, query: bytes, target: bytes, remote: str) -> Reply:
+        if self.auth is None:
+            # Plain valid announces (nearly all of them) skip the generic query dict.
+            fast = codec.parse_announce_fast(query, remote,
+                                             numwant_default=self.numwant_default,
+                                             numwant_max=self.numwant_max)
+            if fast is not None:
+                try:
+                    torrent = self.store.announce(fast)
+                except AnnounceError as e:
+                    self.metrics.announce(fast.event or "update", classify(e.reason))
+                    return self.refuse(200, e.reason, target, remote)
+                return self._answer(fast, torrent)
         args = codec.parse_query(query)
         if b"info_hash" not in args and b"peer_id" not in args:
             self.metrics.announce("unknown", "invalid")
@@ -230,6 +242,10 @@ class TrackerApp:
             raw_event = (args.get(b"event") or [b""])[0]
             self.metrics.announce(codec.EVENTS.get(raw_event, "unknown") or "update", result)
             return self.refuse(200, e.reason, target, remote)
+        return self._answer(req, torrent)
+
+    def _answer(self, req: codec.AnnounceRequest, torrent: Any) -> Reply:
+        """The reply to an announce the store accepted (compact or dictionary peers)."""
         self.metrics.announce(req.event or "update", "ok")
         if req.event or self.verbose:
             log.info("announce {event} {info_hash} from {peer} left={left}",

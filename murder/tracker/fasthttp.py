@@ -76,6 +76,9 @@ class TrackerHTTPProtocol(Protocol):
     ``_closing`` (an answer asked to close; ignore any further input).
     """
 
+    #: The TCP (or TLS) transport, also a push consumer; set by makeConnection.
+    transport: Any
+
     def __init__(self, factory: TrackerHTTPFactory) -> None:
         self.factory = factory
         self.app = factory.app

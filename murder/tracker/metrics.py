@@ -7,8 +7,8 @@ series.  Counters on the announce path are plain integers in a dict
 hot path then pays one dict update, not a labelled child lookup and a lock.
 Gauges are computed from the store at scrape time.
 
-Label cardinality is bounded: ``event`` and ``result`` take a fixed set of
-values (failure reasons are mapped onto :data:`RESULTS`), ``route`` is one of
+Label cardinality is bounded: ``transport``, ``event`` and ``result`` take
+a fixed set of values (failure reasons are mapped onto :data:`RESULTS`), ``route`` is one of
 :data:`ROUTES`, and per-swarm series exist only for swarms with peers, at
 most :data:`MAX_SWARM_SERIES` of them (the largest).  No label names a peer.
 """
@@ -31,6 +31,8 @@ EVENTS = ("started", "completed", "stopped", "update", "unknown")
 RESULTS = ("ok", "auth_refused", "not_allowed", "full", "conflict", "invalid")
 #: ``route`` label values of the request latency histogram.
 ROUTES = ("announce", "scrape", "status", "dashboard", "metrics", "static", "other")
+#: ``transport`` label values of announces and scrapes (HTTP, or BEP 15 UDP).
+TRANSPORTS = ("http", "udp")
 #: Per-swarm series are kept for at most this many swarms (the largest).
 MAX_SWARM_SERIES = 20
 CONTENT_TYPE = CONTENT_TYPE_LATEST.encode()
@@ -61,28 +63,31 @@ class _StoreCollector:
         owner = self.owner
         store = owner.store
         announces = CounterMetricFamily(
-            "murder_tracker_announces", "Announces answered, by event and result.",
-            labels=["event", "result"])
-        for (event, result), n in sorted(owner.announces.items()):
-            announces.add_metric([event, result], n)
+            "murder_tracker_announces",
+            "Announces answered, by transport (http, udp), event and result.",
+            labels=["transport", "event", "result"])
+        for (transport, event, result), n in sorted(owner.announces.items()):
+            announces.add_metric([transport, event, result], n)
         yield announces
-        scrapes = CounterMetricFamily("murder_tracker_scrapes", "Scrapes answered, by result.",
-                                      labels=["result"])
-        for result, n in sorted(owner.scrapes.items()):
-            scrapes.add_metric([result], n)
+        scrapes = CounterMetricFamily("murder_tracker_scrapes",
+                                      "Scrapes answered, by transport and result.",
+                                      labels=["transport", "result"])
+        for (transport, result), n in sorted(owner.scrapes.items()):
+            scrapes.add_metric([transport, result], n)
         yield scrapes
         # The in-memory store sums the increases between a peer's announces;
         # a Redis store shared by several trackers has no such per-process
-        # sum, so these two series are absent there rather than wrong.
-        if hasattr(store, "reported_uploaded"):
+        # sum (None), so these two series are absent there rather than wrong.
+        reported = store.reported_bytes()
+        if reported is not None:
             yield CounterMetricFamily(
                 "murder_tracker_reported_uploaded_bytes",
                 "Sum of the increases of 'uploaded' that peers announced.",
-                value=store.reported_uploaded)
+                value=reported[0])
             yield CounterMetricFamily(
                 "murder_tracker_reported_downloaded_bytes",
                 "Sum of the increases of 'downloaded' that peers announced.",
-                value=store.reported_downloaded)
+                value=reported[1])
         seeders = sum(t.seeders for t in store.torrents.values())
         yield GaugeMetricFamily("murder_tracker_swarms", "Swarms (torrents) tracked.",
                                 value=len(store.torrents))
@@ -133,8 +138,10 @@ class TrackerMetrics:
         self.store = store
         self.stall_after = stall_after
         self.timer = timer
-        self.announces: dict[tuple[str, str], int] = {}
-        self.scrapes: dict[str, int] = {}
+        #: (transport, event, result) -> count; the UDP core bumps it directly.
+        self.announces: dict[tuple[str, str, str], int] = {}
+        #: (transport, result) -> count.
+        self.scrapes: dict[tuple[str, str], int] = {}
         self.registry = CollectorRegistry(auto_describe=True)
         self.latency = Histogram(
             "murder_tracker_request_duration_seconds",
@@ -148,14 +155,15 @@ class TrackerMetrics:
             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0))
         self.registry.register(_StoreCollector(self))
 
-    def announce(self, event: str, result: str) -> None:
+    def announce(self, event: str, result: str, transport: str = "http") -> None:
         """Count one announce answer."""
-        key = (event, result)
+        key = (transport, event, result)
         self.announces[key] = self.announces.get(key, 0) + 1
 
-    def scrape(self, result: str) -> None:
+    def scrape(self, result: str, transport: str = "http") -> None:
         """Count one scrape answer."""
-        self.scrapes[result] = self.scrapes.get(result, 0) + 1
+        key = (transport, result)
+        self.scrapes[key] = self.scrapes.get(key, 0) + 1
 
     def render(self) -> bytes:
         """The text exposition of every series."""

@@ -26,7 +26,8 @@ write at once), so a Twisted-native client (txredisapi) would mean turning
 every front end to Deferreds.  A round trip to a Redis on the same host or
 rack costs tens of microseconds against the ~100 µs the announce itself
 costs in Python, so the well-kept ``redis`` package (with hiredis) is called
-inline; ``bench/tracker_announce.py --redis`` measures the cost.  A command
+inline; ``bench/tracker_announce.py --fleet`` and
+``bench/tracker_redis_cost.py`` measure the cost.  A command
 times out after ``socket_timeout`` (1 s): while Redis is down, announces get
 a ``failure reason`` ("peer store unavailable") and peers retry or fail over.
 
@@ -34,6 +35,8 @@ Keys (``murder:`` prefix by default; a Lua script builds the per-torrent
 keys, so the store is for one Redis server, not Redis Cluster)::
 
     murder:torrents             ZSET  info hash (hex) -> last announce time
+    murder:peers                ZSET  info hash (hex) || peer id -> last announce time
+                                      (every live peer: the --max-peers cap)
     murder:t:<ih>:seen          ZSET  peer id -> last announce time (expiry)
     murder:t:<ih>:rec           HASH  peer id -> len(compact) || compact || key
     murder:t:<ih>:stat          HASH  peer id -> "ip port left uploaded downloaded"
@@ -58,7 +61,7 @@ log = Logger()
 
 _ANNOUNCE = r"""
 local prefix, ih, pid, compact, left, event, numwant, key, timeout, max_per, max_torrents,
-      ip, port, up, down, want_ids = unpack(ARGV)
+      ip, port, up, down, want_ids, max_peers = unpack(ARGV)
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 timeout = tonumber(timeout)
@@ -67,8 +70,11 @@ local base = prefix .. 't:' .. ih
 local seen, rec, stat, seeds, completed = base .. ':seen', base .. ':rec', base .. ':stat',
     base .. ':seeds', base .. ':completed'
 local index = prefix .. 'torrents'
+local all = prefix .. 'peers'
+local member = ih .. pid
 local deadline = now - timeout
 redis.call('ZREMRANGEBYSCORE', index, '-inf', deadline)
+redis.call('ZREMRANGEBYSCORE', all, '-inf', deadline)
 local stale = redis.call('ZRANGEBYSCORE', seen, '-inf', deadline, 'LIMIT', 0, 500)
 if #stale > 0 then
   redis.call('ZREM', seen, unpack(stale))
@@ -91,6 +97,7 @@ if event == 'stopped' then
     redis.call('HDEL', rec, pid)
     redis.call('HDEL', stat, pid)
     redis.call('SREM', seeds, pid)
+    redis.call('ZREM', all, member)
   end
   local s = redis.call('SCARD', seeds)
   return {'', s, redis.call('ZCARD', seen) - s, '', '', {}}
@@ -102,6 +109,9 @@ if not old then
   if redis.call('ZCARD', seen) >= tonumber(max_per) then
     return {'torrent is full: too many peers'}
   end
+  if redis.call('ZCARD', all) >= tonumber(max_peers) then
+    return {'tracker is full: too many peers'}
+  end
 end
 redis.call('HSET', rec, pid, string.char(#compact) .. compact .. key)
 redis.call('HSET', stat, pid, ip .. ' ' .. port .. ' ' .. left .. ' ' .. up .. ' ' .. down)
@@ -109,8 +119,11 @@ redis.call('ZADD', seen, now, pid)
 if left == '0' then redis.call('SADD', seeds, pid) else redis.call('SREM', seeds, pid) end
 if event == 'completed' then redis.call('SADD', completed, pid) end
 redis.call('ZADD', index, now, ih)
+redis.call('ZADD', all, now, member)
 local ttl = math.floor(timeout * 1000) + 1000
-for _, k in ipairs({seen, rec, stat, seeds, completed}) do redis.call('PEXPIRE', k, ttl) end
+for _, k in ipairs({seen, rec, stat, seeds, completed, index, all}) do
+  redis.call('PEXPIRE', k, ttl)
+end
 local count = redis.call('HLEN', rec)
 local entries
 if count - 1 <= numwant then
@@ -239,8 +252,7 @@ class RedisPeerStore:
         self.peer_timeout = peer_timeout
         self.max_torrents = max_torrents
         self.max_peers_per_torrent = max_peers_per_torrent
-        #: Not enforced across processes (counting every torrent per announce
-        #: would cost more than the announce); per-torrent and torrent caps are.
+        #: Enforced over every tracker on the store (``murder:peers``).
         self.max_peers = max_peers
         self.rng = rng or random.Random()
         self.prefix = prefix
@@ -281,20 +293,38 @@ class RedisPeerStore:
     def compact_sample(self, torrent: _Reply, exclude: bytes, numwant: int) -> tuple[bytes, bytes]:
         return torrent.compact_sample(exclude, numwant, self.rng)
 
+    def compact_peers(self, torrent: _Reply, exclude: bytes, numwant: int, v6: bool) -> bytes:
+        """One family's peers (``PeerStore.compact_peers``, for BEP 15 replies)."""
+        four, six = torrent.compact_sample(exclude, numwant, self.rng)
+        return six if v6 else four
+
     def announce(self, req: AnnounceRequest) -> _Reply:
         """Apply one announce in Redis; :class:`AnnounceError` when refused."""
+        return self.update(req.info_hash, req.peer_id, req.ip, req.port, req.left,
+                           req.uploaded, req.downloaded, req.event, req.key, req.numwant,
+                           want_ids=not req.compact)
+
+    def update(self, info_hash: bytes, peer_id: bytes, ip: str, port: int, left: int,
+               uploaded: int, downloaded: int, event: str, key: bytes | None,
+               numwant: int, want_ids: bool = False) -> _Reply:
+        """:meth:`announce` from its fields (``PeerStore.update``'s interface).
+
+        The script picks the reply's peers in the same round trip, so it needs
+        ``numwant`` now; ``want_ids`` asks for their peer ids too (dictionary
+        replies).
+        """
         import redis
 
-        if self.allowed is not None and req.info_hash not in self.allowed:
+        if self.allowed is not None and info_hash not in self.allowed:
             raise AnnounceError("torrent not allowed on this tracker")
         try:
-            compact, _ = compact_address(req.ip, req.port)
+            compact, _ = compact_address(ip, port)
         except (OSError, OverflowError, ValueError):
-            raise AnnounceError(f"unusable peer address {req.ip!r}") from None
-        args = [self.prefix, req.info_hash.hex(), req.peer_id, compact, req.left, req.event,
-                req.numwant, req.key or b"", self.peer_timeout, self.max_peers_per_torrent,
-                self.max_torrents, req.ip, req.port, req.uploaded, req.downloaded,
-                0 if req.compact else 1]
+            raise AnnounceError(f"unusable peer address {ip!r}") from None
+        args = [self.prefix, info_hash.hex(), peer_id, compact, left, event,
+                numwant, key or b"", self.peer_timeout, self.max_peers_per_torrent,
+                self.max_torrents, ip, port, uploaded, downloaded, 1 if want_ids else 0,
+                self.max_peers]
         try:
             result = self._announce(args=args)
         except redis.RedisError as e:
@@ -357,13 +387,15 @@ class RedisPeerStore:
 
     @property
     def peer_count(self) -> int:
+        """Live peers of every torrent, as the ``--max-peers`` cap counts them."""
         seconds, micros = self.redis.time()
         deadline = seconds + micros / 1e6 - self.peer_timeout
-        hashes = self.redis.zrangebyscore(self.prefix + "torrents", deadline, "+inf")
-        pipe = self.redis.pipeline(transaction=False)
-        for raw in hashes:
-            pipe.zcount(f"{self.prefix}t:{raw.decode()}:seen", deadline, "+inf")
-        return sum(pipe.execute()) if hashes else 0
+        return int(self.redis.zcount(self.prefix + "peers", deadline, "+inf"))
+
+    def reported_bytes(self) -> tuple[int, int] | None:
+        """None: several trackers share the peers, so no process sees every
+        increase of a peer's counters (``PeerStore.reported_bytes``)."""
+        return None
 
     # --------------------------------------------------------- housekeeping
 

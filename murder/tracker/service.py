@@ -67,13 +67,12 @@ def build_service(config: TrackerConfig, reactor: Any) -> service.MultiService:
     top.store = store  # type: ignore[attr-defined]
     top.app = app  # type: ignore[attr-defined]
     if config.udp_port is not None:
-        from twisted.application.internet import UDPServer
-
-        from murder.tracker.udp import UDPTrackerCore, UDPTrackerProtocol
+        from murder.tracker.udp import UDPTrackerCore, UDPTrackerProtocol, UDPTrackerService
 
         top.udp = UDPTrackerCore(app)  # type: ignore[attr-defined]
-        udp = UDPServer(config.udp_port, UDPTrackerProtocol(top.udp),  # type: ignore[attr-defined]
-                        interface=config.udp_bind)
+        udp = UDPTrackerService(reactor, config.udp_port,
+                                UDPTrackerProtocol(top.udp),  # type: ignore[attr-defined]
+                                interface=config.udp_bind)
         udp.setName("tracker-udp")
         udp.setServiceParent(top)
     if config.topology:

@@ -152,6 +152,17 @@ class Torrent:
                 _pick_compact(self._c6, self._list6, self._pos6, 18, exclude, numwant, rng))
 
 
+    def compact_peers(self, exclude: bytes, numwant: int, v6: bool,
+                      rng: random.Random) -> bytes:
+        """:meth:`compact_sample`'s IPv6 string if ``v6``, else its IPv4 one."""
+        if self._c4 is None:
+            self._build()
+        if v6:
+            return _pick_compact(self._c6, self._list6, self._pos6, 18, exclude, numwant, rng)
+        assert self._c4 is not None  # _build made it
+        return _pick_compact(self._c4, self._list4, self._pos4, 6, exclude, numwant, rng)
+
+
 def _pick(peers: list[Peer], pos: dict[bytes, int], exclude: bytes, numwant: int,
           rng: random.Random) -> list[Peer]:
     if numwant <= 0 or not peers:
@@ -211,74 +222,89 @@ class PeerStore:
         Raises :class:`AnnounceError` when the torrent is not allowed, a cap is
         hit, or the peer id is in use from another address with another key.
         """
-        torrent = self.torrents.get(req.info_hash)
+        return self.update(req.info_hash, req.peer_id, req.ip, req.port, req.left,
+                           req.uploaded, req.downloaded, req.event, req.key)
+
+    def update(self, info_hash: bytes, peer_id: bytes, ip: str, port: int, left: int,
+               uploaded: int, downloaded: int, event: str, key: bytes | None,
+               numwant: int = 0) -> Torrent:
+        """:meth:`announce` from its fields, for the UDP tracker's fast path.
+
+        BEP 15 announces arrive as fixed binary fields: building an
+        :class:`AnnounceRequest` for each was a measured share of a UDP
+        announce (bench/README.md, "UDP hot path").  ``numwant`` is not used
+        here (peers are picked by :meth:`compact_sample`); the Redis store
+        picks them in the same round trip and needs it now.
+        """
+        torrent = self.torrents.get(info_hash)
         if torrent is None:
-            if self.allowed is not None and req.info_hash not in self.allowed:
+            if self.allowed is not None and info_hash not in self.allowed:
                 raise AnnounceError("torrent not allowed on this tracker")
-            if req.event == "stopped":
+            if event == "stopped":
                 # Nothing to forget; do not create state for it.
-                return Torrent(req.info_hash, self.clock.seconds())
+                return Torrent(info_hash, self.clock.seconds())
             if len(self.torrents) >= self.max_torrents:
                 raise AnnounceError("tracker is full: too many torrents")
             if self.peer_count >= self.max_peers:
                 raise AnnounceError("tracker is full: too many peers")
-            torrent = Torrent(req.info_hash, self.clock.seconds())
-            self.torrents[req.info_hash] = torrent
-        peer = torrent.peers.get(req.peer_id)
-        if req.event == "stopped":
+            torrent = Torrent(info_hash, self.clock.seconds())
+            self.torrents[info_hash] = torrent
+        peer = torrent.peers.get(peer_id)
+        now = self.clock.seconds()
+        if event == "stopped":
             if peer is not None:
-                if peer.key is not None and req.key != peer.key and req.ip != peer.ip:
+                if peer.key is not None and key != peer.key and ip != peer.ip:
                     raise AnnounceError("peer id in use from another address")
                 # Final counters for the live view (the seeder's upload total);
                 # ``left`` stays, the seeder count depends on it.
-                now = self.clock.seconds()
-                _track_progress(peer, req, now)
-                peer.uploaded = max(peer.uploaded, req.uploaded)
-                peer.downloaded = max(peer.downloaded, req.downloaded)
+                _track_progress(peer, left, uploaded, downloaded, event, now)
+                peer.uploaded = max(peer.uploaded, uploaded)
+                peer.downloaded = max(peer.downloaded, downloaded)
                 self._remove(torrent, peer)
             return torrent
-        now = self.clock.seconds()
         if peer is None:
             if len(torrent.peers) >= self.max_peers_per_torrent:
                 raise AnnounceError("torrent is full: too many peers")
             if self.peer_count >= self.max_peers:
                 raise AnnounceError("tracker is full: too many peers")
-            compact, v6 = _compact(req.ip, req.port)
-            peer = Peer(req.peer_id, req.ip, req.port, compact, v6, req.left, req.uploaded,
-                        req.downloaded, now, req.key)
+            compact, v6 = _compact(ip, port)
+            peer = Peer(peer_id, ip, port, compact, v6, left, uploaded, downloaded, now, key)
             peer.first_seen = peer.progress_at = now
-            peer.initial_left = req.left
-            if req.event == "completed":
+            peer.initial_left = left
+            if event == "completed":
                 peer.completed_at = now
-            self.reported_uploaded += req.uploaded
-            self.reported_downloaded += req.downloaded
-            if torrent.departed and torrent.departed.pop(req.peer_id, None) is not None:
+            self.reported_uploaded += uploaded
+            self.reported_downloaded += downloaded
+            if torrent.departed and torrent.departed.pop(peer_id, None) is not None:
                 self.departed_count -= 1
-            torrent.peers[req.peer_id] = peer
+            torrent.peers[peer_id] = peer
             torrent._append(peer)
             torrent.empty_since = None
             self.peer_count += 1
-            if req.left == 0:
+            if left == 0:
                 torrent.seeders += 1
         else:
-            if peer.ip != req.ip or peer.port != req.port:
-                if peer.key is not None and req.key != peer.key:
+            if peer.port != port or peer.ip != ip:
+                if peer.key is not None and key != peer.key:
                     raise AnnounceError("peer id in use from another address")
-                peer.compact, peer.v6 = _compact(req.ip, req.port)
-                peer.ip, peer.port = req.ip, req.port
+                peer.compact, peer.v6 = _compact(ip, port)
+                peer.ip, peer.port = ip, port
                 torrent._c4 = None
-            if (peer.left == 0) != (req.left == 0):
-                torrent.seeders += 1 if req.left == 0 else -1
-            _track_progress(peer, req, now)
-            self.reported_uploaded += max(0, req.uploaded - peer.uploaded)
-            self.reported_downloaded += max(0, req.downloaded - peer.downloaded)
-            peer.left = req.left
-            peer.uploaded = req.uploaded
-            peer.downloaded = req.downloaded
+            old_left = peer.left
+            if (old_left == 0) != (left == 0):
+                torrent.seeders += 1 if left == 0 else -1
+            _track_progress(peer, left, uploaded, downloaded, event, now)
+            if uploaded > peer.uploaded:
+                self.reported_uploaded += uploaded - peer.uploaded
+            if downloaded > peer.downloaded:
+                self.reported_downloaded += downloaded - peer.downloaded
+            peer.left = left
+            peer.uploaded = uploaded
+            peer.downloaded = downloaded
             peer.last_seen = now
-            if req.key is not None:
-                peer.key = req.key
-        if req.event == "completed" and not peer.completed:
+            if key is not None:
+                peer.key = key
+        if event == "completed" and not peer.completed:
             peer.completed = True
             torrent.downloaded += 1
         return torrent
@@ -318,6 +344,17 @@ class PeerStore:
             four, six = self.handout.sample(torrent, exclude, numwant, self.rng)
             return b"".join(p.compact for p in four), b"".join(p.compact for p in six)
         return torrent.compact_sample(exclude, numwant, self.rng)
+
+    def compact_peers(self, torrent: Torrent, exclude: bytes, numwant: int, v6: bool) -> bytes:
+        """One family's compact peers for a reply that carries only that family.
+
+        A BEP 15 reply holds IPv4 peers for an IPv4 sender and IPv6 peers for
+        an IPv6 one, so the UDP tracker asks for one list, not both.
+        """
+        if self.handout is not None:
+            four, six = self.handout.sample(torrent, exclude, numwant, self.rng)
+            return b"".join(p.compact for p in (six if v6 else four))
+        return torrent.compact_peers(exclude, numwant, v6, self.rng)
 
     # --------------------------------------------------------------- expiry
 
@@ -373,6 +410,10 @@ class PeerStore:
         else:
             chosen = (t for t in map(self.torrents.get, info_hashes) if t is not None)
         return {t.info_hash: (t.seeders, t.leechers, t.downloaded) for t in chosen}
+
+    def reported_bytes(self) -> tuple[int, int] | None:
+        """Sums of announced ``uploaded`` and ``downloaded`` increases (for /metrics)."""
+        return self.reported_uploaded, self.reported_downloaded
 
     # ----------------------------------------------------------- persistence
 
@@ -448,24 +489,25 @@ RATE_WEIGHT = 0.5
 _MIN_RATE_GAP = 0.2
 
 
-def _track_progress(peer: Peer, req: AnnounceRequest, now: float) -> None:
+def _track_progress(peer: Peer, left: int, uploaded: int, downloaded: int, event: str,
+                    now: float) -> None:
     """Update ``peer``'s progress fields from a re-announce, before its counters change.
 
     Rates come from successive announces (no peer change needed): with the
     short leecher interval they are a few seconds old at most.
     """
-    fell = peer.left - req.left
-    if fell > 0 or req.downloaded > peer.downloaded:
+    fell = peer.left - left
+    if fell > 0 or downloaded > peer.downloaded:
         peer.progress_at = now
-    if req.left == 0 and peer.left > 0 and peer.completed_at is None:
-        peer.completed_at = now
-    elif req.event == "completed" and peer.completed_at is None:
+    if peer.completed_at is None and (
+            (left == 0 and peer.left > 0) or event == "completed"):
         peer.completed_at = now
     gap = now - peer.last_seen
     if gap >= _MIN_RATE_GAP:
         w = RATE_WEIGHT
-        peer.rate = (1 - w) * peer.rate + w * (max(0, fell) / gap)
-        peer.up_rate = (1 - w) * peer.up_rate + w * (max(0, req.uploaded - peer.uploaded) / gap)
+        up = uploaded - peer.uploaded
+        peer.rate = (1 - w) * peer.rate + w * ((fell if fell > 0 else 0) / gap)
+        peer.up_rate = (1 - w) * peer.up_rate + w * ((up if up > 0 else 0) / gap)
 
 
 def _compact(ip: str, port: int) -> tuple[bytes, bool]:

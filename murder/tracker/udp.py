@@ -29,19 +29,23 @@ so a tracker with it answers UDP announces and scrapes with an error.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import hmac
 import os
 from typing import Any
 
+from twisted.application.service import Service
+from twisted.internet import udp
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
 from murder.errors import AnnounceError, UDPCodecError
 from murder.tracker import udpcodec
-from murder.tracker.announce_codec import AnnounceRequest, normalize_host
+from murder.tracker.announce_codec import normalize_host
 from murder.tracker.app import RateLimitedLog, TrackerApp
+from murder.tracker.metrics import classify
 
 log = Logger()
 
@@ -72,7 +76,15 @@ class TokenBucket:
 
 
 class UDPTrackerCore:
-    """One request datagram in, one reply datagram (or ``None``) out."""
+    """One request datagram in, one reply datagram (or ``None``) out.
+
+    Announces, nearly every datagram a tracker gets, take a fast path
+    (:meth:`_announce`): the codec's raw fields straight into
+    :meth:`PeerStore.update <murder.tracker.store.PeerStore.update>`, the
+    connection id checked against a per-host memo of the two valid ids, and
+    the reply packed from the torrent's cached compact peer list.  Every step
+    of it was measured (bench/README.md, "UDP hot path").
+    """
 
     #: Memoised connection ids (hosts x 2 buckets) before the memo is reset.
     _ID_CACHE = 65536
@@ -84,11 +96,19 @@ class UDPTrackerCore:
         self.clock = app.store.clock
         self._secret = secret or os.urandom(32)
         self._ids: dict[tuple[str, int], int] = {}
+        #: host -> (its id of this bucket, of the last one), for this bucket only.
+        self._valid_ids: dict[str, tuple[int, int]] = {}
+        self._bucket = 0
+        self._bucket_end = float("-inf")
         self.errors = TokenBucket(self.clock, error_rate, error_burst)
         self.rejected_log = RateLimitedLog(self.clock)
         #: Counters, for tests and the status page.
         self.answered = 0
         self.dropped = 0
+        #: Announce counters shared with /metrics (transport "udp").
+        self._counts = app.metrics.announces
+        self._ok_keys = {name: ("udp", name or "update", "ok")
+                         for name in udpcodec.EVENTS.values()}
 
     # ------------------------------------------------------------ connection ids
 
@@ -109,21 +129,35 @@ class UDPTrackerCore:
     def valid(self, connection_id: int, host: str) -> bool:
         """Whether ``connection_id`` is ``host``'s, of this bucket or the last one.
 
-        The MACs are memoised per (host, bucket): the same hosts announce
-        again and again, and an HMAC per datagram was a fifth of its cost.
-        A timing-safe comparison is not needed for an 8-byte token that
-        only proves the sender reads replies at its address.
+        The two ids are memoised per host for the current bucket: the same
+        hosts announce again and again, and an HMAC per datagram was a fifth
+        of its cost.  A timing-safe comparison is not needed for an 8-byte
+        token that only proves the sender reads replies at its address.
         """
-        bucket = int(self.clock.seconds() // BUCKET)
-        return (connection_id == self.connection_id(host, bucket)
-                or connection_id == self.connection_id(host, bucket - 1))
+        now = self.clock.seconds()
+        if now >= self._bucket_end or now < self._bucket_end - BUCKET:
+            self._bucket = int(now // BUCKET)
+            self._bucket_end = (self._bucket + 1) * BUCKET
+            self._valid_ids = {}
+        ids = self._valid_ids.get(host)
+        if ids is None:
+            ids = (self.connection_id(host, self._bucket),
+                   self.connection_id(host, self._bucket - 1))
+            if len(self._valid_ids) >= self._ID_CACHE:
+                self._valid_ids.clear()
+            self._valid_ids[host] = ids
+        return connection_id == ids[0] or connection_id == ids[1]
 
     # -------------------------------------------------------------------- handle
 
     def handle(self, data: bytes, host: str, port: int) -> bytes | None:
         """The reply to ``data`` from ``(host, port)``; never raises."""
         try:
-            return self._handle(data, normalize_host(host), port)
+            if host.startswith("::ffff:"):
+                host = normalize_host(host)
+            if data[8:12] == _ANNOUNCE_ACTION and len(data) >= _ANNOUNCE_SIZE:
+                return self._announce(data, host)
+            return self._handle(data, host, port)
         except Exception:
             self.dropped += 1
             if self.rejected_log.allow():
@@ -132,6 +166,7 @@ class UDPTrackerCore:
             return None
 
     def _handle(self, data: bytes, host: str, port: int) -> bytes | None:
+        """Everything but well-formed announces: connects, scrapes and errors."""
         try:
             request = udpcodec.parse_request(data)
         except UDPCodecError as e:
@@ -148,41 +183,64 @@ class UDPTrackerCore:
         if isinstance(request, udpcodec.ScrapeRequest):
             files = self.store.scrape(list(request.info_hashes))
             self.answered += 1
+            self.app.metrics.scrape("ok", "udp")
             return udpcodec.scrape_reply(request.transaction, [
                 (s, d, i) for s, i, d in
                 (files.get(ih, (0, 0, 0)) for ih in request.info_hashes)])
-        return self._announce(request, host)
+        # parse_request only returns an announce when the fast path would have
+        # taken it; kept for callers that feed it other shapes.
+        return self._announce(data, host)
 
-    def _announce(self, request: udpcodec.UDPAnnounce, host: str) -> bytes | None:
+    def _announce(self, data: bytes, host: str) -> bytes | None:
+        (connection_id, _, transaction, info_hash, peer_id, downloaded, left, uploaded,
+         number, ip, key, numwant, port) = _unpack_announce(data)
+        # valid(), inlined: the memo of this bucket answers nearly every time.
+        ids = self._valid_ids.get(host)
+        if (ids is None or self.clock.seconds() >= self._bucket_end
+                or (connection_id != ids[0] and connection_id != ids[1])):
+            if not self.valid(connection_id, host):
+                return self._error(transaction, "connection id expired or invalid", host)
         app = self.app
-        if not 0 < request.port < 65536:
-            return self._error(request.transaction, "invalid port: must be 1-65535", host)
-        ip = host
-        if request.ip and host in app.trusted:
-            ip = udpcodec.ip_from_int(request.ip)
-        numwant = request.num_want
-        if numwant < 0:
-            numwant = app.numwant_default
-        numwant = min(numwant, app.numwant_max)
-        req = AnnounceRequest(
-            info_hash=request.info_hash, peer_id=request.peer_id, ip=ip, port=request.port,
-            uploaded=request.uploaded, downloaded=request.downloaded, left=request.left,
-            event=request.event, compact=True, no_peer_id=True, numwant=numwant,
-            key=request.key.to_bytes(4, "big"))
-        try:
-            torrent = self.store.announce(req)
-        except AnnounceError as e:
-            return self._error(request.transaction, e.reason, host)
-        if req.event or app.verbose:
-            log.info("UDP announce {event} {info_hash} from {peer} left={left}",
-                     event=req.event or "update", info_hash=req.info_hash.hex(),
-                     peer=f"{ip}:{req.port}", left=req.left)
-        if req.event == "stopped":
+        event = _EVENTS.get(number)
+        if event is None:
+            return self._refused(transaction, f"invalid event {number}", host, "unknown")
+        if app.auth is not None:
+            return self._refused(transaction,
+                                 "this tracker needs the auth token of an HTTP announce URL",
+                                 host, event, "auth_refused")
+        if not port:
+            return self._refused(transaction, "invalid port: must be 1-65535", host, event)
+        address = host
+        if ip and host in app.trusted:
+            address = udpcodec.ip_from_int(ip)
+        if event == "stopped":
             numwant = 0
-        peers4, peers6 = self.store.compact_sample(torrent, req.peer_id, numwant)
+        elif numwant < 0:
+            numwant = app.numwant_default
+        if numwant > app.numwant_max:
+            numwant = app.numwant_max
+        try:
+            torrent = self.store.update(info_hash, peer_id, address, port, left, uploaded,
+                                        downloaded, event, key, numwant)
+        except AnnounceError as e:
+            return self._refused(transaction, e.reason, host, event, classify(e.reason))
+        if event or app.verbose:  # regular updates are not logged: the hot path
+            log.info("UDP announce {event} {info_hash} from {peer} left={left}",
+                     event=event or "update", info_hash=info_hash.hex(),
+                     peer=f"{address}:{port}", left=left)
+        peers = self.store.compact_peers(torrent, peer_id, numwant, ":" in host)
         self.answered += 1
-        return udpcodec.announce_reply(request.transaction, app.interval, torrent.leechers,
-                                       torrent.seeders, peers6 if ":" in host else peers4)
+        counts, k = self._counts, self._ok_keys[event]
+        counts[k] = counts.get(k, 0) + 1
+        return _pack_reply(_ANNOUNCE, transaction, app.interval, torrent.leechers,
+                           torrent.seeders) + peers
+
+    def _refused(self, transaction: int, reason: str, host: str, event: str,
+                 result: str = "invalid") -> bytes | None:
+        """An announce refused: counted for /metrics, then an error reply."""
+        counts, k = self._counts, ("udp", event or "update", result)
+        counts[k] = counts.get(k, 0) + 1
+        return self._error(transaction, reason, host)
 
     def _error(self, transaction: int | None, reason: str, host: str) -> bytes | None:
         self.dropped += 1
@@ -193,19 +251,120 @@ class UDPTrackerCore:
         return udpcodec.error_reply(transaction, reason)
 
 
+#: recvfrom errors that end a read: nothing queued, or an ICMP error of an
+#: earlier reply (Twisted's udp.Port ignores the same).
+_READ_DONE = frozenset((errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR, errno.ECONNREFUSED))
+_ANNOUNCE_ACTION = udpcodec.ANNOUNCE_ACTION
+_ANNOUNCE_SIZE = udpcodec.ANNOUNCE_SIZE
+_EVENTS = udpcodec.EVENTS
+#: The codec's structs, bound: a Python call less per announce.
+_unpack_announce = udpcodec.ANNOUNCE_FIELDS.unpack_from
+_pack_reply = udpcodec.ANNOUNCE_REPLY_HEAD.pack
+_ANNOUNCE = udpcodec.ANNOUNCE
+
+
 class UDPTrackerProtocol(DatagramProtocol):
     """Hands each datagram to the core and sends its reply back; nothing else."""
 
     noisy = False
+    #: The UDP port; set by makeConnection.
+    transport: Any
 
     def __init__(self, core: UDPTrackerCore) -> None:
         self.core = core
 
     def datagramReceived(self, data: bytes, addr: Any) -> None:  # noqa: N802 (Twisted API)
-        host, port = addr[0], addr[1]
-        reply = self.core.handle(data, host, port)
+        reply = self.core.handle(data, addr[0], addr[1])
         if reply is not None:
             try:
                 self.transport.write(reply, addr)
             except OSError:  # e.g. EMSGSIZE, or the sender's address is unroutable
                 self.core.dropped += 1
+
+    def dropped(self) -> None:
+        """A reply the transport could not send (:class:`TrackerUDPPort` says so)."""
+        self.core.dropped += 1
+
+
+class TrackerUDPPort(udp.Port):
+    """Twisted's UDP port without the address checks of each ``write``.
+
+    ``udp.Port.write`` checks that the address is an IP literal of the
+    socket's family with ``isIPAddress`` (twice) and ``isIPv6Address``: about
+    9 us of Python per reply, as much as the whole announce (bench/README.md,
+    "UDP hot path").  The tracker only ever replies to the address
+    ``recvfrom`` gave it, so the checks can only pass; the reply goes
+    straight to ``sendto``.  A reply the kernel cannot take now (full buffer,
+    unroutable sender) is dropped, as UDP may.
+    """
+
+    #: Datagrams answered per wakeup at most, so HTTP gets its turn.
+    batch = 1000
+
+    def write(self, datagram: bytes, addr: Any = None) -> None:
+        try:
+            self.socket.sendto(datagram, addr)
+        except OSError:
+            self.protocol.dropped()
+
+    def doRead(self) -> None:  # noqa: N802 (Twisted API)
+        """Answer every queued datagram (at most :attr:`batch`), each at once.
+
+        Twisted's loop hands each datagram to ``datagramReceived``, which
+        calls ``write``; here the core is called and ``sendto`` directly
+        (measured in bench/README.md, "UDP hot path").
+        """
+        recvfrom = self.socket.recvfrom
+        sendto = self.socket.sendto
+        handle = self.protocol.core.handle
+        size = self.maxPacketSize
+        for _ in range(self.batch):
+            try:
+                data, addr = recvfrom(size)
+            except OSError as e:
+                if e.errno in _READ_DONE:
+                    return
+                raise
+            reply = handle(data, addr[0], addr[1])
+            if reply is not None:
+                try:
+                    sendto(reply, addr)
+                except OSError:
+                    self.protocol.dropped()
+
+
+class UDPTrackerService(Service):
+    """Listens on ``port`` with a :class:`TrackerUDPPort` (``internet.UDPServer``'s job).
+
+    The port is bound in ``privilegedStartService``, before twistd drops
+    privileges, like ``UDPServer`` does.
+    """
+
+    def __init__(self, reactor: Any, port: int, protocol: UDPTrackerProtocol,
+                 interface: str = "") -> None:
+        self.reactor = reactor
+        self.portnum = port
+        self.protocol = protocol
+        self.interface = interface
+        self.port: TrackerUDPPort | None = None
+
+    def privilegedStartService(self) -> None:  # noqa: N802 (Twisted API)
+        Service.privilegedStartService(self)
+        self._listen()
+
+    def startService(self) -> None:  # noqa: N802
+        Service.startService(self)
+        self._listen()
+
+    def _listen(self) -> None:
+        if self.port is None:
+            self.port = TrackerUDPPort(self.portnum, self.protocol, self.interface,
+                                       reactor=self.reactor)
+            self.port.startListening()
+
+    def stopService(self) -> Any:  # noqa: N802
+        Service.stopService(self)
+        port, self.port = self.port, None
+        if port is not None:
+            return port.stopListening()
+        return None

@@ -270,7 +270,7 @@ def _netns():
     """bench/netns.py (the emulated datacenter), or None with the reason it is unusable."""
     import sys
 
-    bench = str(Path(__file__).resolve().parent.parent / "bench")
+    bench = str(Path(__file__).resolve().parents[2] / "bench")
     if bench not in sys.path:
         sys.path.insert(0, bench)
     import netns

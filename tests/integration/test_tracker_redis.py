@@ -20,7 +20,7 @@ from murder import metainfo
 from murder.errors import AnnounceError, ConfigError
 from murder.tracker.announce_codec import AnnounceRequest
 from murder.tracker.redisstore import RedisPeerStore, parse_store_url
-from murder.tracker.store import TorrentInfo
+from murder.tracker.store import PeerStore, TorrentInfo
 from murder.tracker.udp import UDPTrackerCore
 from murder.tracker.app import TrackerApp
 from test_faults import Swarm, _bencode, wait_for
@@ -158,6 +158,40 @@ class RedisStoreTests:
         s.set_allowed({IH: TorrentInfo("x", 1)})
         with pytest.raises(AnnounceError, match="not allowed"):
             s.announce(req(1, ih=b"\x01" * 20))
+
+    def test_total_peer_cap_across_stores(self, redis_server):
+        """--max-peers holds over every tracker on the store, as in memory: a new
+        peer past it is refused on any torrent, known peers still re-announce, and
+        a stopped peer frees its place."""
+        a = RedisPeerStore(Clock(), redis_server.url, max_peers=3)
+        b = RedisPeerStore(Clock(), redis_server.url, max_peers=3)
+        a.announce(req(1))
+        b.announce(req(2))
+        a.announce(req(3, ih=b"\x01" * 20))
+        with pytest.raises(AnnounceError, match="tracker is full: too many peers"):
+            b.announce(req(4))
+        with pytest.raises(AnnounceError, match="tracker is full: too many peers"):
+            a.announce(req(4, ih=b"\x02" * 20))
+        b.announce(req(1, event=""))
+        assert a.peer_count == b.peer_count == 3
+        a.announce(req(2, event="stopped"))
+        assert b.peer_count == 2
+        b.announce(req(4))
+        assert a.scrape([IH])[IH] == (0, 2, 0)
+
+    def test_no_reported_bytes_series(self, redis_server):
+        """Counter increases are per tracker process, so the Redis store reports none
+        and /metrics leaves the reported-bytes series out (the memory store has them)."""
+        store = RedisPeerStore(Clock(), redis_server.url)
+        store.announce(req(1))
+        assert store.reported_bytes() is None
+        body = TrackerApp(store).handle(b"/metrics", "10.0.0.1").body
+        assert b"murder_tracker_peers 1.0" in body
+        assert b"reported_uploaded" not in body
+        memory = TrackerApp(PeerStore(Clock()))
+        memory.store.announce(req(1))
+        assert b"murder_tracker_reported_uploaded_bytes_total 1.0" in memory.handle(
+            b"/metrics", "10.0.0.1").body
 
     def test_expiry_by_redis(self, redis_server):
         """Silent peers drop out after peer_timeout, and a silent torrent's keys

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import random
 from urllib.parse import quote_from_bytes
 
 import bencodepy
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import event, given, settings, strategies as st
 from twisted.web.http import parse_qs
 
 from murder.errors import AnnounceError
@@ -242,3 +243,92 @@ class ReplyTests:
         assert codec.scrape_reply({IH: (1, 2, 3)}) == (
             b"d5:filesd20:" + IH + b"d8:completei1e10:downloadedi3e10:incompletei2eeee")
         assert codec.failure_reply("nope") == b"d14:failure reason4:nopee"
+
+
+def _generic(qs: bytes, remote: str) -> codec.AnnounceRequest | str:
+    try:
+        return codec.parse_announce(codec.parse_query(qs), remote, TrustedNetworks(),
+                                    numwant_default=50, numwant_max=200)
+    except AnnounceError as e:
+        return e.reason
+
+
+#: Per query key: (valid values, broken or unusual ones).
+_FIELDS = {
+    "info_hash": ([quote_from_bytes(bytes(range(20)), safe=""), "x" * 20, "a%20" + "b" * 17],
+                  ["%41" * 19, "%4" + "1" * 19, ""]),
+    "peer_id": (["-UT0001-" + "%01" * 12, "p" * 20, "%7E" * 20], ["q" * 21, "%7E" * 19]),
+    "port": (["6881", "65535", "1"], ["0", "65536", "00006881", "-1", "68%381", "x", ""]),
+    "uploaded": (["0", "123", "9" * 18], ["9" * 21, "9223372036854775808", "1e3", ""]),
+    "downloaded": (["0", "7"], [" 1", "%37"]),
+    "left": (["0", "1000"], ["%30", "+1", ""]),
+    "event": (["started", "completed", "stopped", "", "empty"], ["%73tarted", "paused"]),
+    "compact": (["1", "0", "", "yes"], ["%30", "%31"]),
+    "no_peer_id": (["1", "0"], ["%30"]),
+    "numwant": (["50", "500", "0"], ["-1", "-", "1" * 25, "x", "%35"]),
+    "key": (["abc", "%FF%00", ""], ["k" * 65]),
+    "ip": (["10.1.2.3", "::1"], ["nope"]),
+    "trackerid": (["t1"], []),
+    "corrupt": (["0"], []),
+    "info%5Fhash": (["x" * 20], []),
+}
+_REQUIRED = ("info_hash", "peer_id", "port", "left")
+
+
+@st.composite
+def _announce_queries(draw) -> bytes:
+    """Announce queries: mostly valid and complete, in any order; sometimes a
+    broken value, a missing or repeated key, an unknown key, ';' or an item
+    without '='.  (A seeded Random gives the odds; hypothesis's own integer
+    draws favour 0, which would make nearly every query odd.)"""
+    rnd = random.Random(draw(st.integers(0, 2**32)))
+    items = []
+    for name, (good, bad) in _FIELDS.items():
+        if name in ("ip", "trackerid", "info%5Fhash"):
+            if rnd.random() > 0.07:
+                continue  # keys the fast path defers on: now and then
+        elif rnd.random() < (0.05 if name in _REQUIRED else 0.4):
+            continue  # left out (rarely for the required ones)
+        broken = bad and rnd.random() < 0.07
+        items.append(f"{name}={rnd.choice(bad if broken else good)}")
+        if rnd.random() < 0.01:
+            items.append(f"{name}={rnd.choice(good)}")
+    rnd.shuffle(items)
+    if rnd.random() < 0.05:
+        items.append(rnd.choice(["junk", "", "a=b=c"]))
+    return (";" if rnd.random() < 0.05 else "&").join(items).encode()
+
+
+class ParseAnnounceFastTests:
+    """The announce fast path answers exactly as the generic parser, or defers to it."""
+
+    @settings(max_examples=1500, deadline=None)
+    @given(_announce_queries(), st.sampled_from(["10.0.0.7", "::ffff:10.0.0.7", "2001:db8::1"]))
+    def test_same_request_or_none(self, qs, remote):
+        """Whatever parse_announce_fast returns equals parse_announce(parse_query(...))."""
+        fast = codec.parse_announce_fast(qs, remote, numwant_default=50, numwant_max=200)
+        if fast is not None:
+            assert fast == _generic(qs, remote)
+        event("fast" if fast is not None else "generic")
+
+    @pytest.mark.parametrize("qs", [
+        # our peer (murder.peer.announcer.build_query), with and without event and key
+        "info_hash=%00%01%02%03%04%05%06%07%08%09%0A%0B%0C%0D%0E%0F%10%11%12%13"
+        "&peer_id=-MU0001-%01%02%03%04%05%06%07%08%09%0A%0B%0C&port=6881&uploaded=0"
+        "&downloaded=0&left=1000&compact=1&numwant=50",
+        "info_hash=%00%01%02%03%04%05%06%07%08%09%0A%0B%0C%0D%0E%0F%10%11%12%13"
+        "&peer_id=-MU0001-%01%02%03%04%05%06%07%08%09%0A%0B%0C&port=6881&uploaded=5"
+        "&downloaded=7&left=0&compact=1&numwant=500&event=completed&key=3f2a",
+        # bench/tracker_wrk.lua and libtorrent-style extras
+        "info_hash=%F5%B1%65%22%4A%58%B7%91%DF%6A%F1%D8%30%3E%61%CD%C4%BB%86%C3"
+        "&peer_id=-WK0001-%D1%C4%27%10%3C%34%4C%41%89%EB%2F%1E&port=6001&uploaded=0"
+        "&downloaded=0&left=1000&compact=1&numwant=50",
+        "info_hash=aaaaaaaaaaaaaaaaaaaa&peer_id=-lt0D80-%3F%3Fabcdefghij&port=6881"
+        "&uploaded=0&downloaded=0&left=0&corrupt=0&key=AB12&event=started&numwant=200"
+        "&compact=1&no_peer_id=1&supportcrypto=1&redundant=0",
+    ])
+    def test_common_announces_take_it(self, qs):
+        """The announces real clients send take the fast path, with the generic result."""
+        fast = codec.parse_announce_fast(qs.encode(), "10.0.0.7", numwant_default=50,
+                                         numwant_max=200)
+        assert fast is not None and fast == _generic(qs.encode(), "10.0.0.7")

@@ -531,5 +531,90 @@ class TrackerOptionsTests:
         top = buildService(self.parse("--udp-port", "6969", "--udp-bind", "127.0.0.1"),
                            reactor)
         udp = top.getServiceNamed("tracker-udp")
-        assert udp.args[0] == 6969 and udp.kwargs == {"interface": "127.0.0.1"}
+        assert (udp.portnum, udp.interface, udp.reactor) == (6969, "127.0.0.1", reactor)
         assert top.udp.store is top.store
+
+
+class _QueuedSocket:
+    """A UDP socket holding queued datagrams; records what is sent (no real socket)."""
+
+    def __init__(self, datagrams: list[tuple[bytes, tuple[str, int]]],
+                 refuse_sends: bool = False) -> None:
+        self.queue = list(datagrams)
+        self.sent: list[tuple[bytes, Any]] = []
+        self.refuse_sends = refuse_sends
+
+    def recvfrom(self, size: int) -> tuple[bytes, tuple[str, int]]:
+        if not self.queue:
+            raise BlockingIOError(11, "Resource temporarily unavailable")
+        data, addr = self.queue.pop(0)
+        return data[:size], addr
+
+    def sendto(self, data: bytes, addr: Any) -> int:
+        if self.refuse_sends:
+            raise OSError(101, "Network is unreachable")
+        self.sent.append((data, addr))
+        return len(data)
+
+
+class TrackerUDPPortTests:
+    """The tracker's UDP port answers every queued datagram at once, bounded per wakeup."""
+
+    def port(self, sock: _QueuedSocket, batch: int = 1000):
+        from murder.tracker.udp import TrackerUDPPort
+
+        core = make_core()
+        port = TrackerUDPPort(0, UDPTrackerProtocol(core), "127.0.0.1", reactor=Clock())
+        port.socket = sock
+        port.protocol.transport = port
+        port.batch = batch
+        return core, port
+
+    def test_drains_queue_and_answers_each_sender(self):
+        """One doRead answers every queued request, each to its own address, and
+        stops at EAGAIN; a datagram needing no answer gets none."""
+        sock = _QueuedSocket([(udpcodec.connect_request(n), (f"10.0.0.{n}", 6000 + n))
+                              for n in range(1, 4)] + [(b"junk", ("10.0.0.9", 1))])
+        core, port = self.port(sock)
+        port.doRead()
+        assert sock.queue == [] and [addr for _, addr in sock.sent] == [
+            ("10.0.0.1", 6001), ("10.0.0.2", 6002), ("10.0.0.3", 6003)]
+        for n, (data, _) in enumerate(sock.sent, 1):
+            reply = udpcodec.parse_reply(data)
+            assert reply == udpcodec.ConnectReply(n, core.connection_id(f"10.0.0.{n}"))
+
+    def test_batch_bounds_one_wakeup(self):
+        """At most `batch` datagrams per doRead, so other connections get their turn."""
+        sock = _QueuedSocket([(udpcodec.connect_request(n), ("10.0.0.1", 1))
+                              for n in range(5)])
+        _, port = self.port(sock, batch=2)
+        port.doRead()
+        assert len(sock.sent) == 2 and len(sock.queue) == 3
+
+    def test_unsendable_reply_is_dropped_and_counted(self):
+        """A reply the kernel refuses is dropped (UDP may) and counted; reading goes on."""
+        sock = _QueuedSocket([(udpcodec.connect_request(n), ("10.0.0.1", 1))
+                              for n in range(3)], refuse_sends=True)
+        core, port = self.port(sock)
+        port.doRead()
+        assert sock.queue == [] and core.dropped == 3
+        port.write(b"x", ("10.0.0.1", 1))
+        assert core.dropped == 4
+
+    def test_announce_fast_path_matches_codec(self):
+        """An announce through the port gets the reply the codec describes: the other
+        peers (IPv4 for an IPv4 sender), counts and interval; a v4-mapped sender is IPv4."""
+        core = make_core()
+        for n in (1, 2):
+            announce(core, n, left=0 if n == 1 else 10)
+        cid = core.connection_id(V4)
+        data = udpcodec.announce_request(cid, 77, IH, b"%020d" % 3, 0, 10, 0, "started", 3,
+                                         -1, 6003)
+        sock = _QueuedSocket([(data, ("::ffff:" + V4, 9))])
+        _, port = self.port(sock)
+        port.protocol.core = core
+        port.doRead()
+        reply = udpcodec.parse_reply(sock.sent[0][0])
+        assert isinstance(reply, udpcodec.AnnounceReply) and reply.transaction == 77
+        assert (reply.interval, reply.seeders, reply.leechers) == (15, 1, 2)
+        assert sorted(peers4(reply.peers)) == [(V4, 6001), (V4, 6002)]

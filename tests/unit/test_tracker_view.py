@@ -321,12 +321,17 @@ class MetricsTests:
         t.request("/scrape")
         m = t.metrics()
         total = "murder_tracker_announces_total"
-        assert m[(total, (("event", "started"), ("result", "ok")))] == 1
-        assert m[(total, (("event", "update"), ("result", "ok")))] == 1
-        assert m[(total, (("event", "completed"), ("result", "ok")))] == 1
-        assert m[(total, (("event", "started"), ("result", "full")))] == 1
-        assert m[(total, (("event", "update"), ("result", "invalid")))] == 1
-        assert m[("murder_tracker_scrapes_total", (("result", "ok"),))] == 1
+
+        def announces(event: str, result: str) -> float:
+            return m[(total, (("event", event), ("result", result), ("transport", "http")))]
+
+        assert announces("started", "ok") == 1
+        assert announces("update", "ok") == 1
+        assert announces("completed", "ok") == 1
+        assert announces("started", "full") == 1
+        assert announces("update", "invalid") == 1
+        assert m[("murder_tracker_scrapes_total",
+                  (("result", "ok"), ("transport", "http")))] == 1
         assert m[("murder_tracker_request_duration_seconds_count",
                   (("route", "announce"),))] == 5
 
@@ -335,7 +340,8 @@ class MetricsTests:
         t = Tracker(auth=Authoriser([b"s" * 32]))
         t.announce(1, event="started")
         assert t.metrics()[("murder_tracker_announces_total",
-                            (("event", "started"), ("result", "auth_refused")))] == 1
+                            (("event", "started"), ("result", "auth_refused"),
+                             ("transport", "http")))] == 1
 
     def test_agrees_with_status(self):
         """Gauges equal the status.json totals taken at the same moment."""
@@ -387,12 +393,50 @@ class MetricsTests:
         service.save()
         assert t.metrics()[("murder_tracker_dfile_save_duration_seconds_count", ())] == 1
 
+    def test_udp_announces_and_scrapes_counted(self):
+        """BEP 15 announces and scrapes are counted with transport="udp", beside HTTP's."""
+        from murder.tracker import udpcodec
+        from murder.tracker.udp import UDPTrackerCore
+
+        t = Tracker(max_peers=2)
+        t.announce(1, event="started")
+        udp = UDPTrackerCore(t.app, secret=b"k" * 32)
+        cid = udp.connection_id("10.0.0.9")
+
+        def udp_announce(n: int, event: str) -> None:
+            udp.handle(udpcodec.announce_request(cid, n, IH, b"%020d" % n, 0, 5, 0, event, 0,
+                                                 -1, 6000 + n), "10.0.0.9", 1)
+
+        udp_announce(2, "started")
+        udp_announce(2, "")
+        udp_announce(2, "")
+        udp_announce(3, "started")                        # tracker is full
+        udp.handle(udpcodec.scrape_request(cid, 9, [IH]), "10.0.0.9", 1)
+        m = t.metrics()
+        total = "murder_tracker_announces_total"
+
+        def announces(transport: str, event: str, result: str) -> float:
+            return m[(total, (("event", event), ("result", result),
+                              ("transport", transport)))]
+
+        assert announces("http", "started", "ok") == 1
+        assert announces("udp", "started", "ok") == 1
+        assert announces("udp", "update", "ok") == 2
+        assert announces("udp", "started", "full") == 1
+        assert m[("murder_tracker_scrapes_total", (("result", "ok"), ("transport", "udp")))] == 1
+
     @pytest.mark.skipif(shutil.which("promtool") is None,
                         reason="promtool (Debian package prometheus) not installed")
     def test_promtool_accepts(self):
         """`promtool check metrics` finds no problem in the exposition."""
+        from murder.tracker import udpcodec
+        from murder.tracker.udp import UDPTrackerCore
+
         t = Tracker(auth=Authoriser([b"s" * 32]))
         t.announce(1)
+        udp = UDPTrackerCore(t.app, secret=b"k" * 32)
+        udp.handle(udpcodec.announce_request(udp.connection_id("10.0.0.9"), 1, IH, b"u" * 20,
+                                             0, 5, 0, "started", 0, -1, 7000), "10.0.0.9", 1)
         t.request("/dashboard.json")
         body = t.request("/metrics").body
         result = subprocess.run(["promtool", "check", "metrics"], input=body,
