@@ -17,7 +17,7 @@ import math
 import random
 import time
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -86,6 +86,16 @@ class FleetConfig:
     #: all hosts (0: every host has its own CPU, as in a datacenter).
     cpu_cores: float = 0.0
     cpu_s_per_gib: float = 0.0
+    #: Per-process CPU instead (``Network.enable_cpu``): every host is a
+    #: process on one machine of ``cpu_cores`` cores, shared fairly among the
+    #: busy ones; a byte costs ``cpu_s_per_mib`` ÷ 2^20 CPU-s to send and again
+    #: to receive.  With ``startup_cpu_s`` > 0 the receivers are all launched
+    #: at 0 (bench/swarm.py's gate) and each starts once it has had that much
+    #: CPU (imports, reading the torrent): start-up then follows from the
+    #: machine, not from ``startup_min``/``startup_max``.  The seeder runs
+    #: before the gate, as in the bench.
+    cpu_s_per_mib: float = 0.0
+    startup_cpu_s: float = 0.0
 
     @property
     def scale(self) -> int:
@@ -231,6 +241,8 @@ class FleetResult:
     #: Per rack: its last host's completion − the rack's start offset
     #: (rack × rack_stagger): how long the rack took from its own start.
     rack_duration: list[float] = field(default_factory=list)
+    #: When the last host started (its start-up delay, or its start-up CPU).
+    last_start: float = 0.0
     events: int = 0
     rate_solves: int = 0
     connections: int = 0
@@ -255,6 +267,41 @@ def _policy(name: str, racks: int) -> Any:
     return topology.policy_named(name, rack_topology(racks))
 
 
+def _launch_on_shared_cpu(clock: SimClock, net: Network, hosts: list[SimHost],
+                          work: float, start: Any, rng: random.Random,
+                          step: float = 0.005) -> None:
+    """Receivers launched together at 0 start once each has had its start-up
+    CPU, uniform in [⅔, 4⁄3] × ``work`` CPU-s (bench/README.md: "~0.2–0.4
+    CPU-s" per peer), sharing the cores with every other busy process
+    (processor sharing, integrated every ``step`` virtual seconds); the
+    seeder starts at once."""
+    left = {h.index: work * (2 / 3 + 2 / 3 * rng.random()) for h in hosts if not h.seeder}
+    for h in hosts:
+        if h.seeder:
+            clock.callLater(0.0, start, h)
+
+    def tick() -> None:
+        net.cpu_other_busy = len(left)
+        share = net.cpu_share()
+        ready = []
+        for index in list(left):
+            left[index] -= share * step
+            if left[index] <= 1e-12:
+                del left[index]
+                ready.append(index)
+        net.cpu_other_busy = len(left)
+        for index in ready:
+            hosts[index].start_at = clock.now
+            start(hosts[index])
+        if ready:
+            net._dirty()  # fewer busy processes: a larger share for the rest
+        if left:
+            clock.callLater(step, tick)
+
+    net.cpu_other_busy = len(left)
+    clock.callLater(step, tick)
+
+
 def build_and_run(cfg: FleetConfig, progress: Any = None) -> FleetResult:
     """Simulate one deploy to the end (every host complete, or ``time_limit``).
 
@@ -271,6 +318,9 @@ def build_and_run(cfg: FleetConfig, progress: Any = None) -> FleetResult:
                   rate_quantum=cfg.rate_quantum)
     if cfg.cpu_cores and cfg.cpu_s_per_gib:
         net.add_shared(cfg.cpu_cores / cfg.cpu_s_per_gib * 2**30)
+    per_process = bool(cfg.cpu_cores and cfg.cpu_s_per_mib)
+    if per_process:
+        net.enable_cpu(cfg.cpu_cores, cfg.cpu_s_per_mib / 2**20)
     board = Switchboard(clock, net, scale=cfg.scale, send_buffer=cfg.send_buffer,
                         resume_below=cfg.resume_below)
     nic = cfg.nic_bps / 8
@@ -291,7 +341,9 @@ def build_and_run(cfg: FleetConfig, progress: Any = None) -> FleetResult:
     storage = SharedStorage(meta, payload)
 
     policy = _policy(cfg.policy, racks)
-    store = PeerStore(clock, rng=random.Random(rng.random()), max_peers_per_torrent=10**6,
+    # SimClock has IReactorTime's methods (not declared: the interface's and
+    # the core's Clock protocol name callLater's argument differently).
+    store = PeerStore(cast(Any, clock), rng=random.Random(rng.random()), max_peers_per_torrent=10**6,
                       max_peers=10**6)
     if policy is not None:
         store.handout = policy
@@ -304,10 +356,10 @@ def build_and_run(cfg: FleetConfig, progress: Any = None) -> FleetResult:
         hosts.append(SimHost(len(hosts), net_id, 0, f"10.0.0.{2 + s}", True, 0.0))
     for i in range(cfg.hosts):
         rack = i // hpr
-        start = cfg.startup_min + (cfg.startup_max - cfg.startup_min) * rng.random() \
+        begin = cfg.startup_min + (cfg.startup_max - cfg.startup_min) * rng.random() \
             + rack * cfg.rack_stagger
         net_id = net.add_host(rack, nic)
-        hosts.append(SimHost(len(hosts), net_id, rack, host_ip(rack, i % hpr), False, start))
+        hosts.append(SimHost(len(hosts), net_id, rack, host_ip(rack, i % hpr), False, begin))
     receivers = [h for h in hosts if not h.seeder]
     state = {"done": 0}
 
@@ -331,7 +383,7 @@ def build_and_run(cfg: FleetConfig, progress: Any = None) -> FleetResult:
         host.swarm = swarm
         board.listen(host.net_id, (host.ip, PORT), SimPeerFactory(swarm))
         http = TrackerHTTP(app, clock, host.ip, cfg.tracker_delay)
-        announcer = Announcer(reactor, http, meta.trackers, meta.info_hash, peer_id, PORT,
+        announcer = Announcer(cast(Any, reactor), http, meta.trackers, meta.info_hash, peer_id, PORT,
                               host.ip, swarm.stats, lambda reply: on_reply(swarm, reply),
                               numwant=cfg.numwant)
         host.announcer = announcer
@@ -347,8 +399,11 @@ def build_and_run(cfg: FleetConfig, progress: Any = None) -> FleetResult:
         if state["done"] == len(receivers):
             clock.halt()
 
-    for host in hosts:
-        clock.callLater(host.start_at, start, host)
+    if per_process and cfg.startup_cpu_s > 0:
+        _launch_on_shared_cpu(clock, net, hosts, cfg.startup_cpu_s, start, rng)
+    else:
+        for host in hosts:
+            clock.callLater(host.start_at, start, host)
 
     def report() -> None:
         progress(f"virtual {clock.now:6.2f} s: {state['done']}/{len(receivers)} complete, "
@@ -381,6 +436,7 @@ def build_and_run(cfg: FleetConfig, progress: Any = None) -> FleetResult:
         cross_rack_ratio=net.cross_rack_bytes / (F * racks) if racks > 1 else None,
         last_rack_finish=rack_last,
         rack_duration=[t - r * cfg.rack_stagger for r, t in enumerate(rack_last)],
+        last_start=max(h.start_at for h in hosts),
         events=clock.events, rate_solves=net.solves,
         connections=board.connections, wall_s=time.monotonic() - wall0,
         cpu_s=time.process_time() - cpu0, virtual_s=clock.now)

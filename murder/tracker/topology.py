@@ -188,7 +188,7 @@ class RackAwareHandout:
         if entry is not None and entry[0] is torrent and \
                 len(entry[1].flat) <= 2 * len(peers) + 64:
             idx = entry[1]
-            fresh = []
+            fresh: list[Any] | None = []
             for p in reversed(peers.values()):
                 known = idx.peer.get(p.peer_id)
                 if known is p:
@@ -196,6 +196,7 @@ class RackAwareHandout:
                 if known is not None:
                     fresh = None  # came back as a new record: rebuild
                     break
+                assert fresh is not None
                 fresh.append(p)
             if fresh is not None:
                 for p in reversed(fresh):
@@ -314,7 +315,7 @@ class RackAwareHandout:
 
 
 #: Handout variants compared in the simulator (``murder simulate --policy``).
-POLICIES = {
+POLICIES: dict[str, dict[str, Any]] = {
     "rack": dict(seeders=2, far_share=0.2),
     "rack-far10": dict(seeders=2, far_share=0.1),
     "rack-gw2": dict(seeders=2, far_share=0.2, gateways=2),
