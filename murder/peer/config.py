@@ -98,6 +98,10 @@ class SwarmConfig:
     #: among those no near connection holds, so a rack's hosts fetch
     #: different pieces across the uplink and share them inside the rack.
     far_pieces: int = 2
+    #: Rack-aware deploys: a far requester (another rack: the tracker named
+    #: our rack's networks) gets the next upload turn before near ones, every
+    #: other turn at most, since what it fetches enters a rack that lacks it.
+    far_turns_first: bool = False
 
 
 #: Our peer id prefix (Azureus style).  Every murder since 0.1 accepts

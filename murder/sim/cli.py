@@ -71,7 +71,9 @@ class Options(usage.Options):
         ["json", None, None, "Write the results as JSON to this file."],
         ["png", None, None, "Draw the completion CDF to this PNG (needs matplotlib)."],
     ]
-    optFlags = [["progress", None, "Print a status line to stderr every 0.25 virtual s."]]
+    optFlags = [["progress", None, "Print a status line to stderr every 0.25 virtual s."],
+                ["far-turns-first", None, "Uploaders give far requesters every other turn "
+                 "first (rack-aware policies)."]]
 
     def postOptions(self) -> None:  # noqa: N802
         from murder.sim.fleet import FleetConfig
@@ -92,6 +94,7 @@ class Options(usage.Options):
                 rack_stagger=float(self["rack-stagger"]),
                 numwant=int(self["numwant"]), max_connections=int(self["max-connections"]),
                 far_pieces=int(self["far-pieces"]),
+                far_turns_first=bool(self["far-turns-first"]),
                 seeders=int(self["seeders"]), hop_latency=float(self["hop-latency"]),
                 goodput=float(self["goodput"]), rate_quantum=float(self["rate-quantum"]),
                 time_limit=float(self["time-limit"]), seed=int(self["seed"]))

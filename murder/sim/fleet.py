@@ -69,6 +69,8 @@ class FleetConfig:
     near: bool = True
     #: ``SwarmConfig.far_pieces``: pieces fetched from other racks at once.
     far_pieces: int = 2
+    #: ``SwarmConfig.far_turns_first``: far requesters get every other turn first.
+    far_turns_first: bool = False
     seeders: int = 1
     numwant: int = 500
     max_connections: int = 200
@@ -125,7 +127,8 @@ def swarm_config(cfg: FleetConfig) -> SwarmConfig:
     block per piece the whole piece fits "in the buffer" at once and every
     requester is served at the same time.
     """
-    base = SwarmConfig(max_connections=cfg.max_connections, far_pieces=cfg.far_pieces)
+    base = SwarmConfig(max_connections=cfg.max_connections, far_pieces=cfg.far_pieces,
+                       far_turns_first=cfg.far_turns_first)
     scale = cfg.scale
     if scale == 1:
         return base

@@ -331,3 +331,55 @@ class NearKeyTests:
         s = Swarm(meta, MemoryStorage(meta), Bitfield(meta.num_pieces), Clock())
         s.set_near(["not a cidr", "10.0.0.0/33"])
         assert not s.requests.near_on
+
+
+class FarTurnsFirstTests:
+    """SwarmConfig.far_turns_first: far requesters get every other upload turn first."""
+
+    def _serve(self, far_first: bool) -> list[str]:
+        from murder.peer.interfaces import Peer
+        from murder.peer.ratelimit import RateLimiter
+        from murder.peer.uploads import Uploads
+
+        meta, data = build_torrent(payload(4 * PLEN), piece_length=PLEN)
+        clock = Clock()
+        p = Picker(meta.num_pieces, piece_length=PLEN, total_length=meta.total_length)
+        for i in range(meta.num_pieces):
+            p.mark_have(i)
+        uploads = Uploads(clock, SwarmConfig(upload_slots=1, far_turns_first=far_first), meta,
+                          p, MemoryStorage(meta, data), RateLimiter(clock, 0, 0, lambda _: None))
+        order: list[str] = []
+
+        class Link:
+            def __init__(self, name: str) -> None:
+                self.address = (name, 1)
+                self.peer_id = name.encode().ljust(20, b"-")
+                self.fast = True
+                self.outgoing = False
+
+            def send_piece(self, index: int, begin: int, data: bytes) -> None:
+                if not order or order[-1] != self.address[0]:
+                    order.append(self.address[0])
+
+            def __getattr__(self, name: str):
+                return lambda *args: None
+
+        busy, n1, n2, f1, f2 = (Peer(Link(n), Bitfield(meta.num_pieces))
+                                for n in ("busy", "n1", "n2", "f1", "f2"))
+        f1.distance = f2.distance = 1
+        for peer in (busy, n1, n2, f1, f2):
+            uploads.set_choking(peer, False)
+        busy.send_paused = True  # holds the slot while the others line up
+        uploads.got_request(busy, 0, 0, BLOCK_SIZE)
+        uploads.ready(busy)
+        for i, peer in enumerate((n1, n2, f1, f2)):
+            uploads.got_request(peer, i, 0, PLEN)
+            uploads.ready(peer)
+        busy.send_paused = False
+        uploads.ready(busy)
+        return order
+
+    def test_far_requesters_alternate_ahead(self):
+        """With it: far, near, far, near; without: in arrival order."""
+        assert self._serve(True) == ["busy", "f1", "n1", "f2", "n2"]
+        assert self._serve(False) == ["busy", "n1", "n2", "f1", "f2"]
