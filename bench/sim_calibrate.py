@@ -101,7 +101,8 @@ def main() -> int:
             walls.append(r.wall_s)
             records.append(r.to_json())
         med = statistics.median(ratios)
-        print(f"{n:3d} {mbit:5d} {s_up:10.2f} {' '.join(f'{x:.2f}' for x in ratios):>26} "
+        shown_up = f"{s_up:10.2f}" if model != "process" else f"{'(cpu)':>10}"
+        print(f"{n:3d} {mbit:5d} {shown_up} {' '.join(f'{x:.2f}' for x in ratios):>26} "
               f"{med:8.2f} {measured:8.2f} {med / measured:8.2f} "
               f"{statistics.median(seed_up):13.2f} {sum(walls):7.1f}"
               + (f" {per_mib:9.4f} {statistics.median(starts):12.2f}" if model == "process"
