@@ -78,6 +78,7 @@ class Requests:
         self._own_id = b""
         self._owned: bytearray | None = None
         self._ring_dirty = True
+        self._ring_at = 0.0
         n = picker.num_pieces
         #: Each piece's point on the ring (evenly spaced over 32 bits).
         self._points = [((2 * i + 1) << 31) // n for i in range(n)]
@@ -94,9 +95,15 @@ class Requests:
         return [zlib.crc32(peer_id + bytes((v,))) for v in range(cls.VNODES)]
 
     def owned(self) -> bytearray:
-        """One flag per piece: pieces this host is to fetch across the uplink."""
-        if self._owned is not None and not self._ring_dirty:
+        """One flag per piece: pieces this host is to fetch across the uplink.
+
+        Rebuilt when near connections came or went, at most every 0.1 s (a
+        fleet's connections change in bursts; a slightly stale view only
+        shifts a few pieces between rack mates)."""
+        now = self.clock.seconds()
+        if self._owned is not None and (not self._ring_dirty or now - self._ring_at < 0.1):
             return self._owned
+        self._ring_at = now
         ring: list[tuple[int, bool]] = [(p, True) for p in self._positions(self._own_id)]
         for peer in self.connections.values():
             if not peer.distance and peer.peer_id is not None:

@@ -246,6 +246,8 @@ class FleetResult:
     rack_duration: list[float] = field(default_factory=list)
     #: When the last host started (its start-up delay, or its start-up CPU).
     last_start: float = 0.0
+    #: The cores' log events by level (e.g. how many warnings).
+    log_levels: dict[str, int] = field(default_factory=dict)
     events: int = 0
     rate_solves: int = 0
     connections: int = 0
@@ -305,7 +307,49 @@ def _launch_on_shared_cpu(clock: SimClock, net: Network, hosts: list[SimHost],
     clock.callLater(step, tick)
 
 
+class _CountingObserver:
+    """Where the cores' log events go during a run: counted by level, not
+    formatted (10,000 hosts' debug lines cost more than their swarms)."""
+
+    def __init__(self) -> None:
+        self.levels: dict[str, int] = {}
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        level = event.get("log_level")
+        name = getattr(level, "name", str(level))
+        self.levels[name] = self.levels.get(name, 0) + 1
+
+
+def _quiet_cores(observer: _CountingObserver) -> list[tuple[Any, Any]]:
+    """Point the loggers of the peer core, its protocol and announcer at ``observer``;
+    returns what to restore."""
+    from twisted.logger import Logger
+
+    from murder.peer import admission, protocol, ratelimit, requests, uploads
+
+    owners = [Swarm, Announcer, admission.Admission, protocol.PeerProtocol,
+              ratelimit.RateLimiter, requests.Requests, uploads.Uploads]
+    saved = [(cls, cls.__dict__["log"]) for cls in owners if "log" in cls.__dict__]
+    for cls, _ in saved:
+        cls.log = Logger(namespace=cls.__name__, observer=observer)
+    return saved
+
+
 def build_and_run(cfg: FleetConfig, progress: Any = None) -> FleetResult:
+    """Simulate one deploy (see :func:`_run`); the cores' log lines are
+    counted by level (``FleetResult.log_levels``), not printed."""
+    observer = _CountingObserver()
+    saved = _quiet_cores(observer)
+    try:
+        result = _run(cfg, progress)
+    finally:
+        for cls, log in saved:
+            cls.log = log
+    result.log_levels = dict(observer.levels)
+    return result
+
+
+def _run(cfg: FleetConfig, progress: Any = None) -> FleetResult:
     """Simulate one deploy to the end (every host complete, or ``time_limit``).
 
     ``progress``, if given, is called with a one-line status every 0.25 s of
