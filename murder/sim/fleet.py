@@ -331,7 +331,7 @@ def _quiet_cores(observer: _CountingObserver) -> list[tuple[Any, Any]]:
               ratelimit.RateLimiter, requests.Requests, uploads.Uploads]
     saved = [(cls, cls.__dict__["log"]) for cls in owners if "log" in cls.__dict__]
     for cls, _ in saved:
-        cls.log = Logger(namespace=cls.__name__, observer=observer)
+        setattr(cls, "log", Logger(namespace=cls.__name__, observer=cast(Any, observer)))
     return saved
 
 
@@ -344,7 +344,7 @@ def build_and_run(cfg: FleetConfig, progress: Any = None) -> FleetResult:
         result = _run(cfg, progress)
     finally:
         for cls, log in saved:
-            cls.log = log
+            setattr(cls, "log", log)
     result.log_levels = dict(observer.levels)
     return result
 
