@@ -85,7 +85,7 @@ def main() -> int:
     ap.add_argument("--rate-quantum", type=float, default=0.02)
     ap.add_argument("--startup-max", type=float, default=2.0)
     ap.add_argument("--policy", default="rack")
-    ap.add_argument("--far-turns-first", action="store_true")
+    ap.add_argument("--no-far-turns-first", action="store_true")
     ap.add_argument("--cprofile", type=int, default=0,
                     help="also print the N functions with the most own CPU (slower)")
     ap.add_argument("--json", default=None)
@@ -96,7 +96,7 @@ def main() -> int:
                       real_piece_length=parse_rate(args.real_piece_length),
                       numwant=args.numwant, max_connections=args.max_connections,
                       rate_quantum=args.rate_quantum, startup_max=args.startup_max,
-                      policy=args.policy, far_turns_first=args.far_turns_first)
+                      policy=args.policy, far_turns_first=not args.no_far_turns_first)
     counts: collections.Counter = collections.Counter()
     original = simclock.SimClock.run
     simclock.SimClock.run = counting_run(counts)  # type: ignore[method-assign]

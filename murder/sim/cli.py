@@ -73,7 +73,9 @@ class Options(usage.Options):
     ]
     optFlags = [["progress", None, "Print a status line to stderr every 0.25 virtual s."],
                 ["far-turns-first", None, "Uploaders give far requesters every other turn "
-                 "first (rack-aware policies)."]]
+                 "first (rack-aware policies; the default)."],
+                ["no-far-turns-first", None, "Uploaders serve far and near requesters in "
+                 "arrival order."]]
 
     def postOptions(self) -> None:  # noqa: N802
         from murder.sim.fleet import FleetConfig
@@ -94,7 +96,7 @@ class Options(usage.Options):
                 rack_stagger=float(self["rack-stagger"]),
                 numwant=int(self["numwant"]), max_connections=int(self["max-connections"]),
                 far_pieces=int(self["far-pieces"]),
-                far_turns_first=bool(self["far-turns-first"]),
+                far_turns_first=not self["no-far-turns-first"],
                 seeders=int(self["seeders"]), hop_latency=float(self["hop-latency"]),
                 goodput=float(self["goodput"]), rate_quantum=float(self["rate-quantum"]),
                 time_limit=float(self["time-limit"]), seed=int(self["seed"]))

@@ -70,7 +70,7 @@ class FleetConfig:
     #: ``SwarmConfig.far_pieces``: pieces fetched from other racks at once.
     far_pieces: int = 2
     #: ``SwarmConfig.far_turns_first``: far requesters get every other turn first.
-    far_turns_first: bool = False
+    far_turns_first: bool = True
     seeders: int = 1
     numwant: int = 500
     max_connections: int = 200
