@@ -171,6 +171,8 @@ class Requests:
             except ValueError:
                 d = 1
             else:
+                if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+                    address = address.ipv4_mapped  # a dual-stack listener's view
                 d = 0 if any(address.version == n.version and address in n
                              for n in self.near_networks) else 1
             if len(self._distance_of) < 100_000:

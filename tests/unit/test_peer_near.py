@@ -148,6 +148,15 @@ class NearPreferenceTests:
         assert {c.distance for c in a.connections.values()} == {0}
         assert a.picker.near_availability == [0] * a.meta.num_pieces
 
+    def test_ipv4_mapped_addresses_are_classified_as_ipv4(self):
+        """An incoming connection seen by a dual-stack listener (::ffff:a.b.c.d)
+        is near when a.b.c.d is."""
+        fleet = RackFleet(per_rack=1)
+        r = fleet.peers["10.0.1.10"].requests
+        assert r.distance("::ffff:10.0.1.77") == 0
+        assert r.distance("::ffff:10.0.2.77") == 1
+        assert r.distance("not an address") == 1
+
     def test_counts_survive_reclassification(self):
         """Changing the near networks recounts near holders exactly."""
         fleet = RackFleet(per_rack=2)
