@@ -69,6 +69,8 @@ class Topology:
         except ValueError:
             found = None
         else:
+            if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+                address = address.ipv4_mapped  # a dual-stack socket's view
             found = next((loc for net, loc in self.entries
                           if net.version == address.version and address in net), None)
         if len(cache) < 1_000_000:

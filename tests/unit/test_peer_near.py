@@ -302,6 +302,13 @@ class NearKeyTests:
         dict_reply = bencode.decode(self._announce(app, "10.0.2.5", compact=0))
         assert dict_reply[b"near"] == [b"10.0.2.0/24"]
 
+    def test_ipv4_mapped_requester_is_located(self):
+        """A requester seen as ::ffff:a.b.c.d (dual-stack socket) gets a.b.c.d's rack."""
+        from murder.tracker import topology
+
+        handout = topology.RackAwareHandout(topology.parse("10.0.1.0/24 dc/row1/rack1\n"))
+        assert handout.near_networks("::ffff:10.0.1.5") == [b"10.0.1.0/24"]
+
     def test_outside_every_cidr_gets_an_empty_near(self):
         """A requester outside every CIDR gets ``near`` empty: no preference."""
         app = self._app("10.0.1.0/24 dc/row1/rack1\n")
