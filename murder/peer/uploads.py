@@ -53,6 +53,8 @@ class Uploads:
         self._pieces_sent = 0
         self._active: list[Peer] = []
         self._turns: deque[Peer] = deque()
+        #: The last turn went to a far peer (``far_turns_first``).
+        self._far_last = False
 
     # ------------------------------------------------------------ choking
     def update_choke(self, peer: Peer) -> None:
@@ -181,12 +183,21 @@ class Uploads:
 
     def _next_turn(self) -> Peer:
         """Pop whose turn is next: the longest waiting, or (``seed_poorest_first``,
-        the seeder's first pass) the waiting peer with the fewest pieces."""
+        the seeder's first pass) the waiting peer with the fewest pieces, or
+        (``far_turns_first``) the longest-waiting far peer every other turn."""
         if self.config.seed_poorest_first and self.config.super_seed and \
                 self.first_copy_at is None and len(self._turns) > 1:
             poorest = min(self._turns, key=lambda p: p.bits.count)  # first of equals
             self._turns.remove(poorest)
             return poorest
+        if self.config.far_turns_first and len(self._turns) > 1:
+            if not self._far_last:
+                far = next((p for p in self._turns if p.distance), None)
+                if far is not None:
+                    self._turns.remove(far)
+                    self._far_last = True
+                    return far
+            self._far_last = False
         return self._turns.popleft()
 
     def forget(self, peer: Peer) -> None:

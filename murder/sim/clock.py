@@ -13,8 +13,11 @@ import heapq
 from typing import Any, Callable
 
 from twisted.internet.error import AlreadyCalled, AlreadyCancelled
+from twisted.internet.interfaces import IDelayedCall
+from zope.interface import implementer
 
 
+@implementer(IDelayedCall)
 class SimCall:
     """One scheduled call (the ``IDelayedCall`` subset Twisted's helpers use)."""
 
@@ -73,10 +76,10 @@ class SimClock:
         self._seq += 1
         heapq.heappush(self._heap, (when, self._seq, call))
 
-    def callLater(self, delay: float, func: Callable[..., Any], *args: Any,  # noqa: N802
-                  **kw: Any) -> SimCall:
+    def callLater(self, delay: float, f: Callable[..., Any], *args: Any,  # noqa: N802
+                  **kwargs: Any) -> SimCall:
         when = self.now + (delay if delay > 0 else 0.0)
-        call = SimCall(self, when, func, args, kw)
+        call = SimCall(self, when, f, args, kwargs)
         self._push(when, call)
         return call
 

@@ -17,7 +17,7 @@ import math
 import random
 import time
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -64,6 +64,13 @@ class FleetConfig:
     #: Rack r starts r × this later (racks starting seconds apart).
     rack_stagger: float = 0.0
     policy: str = "random"
+    #: Peers take the tracker's ``near`` networks (rack-aware policies only):
+    #: far connections are asked only for what no near one supplies.
+    near: bool = True
+    #: ``SwarmConfig.far_pieces``: pieces fetched from other racks at once.
+    far_pieces: int = 2
+    #: ``SwarmConfig.far_turns_first``: far requesters get every other turn first.
+    far_turns_first: bool = True
     seeders: int = 1
     numwant: int = 500
     max_connections: int = 200
@@ -81,6 +88,16 @@ class FleetConfig:
     #: all hosts (0: every host has its own CPU, as in a datacenter).
     cpu_cores: float = 0.0
     cpu_s_per_gib: float = 0.0
+    #: Per-process CPU instead (``Network.enable_cpu``): every host is a
+    #: process on one machine of ``cpu_cores`` cores, shared fairly among the
+    #: busy ones; a byte costs ``cpu_s_per_mib`` ÷ 2^20 CPU-s to send and again
+    #: to receive.  With ``startup_cpu_s`` > 0 the receivers are all launched
+    #: at 0 (bench/swarm.py's gate) and each starts once it has had that much
+    #: CPU (imports, reading the torrent): start-up then follows from the
+    #: machine, not from ``startup_min``/``startup_max``.  The seeder runs
+    #: before the gate, as in the bench.
+    cpu_s_per_mib: float = 0.0
+    startup_cpu_s: float = 0.0
 
     @property
     def scale(self) -> int:
@@ -110,7 +127,8 @@ def swarm_config(cfg: FleetConfig) -> SwarmConfig:
     block per piece the whole piece fits "in the buffer" at once and every
     requester is served at the same time.
     """
-    base = SwarmConfig(max_connections=cfg.max_connections)
+    base = SwarmConfig(max_connections=cfg.max_connections, far_pieces=cfg.far_pieces,
+                       far_turns_first=cfg.far_turns_first)
     scale = cfg.scale
     if scale == 1:
         return base
@@ -226,6 +244,10 @@ class FleetResult:
     #: Per rack: its last host's completion − the rack's start offset
     #: (rack × rack_stagger): how long the rack took from its own start.
     rack_duration: list[float] = field(default_factory=list)
+    #: When the last host started (its start-up delay, or its start-up CPU).
+    last_start: float = 0.0
+    #: The cores' log events by level (e.g. how many warnings).
+    log_levels: dict[str, int] = field(default_factory=dict)
     events: int = 0
     rate_solves: int = 0
     connections: int = 0
@@ -250,7 +272,84 @@ def _policy(name: str, racks: int) -> Any:
     return topology.policy_named(name, rack_topology(racks))
 
 
+def _launch_on_shared_cpu(clock: SimClock, net: Network, hosts: list[SimHost],
+                          work: float, start: Any, rng: random.Random,
+                          step: float = 0.005) -> None:
+    """Receivers launched together at 0 start once each has had its start-up
+    CPU, uniform in [⅔, 4⁄3] × ``work`` CPU-s (bench/README.md: "~0.2–0.4
+    CPU-s" per peer), sharing the cores with every other busy process
+    (processor sharing, integrated every ``step`` virtual seconds); the
+    seeder starts at once."""
+    left = {h.index: work * (2 / 3 + 2 / 3 * rng.random()) for h in hosts if not h.seeder}
+    for h in hosts:
+        if h.seeder:
+            clock.callLater(0.0, start, h)
+
+    def tick() -> None:
+        net.cpu_other_busy = len(left)
+        share = net.cpu_share()
+        ready = []
+        for index in list(left):
+            left[index] -= share * step
+            if left[index] <= 1e-12:
+                del left[index]
+                ready.append(index)
+        net.cpu_other_busy = len(left)
+        for index in ready:
+            hosts[index].start_at = clock.now
+            start(hosts[index])
+        if ready:
+            net._dirty()  # fewer busy processes: a larger share for the rest
+        if left:
+            clock.callLater(step, tick)
+
+    net.cpu_other_busy = len(left)
+    clock.callLater(step, tick)
+
+
+class _CountingObserver:
+    """Where the cores' log events go during a run: counted by level, not
+    formatted (10,000 hosts' debug lines cost more than their swarms)."""
+
+    def __init__(self) -> None:
+        self.levels: dict[str, int] = {}
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        level = event.get("log_level")
+        name = getattr(level, "name", str(level))
+        self.levels[name] = self.levels.get(name, 0) + 1
+
+
+def _quiet_cores(observer: _CountingObserver) -> list[tuple[Any, Any]]:
+    """Point the loggers of the peer core, its protocol and announcer at ``observer``;
+    returns what to restore."""
+    from twisted.logger import Logger
+
+    from murder.peer import admission, protocol, ratelimit, requests, uploads
+
+    owners = [Swarm, Announcer, admission.Admission, protocol.PeerProtocol,
+              ratelimit.RateLimiter, requests.Requests, uploads.Uploads]
+    saved = [(cls, cls.__dict__["log"]) for cls in owners if "log" in cls.__dict__]
+    for cls, _ in saved:
+        setattr(cls, "log", Logger(namespace=cls.__name__, observer=cast(Any, observer)))
+    return saved
+
+
 def build_and_run(cfg: FleetConfig, progress: Any = None) -> FleetResult:
+    """Simulate one deploy (see :func:`_run`); the cores' log lines are
+    counted by level (``FleetResult.log_levels``), not printed."""
+    observer = _CountingObserver()
+    saved = _quiet_cores(observer)
+    try:
+        result = _run(cfg, progress)
+    finally:
+        for cls, log in saved:
+            setattr(cls, "log", log)
+    result.log_levels = dict(observer.levels)
+    return result
+
+
+def _run(cfg: FleetConfig, progress: Any = None) -> FleetResult:
     """Simulate one deploy to the end (every host complete, or ``time_limit``).
 
     ``progress``, if given, is called with a one-line status every 0.25 s of
@@ -266,6 +365,9 @@ def build_and_run(cfg: FleetConfig, progress: Any = None) -> FleetResult:
                   rate_quantum=cfg.rate_quantum)
     if cfg.cpu_cores and cfg.cpu_s_per_gib:
         net.add_shared(cfg.cpu_cores / cfg.cpu_s_per_gib * 2**30)
+    per_process = bool(cfg.cpu_cores and cfg.cpu_s_per_mib)
+    if per_process:
+        net.enable_cpu(cfg.cpu_cores, cfg.cpu_s_per_mib / 2**20)
     board = Switchboard(clock, net, scale=cfg.scale, send_buffer=cfg.send_buffer,
                         resume_below=cfg.resume_below)
     nic = cfg.nic_bps / 8
@@ -286,7 +388,9 @@ def build_and_run(cfg: FleetConfig, progress: Any = None) -> FleetResult:
     storage = SharedStorage(meta, payload)
 
     policy = _policy(cfg.policy, racks)
-    store = PeerStore(clock, rng=random.Random(rng.random()), max_peers_per_torrent=10**6,
+    # SimClock has IReactorTime's methods (not declared: the interface's and
+    # the core's Clock protocol name callLater's argument differently).
+    store = PeerStore(cast(Any, clock), rng=random.Random(rng.random()), max_peers_per_torrent=10**6,
                       max_peers=10**6)
     if policy is not None:
         store.handout = policy
@@ -299,15 +403,20 @@ def build_and_run(cfg: FleetConfig, progress: Any = None) -> FleetResult:
         hosts.append(SimHost(len(hosts), net_id, 0, f"10.0.0.{2 + s}", True, 0.0))
     for i in range(cfg.hosts):
         rack = i // hpr
-        start = cfg.startup_min + (cfg.startup_max - cfg.startup_min) * rng.random() \
+        begin = cfg.startup_min + (cfg.startup_max - cfg.startup_min) * rng.random() \
             + rack * cfg.rack_stagger
         net_id = net.add_host(rack, nic)
-        hosts.append(SimHost(len(hosts), net_id, rack, host_ip(rack, i % hpr), False, start))
+        hosts.append(SimHost(len(hosts), net_id, rack, host_ip(rack, i % hpr), False, begin))
     receivers = [h for h in hosts if not h.seeder]
     state = {"done": 0}
 
     peer_config = swarm_config(cfg)
     seed_config = replace(peer_config, super_seed=True)
+
+    def on_reply(swarm: Swarm, reply: Any) -> None:
+        if cfg.near:
+            swarm.set_near(reply.near)
+        swarm.add_peers(reply.peers)
 
     def start(host: SimHost) -> None:
         reactor = board.reactor_for(host.net_id, host.ip)
@@ -321,8 +430,8 @@ def build_and_run(cfg: FleetConfig, progress: Any = None) -> FleetResult:
         host.swarm = swarm
         board.listen(host.net_id, (host.ip, PORT), SimPeerFactory(swarm))
         http = TrackerHTTP(app, clock, host.ip, cfg.tracker_delay)
-        announcer = Announcer(reactor, http, meta.trackers, meta.info_hash, peer_id, PORT,
-                              host.ip, swarm.stats, lambda reply: swarm.add_peers(reply.peers),
+        announcer = Announcer(cast(Any, reactor), http, meta.trackers, meta.info_hash, peer_id, PORT,
+                              host.ip, swarm.stats, lambda reply: on_reply(swarm, reply),
                               numwant=cfg.numwant)
         host.announcer = announcer
         swarm.start()
@@ -337,8 +446,11 @@ def build_and_run(cfg: FleetConfig, progress: Any = None) -> FleetResult:
         if state["done"] == len(receivers):
             clock.halt()
 
-    for host in hosts:
-        clock.callLater(host.start_at, start, host)
+    if per_process and cfg.startup_cpu_s > 0:
+        _launch_on_shared_cpu(clock, net, hosts, cfg.startup_cpu_s, start, rng)
+    else:
+        for host in hosts:
+            clock.callLater(host.start_at, start, host)
 
     def report() -> None:
         progress(f"virtual {clock.now:6.2f} s: {state['done']}/{len(receivers)} complete, "
@@ -371,6 +483,7 @@ def build_and_run(cfg: FleetConfig, progress: Any = None) -> FleetResult:
         cross_rack_ratio=net.cross_rack_bytes / (F * racks) if racks > 1 else None,
         last_rack_finish=rack_last,
         rack_duration=[t - r * cfg.rack_stagger for r, t in enumerate(rack_last)],
+        last_start=max(h.start_at for h in hosts),
         events=clock.events, rate_solves=net.solves,
         connections=board.connections, wall_s=time.monotonic() - wall0,
         cpu_s=time.process_time() - cpu0, virtual_s=clock.now)

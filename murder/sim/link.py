@@ -250,7 +250,7 @@ class Switchboard:
         server = None
         if target is not None:
             server = target.factory.buildProtocol(IPv4Address("TCP", *src_addr))
-        if server is None:
+        if server is None or target is None:
             factory.clientConnectionFailed(connector, Failure(ConnectionRefusedError()))
             return
         if isinstance(factory, OutgoingFactory):
@@ -275,6 +275,7 @@ class HostReactor:
         self.ip = ip
         self.seconds = board.clock.seconds
         self.callLater = board.clock.callLater  # noqa: N815 (Twisted API)
+        self.getDelayedCalls = board.clock.getDelayedCalls  # noqa: N815
         self._port = 40000
 
     def connectTCP(self, host: str, port: int, factory: Any, timeout: float = 30,  # noqa: N802

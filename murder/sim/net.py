@@ -65,7 +65,7 @@ class Pipe:
         self.backlog = 0.0
         self.rate = 0.0
         self.stamp = 0.0
-        self.call = None
+        self.call: Any = None
         self.active = False
         self.closed = False
         #: Latest delivery time scheduled (deliveries stay in order).
@@ -100,9 +100,18 @@ class Network:
         self.rack_links: list[tuple[int, int] | None] = []
         #: Links every flow crosses (a shared CPU, see :meth:`add_shared`).
         self.shared: list[int] = []
+        #: Per-process CPU (:meth:`enable_cpu`): each host's CPU link, the
+        #: cores shared by every busy process, CPU-seconds per byte handled.
+        self.host_cpu: list[int] = []
+        self.cpu_cores = 0.0
+        self.cpu_per_byte = 0.0
+        #: Active flows per host (sending or receiving): a busy process.
+        self.host_flows: list[int] = []
+        #: Processes busy with something else (start-up), counted by the caller.
+        self.cpu_other_busy = 0
         self.flows_on: dict[int, set[Pipe]] = {}
         self.active: set[Pipe] = set()
-        self._solve_call = None
+        self._solve_call: Any = None
         self._last_solve = -1.0
         self._epoch = 0
         #: Statistics: payload bytes sent per host, bytes that crossed a rack
@@ -130,7 +139,38 @@ class Network:
         self.host_down.append(self._link(down if down is not None else up))
         self.host_rack.append(rack)
         self.sent_by_host.append(0.0)
+        self.host_flows.append(0)
+        if self.cpu_per_byte:
+            # One core's worth until the first solve shares the cores out.
+            self.cap.append(1.0 / self.cpu_per_byte)
+            self.host_cpu.append(len(self.cap) - 1)
         return len(self.host_up) - 1
+
+    def enable_cpu(self, cores: float, cpu_s_per_byte: float) -> None:
+        """Model processes sharing a machine's CPU (bench/swarm.py: every host
+        on one machine) before adding hosts.
+
+        Each host gets a CPU link that its flows cross both ways (a byte
+        costs ``cpu_s_per_byte`` to send and again to receive).  The cores are
+        shared per *process*, as the kernel's fair scheduler does: each busy
+        host (any active flow, or counted in :attr:`cpu_other_busy`) gets
+        min(1, cores ÷ busy) of a core, recomputed at every rate solve.  A
+        process with a lot to do (the seeder) therefore gets no more CPU
+        than an idle-ish one, which per-flow sharing would give it.
+        """
+        self.cpu_cores = cores
+        self.cpu_per_byte = cpu_s_per_byte
+
+    def cpu_share(self) -> float:
+        """Cores each busy process gets now."""
+        busy = sum(1 for n in self.host_flows if n) + self.cpu_other_busy
+        return min(1.0, self.cpu_cores / busy) if busy else 1.0
+
+    def _update_cpu(self) -> None:
+        share = self.cpu_share()
+        cap = share / self.cpu_per_byte  # bytes/s a process can handle
+        for link in self.host_cpu:
+            self.cap[link] = cap
 
     def add_shared(self, capacity: float) -> int:
         """A resource every flow crosses, in bytes/s: e.g. the CPU of the one
@@ -148,11 +188,14 @@ class Network:
         rs, rd = self.host_rack[src], self.host_rack[dst]
         cross = rs != rd
         if cross:
-            if self.rack_links[rs] is not None:
-                links.append(self.rack_links[rs][0])
-            if self.rack_links[rd] is not None:
-                links.append(self.rack_links[rd][1])
+            up, down = self.rack_links[rs], self.rack_links[rd]
+            if up is not None:
+                links.append(up[0])
+            if down is not None:
+                links.append(down[1])
         links.extend(self.shared)
+        if self.host_cpu:
+            links.extend((self.host_cpu[src], self.host_cpu[dst]))
         return Pipe(src, dst, tuple(links), self.latency(src, dst), cross,
                     min(self.cap[link] for link in links))
 
@@ -190,6 +233,8 @@ class Network:
     # ------------------------------------------------------------- flows
     def _start(self, pipe: Pipe) -> None:
         pipe.active = True
+        self.host_flows[pipe.src] += 1
+        self.host_flows[pipe.dst] += 1
         self.active.add(pipe)
         share = float("inf")
         for link in pipe.links:
@@ -205,6 +250,8 @@ class Network:
 
     def _end(self, pipe: Pipe) -> None:
         pipe.active = False
+        self.host_flows[pipe.src] -= 1
+        self.host_flows[pipe.dst] -= 1
         self.active.discard(pipe)
         for link in pipe.links:
             flows = self.flows_on[link]
@@ -269,6 +316,8 @@ class Network:
         now = self.clock.now
         self._last_solve = now
         self.solves += 1
+        if self.host_cpu:
+            self._update_cpu()
         active = self.active
         cap = self.cap
         flows_on = self.flows_on

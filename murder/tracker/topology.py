@@ -69,6 +69,8 @@ class Topology:
         except ValueError:
             found = None
         else:
+            if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+                address = address.ipv4_mapped  # a dual-stack socket's view
             found = next((loc for net, loc in self.entries
                           if net.version == address.version and address in net), None)
         if len(cache) < 1_000_000:
@@ -153,6 +155,25 @@ class RackAwareHandout:
         #: share (a two-level overlay: few connections cross racks).
         self.gateways = gateways
         self._index: dict[bytes, tuple[Any, _Index]] = {}
+        self._near_cache: dict[Location, list[bytes]] = {}
+
+    # ------------------------------------------------------------ near key
+    def near_networks(self, ip: str) -> list[bytes]:
+        """The networks of ``ip``'s own location (its rack), as CIDR strings:
+        the announce reply's ``near`` key.  The peer then asks far
+        connections only for what no near one holds (murder.peer.requests).
+        Empty when ``ip`` is outside every CIDR (no preference: all equal).
+        """
+        loc = self.topology.locate(ip)
+        if loc is None:
+            return []
+        cache = self._near_cache
+        found = cache.get(loc)
+        if found is None:
+            found = [str(net).encode() for net, where in self.topology.entries
+                     if where == loc][:64]
+            cache[loc] = found
+        return found
 
     # -------------------------------------------------------------- index
     def _indexed(self, torrent: Any) -> _Index:
@@ -169,7 +190,7 @@ class RackAwareHandout:
         if entry is not None and entry[0] is torrent and \
                 len(entry[1].flat) <= 2 * len(peers) + 64:
             idx = entry[1]
-            fresh = []
+            fresh: list[Any] | None = []
             for p in reversed(peers.values()):
                 known = idx.peer.get(p.peer_id)
                 if known is p:
@@ -177,6 +198,7 @@ class RackAwareHandout:
                 if known is not None:
                     fresh = None  # came back as a new record: rebuild
                     break
+                assert fresh is not None
                 fresh.append(p)
             if fresh is not None:
                 for p in reversed(fresh):
@@ -295,7 +317,7 @@ class RackAwareHandout:
 
 
 #: Handout variants compared in the simulator (``murder simulate --policy``).
-POLICIES = {
+POLICIES: dict[str, dict[str, Any]] = {
     "rack": dict(seeders=2, far_share=0.2),
     "rack-far10": dict(seeders=2, far_share=0.1),
     "rack-gw2": dict(seeders=2, far_share=0.2, gateways=2),

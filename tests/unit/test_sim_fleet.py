@@ -39,19 +39,46 @@ class FleetTests:
         assert rack.completed == 20
         assert rack.cross_rack_bytes < rand.cross_rack_bytes
 
+    def test_near_preference_cuts_cross_rack_bytes(self):
+        """Rack-aware lists with the tracker's near networks (peers ask far
+        connections only for what no near one holds) move fewer bytes across
+        racks than the same lists without them (``rack:nonear``); all complete."""
+        base = {**SMALL.__dict__, "policy": "rack", "payload": 8 * 2**20}
+        near = build_and_run(FleetConfig(**base))
+        nonear = build_and_run(FleetConfig(**{**base, "near": False}))
+        assert near.completed == nonear.completed == 20
+        assert near.cross_rack_bytes < 0.8 * nonear.cross_rack_bytes
+
+    def test_per_process_cpu_slows_a_crowded_machine(self):
+        """With every host a process on one 2-core machine (start-up as CPU work,
+        a CPU cost per byte), the same deploy takes longer than with a CPU per
+        host, and start-up ends later with more hosts sharing the cores."""
+        base = FleetConfig(hosts=8, nic_bps=40e6, payload=2**20, piece_length=2**17,
+                           real_piece_length=2**17, seed=3)
+        free = build_and_run(base)
+        crowded = build_and_run(FleetConfig(**{**base.__dict__, "cpu_cores": 2.0,
+                                               "cpu_s_per_mib": 0.05,
+                                               "startup_cpu_s": 0.3}))
+        assert crowded.completed == free.completed == 8
+        assert crowded.time_to_last > free.time_to_last
+        # 8 start-ups of 0.2-0.4 CPU-s on 2 cores: none before 0.8 s, all by 1.6 s.
+        assert 0.8 <= crowded.last_start <= 1.6
+
     def test_cli_json(self, tmp_path, capsys):
         """`murder simulate` prints one line per policy and writes the JSON."""
         out = tmp_path / "sim.json"
         code = cli.main("simulate", [
             "--hosts", "6", "--nic", "100M", "--payload", "1M", "--piece-length", "64K",
-            "--real-piece-length", "16K", "--policy", "random,rack", "--hosts-per-rack", "3",
+            "--real-piece-length", "16K", "--policy", "random,rack,rack:nonear",
+            "--hosts-per-rack", "3",
             "--oversubscription", "2", "--json", str(out)])
         assert code == 0
         lines = capsys.readouterr().out.splitlines()
         assert lines[0].startswith("policy")
-        assert [ln.split()[0] for ln in lines[1:]] == ["random", "rack"]
+        assert [ln.split()[0] for ln in lines[1:]] == ["random", "rack", "rack:nonear"]
         doc = json.loads(out.read_text())
-        assert [r["completed"] for r in doc["results"]] == [6, 6]
+        assert [r["completed"] for r in doc["results"]] == [6, 6, 6]
+        assert [r["config"]["near"] for r in doc["results"]] == [True, True, False]
         assert doc["results"][0]["time_over_bound"] >= 1.0
 
     @pytest.mark.parametrize("args, message", [

@@ -137,3 +137,34 @@ class FairShareTests:
         clock.run(100)
         assert net.solves <= 12
         assert net.sent_by_host[hosts[0]] == 500
+
+
+class ProcessCpuTests:
+    """enable_cpu: hosts are processes sharing a machine's cores fairly."""
+
+    def test_busy_processes_share_the_cores(self):
+        """Two flows between four hosts on a 1-core machine: four busy processes
+        get a quarter core each, so each flow runs at quarter-core ÷ cost per
+        byte (the CPU, not the 1000 B/s NICs, limits it)."""
+        clock, net = network()
+        net.enable_cpu(1.0, 0.01)  # 100 bytes per CPU-second
+        rack = net.add_rack()
+        a, b, c, d = (net.add_host(rack, 1000) for _ in range(4))
+        pipes = [net.pipe(a, b), net.pipe(c, d)]
+        for p in pipes:
+            net.send(p, 10**6, None, lambda _: None)
+        clock.run(0.0)
+        assert net.cpu_share() == pytest.approx(0.25)
+        assert [p.rate for p in pipes] == [pytest.approx(25.0)] * 2
+
+    def test_other_busy_processes_count(self):
+        """Processes busy with something else (start-up) take their share too."""
+        clock, net = network()
+        net.enable_cpu(2.0, 0.01)
+        rack = net.add_rack()
+        a, b = (net.add_host(rack, 1000) for _ in range(2))
+        net.cpu_other_busy = 6
+        pipe = net.pipe(a, b)
+        net.send(pipe, 10**6, None, lambda _: None)
+        clock.run(0.0)
+        assert pipe.rate == pytest.approx(100 * 2.0 / 8)
