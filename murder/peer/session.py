@@ -29,6 +29,7 @@ from murder.peer.admission import Admission
 from murder.peer.completion import Completion
 from murder.peer.config import PEER_ID_PREFIX, SwarmConfig, make_peer_id, promises_keepalives
 from murder.peer.interfaces import Address, Clock, Dialer, Peer, PeerLink, PieceSink, PieceStore
+from murder.peer.nearness import Nearness
 from murder.peer.picker import Picker
 from murder.peer.ratelimit import RateLimiter
 from murder.peer.requests import Requests, set_interested
@@ -36,6 +37,24 @@ from murder.peer.uploads import Uploads
 from murder.peer.wire import BLOCK_SIZE, Bitfield
 
 __all__ = ["PEER_ID_PREFIX", "Swarm", "SwarmConfig", "make_peer_id"]
+
+
+def send_what_we_have(link: PeerLink, have: Bitfield) -> None:
+    """A new connection's first message: HAVE_ALL / HAVE_NONE (BEP 6) or a
+    BITFIELD; nothing when we have nothing and the link is not fast."""
+    if link.fast and have.complete:
+        link.send_have_all()
+    elif link.fast and have.count == 0:
+        link.send_have_none()
+    elif have.count:
+        link.send_bitfield(have)
+
+
+def measure_rate(peer: Peer, tick: float) -> None:
+    """The peer's download rate to us, smoothed over ticks (pipeline depth, snubs)."""
+    recent = peer.downloaded - peer.rate_mark
+    peer.rate_mark = peer.downloaded
+    peer.rate = 0.7 * peer.rate + 0.3 * (recent / tick)
 
 
 class Swarm:
@@ -72,8 +91,9 @@ class Swarm:
         self._on_complete = on_complete
         self.limiter = RateLimiter(clock, config.max_upload_rate, config.max_download_rate,
                                    self.send_resumed)
-        self.requests = Requests(clock, config, self.picker, meta.piece_length, self.connections)
-        self.requests.set_own_id(self.peer_id)
+        self.near = Nearness(clock, self.picker, self.connections, self.peer_id)
+        self.requests = Requests(clock, config, self.picker, meta.piece_length, self.connections,
+                                 self.near)
         self.uploads = Uploads(clock, config, meta, self.picker, storage, self.limiter)
         self.completion = Completion(
             meta.pieces, self.picker, storage, writer, verified=self._piece_verified,
@@ -132,11 +152,6 @@ class Swarm:
         """Dial peers the tracker returned, skipping ourselves and known ones."""
         self.admission.add_peers(self, peers, self.is_seed)
 
-    def set_near(self, networks: list[str] | tuple[str, ...]) -> None:
-        """The tracker's ``near`` networks (our rack's; see :mod:`murder.peer.requests`):
-        far connections are then asked only for what no near one supplies."""
-        self.requests.set_near(networks)
-
     def dial_failed(self, address: Address, why: str) -> None:
         self.admission.dial_failed(address, why)
 
@@ -153,24 +168,19 @@ class Swarm:
         self.admission.connected(link)
         peer = Peer(link, Bitfield(self.meta.num_pieces), last_received=self.clock.seconds())
         self.connections[pid] = peer
-        self.requests.classify(peer)  # near or far (rack-aware deploys)
+        self.near.classify(peer)  # near or far (rack-aware deploys)
         if pid.startswith(PEER_ID_PREFIX):
             peer.span = max(1, self.config.request_size // BLOCK_SIZE)
         peer.keepalives = promises_keepalives(pid)
         self.log.debug("connected to {address}", address=link.address)
-        if link.fast and self.have.complete:
-            link.send_have_all()
-        elif link.fast and self.have.count == 0:
-            link.send_have_none()
-        elif self.have.count:
-            link.send_bitfield(self.have)
+        send_what_we_have(link, self.have)
         self.uploads.update_choke(peer)
         return peer
 
     def _forget(self, peer: Peer) -> None:
         pid = peer.peer_id
         if pid is not None and self.connections.get(pid) is peer:
-            self.requests.forget(peer)
+            self.near.forget(peer)
             del self.connections[pid]
             self.picker.peer_gone(peer.bits)
             self.requests.dropped(peer, list(peer.outstanding))
@@ -232,7 +242,7 @@ class Swarm:
             return
         peer.bits = bits
         self.picker.peer_bitfield(bits)
-        self.requests.near_bitfield(peer)
+        self.near.bitfield(peer)
         if self.have.complete and bits.complete:
             peer.link.drop("both sides are seeds")
             return
@@ -242,7 +252,7 @@ class Swarm:
         if not peer.bits.add(index):
             return
         self.picker.peer_has(index)
-        self.requests.near_has(peer, index)
+        self.near.has(peer, index)
         if self.have.complete:
             if peer.bits.complete:
                 peer.link.drop("both sides are seeds")
@@ -332,9 +342,7 @@ class Swarm:
         for peer in list(self.connections.values()):
             if not peer.active:
                 continue
-            recent = peer.downloaded - peer.rate_mark
-            peer.rate_mark = peer.downloaded
-            peer.rate = 0.7 * peer.rate + 0.3 * (recent / config.tick)
+            measure_rate(peer, config.tick)
             if peer.upload_queue:
                 self.uploads.liveness(peer, now)
             if peer.outstanding and self.requests.not_answering(

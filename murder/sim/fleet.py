@@ -415,7 +415,7 @@ def _run(cfg: FleetConfig, progress: Any = None) -> FleetResult:
 
     def on_reply(swarm: Swarm, reply: Any) -> None:
         if cfg.near:
-            swarm.set_near(reply.near)
+            swarm.near.set_near(reply.near)
         swarm.add_peers(reply.peers)
 
     def start(host: SimHost) -> None:

@@ -109,7 +109,7 @@ class RackFleet:
                               SwarmConfig(**config), rng=random.Random(f"{r}{i}"),
                               dialer=self.net, on_complete=lambda ip=ip: self.done.append(ip))
                 if near:
-                    swarm.set_near([cidr])
+                    swarm.near.set_near([cidr])
                 self.net.listen(swarm, (ip, 6881))
                 self.peers[ip] = swarm
         for swarm in [self.seeder, *self.peers.values()]:
@@ -144,7 +144,7 @@ class NearPreferenceTests:
         distances = {c.address[0]: c.distance for c in a.connections.values()}
         assert distances["10.0.1.11"] == 0 and distances["10.0.1.200"] == 0
         assert distances["10.0.2.10"] == 1 and distances["10.0.2.11"] == 1
-        a.set_near([])
+        a.near.set_near([])
         assert {c.distance for c in a.connections.values()} == {0}
         assert a.picker.near_availability == [0] * a.meta.num_pieces
 
@@ -152,7 +152,7 @@ class NearPreferenceTests:
         """An incoming connection seen by a dual-stack listener (::ffff:a.b.c.d)
         is near when a.b.c.d is."""
         fleet = RackFleet(per_rack=1)
-        r = fleet.peers["10.0.1.10"].requests
+        r = fleet.peers["10.0.1.10"].near
         assert r.distance("::ffff:10.0.1.77") == 0
         assert r.distance("::ffff:10.0.2.77") == 1
         assert r.distance("not an address") == 1
@@ -163,7 +163,7 @@ class NearPreferenceTests:
         fleet.announce_all()
         fleet.run(30)
         a = fleet.peers["10.0.2.10"]
-        a.set_near([RACK_A])  # now rack A is "near" for this host
+        a.near.set_near([RACK_A])  # now rack A is "near" for this host
         expect = [0] * a.meta.num_pieces
         for c in a.connections.values():
             if c.address[0].startswith("10.0.1."):
@@ -233,7 +233,7 @@ class OwnerRingTests:
         for i in range(n):
             s = Swarm(meta, MemoryStorage(meta), Bitfield(meta.num_pieces), clock,
                       SwarmConfig(), rng=random.Random(i), dialer=net)
-            s.set_near([RACK_A])
+            s.near.set_near([RACK_A])
             net.listen(s, (f"10.0.1.{i + 10}", 6881))
             swarms.append(s)
         return swarms, net
@@ -246,10 +246,10 @@ class OwnerRingTests:
         net.flush()
         counts = [0] * swarms[0].meta.num_pieces
         for s in swarms:
-            for i, flag in enumerate(s.requests.owned()):
+            for i, flag in enumerate(s.near.owned()):
                 counts[i] += flag
         assert counts == [1] * len(counts)
-        assert sum(1 for s in swarms if any(s.requests.owned())) >= 4  # shared out
+        assert sum(1 for s in swarms if any(s.near.owned())) >= 4  # shared out
 
     def test_partial_views_leave_no_piece_unowned(self):
         """Hosts that see only some rack mates may duplicate, never leave a gap."""
@@ -261,14 +261,14 @@ class OwnerRingTests:
         net.flush()
         union = [0] * swarms[0].meta.num_pieces
         for s in swarms:
-            for i, flag in enumerate(s.requests.owned()):
+            for i, flag in enumerate(s.near.owned()):
                 union[i] |= flag
         assert all(union)
 
     def test_alone_owns_everything(self):
         """A host with no near connection owns every piece."""
         swarms, _ = self._rack(1)
-        assert all(swarms[0].requests.owned())
+        assert all(swarms[0].near.owned())
 
 
 class NearKeyTests:
@@ -345,8 +345,8 @@ class NearKeyTests:
         assert parse_response(body).near == ()
         meta, _ = build_torrent(payload(4 * PLEN), piece_length=PLEN)
         s = Swarm(meta, MemoryStorage(meta), Bitfield(meta.num_pieces), Clock())
-        s.set_near(["not a cidr", "10.0.0.0/33"])
-        assert not s.requests.near_on
+        s.near.set_near(["not a cidr", "10.0.0.0/33"])
+        assert not s.near.on
 
 
 class FarTurnsFirstTests:
