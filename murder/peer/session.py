@@ -369,3 +369,4 @@ class Swarm:
                 peer.link.drop("idle")
             elif not self._fill_held:
                 self.requests.fill(peer)
+        self.uploads.tick(now)

@@ -12,6 +12,13 @@ A seeder super-seeds: a request for a piece some connected peer already has
 (or that is on its way to one) is refused once with a BEP 6 REJECT, so the
 seeder's upload goes to pieces the swarm lacks; once every piece has left
 once, duplicates are served only up to ``seed_budget`` payload copies.
+
+With ``seed_heads`` > 0 the seeder's first pass is a *chain*: only that many
+interested peers (the heads) are unchoked; the rest stay choked, so they
+ask the heads and each other, never the seeder, and each piece flows on a
+hop at a time behind the heads.  Waiters are unchoked when the heads leave
+the seeder's link idle, when a head stops reading, after ``seed_head_wait``
+at the latest, and all at once when every piece has left once.
 """
 
 from __future__ import annotations
@@ -53,11 +60,102 @@ class Uploads:
         self._pieces_sent = 0
         self._active: list[Peer] = []
         self._turns: deque[Peer] = deque()
+        #: Chain (``seed_heads``): the peers unchoked in the first pass, and
+        #: the choked interested ones → since when they wait (oldest first).
+        self.heads: list[Peer] = []
+        self.waiting: dict[Peer, float] = {}
+        self._idle_since: float | None = None
+        #: Heads found not reading; each one got a replacement head once.
+        self._stuck_heads: set[Peer] = set()
+        self.promotions = 0
 
     # ------------------------------------------------------------ choking
     def update_choke(self, peer: Peer) -> None:
-        """Interest changed: every interested peer is unchoked (trusted hosts)."""
-        self.set_choking(peer, not peer.peer_interested)
+        """Interest changed: every interested peer is unchoked (trusted hosts),
+        except, in a chain first pass, those beyond ``seed_heads``: they wait."""
+        if not self._chain():
+            self.set_choking(peer, not peer.peer_interested)
+            return
+        if not peer.peer_interested:
+            self.waiting.pop(peer, None)
+            was_head = peer in self.heads
+            if was_head:
+                self.heads.remove(peer)
+            self.set_choking(peer, True)
+            if was_head:
+                self._promote()
+            return
+        if not peer.am_choking or peer in self.waiting:
+            return
+        if len(self.heads) < self.config.seed_heads:
+            self.heads.append(peer)
+            self.set_choking(peer, False)
+        else:
+            self.waiting[peer] = self.clock.seconds()
+
+    # -------------------------------------------------------------- chain
+    def _chain(self) -> bool:
+        """Is this a seeder in a chain first pass (``seed_heads``)?"""
+        return bool(self.config.seed_heads) and self.config.super_seed and \
+            self.first_copy_at is None
+
+    def _promote(self, peer: Peer | None = None) -> bool:
+        """Unchoke ``peer`` (default: the longest waiting) as one more head."""
+        while self.waiting:
+            if peer is None:
+                nxt = next(iter(self.waiting))
+            else:
+                nxt, peer = peer, None
+            del self.waiting[nxt]
+            if not nxt.active or not nxt.peer_interested:
+                continue
+            self.heads.append(nxt)
+            self.promotions += 1
+            self.set_choking(nxt, False)
+            return True
+        return False
+
+    def _release(self) -> None:
+        """The first pass is over: every waiter is unchoked."""
+        waiting = list(self.waiting)
+        self.waiting.clear()
+        self.heads.clear()
+        self._stuck_heads.clear()
+        for peer in waiting:
+            if peer.active and peer.peer_interested:
+                self.set_choking(peer, False)
+
+    def tick(self, now: float) -> None:
+        """Chain liveness, every swarm tick: unchoke a waiter when the heads
+        leave the seeder's link idle for ``seed_head_idle`` (a head that asks
+        for nothing feeds no chain), when a head stops reading, and any
+        waiter after ``seed_head_wait`` (it may be unable to reach the
+        heads: no peer waits on one neighbour for ever)."""
+        if not self.waiting or not self._chain():
+            self._idle_since = None
+            return
+        self.heads = [h for h in self.heads if h.active]
+        if not self.heads:
+            self._promote()
+            return
+        if any(h.upload_queue for h in self.heads):
+            self._idle_since = None
+        elif self._idle_since is None:
+            self._idle_since = now
+        elif now - self._idle_since >= self.config.seed_head_idle:
+            self._idle_since = None
+            self._promote()
+        for head in self.heads:
+            if head not in self._stuck_heads and self._stuck(head, now):
+                self._stuck_heads.add(head)
+                self.log.info("{address} is not reading; one more peer may ask the seeder",
+                              address=head.address)
+                self._promote()
+                break
+        for peer, since in list(self.waiting.items()):
+            if now - since < self.config.seed_head_wait:
+                break  # oldest first
+            self._promote(peer)
 
     def set_choking(self, peer: Peer, choking: bool) -> None:
         if choking == peer.am_choking:
@@ -190,6 +288,12 @@ class Uploads:
         return self._turns.popleft()
 
     def forget(self, peer: Peer) -> None:
+        self.waiting.pop(peer, None)
+        self._stuck_heads.discard(peer)
+        if peer in self.heads:
+            self.heads.remove(peer)
+            if self._chain():
+                self._promote()
         if peer in self._active:
             self._active.remove(peer)
             self.turn_over(peer)
@@ -247,6 +351,8 @@ class Uploads:
                     self.uploaded_at_first_copy = self.uploaded
                     self.log.info("every piece has left once: {copies:.2f} copies uploaded "
                                   "so far", copies=self.uploaded / self.meta.total_length)
+                    if self.waiting or self.heads:
+                        self._release()
         self.limiter.uploaded(length)
 
     def _stuck(self, peer: Peer, now: float) -> bool:
