@@ -858,6 +858,25 @@ def summarize(records: list[dict]) -> list[dict]:
     return out
 
 
+def first_last_table(records: list[dict]) -> str:
+    """First and last receiver done (s after the gate, medians over the ok runs)
+    and every run's time ÷ bound: a chain shows as an early first receiver."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        groups.setdefault((r["n"], r["size_bytes"], r["rate_mbit"], r["method"]), []).append(r)
+    lines = ["  N method          first s   last s   single runs ÷bound"]
+    for (n, _, _, method), rs in sorted(groups.items()):
+        ok = [r for r in rs if r["status"] == "ok"]
+        firsts = [min(x["t_s"] for x in r["receivers"] if x["t_s"] is not None) for r in ok]
+        if not ok:
+            lines.append(f"{n:3d} {method:<14}        -        -   (no successful run)")
+            continue
+        lines.append(f"{n:3d} {method:<14} {statistics.median(firsts):8.2f} "
+                     f"{statistics.median(r['time_s'] for r in ok):8.2f}   "
+                     + ", ".join(f"{r['ratio']:.2f}" for r in ok))
+    return "\n".join(lines)
+
+
 def plot(records: list[dict], path: str) -> str | None:
     """Completion curves per method and N, with the lower bound. None if no matplotlib."""
     try:
@@ -1077,6 +1096,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeat > 1:
         print("\nmedians over repeats:")
         print(table(summary))
+    if any(r["status"] == "ok" for r in records):
+        print("\nfirst and last receiver (medians of the ok runs):")
+        print(first_last_table(records))
     report.update(records=records, summary=summary,
                   loadavg_end=os.getloadavg(), finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     if args.json:

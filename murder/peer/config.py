@@ -52,6 +52,10 @@ class SwarmConfig:
     #: seconds at the latest: a peer that cannot reach the others is never
     #: kept from the seeder for longer than that.
     seed_head_idle: float = 0.5
+    #: A peer, while it downloads: unchoke only this many interested peers
+    #: (its downstream in the chain), the same rules as ``seed_heads``; all
+    #: once it is complete.  0: every interested peer (turns among all).
+    peer_heads: int = 0
     seed_head_wait: float = 10.0
     #: Kernel send buffer per connection when slots are limited: small, so
     #: that a turn's data has left before the next turn starts.

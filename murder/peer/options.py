@@ -88,6 +88,8 @@ class _CommonOptions(usage.Options):
         ["seed-heads", None, SwarmConfig.seed_heads,
          "Seeder: until every piece has left once, unchoke only this many peers; the "
          "others fetch from them, a chain (0: all; peers ignore it).", int],
+        ["peer-heads", None, SwarmConfig.peer_heads,
+         "Peer: while downloading, unchoke only this many peers (0: all).", int],
         ["pipeline", None, 256, "Most 16 KiB requests outstanding per peer.", int],
         ["hash-threads", None, 0,
          "Threads that hash (SHA-1) and write downloaded pieces off the network thread "
@@ -154,6 +156,8 @@ class _CommonOptions(usage.Options):
             raise usage.UsageError("--hash-threads must be from 0 to 64")
         if self["seed-heads"] < 0:
             raise usage.UsageError("--seed-heads cannot be negative")
+        if self["peer-heads"] < 0:
+            raise usage.UsageError("--peer-heads cannot be negative")
         if self["turn-pieces"] < 1:
             raise usage.UsageError("--turn-pieces must be at least 1")
         try:
@@ -256,7 +260,7 @@ def config_from(options: _CommonOptions) -> RunConfig:
         request_size=options["request-size"], snub_timeout=options["snub-timeout"],
         turn_pieces=options["turn-pieces"],
         seed_poorest_first=bool(options["seed-poorest-first"]),
-        seed_heads=options["seed-heads"],
+        seed_heads=options["seed-heads"], peer_heads=options["peer-heads"],
     )
     common = dict(meta=meta, port=options["port"], bind=options["bind"], ip=options["ip"],
                   tracker_timeout=options["tracker-timeout"], trust=tuple(options["trust"]),

@@ -65,6 +65,7 @@ class Uploads:
         self.heads: list[Peer] = []
         self.waiting: dict[Peer, float] = {}
         self._idle_since: float | None = None
+        self._uploaded_mark = 0
         #: Heads found not reading; each one got a replacement head once.
         self._stuck_heads: set[Peer] = set()
         self.promotions = 0
@@ -87,7 +88,7 @@ class Uploads:
             return
         if not peer.am_choking or peer in self.waiting:
             return
-        if len(self.heads) < self.config.seed_heads:
+        if len(self.heads) < self._head_count():
             self.heads.append(peer)
             self.set_choking(peer, False)
         else:
@@ -95,9 +96,14 @@ class Uploads:
 
     # -------------------------------------------------------------- chain
     def _chain(self) -> bool:
-        """Is this a seeder in a chain first pass (``seed_heads``)?"""
-        return bool(self.config.seed_heads) and self.config.super_seed and \
-            self.first_copy_at is None
+        """Is this a seeder in a chain first pass (``seed_heads``), or a peer
+        still downloading with ``peer_heads``?"""
+        if self.config.super_seed:
+            return bool(self.config.seed_heads) and self.first_copy_at is None
+        return bool(self.config.peer_heads) and not self.picker.have.complete
+
+    def _head_count(self) -> int:
+        return self.config.seed_heads if self.config.super_seed else self.config.peer_heads
 
     def _promote(self, peer: Peer | None = None) -> bool:
         """Unchoke ``peer`` (default: the longest waiting) as one more head."""
@@ -131,14 +137,20 @@ class Uploads:
         for nothing feeds no chain), when a head stops reading, and any
         waiter after ``seed_head_wait`` (it may be unable to reach the
         heads: no peer waits on one neighbour for ever)."""
-        if not self.waiting or not self._chain():
+        previous, self._uploaded_mark = self._uploaded_mark, self.uploaded
+        if not self._chain():
+            if self.waiting or self.heads:
+                self._release()
+            self._idle_since = None
+            return
+        if not self.waiting:
             self._idle_since = None
             return
         self.heads = [h for h in self.heads if h.active]
         if not self.heads:
             self._promote()
             return
-        if any(h.upload_queue for h in self.heads):
+        if self.uploaded > previous or any(h.upload_queue for h in self.heads):
             self._idle_since = None
         elif self._idle_since is None:
             self._idle_since = now
@@ -220,12 +232,16 @@ class Uploads:
         if owner is peer:
             return True
         now = self.clock.seconds()
-        if owner is not None and owner.active and not self._stuck(owner, now) and \
-                self.picker.availability[index] == 0:
+        if owner is not None and self.picker.availability[index] == 0 and (
+                owner.active and not self._stuck(owner, now)
+                or not owner.active and owner.uploaded >= self.meta.total_length):
             # On its way to another peer, which will offer it as soon as it
             # verifies: asking again does not help.  Unless that peer stopped
             # reading (frozen, swapping): then the piece is not on its way, and
-            # refusing it to everyone else stalled the whole swarm.
+            # refusing it to everyone else stalled the whole swarm.  A peer
+            # that was sent the whole payload (a chain head) and then left
+            # is a seed that hung up on a seed: the others get it there (a
+            # request repeated after a refusal is still served, below).
             peer.seed_refused[index] = now
             self.refused_requests += 1
             return False
