@@ -329,7 +329,8 @@ class MurderMethod(Method):
     name = "murder"
 
     def __init__(self, name: str = "murder", extra: list[str] | None = None,
-                 command: str = MURDER, tracker_extra: list[str] | None = None) -> None:
+                 command: str = MURDER, tracker_extra: list[str] | None = None,
+                 seed_extra: list[str] | None = None) -> None:
         #: A ``--variant``: the same method with extra arguments for both
         #: ``murder seed`` and ``murder peer`` (same tuning options), or with
         #: another ``murder`` executable (``--variant-command``, e.g. an older
@@ -339,6 +340,8 @@ class MurderMethod(Method):
         self.command = command
         #: More arguments for our tracker (``--variant-tracker``).
         self.tracker_extra = list(tracker_extra or ())
+        #: More arguments for ``murder seed`` only (``--variant-seed``).
+        self.seed_extra = list(seed_extra or ())
 
     def unavailable(self, args: argparse.Namespace) -> str | None:
         for sub in ("seed", "peer"):
@@ -355,7 +358,8 @@ class MurderMethod(Method):
         s = ctx.topo.seeder
         seeder = ctx.spawn(s, "seeder", [self.command, "seed", "--torrent", self.torrent,
                                          "--file", ctx.payload.path, "--ip", s.addr,
-                                         *ctx.args.murder_seed_args, *self.extra])
+                                         *ctx.args.murder_seed_args, *self.extra,
+                                         *self.seed_extra])
         ctx.wait_seeded("murder", info_hash, seeder)
 
     def receiver(self, ctx: Context, host: Host, dest: str) -> tuple[list[str], dict, Receiver]:
@@ -957,6 +961,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="extra arguments for `murder tracker` in the murder method or "
                          "--variant NAME (shell-quoted), e.g. "
                          "'murder-li0=--leecher-interval=0'; repeatable")
+    ap.add_argument("--variant-seed", action="append", default=[], metavar="NAME=ARGS",
+                    help="more arguments for `murder seed` only, for the --variant NAME "
+                         "(shell-quoted), e.g. \"slots2=--upload-slots=2\" (repeatable)")
     ap.add_argument("--legacy-dist", action="append", default=[], metavar="NAME=DIR",
                     help="a method NAME that runs the legacy scripts of another dist folder "
                          "(e.g. an older checkout's contrib/capistrano_compat/dist) like "
@@ -995,6 +1002,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             ap.error(f"--variant-command {spec!r}: expected NAME=PATH to an executable")
         args.variant_commands[name] = path
         args.variants.setdefault(name, [])
+    args.variant_seeds = {}
+    for spec in args.variant_seed:
+        name, sep, extra = spec.partition("=")
+        if not sep or not name or name in ALL_METHODS:
+            ap.error(f"--variant-seed {spec!r}: expected NAME=ARGS for a variant")
+        args.variant_seeds[name.strip()] = shlex.split(extra)
+        args.variants.setdefault(name.strip(), [])
     args.variant_trackers = {}
     for spec in args.variant_tracker:
         name, sep, extra = spec.partition("=")
@@ -1065,7 +1079,7 @@ def main(argv: list[str] | None = None) -> int:
         methods = [METHODS[m]() if m in METHODS and m not in args.variant_trackers else
                    LegacyScriptsMethod(m, dist=args.legacy_dists[m]) if m in args.legacy_dists
                    else MurderMethod(m, args.variants.get(m), args.variant_commands.get(m, MURDER),
-                                     args.variant_trackers.get(m))
+                                     args.variant_trackers.get(m), args.variant_seeds.get(m))
                    for m in args.methods]
         print(table([]), flush=True)
         for size_mib in args.sizes_mib:
