@@ -57,6 +57,11 @@ class SwarmConfig:
     #: once it is complete.  0: every interested peer (turns among all).
     peer_heads: int = 0
     seed_head_wait: float = 10.0
+    #: With limited upload slots, the next turn goes to the waiting peer whose
+    #: next requested piece the fewest of our connections have (the rarest
+    #: spreads first), instead of the longest waiting; a waiter passed over
+    #: this many times goes next.  0: plain round-robin.  See bench/README.md.
+    rare_turns: int = 0
     #: Kernel send buffer per connection when slots are limited: small, so
     #: that a turn's data has left before the next turn starts.
     send_buffer: int = 128 * 1024

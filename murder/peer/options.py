@@ -90,6 +90,9 @@ class _CommonOptions(usage.Options):
          "others fetch from them, a chain (0: all; peers ignore it).", int],
         ["peer-heads", None, SwarmConfig.peer_heads,
          "Peer: while downloading, unchoke only this many peers (0: all).", int],
+        ["rare-turns", None, SwarmConfig.rare_turns,
+         "Next upload turn to the waiter asking for the rarest piece; one passed over "
+         "this many times goes next (0: round-robin).", int],
         ["pipeline", None, 256, "Most 16 KiB requests outstanding per peer.", int],
         ["hash-threads", None, 0,
          "Threads that hash (SHA-1) and write downloaded pieces off the network thread "
@@ -156,6 +159,8 @@ class _CommonOptions(usage.Options):
             raise usage.UsageError("--hash-threads must be from 0 to 64")
         if self["seed-heads"] < 0:
             raise usage.UsageError("--seed-heads cannot be negative")
+        if self["rare-turns"] < 0:
+            raise usage.UsageError("--rare-turns cannot be negative")
         if self["peer-heads"] < 0:
             raise usage.UsageError("--peer-heads cannot be negative")
         if self["turn-pieces"] < 1:
@@ -261,6 +266,7 @@ def config_from(options: _CommonOptions) -> RunConfig:
         turn_pieces=options["turn-pieces"],
         seed_poorest_first=bool(options["seed-poorest-first"]),
         seed_heads=options["seed-heads"], peer_heads=options["peer-heads"],
+        rare_turns=options["rare-turns"],
     )
     common = dict(meta=meta, port=options["port"], bind=options["bind"], ip=options["ip"],
                   tracker_timeout=options["tracker-timeout"], trust=tuple(options["trust"]),

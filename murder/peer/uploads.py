@@ -69,6 +69,8 @@ class Uploads:
         #: Heads found not reading; each one got a replacement head once.
         self._stuck_heads: set[Peer] = set()
         self.promotions = 0
+        #: ``rare_turns``: how often each waiter was passed over.
+        self._skipped: dict[Peer, int] = {}
 
     # ------------------------------------------------------------ choking
     def update_choke(self, peer: Peer) -> None:
@@ -301,10 +303,36 @@ class Uploads:
             poorest = min(self._turns, key=lambda p: p.bits.count)  # first of equals
             self._turns.remove(poorest)
             return poorest
+        if self.config.rare_turns and len(self._turns) > 1:
+            return self._rarest_turn()
         return self._turns.popleft()
+
+    def _rarest_turn(self) -> Peer:
+        """``rare_turns``: the waiter whose next piece the fewest of our
+        connections have goes first (the tail of a deploy is its rarest pieces:
+        each one forwarded sooner doubles its sources sooner).  A waiter passed
+        over ``rare_turns`` times goes next whatever it asks for, so every
+        wait stays bounded."""
+        first = self._turns[0]
+        if self._skipped.get(first, 0) >= self.config.rare_turns:
+            pick = first
+        else:
+            avail = self.picker.availability
+
+            def rarity(p: Peer) -> int:
+                return avail[p.upload_queue[0][0]] if p.upload_queue else 1 << 30
+            pick = min(self._turns, key=rarity)  # first of equals: the longest waiting
+        for p in self._turns:
+            if p is pick:
+                break
+            self._skipped[p] = self._skipped.get(p, 0) + 1
+        self._turns.remove(pick)
+        self._skipped.pop(pick, None)
+        return pick
 
     def forget(self, peer: Peer) -> None:
         self.waiting.pop(peer, None)
+        self._skipped.pop(peer, None)
         self._stuck_heads.discard(peer)
         if peer in self.heads:
             self.heads.remove(peer)
