@@ -94,6 +94,8 @@ class _CommonOptions(usage.Options):
          "Next upload turn to the waiter asking for the rarest piece; one passed over "
          "this many times goes next (0: round-robin).", int],
         ["pipeline", None, 256, "Most 16 KiB requests outstanding per peer.", int],
+        ["request-horizon", None, SwarmConfig.request_horizon,
+         "Seconds of data kept requested from each peer at its measured rate.", float],
         ["hash-threads", None, 0,
          "Threads that hash (SHA-1) and write downloaded pieces off the network thread "
          "(0: on it; a seeder downloads nothing). Helps only with spare cores: see "
@@ -159,6 +161,8 @@ class _CommonOptions(usage.Options):
             raise usage.UsageError("--hash-threads must be from 0 to 64")
         if self["seed-heads"] < 0:
             raise usage.UsageError("--seed-heads cannot be negative")
+        if not 0 < self["request-horizon"] <= 10:
+            raise usage.UsageError("--request-horizon must be above 0 and at most 10 seconds")
         if self["rare-turns"] < 0:
             raise usage.UsageError("--rare-turns cannot be negative")
         if self["peer-heads"] < 0:
@@ -266,7 +270,7 @@ def config_from(options: _CommonOptions) -> RunConfig:
         turn_pieces=options["turn-pieces"],
         seed_poorest_first=bool(options["seed-poorest-first"]),
         seed_heads=options["seed-heads"], peer_heads=options["peer-heads"],
-        rare_turns=options["rare-turns"],
+        rare_turns=options["rare-turns"], request_horizon=options["request-horizon"],
     )
     common = dict(meta=meta, port=options["port"], bind=options["bind"], ip=options["ip"],
                   tracker_timeout=options["tracker-timeout"], trust=tuple(options["trust"]),

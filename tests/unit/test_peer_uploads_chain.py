@@ -229,3 +229,31 @@ class SeedHeadsOptionTests:
         with pytest.raises(usage.UsageError, match="--seed-heads cannot be negative"):
             SeederOptions().parseOptions(["--torrent", self._torrent(tmp_path), "--file",
                                           str(tmp_path), "--seed-heads", "-1"])
+
+
+class RequestHorizonOptionTests:
+    """``--request-horizon`` (a benchmark knob) becomes ``SwarmConfig.request_horizon``."""
+
+    def _torrent(self, tmp_path) -> str:
+        meta, _ = build_torrent(_payload(PLEN), piece_length=PLEN)
+        path = tmp_path / "t.torrent"
+        path.write_bytes(meta.encode())
+        return str(path)
+
+    def test_flag_reaches_the_swarm_config(self, tmp_path):
+        """`murder peer --request-horizon 0.5` keeps 0.5 s requested; default 0.25."""
+        from murder.peer.options import PeerOptions, config_from
+
+        for extra, want in (([], 0.25), (["--request-horizon", "0.5"], 0.5)):
+            opts = PeerOptions()
+            opts.parseOptions(["--torrent", self._torrent(tmp_path), "--saveas",
+                               str(tmp_path / "x"), *extra])
+            assert config_from(opts).swarm.request_horizon == want
+
+    def test_zero_is_refused(self, tmp_path):
+        """--request-horizon 0 is a usage error with a clear message."""
+        from murder.peer.options import PeerOptions
+
+        with pytest.raises(usage.UsageError, match="--request-horizon must be above 0"):
+            PeerOptions().parseOptions(["--torrent", self._torrent(tmp_path), "--saveas",
+                                        str(tmp_path / "x"), "--request-horizon", "0"])
