@@ -234,16 +234,12 @@ class Uploads:
         if owner is peer:
             return True
         now = self.clock.seconds()
-        if owner is not None and self.picker.availability[index] == 0 and (
-                owner.active and not self._stuck(owner, now)
-                or not owner.active and owner.uploaded >= self.meta.total_length):
+        if owner is not None and owner.active and not self._stuck(owner, now) and \
+                self.picker.availability[index] == 0:
             # On its way to another peer, which will offer it as soon as it
             # verifies: asking again does not help.  Unless that peer stopped
             # reading (frozen, swapping): then the piece is not on its way, and
-            # refusing it to everyone else stalled the whole swarm.  A peer
-            # that was sent the whole payload (a chain head) and then left
-            # is a seed that hung up on a seed: the others get it there (a
-            # request repeated after a refusal is still served, below).
+            # refusing it to everyone else stalled the whole swarm.
             peer.seed_refused[index] = now
             self.refused_requests += 1
             return False
@@ -256,7 +252,12 @@ class Uploads:
                 return True
             self.refused_requests += 1
             return False
-        if self.picker.availability[index] > 0:
+        if self.picker.availability[index] > 0 or (
+                owner is not None and not owner.active and
+                owner.uploaded >= self.meta.total_length):
+            # Others have it.  Also when its owner was sent the whole payload
+            # and then hung up (a chain head that completed: a seed leaves a
+            # seed): the others most likely got it there.  Refused once only.
             peer.seed_refused[index] = now
             self.refused_requests += 1
             return False

@@ -202,6 +202,54 @@ class ChainSwarmTests:
         assert len(set(fleet.seeder.uploads._served_to.values())) == 1
         assert fleet.seeder.uploads.promotions == 0
 
+    def test_a_chain_of_peers_completes(self):
+        """seed_heads = 1 and peer_heads = 1 (each peer serves one downstream while
+        it downloads): all 8 peers still complete with the exact payload."""
+        import sys
+        import os
+        sys.path.insert(0, os.path.dirname(__file__))
+        from test_swarm_core import Fleet
+
+        fleet = Fleet(8, size=24 * 2**15, seed_heads=1, peer_heads=1)
+        fleet.announce_all()
+        fleet.run(30)
+        assert sorted(fleet.done) == list(range(8))
+        for swarm in fleet.peers:
+            assert bytes(swarm.storage.buffer) == fleet.data
+        assert fleet.seeder.uploaded <= 1.1 * fleet.meta.total_length
+
+
+class CompletedOwnerTests:
+    """Super-seeding (every mode): a peer that was sent the whole payload and then
+    hung up is a seed that left a seed; its pieces are not sent again at once."""
+
+    def test_pieces_of_a_completed_owner_that_left_are_refused_once(self):
+        """After A got every piece and disconnected, B's request for one of them
+        is refused; asked again a second later (B may be unable to reach A), served."""
+        seat = _Seeder(heads=0)
+        a, b = seat.peer("a"), seat.peer("b")
+        seat.ask(a, *range(PIECES))
+        a.active = False
+        seat.uploads.forget(a)
+        sent = len(seat.log)
+        seat.ask(b, 3)
+        assert len(seat.log) == sent  # refused
+        seat.clock.advance(1.0)
+        seat.ask(b, 3)
+        assert seat.log[sent:] == [("b", "piece 3:0"), ("b", f"piece 3:{BLOCK_SIZE}")]
+
+    def test_pieces_of_an_owner_that_left_early_are_served(self):
+        """An owner that left before it had everything (crashed) holds nothing:
+        its pieces go to the next asker at once."""
+        seat = _Seeder(heads=0)
+        a, b = seat.peer("a"), seat.peer("b")
+        seat.ask(a, 3)
+        a.active = False
+        seat.uploads.forget(a)
+        sent = len(seat.log)
+        seat.ask(b, 3)
+        assert seat.log[sent:] == [("b", "piece 3:0"), ("b", f"piece 3:{BLOCK_SIZE}")]
+
 
 class SeedHeadsOptionTests:
     """``--seed-heads`` on the command line becomes ``SwarmConfig.seed_heads``."""
