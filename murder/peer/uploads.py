@@ -19,6 +19,9 @@ ask the heads and each other, never the seeder, and each piece flows on a
 hop at a time behind the heads.  Waiters are unchoked when the heads leave
 the seeder's link idle, when a head stops reading, after ``seed_head_wait``
 at the latest, and all at once when every piece has left once.
+``peer_heads`` does the same for a peer while it downloads.  Both are off by
+default, as is ``rare_turns`` (rarest-first turn order): measured, neither
+won (bench/README.md, "Session 4").
 """
 
 from __future__ import annotations
@@ -162,7 +165,7 @@ class Uploads:
         for head in self.heads:
             if head not in self._stuck_heads and self._stuck(head, now):
                 self._stuck_heads.add(head)
-                self.log.info("{address} is not reading; one more peer may ask the seeder",
+                self.log.info("{address} is not reading; one more peer is unchoked",
                               address=head.address)
                 self._promote()
                 break
