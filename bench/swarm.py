@@ -329,7 +329,8 @@ class MurderMethod(Method):
     name = "murder"
 
     def __init__(self, name: str = "murder", extra: list[str] | None = None,
-                 command: str = MURDER, tracker_extra: list[str] | None = None) -> None:
+                 command: str = MURDER, tracker_extra: list[str] | None = None,
+                 seed_extra: list[str] | None = None) -> None:
         #: A ``--variant``: the same method with extra arguments for both
         #: ``murder seed`` and ``murder peer`` (same tuning options), or with
         #: another ``murder`` executable (``--variant-command``, e.g. an older
@@ -339,6 +340,8 @@ class MurderMethod(Method):
         self.command = command
         #: More arguments for our tracker (``--variant-tracker``).
         self.tracker_extra = list(tracker_extra or ())
+        #: More arguments for ``murder seed`` only (``--variant-seed``).
+        self.seed_extra = list(seed_extra or ())
 
     def unavailable(self, args: argparse.Namespace) -> str | None:
         for sub in ("seed", "peer"):
@@ -355,7 +358,8 @@ class MurderMethod(Method):
         s = ctx.topo.seeder
         seeder = ctx.spawn(s, "seeder", [self.command, "seed", "--torrent", self.torrent,
                                          "--file", ctx.payload.path, "--ip", s.addr,
-                                         *ctx.args.murder_seed_args, *self.extra])
+                                         *ctx.args.murder_seed_args, *self.extra,
+                                         *self.seed_extra])
         ctx.wait_seeded("murder", info_hash, seeder)
 
     def receiver(self, ctx: Context, host: Host, dest: str) -> tuple[list[str], dict, Receiver]:
@@ -858,6 +862,25 @@ def summarize(records: list[dict]) -> list[dict]:
     return out
 
 
+def first_last_table(records: list[dict]) -> str:
+    """First and last receiver done (s after the gate, medians over the ok runs)
+    and every run's time ÷ bound: a chain shows as an early first receiver."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        groups.setdefault((r["n"], r["size_bytes"], r["rate_mbit"], r["method"]), []).append(r)
+    lines = ["  N method          first s   last s   single runs ÷bound"]
+    for (n, _, _, method), rs in sorted(groups.items()):
+        ok = [r for r in rs if r["status"] == "ok"]
+        firsts = [min(x["t_s"] for x in r["receivers"] if x["t_s"] is not None) for r in ok]
+        if not ok:
+            lines.append(f"{n:3d} {method:<14}        -        -   (no successful run)")
+            continue
+        lines.append(f"{n:3d} {method:<14} {statistics.median(firsts):8.2f} "
+                     f"{statistics.median(r['time_s'] for r in ok):8.2f}   "
+                     + ", ".join(f"{r['ratio']:.2f}" for r in ok))
+    return "\n".join(lines)
+
+
 def plot(records: list[dict], path: str) -> str | None:
     """Completion curves per method and N, with the lower bound. None if no matplotlib."""
     try:
@@ -938,6 +961,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="extra arguments for `murder tracker` in the murder method or "
                          "--variant NAME (shell-quoted), e.g. "
                          "'murder-li0=--leecher-interval=0'; repeatable")
+    ap.add_argument("--variant-seed", action="append", default=[], metavar="NAME=ARGS",
+                    help="more arguments for `murder seed` only, for the --variant NAME "
+                         "(shell-quoted), e.g. \"slots2=--upload-slots=2\" (repeatable)")
     ap.add_argument("--legacy-dist", action="append", default=[], metavar="NAME=DIR",
                     help="a method NAME that runs the legacy scripts of another dist folder "
                          "(e.g. an older checkout's contrib/capistrano_compat/dist) like "
@@ -976,6 +1002,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             ap.error(f"--variant-command {spec!r}: expected NAME=PATH to an executable")
         args.variant_commands[name] = path
         args.variants.setdefault(name, [])
+    args.variant_seeds = {}
+    for spec in args.variant_seed:
+        name, sep, extra = spec.partition("=")
+        if not sep or not name or name in ALL_METHODS:
+            ap.error(f"--variant-seed {spec!r}: expected NAME=ARGS for a variant")
+        args.variant_seeds[name.strip()] = shlex.split(extra)
+        args.variants.setdefault(name.strip(), [])
     args.variant_trackers = {}
     for spec in args.variant_tracker:
         name, sep, extra = spec.partition("=")
@@ -1046,7 +1079,7 @@ def main(argv: list[str] | None = None) -> int:
         methods = [METHODS[m]() if m in METHODS and m not in args.variant_trackers else
                    LegacyScriptsMethod(m, dist=args.legacy_dists[m]) if m in args.legacy_dists
                    else MurderMethod(m, args.variants.get(m), args.variant_commands.get(m, MURDER),
-                                     args.variant_trackers.get(m))
+                                     args.variant_trackers.get(m), args.variant_seeds.get(m))
                    for m in args.methods]
         print(table([]), flush=True)
         for size_mib in args.sizes_mib:
@@ -1077,6 +1110,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeat > 1:
         print("\nmedians over repeats:")
         print(table(summary))
+    if any(r["status"] == "ok" for r in records):
+        print("\nfirst and last receiver (medians of the ok runs):")
+        print(first_last_table(records))
     report.update(records=records, summary=summary,
                   loadavg_end=os.getloadavg(), finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     if args.json:

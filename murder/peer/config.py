@@ -37,6 +37,31 @@ class SwarmConfig:
     #: else), not the one that waited longest.  Aims the first pass at new
     #: chain heads.  Experimental, off by default (bench/README.md).
     seed_poorest_first: bool = False
+    #: Seeder (super-seeding), until every piece has left once: unchoke only
+    #: this many interested peers (the *heads*); the others stay choked and
+    #: fetch from the heads and from each other.  The seeder's link then feeds
+    #: a few peers at full rate and every piece flows on peer to peer, a piece
+    #: a hop (the 2010 original's chain), instead of every peer getting a
+    #: share of the seeder and all finishing late together.  0: every
+    #: interested peer is unchoked (turns among all).  See bench/README.md
+    #: ("Session 4").
+    seed_heads: int = 0
+    #: A choked waiter is made a head when the heads leave the seeder's link
+    #: idle (no request queued from any head) this long, or when a head
+    #: stops reading (``stuck_turn_timeout``), or after ``seed_head_wait``
+    #: seconds at the latest: a peer that cannot reach the others is never
+    #: kept from the seeder for longer than that.
+    seed_head_idle: float = 0.5
+    #: A peer, while it downloads: unchoke only this many interested peers
+    #: (its downstream in the chain), the same rules as ``seed_heads``; all
+    #: once it is complete.  0: every interested peer (turns among all).
+    peer_heads: int = 0
+    seed_head_wait: float = 10.0
+    #: With limited upload slots, the next turn goes to the waiting peer whose
+    #: next requested piece the fewest of our connections have (the rarest
+    #: spreads first), instead of the longest waiting; a waiter passed over
+    #: this many times goes next.  0: plain round-robin.  See bench/README.md.
+    rare_turns: int = 0
     #: Kernel send buffer per connection when slots are limited: small, so
     #: that a turn's data has left before the next turn starts.
     send_buffer: int = 128 * 1024

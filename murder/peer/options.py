@@ -85,7 +85,17 @@ class _CommonOptions(usage.Options):
         ["turn-pieces", None, 1,
          "Pieces one upload turn may serve while others wait and the requester keeps "
          "asking (1: strict round-robin; more: sticky turns, chain-like).", int],
+        ["seed-heads", None, SwarmConfig.seed_heads,
+         "Seeder: until every piece has left once, unchoke only this many peers; the "
+         "others fetch from them, a chain (0: all; peers ignore it).", int],
+        ["peer-heads", None, SwarmConfig.peer_heads,
+         "Peer: while downloading, unchoke only this many peers (0: all).", int],
+        ["rare-turns", None, SwarmConfig.rare_turns,
+         "Next upload turn to the waiter asking for the rarest piece; one passed over "
+         "this many times goes next (0: round-robin).", int],
         ["pipeline", None, 256, "Most 16 KiB requests outstanding per peer.", int],
+        ["request-horizon", None, SwarmConfig.request_horizon,
+         "Seconds of data kept requested from each peer at its measured rate.", float],
         ["hash-threads", None, 0,
          "Threads that hash (SHA-1) and write downloaded pieces off the network thread "
          "(0: on it; a seeder downloads nothing). Helps only with spare cores: see "
@@ -149,6 +159,14 @@ class _CommonOptions(usage.Options):
             raise usage.UsageError("--upload-slots cannot be negative")
         if not 0 <= self["hash-threads"] <= 64:
             raise usage.UsageError("--hash-threads must be from 0 to 64")
+        if self["seed-heads"] < 0:
+            raise usage.UsageError("--seed-heads cannot be negative")
+        if not 0 < self["request-horizon"] <= 10:
+            raise usage.UsageError("--request-horizon must be above 0 and at most 10 seconds")
+        if self["rare-turns"] < 0:
+            raise usage.UsageError("--rare-turns cannot be negative")
+        if self["peer-heads"] < 0:
+            raise usage.UsageError("--peer-heads cannot be negative")
         if self["turn-pieces"] < 1:
             raise usage.UsageError("--turn-pieces must be at least 1")
         try:
@@ -251,6 +269,8 @@ def config_from(options: _CommonOptions) -> RunConfig:
         request_size=options["request-size"], snub_timeout=options["snub-timeout"],
         turn_pieces=options["turn-pieces"],
         seed_poorest_first=bool(options["seed-poorest-first"]),
+        seed_heads=options["seed-heads"], peer_heads=options["peer-heads"],
+        rare_turns=options["rare-turns"], request_horizon=options["request-horizon"],
     )
     common = dict(meta=meta, port=options["port"], bind=options["bind"], ip=options["ip"],
                   tracker_timeout=options["tracker-timeout"], trust=tuple(options["trust"]),

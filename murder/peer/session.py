@@ -352,3 +352,4 @@ class Swarm:
                 peer.link.drop("idle")
             elif not self.completion.held:
                 self.requests.fill(peer)
+        self.uploads.chain.tick(now)

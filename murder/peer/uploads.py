@@ -12,6 +12,10 @@ A seeder super-seeds: a request for a piece some connected peer already has
 (or that is on its way to one) is refused once with a BEP 6 REJECT, so the
 seeder's upload goes to pieces the swarm lacks; once every piece has left
 once, duplicates are served only up to ``seed_budget`` payload copies.
+
+``seed_heads``/``peer_heads`` (a chain first pass, :mod:`murder.peer.chain`)
+and ``rare_turns`` (rarest-first turn order) are off by default: measured,
+neither won (bench/README.md, "Session 4").
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from twisted.logger import Logger
 
 from murder.errors import ProtocolError, StorageError
 from murder.metainfo import Metainfo
+from murder.peer.chain import Chain
 from murder.peer.config import SwarmConfig
 from murder.peer.interfaces import Clock, Peer, PieceStore
 from murder.peer.picker import Picker
@@ -55,11 +60,19 @@ class Uploads:
         self._turns: deque[Peer] = deque()
         #: The last turn went to a far peer (``far_turns_first``).
         self._far_last = False
+        #: ``seed_heads``/``peer_heads``: who is unchoked in a chain first pass.
+        self.chain = Chain(self)
+        #: ``rare_turns``: how often each waiter was passed over.
+        self._skipped: dict[Peer, int] = {}
 
     # ------------------------------------------------------------ choking
     def update_choke(self, peer: Peer) -> None:
-        """Interest changed: every interested peer is unchoked (trusted hosts)."""
-        self.set_choking(peer, not peer.peer_interested)
+        """Interest changed: every interested peer is unchoked (trusted hosts),
+        except, in a chain first pass, those beyond ``seed_heads``: they wait."""
+        if not self.chain.on():
+            self.set_choking(peer, not peer.peer_interested)
+        else:
+            self.chain.update_choke(peer)
 
     def set_choking(self, peer: Peer, choking: bool) -> None:
         if choking == peer.am_choking:
@@ -124,7 +137,7 @@ class Uploads:
         if owner is peer:
             return True
         now = self.clock.seconds()
-        if owner is not None and owner.active and not self._stuck(owner, now) and \
+        if owner is not None and owner.active and not self.stuck(owner, now) and \
                 self.picker.availability[index] == 0:
             # On its way to another peer, which will offer it as soon as it
             # verifies: asking again does not help.  Unless that peer stopped
@@ -142,7 +155,12 @@ class Uploads:
                 return True
             self.refused_requests += 1
             return False
-        if self.picker.availability[index] > 0:
+        if self.picker.availability[index] > 0 or (
+                owner is not None and not owner.active and
+                owner.uploaded >= self.meta.total_length):
+            # Others have it.  Also when its owner was sent the whole payload
+            # and then hung up (a chain head that completed: a seed leaves a
+            # seed): the others most likely got it there.  Refused once only.
             peer.seed_refused[index] = now
             self.refused_requests += 1
             return False
@@ -198,9 +216,36 @@ class Uploads:
                     self._far_last = True
                     return far
             self._far_last = False
+        if self.config.rare_turns and len(self._turns) > 1:
+            return self._rarest_turn()
         return self._turns.popleft()
 
+    def _rarest_turn(self) -> Peer:
+        """``rare_turns``: the waiter whose next piece the fewest of our
+        connections have goes first (the tail of a deploy is its rarest pieces:
+        each one forwarded sooner doubles its sources sooner).  A waiter passed
+        over ``rare_turns`` times goes next whatever it asks for, so every
+        wait stays bounded."""
+        first = self._turns[0]
+        if self._skipped.get(first, 0) >= self.config.rare_turns:
+            pick = first
+        else:
+            avail = self.picker.availability
+
+            def rarity(p: Peer) -> int:
+                return avail[p.upload_queue[0][0]] if p.upload_queue else 1 << 30
+            pick = min(self._turns, key=rarity)  # first of equals: the longest waiting
+        for p in self._turns:
+            if p is pick:
+                break
+            self._skipped[p] = self._skipped.get(p, 0) + 1
+        self._turns.remove(pick)
+        self._skipped.pop(pick, None)
+        return pick
+
     def forget(self, peer: Peer) -> None:
+        self._skipped.pop(peer, None)
+        self.chain.forget(peer)
         if peer in self._active:
             self._active.remove(peer)
             self.turn_over(peer)
@@ -258,9 +303,10 @@ class Uploads:
                     self.uploaded_at_first_copy = self.uploaded
                     self.log.info("every piece has left once: {copies:.2f} copies uploaded "
                                   "so far", copies=self.uploaded / self.meta.total_length)
+                    self.chain.release()
         self.limiter.uploaded(length)
 
-    def _stuck(self, peer: Peer, now: float) -> bool:
+    def stuck(self, peer: Peer, now: float) -> bool:
         """Has ``peer`` not drained its socket for ``stuck_turn_timeout``?"""
         return peer.paused_since is not None and \
             now - peer.paused_since > self.config.stuck_turn_timeout
@@ -270,7 +316,7 @@ class Uploads:
         turn, tell it we are alive; while its turn makes no progress (its
         socket does not drain: a wedged downloader), pass the turn on."""
         if peer in self._active:
-            if self._turns and self._stuck(peer, now):
+            if self._turns and self.stuck(peer, now):
                 self.log.info("{address} is not reading; its upload turn passes",
                               address=peer.address)
                 self._active.remove(peer)

@@ -41,7 +41,7 @@ class LayoutTests:
     def test_swarm_core_does_not_import_the_protocol(self):
         """session.py and the modules it is split into import no protocol, reactor or socket."""
         core = ["session", "admission", "requests", "uploads", "ratelimit", "blame",
-                "completion", "picker", "interfaces", "config"]
+                "completion", "nearness", "chain", "picker", "interfaces", "config"]
         forbidden = {"murder.peer.protocol", "twisted.internet.reactor", "socket"}
         found = []
         for name in core:

@@ -1,0 +1,307 @@
+"""The seeder's chain first pass (``SwarmConfig.seed_heads``) in memory, with a Clock.
+
+Until every piece has left once, a super-seeding seeder unchokes only
+``seed_heads`` interested peers; the others stay choked, so they ask the heads
+and each other and every piece flows on a hop at a time (the 2010 original's
+chain, without its 30 s rotation).  These tests pin the liveness rules that
+keep a choked peer from waiting on the seeder for ever: a waiter is unchoked
+when the heads leave the seeder's link idle, when a head stops reading, after
+``seed_head_wait`` at the latest, and all at once when the first pass ends.
+"""
+
+from __future__ import annotations
+
+import pytest
+from twisted.internet.task import Clock
+from twisted.python import usage
+
+from murder.peer.config import SwarmConfig
+from murder.peer.interfaces import Peer
+from murder.peer.picker import Picker
+from murder.peer.ratelimit import RateLimiter
+from murder.peer.uploads import Uploads
+from murder.peer.wire import BLOCK_SIZE, Bitfield
+from murder.testing import MemoryStorage, build_torrent
+from murder.testing import pattern as _payload
+
+PLEN = 2 * BLOCK_SIZE
+PIECES = 8
+
+
+class _Link:
+    """A PeerLink that records pieces sent and chokes/unchokes; other sends are no-ops."""
+
+    def __init__(self, name: str, log: list[tuple[str, str]]) -> None:
+        self.address = (name, 1)
+        self.outgoing = False
+        self.peer_id = name.encode().ljust(20, b"-")
+        self.fast = True
+        self.log = log
+
+    def send_piece(self, index: int, begin: int, data: bytes) -> None:
+        self.log.append((self.address[0], f"piece {index}:{begin}"))
+
+    def send_choke(self) -> None:
+        self.log.append((self.address[0], "choke"))
+
+    def send_unchoke(self) -> None:
+        self.log.append((self.address[0], "unchoke"))
+
+    def __getattr__(self, name: str):
+        return lambda *args: None
+
+
+class _Seeder:
+    """An :class:`Uploads` of a super-seeding seeder holding every piece."""
+
+    def __init__(self, heads: int = 1, **config) -> None:
+        meta, data = build_torrent(_payload(PIECES * PLEN), piece_length=PLEN)
+        self.clock = Clock()
+        picker = Picker(meta.num_pieces, piece_length=PLEN, total_length=meta.total_length)
+        for i in range(meta.num_pieces):
+            picker.mark_have(i)
+        limiter = RateLimiter(self.clock, 0, 0, resume_upload=lambda p: None)
+        cfg = SwarmConfig(super_seed=True, seed_heads=heads, **config)
+        self.uploads = Uploads(self.clock, cfg, meta, picker, MemoryStorage(meta, data), limiter)
+        self.log: list[tuple[str, str]] = []
+
+    def peer(self, name: str) -> Peer:
+        """A peer connects (it has nothing) and says it is interested."""
+        peer = Peer(_Link(name, self.log), Bitfield(PIECES))
+        peer.peer_interested = True
+        self.uploads.update_choke(peer)
+        return peer
+
+    def ask(self, peer: Peer, *pieces: int) -> None:
+        for index in pieces:
+            for begin in (0, BLOCK_SIZE):
+                self.uploads.got_request(peer, index, begin, BLOCK_SIZE)
+
+    def tick(self, seconds: float, step: float = 0.25) -> None:
+        for _ in range(round(seconds / step)):
+            self.clock.advance(step)
+            self.uploads.chain.tick(self.clock.seconds())
+
+    def unchoked(self) -> list[str]:
+        return [name for name, what in self.log if what == "unchoke"]
+
+
+class ChainFirstPassTests:
+    """Who the seeder unchokes during its first pass, and when a waiter's turn comes."""
+
+    def test_off_by_default_every_interested_peer_is_unchoked(self):
+        """seed_heads = 0 (the default): all interested peers are unchoked at once."""
+        assert SwarmConfig().seed_heads == 0
+        seat = _Seeder(heads=0)
+        for name in "abc":
+            seat.peer(name)
+        assert seat.unchoked() == ["a", "b", "c"]
+
+    def test_only_the_heads_are_unchoked(self):
+        """seed_heads = 2: the first two interested peers are unchoked, the third
+        waits choked (so it sends the seeder no requests: none can pile up)."""
+        seat = _Seeder(heads=2)
+        a, b, c = (seat.peer(name) for name in "abc")
+        assert seat.unchoked() == ["a", "b"]
+        assert c.am_choking and list(seat.uploads.chain.waiting) == [c]
+
+    def test_a_busy_head_keeps_the_waiters_choked(self):
+        """While the head always has requests queued (its socket paused, so they
+        stay queued), no waiter is unchoked before seed_head_wait."""
+        seat = _Seeder(heads=1, seed_head_wait=10.0)
+        a, b = seat.peer("a"), seat.peer("b")
+        a.send_paused = True  # the link is full: the head's requests stay queued
+        seat.ask(a, 0, 1, 2)
+        seat.tick(5.0)
+        assert b.am_choking and seat.unchoked() == ["a"]
+
+    def test_an_idle_head_lets_the_next_waiter_in(self):
+        """A head that asks for nothing leaves the seeder's link idle: after
+        seed_head_idle the longest-waiting peer is unchoked as another head."""
+        seat = _Seeder(heads=1, seed_head_idle=0.5, seed_head_wait=10.0)
+        a, b, c = (seat.peer(name) for name in "abc")
+        seat.tick(0.25)
+        assert b.am_choking
+        seat.tick(0.5)
+        assert not b.am_choking and c.am_choking
+        assert seat.unchoked() == ["a", "b"]
+
+    def test_a_head_that_leaves_is_replaced(self):
+        """The head disconnects: the longest-waiting peer takes its place at once."""
+        seat = _Seeder(heads=1)
+        a, b, c = (seat.peer(name) for name in "abc")
+        a.active = False
+        seat.uploads.forget(a)
+        assert not b.am_choking and c.am_choking
+
+    def test_a_head_that_loses_interest_is_replaced(self):
+        """A head that wants nothing more (it has everything) is replaced."""
+        seat = _Seeder(heads=1)
+        a, b = seat.peer("a"), seat.peer("b")
+        a.peer_interested = False
+        seat.uploads.update_choke(a)
+        assert a.am_choking and not b.am_choking
+
+    def test_a_head_that_stops_reading_gets_a_second_head_beside_it(self):
+        """A head whose socket has not drained for stuck_turn_timeout (wedged) is
+        no chain: one waiter is unchoked beside it, once per stuck head."""
+        seat = _Seeder(heads=1, stuck_turn_timeout=2.0, seed_head_wait=10.0)
+        a, b, c = (seat.peer(name) for name in "abc")
+        a.send_paused, a.paused_since = True, seat.clock.seconds()
+        seat.ask(a, 0, 1)
+        seat.tick(1.75)
+        assert b.am_choking
+        seat.tick(0.5)
+        assert not b.am_choking and c.am_choking
+        seat.tick(1.0)
+        assert c.am_choking
+
+    def test_no_peer_waits_longer_than_seed_head_wait(self):
+        """Even behind a head that keeps the seeder busy, a waiter (it may be unable
+        to reach the head) is unchoked after seed_head_wait."""
+        seat = _Seeder(heads=1, seed_head_wait=3.0)
+        a, b = seat.peer("a"), seat.peer("b")
+        a.send_paused = True
+        seat.ask(a, 0, 1, 2, 3)
+        seat.tick(2.75)
+        assert b.am_choking
+        seat.tick(0.5)
+        assert not b.am_choking
+
+    def test_every_waiter_is_unchoked_when_the_first_pass_ends(self):
+        """Once every piece has left once the chain is over: all waiters are
+        unchoked, and a peer that becomes interested later is unchoked at once."""
+        seat = _Seeder(heads=1, seed_head_wait=100.0)
+        a, b, c = (seat.peer(name) for name in "abc")
+        seat.ask(a, *range(PIECES))
+        assert seat.uploads.first_copy_at is not None
+        assert not b.am_choking and not c.am_choking
+        d = seat.peer("d")
+        assert not d.am_choking
+
+
+class ChainSwarmTests:
+    """Whole deploys in memory with the chain on."""
+
+    def test_every_peer_completes_and_the_seeder_sends_about_one_copy(self):
+        """seed_heads = 1, 8 peers: all complete with the exact payload, the
+        seeder uploads ≤ 1.1 copies, and in its first pass it sent to the head only."""
+        import sys
+        import os
+        sys.path.insert(0, os.path.dirname(__file__))
+        from test_swarm_core import Fleet
+
+        fleet = Fleet(8, size=24 * 2**15, seed_heads=1, seed_head_wait=100.0)
+        fleet.announce_all()
+        fleet.run(30)
+        assert sorted(fleet.done) == list(range(8))
+        for swarm in fleet.peers:
+            assert bytes(swarm.storage.buffer) == fleet.data
+        assert fleet.seeder.uploaded <= 1.1 * fleet.meta.total_length
+        # Every piece's first copy went to the one head.
+        assert len(set(fleet.seeder.uploads._served_to.values())) == 1
+        assert fleet.seeder.uploads.chain.promotions == 0
+
+    def test_a_chain_of_peers_completes(self):
+        """seed_heads = 1 and peer_heads = 1 (each peer serves one downstream while
+        it downloads): all 8 peers still complete with the exact payload."""
+        import sys
+        import os
+        sys.path.insert(0, os.path.dirname(__file__))
+        from test_swarm_core import Fleet
+
+        fleet = Fleet(8, size=24 * 2**15, seed_heads=1, peer_heads=1)
+        fleet.announce_all()
+        fleet.run(30)
+        assert sorted(fleet.done) == list(range(8))
+        for swarm in fleet.peers:
+            assert bytes(swarm.storage.buffer) == fleet.data
+        assert fleet.seeder.uploaded <= 1.1 * fleet.meta.total_length
+
+
+class CompletedOwnerTests:
+    """Super-seeding (every mode): a peer that was sent the whole payload and then
+    hung up is a seed that left a seed; its pieces are not sent again at once."""
+
+    def test_pieces_of_a_completed_owner_that_left_are_refused_once(self):
+        """After A got every piece and disconnected, B's request for one of them
+        is refused; asked again a second later (B may be unable to reach A), served."""
+        seat = _Seeder(heads=0)
+        a, b = seat.peer("a"), seat.peer("b")
+        seat.ask(a, *range(PIECES))
+        a.active = False
+        seat.uploads.forget(a)
+        sent = len(seat.log)
+        seat.ask(b, 3)
+        assert len(seat.log) == sent  # refused
+        seat.clock.advance(1.0)
+        seat.ask(b, 3)
+        assert seat.log[sent:] == [("b", "piece 3:0"), ("b", f"piece 3:{BLOCK_SIZE}")]
+
+    def test_pieces_of_an_owner_that_left_early_are_served(self):
+        """An owner that left before it had everything (crashed) holds nothing:
+        its pieces go to the next asker at once."""
+        seat = _Seeder(heads=0)
+        a, b = seat.peer("a"), seat.peer("b")
+        seat.ask(a, 3)
+        a.active = False
+        seat.uploads.forget(a)
+        sent = len(seat.log)
+        seat.ask(b, 3)
+        assert seat.log[sent:] == [("b", "piece 3:0"), ("b", f"piece 3:{BLOCK_SIZE}")]
+
+
+class SeedHeadsOptionTests:
+    """``--seed-heads`` on the command line becomes ``SwarmConfig.seed_heads``."""
+
+    def _torrent(self, tmp_path) -> str:
+        meta, _ = build_torrent(_payload(PLEN), piece_length=PLEN)
+        path = tmp_path / "t.torrent"
+        path.write_bytes(meta.encode())
+        return str(path)
+
+    def test_flag_reaches_the_swarm_config(self, tmp_path):
+        """`murder seed --seed-heads 2` runs the swarm with seed_heads=2 (super-seeding)."""
+        from murder.peer.options import SeederOptions, config_from
+
+        opts = SeederOptions()
+        opts.parseOptions(["--torrent", self._torrent(tmp_path), "--file", str(tmp_path),
+                           "--seed-heads", "2"])
+        swarm = config_from(opts).swarm
+        assert swarm.seed_heads == 2 and swarm.super_seed
+
+    def test_negative_is_refused(self, tmp_path):
+        """--seed-heads -1 is a usage error with a clear message."""
+        from murder.peer.options import SeederOptions
+
+        with pytest.raises(usage.UsageError, match="--seed-heads cannot be negative"):
+            SeederOptions().parseOptions(["--torrent", self._torrent(tmp_path), "--file",
+                                          str(tmp_path), "--seed-heads", "-1"])
+
+
+class RequestHorizonOptionTests:
+    """``--request-horizon`` (a benchmark knob) becomes ``SwarmConfig.request_horizon``."""
+
+    def _torrent(self, tmp_path) -> str:
+        meta, _ = build_torrent(_payload(PLEN), piece_length=PLEN)
+        path = tmp_path / "t.torrent"
+        path.write_bytes(meta.encode())
+        return str(path)
+
+    def test_flag_reaches_the_swarm_config(self, tmp_path):
+        """`murder peer --request-horizon 0.5` keeps 0.5 s requested; default 0.25."""
+        from murder.peer.options import PeerOptions, config_from
+
+        for extra, want in (([], 0.25), (["--request-horizon", "0.5"], 0.5)):
+            opts = PeerOptions()
+            opts.parseOptions(["--torrent", self._torrent(tmp_path), "--saveas",
+                               str(tmp_path / "x"), *extra])
+            assert config_from(opts).swarm.request_horizon == want
+
+    def test_zero_is_refused(self, tmp_path):
+        """--request-horizon 0 is a usage error with a clear message."""
+        from murder.peer.options import PeerOptions
+
+        with pytest.raises(usage.UsageError, match="--request-horizon must be above 0"):
+            PeerOptions().parseOptions(["--torrent", self._torrent(tmp_path), "--saveas",
+                                        str(tmp_path / "x"), "--request-horizon", "0"])
