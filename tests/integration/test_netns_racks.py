@@ -98,3 +98,46 @@ class RackNetnsTests:
                 f"cross-rack {cross:.1f} Mbit/s exceeds the {topo.uplink_mbit:g} Mbit/s uplink"
         left = set(topo.namespaces) & set(netns.list_namespaces())
         assert left == set()
+
+
+@pytest.mark.netns
+@pytest.mark.integration
+class RacksBenchSmokeTests:
+    """bench/racks.py end to end on 2 racks × 2 hosts (2 MiB, 200 Mbit/s hosts)."""
+
+    def test_both_policies_deliver_and_rack_1_takes_the_payload_over_its_uplink(
+            self, tmp_path: Path) -> None:
+        """random and rack handouts each deliver a sha256-verified payload to all 4
+        peers; rack 1 (no seeder) took in at least one payload over its uplink in
+        each run; the run leaves no namespace or work directory behind."""
+        import json
+        import subprocess
+
+        reason = netns.netns_available()
+        if reason:
+            pytest.skip(reason)
+        out = tmp_path / "racks.json"
+        proc = subprocess.Popen(
+            [sys.executable, str(REPO / "bench" / "racks.py"), "real", "--racks", "2",
+             "--hosts-per-rack", "2", "--size-mib", "2", "--rate-mbit", "200", "--repeat", "1",
+             "--no-verify-shaping", "--run-timeout", "40", "--timeout", "100",
+             "--workdir", str(tmp_path), "--json", str(out)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            output, _ = proc.communicate(timeout=110)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        report = json.loads(out.read_text())
+        assert [r["policy"] for r in report["records"]] == ["random", "rack"], output
+        for rec in report["records"]:
+            assert rec["status"] == "ok", f"{rec['policy']}: {rec.get('reason')}\n{output}"
+            assert len(rec["receivers"]) == 4
+            assert all(r["t_s"] is not None and r["failure"] is None for r in rec["receivers"])
+            assert rec["uplink_in_bytes"][1] >= rec["size_bytes"]
+            assert rec["cross_rack_ratio"] > 0
+        left = [ns for ns in netns.list_namespaces() if ns.startswith(f"mzb{proc.pid}x")]
+        assert left == []
+        assert proc.returncode == 0, output
+        assert [p.name for p in tmp_path.iterdir()] == ["racks.json"]

@@ -1,0 +1,522 @@
+#!/usr/bin/env python3
+"""Rack benchmark: random vs rack-aware peer handout with real processes, racks of hosts.
+
+``real``: every run builds a fresh `netns.RackTopology` — racks of hosts on
+per-rack bridges, joined by a spine over uplinks shaped to hosts_per_rack ×
+rate ÷ oversubscription each way — and deploys one payload with our tracker,
+``murder seed`` (rack 0) and one ``murder peer`` per host, exactly as
+bench/swarm.py's ``murder`` method does (same launch gate, sha256-checked
+completion).  Policies alternate within each repeat, so they share the
+machine's load: ``random`` (``murder tracker``) and ``rack`` (``murder
+tracker --topology FILE``, the file `RackTopology.write_topology` wrote).
+
+``sim``: the same setting in ``murder simulate`` (run with ``nice -n 19``;
+virtual time, so it needs neither root nor the bench lock).
+
+``compare``: the two side by side.
+
+    flock /tmp/bench.lock .venv/bin/python bench/racks.py real --repeat 3 \\
+        --json bench/results/racks-real.json
+    .venv/bin/python bench/racks.py sim --json bench/results/racks-sim.json
+    .venv/bin/python bench/racks.py compare bench/results/racks-real.json \\
+        bench/results/racks-sim.json
+
+Figures per run: time to the last host; the plain Kumar–Ross bound (ignores
+racks); a rack-aware lower bound (below); seeder upload ÷ F (frames with
+headers, as swarm.py); bytes that crossed rack uplinks ÷ (F × racks), from
+the rack-side uplink veth's tx counter (frames with headers, after the
+shaper; the spine side's counter is saved too); the slowest rack; qdisc
+drops; CPU saturation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import swarm  # noqa: E402  (bench/swarm.py: payload, Context, MurderMethod, monitor)
+from gate import is_parked, stop_all  # noqa: E402
+from netns import (Interrupted, RackTopology, cleanup_stale, install_signal_handlers,  # noqa: E402
+                   list_namespaces, netns_available, verify_racks)
+
+POLICIES = ("random", "rack")
+
+
+# ------------------------------------------------------------------ bounds
+def bounds(size: int, n: int, racks: int, rate_bytes: float, uplink_bytes: float) -> dict:
+    """Lower bounds on the time to the last host, and one non-bound reference.
+
+    ``plain``: Kumar–Ross, max(F/u_s, F/d, N·F/(u_s + Σu)) — ignores racks.
+    ``rack``: plain, and each cut the uplinks impose: every rack without the
+    seeder must take in at least F over its downlink (F/D), and the seeder's
+    rack must send F out over its uplink (F/U).  A lower bound for any
+    schedule; it exceeds the plain one only when F/D > F/u, i.e. when the
+    uplink is slower than one host.
+    ``uniform_sourcing``: not a bound — the time if every host drew its bytes
+    evenly from all others (a rack-blind swarm): each rack then takes in
+    hosts_per_rack × F × (R−1)/R over its downlink.
+    """
+    plain = swarm.kumar_ross_bound(size, rate_bytes, rate_bytes, [rate_bytes] * n)
+    rack = max(plain, size / uplink_bytes) if racks > 1 else plain
+    hpr = n // racks
+    uniform = max(plain, hpr * size * (racks - 1) / racks / uplink_bytes) if racks > 1 else plain
+    return {"plain_s": plain, "rack_s": rack, "uniform_sourcing_s": uniform}
+
+
+# ------------------------------------------------------------------ real runs
+def _listening_times(logdir: str, receivers: list, t0_wall: float) -> list[float | None]:
+    """Seconds from the gate to each peer's '… on port N' start-up log line (None: not seen).
+
+    The peer's log lines start with the local time of day to the millisecond
+    (``12:47:02.191 murder peer: …``); read after the run, so the run itself
+    pays nothing.  Used to choose the simulator's start-up delay.
+    """
+    lt = time.localtime(t0_wall)
+    base = lt.tm_hour * 3600 + lt.tm_min * 60 + lt.tm_sec + (t0_wall % 1.0)
+    out: list[float | None] = []
+    for r in receivers:
+        found = None
+        try:
+            with open(os.path.join(logdir, f"peer-{r.host.index}.log"), errors="replace") as f:
+                found = next((line for line in f if " on port " in line), None)
+        except OSError:
+            pass
+        try:
+            h, m, sec = found.split(" ", 1)[0].split(":")  # type: ignore[union-attr]
+            delta = (int(h) * 3600 + int(m) * 60 + float(sec) - base) % 86400
+            out.append(delta if delta < 43200 else None)
+        except (AttributeError, ValueError):
+            out.append(None)
+    return out
+
+
+def run_one(policy: str, repeat: int, payload: swarm.Payload, args: argparse.Namespace,
+            sampler: swarm.CpuSampler, root: str) -> dict:
+    """One policy on a fresh rack topology; returns the run's record."""
+    n = args.racks * args.hosts_per_rack
+    size = payload.size
+    topo = RackTopology(n_peers=n, rate_mbit=args.rate_mbit, racks=args.racks,
+                        oversubscription=args.oversubscription, queue_ms=args.queue_ms)
+    b = bounds(size, n, args.racks, topo.rate_bytes, topo.uplink_bytes_per_s)
+    rec: dict = {"policy": policy, "n": n, "racks": args.racks,
+                 "hosts_per_rack": args.hosts_per_rack, "size_bytes": size,
+                 "rate_mbit": args.rate_mbit, "oversubscription": args.oversubscription,
+                 "uplink_mbit": topo.uplink_mbit, "repeat": repeat, "status": "ok",
+                 "bound_s": b["plain_s"], **{f"bound_{k}": v for k, v in b.items()}}
+    workdir = tempfile.mkdtemp(prefix=f"{policy}-r{repeat}-", dir=root)
+    run_timeout = args.run_timeout or max(90.0, 4.0 * b["uniform_sourcing_s"] + 60.0)
+    receivers: list[swarm.Receiver] = []
+    with topo:
+        tracker_extra = list(args.tracker_args)
+        if policy == "rack":
+            tracker_extra += ["--topology", topo.write_topology(
+                os.path.join(workdir, "racks.topology"))]
+        method = swarm.MurderMethod(policy, extra=None, tracker_extra=tracker_extra)
+        ctx = swarm.Context(topo, payload, workdir, args)
+        try:
+            method.start_infra(ctx)
+            for host in topo.peers:
+                dest = os.path.join(workdir, f"dest-{host.index}")
+                os.makedirs(dest)
+                argv, env, r = method.receiver(ctx, host, dest)
+                r.expected_size = size
+                r.proc = ctx.spawn(host, "peer", argv, env=env, gated=True)
+                receivers.append(r)
+            ctx.wait_until("receivers parked at the gate",
+                           lambda: all(is_parked(r.proc.pid, ctx.gate) for r in receivers),
+                           60, [r.proc for r in receivers])
+            for p in ctx.infra + [r.proc for r in receivers]:
+                p.snapshot_gate()
+            tx0 = topo.link_bytes(topo.seeder)["tx_bytes"]
+            up0 = topo.uplink_bytes()
+            t0_wall = time.time()
+            t0 = ctx.gate.open()
+            swarm.monitor(receivers, payload, t0 + run_timeout)
+            t_end = max((r.t_done for r in receivers if r.t_done), default=time.monotonic())
+            tx1 = topo.link_bytes(topo.seeder)["tx_bytes"]
+            up1 = topo.uplink_bytes()
+            method.after_run(ctx, rec, time.monotonic() - t0)
+            rec["qdisc_drops"] = topo.qdisc_drops()
+        except Exception as e:  # noqa: BLE001 - a failed run is a result, not a crash
+            rec.update(status="failed", reason=f"{type(e).__name__}: {e}")
+            t0 = t_end = time.monotonic()
+            t0_wall = time.time()
+            tx0 = tx1 = 0
+            up0 = up1 = [{"out": 0, "in": 0} for _ in range(args.racks)]
+        finally:
+            stop_all([r.proc for r in receivers if r.proc])
+            stop_all(ctx.infra)
+            ctx.gate.close()
+    failures = [f"{r.host.addr}: {r.failure}" for r in receivers if r.failure]
+    if failures and rec["status"] == "ok":
+        rec.update(status="failed", reason="; ".join(failures[:4]))
+    xout = [a["out"] - b_["out"] for a, b_ in zip(up1, up0)]
+    xin = [a["in"] - b_["in"] for a, b_ in zip(up1, up0)]
+    per_rack: dict[int, float] = {}
+    for r in receivers:
+        if r.t_done:
+            per_rack[r.host.rack] = max(per_rack.get(r.host.rack, 0.0), r.t_done - t0)
+    listening = _listening_times(ctx.logdir, receivers, t0_wall)
+    seen = [x for x in listening if x is not None]
+    peers_cpu = sum(r.proc.cpu_after_gate or 0.0 for r in receivers if r.proc)
+    rec.update({
+        "time_s": (t_end - t0) if rec["status"] == "ok" else None,
+        "receivers": [{"addr": r.host.addr, "rack": r.host.rack,
+                       "t_s": (r.t_done - t0) if r.t_done else None, "failure": r.failure,
+                       "cpu_s": r.proc.cpu_after_gate if r.proc else None,
+                       "listening_s": listening[i]}
+                      for i, r in enumerate(receivers)],
+        "rack_last_s": [per_rack.get(k) for k in range(args.racks)],
+        "seeder_upload_bytes": tx1 - tx0,
+        "seeder_upload_ratio": (tx1 - tx0) / size,
+        "uplink_out_bytes": xout,
+        "uplink_in_bytes": xin,
+        "cross_rack_ratio": sum(xout) / (size * args.racks),
+        "cross_rack_in_ratio": sum(xin) / (size * args.racks),
+        "startup_s_max": max(seen) if seen else None,
+        "peers_cpu_s": peers_cpu,
+        "cpu_saturation": sampler.saturation(t0, t_end),
+    })
+    if rec["time_s"] is not None:
+        rec["ratio"] = rec["time_s"] / b["plain_s"]
+        rec["ratio_rack"] = rec["time_s"] / b["rack_s"]
+    if rec["status"] == "failed":
+        kept = os.path.join(args.failed_logs, os.path.basename(workdir))
+        shutil.copytree(ctx.logdir, kept, dirs_exist_ok=True)
+        rec["logs"] = kept
+    if not args.keep:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return rec
+
+
+COLUMNS = ("policy", "run", "time s", "plain s", "÷plain", "rack LB s", "÷rackLB",
+           "seed up÷F", "xrack÷F·R", "slowest rack s", "drops", "CPU sat %")
+
+
+def _f(v: float | None, fmt: str) -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def row(rec: dict) -> list[str]:
+    run = str(rec["repeat"])
+    if rec["status"] != "ok":
+        return [rec["policy"], run, rec["status"].upper()] + [""] * (len(COLUMNS) - 3)
+    return [rec["policy"], run, _f(rec["time_s"], ".2f"), _f(rec["bound_plain_s"], ".2f"),
+            _f(rec.get("ratio"), ".2f"), _f(rec["bound_rack_s"], ".2f"),
+            _f(rec.get("ratio_rack"), ".2f"), _f(rec["seeder_upload_ratio"], ".2f"),
+            _f(rec["cross_rack_ratio"], ".2f"),
+            _f(max((x for x in rec["rack_last_s"] if x is not None), default=None), ".2f"),
+            str(rec.get("qdisc_drops", "-")),
+            _f(None if rec.get("cpu_saturation") is None else 100 * rec["cpu_saturation"], ".0f")]
+
+
+def table(records: list[dict], header: bool = True) -> str:
+    rows = ([list(COLUMNS)] if header else []) + [row(r) for r in records]
+    widths = [max([len(COLUMNS[i]), 8] + [len(r[i]) for r in rows]) for i in range(len(COLUMNS))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in
+                       enumerate(zip(r, widths))) for r in rows]
+    lines += [f"  {r['policy']} #{r['repeat']}: {r['status']}: {r.get('reason')}"
+              + (f" [logs kept in {r['logs']}]" if r.get("logs") else "")
+              for r in records if r["status"] != "ok"]
+    return "\n".join(lines)
+
+
+def summarize(records: list[dict]) -> list[dict]:
+    """Median over repeats per policy of the ok runs."""
+    out = []
+    for policy in dict.fromkeys(r["policy"] for r in records):
+        rs = [r for r in records if r["policy"] == policy]
+        ok = [r for r in rs if r["status"] == "ok"]
+        if not ok:
+            out.append(dict(rs[0], repeat="all"))
+            continue
+        med = {k: ok[0][k] for k in ("policy", "n", "racks", "hosts_per_rack", "size_bytes",
+                                     "rate_mbit", "oversubscription", "uplink_mbit",
+                                     "bound_s", "bound_plain_s", "bound_rack_s",
+                                     "bound_uniform_sourcing_s")}
+        med.update(repeat="median", status="ok", runs=len(rs), ok_runs=len(ok))
+        for key in ("time_s", "ratio", "ratio_rack", "seeder_upload_ratio", "cross_rack_ratio",
+                    "cross_rack_in_ratio", "qdisc_drops", "cpu_saturation", "startup_s_max",
+                    "peers_cpu_s"):
+            vals = [r[key] for r in ok if r.get(key) is not None]
+            med[key] = statistics.median(vals) if vals else None
+        med["rack_last_s"] = [statistics.median(v) if v else None for v in
+                              ([r["rack_last_s"][k] for r in ok if r["rack_last_s"][k] is not None]
+                               for k in range(ok[0]["racks"]))]
+        out.append(med)
+    return out
+
+
+def speedups(summary: list[dict], records: list[dict]) -> list[str]:
+    """random ÷ other policy: of the medians, and per repeat (same repeat = adjacent runs)."""
+    med = {s["policy"]: s for s in summary if s.get("time_s")}
+    lines = []
+    if "random" not in med:
+        return lines
+    for policy, s in med.items():
+        if policy == "random":
+            continue
+        pairs = []
+        for rep in sorted({r["repeat"] for r in records}):
+            a = [r["time_s"] for r in records if r["repeat"] == rep and r["policy"] == "random"
+                 and r.get("time_s")]
+            b = [r["time_s"] for r in records if r["repeat"] == rep and r["policy"] == policy
+                 and r.get("time_s")]
+            if a and b:
+                pairs.append(a[0] / b[0])
+        lines.append(f"random ÷ {policy}: {med['random']['time_s'] / s['time_s']:.2f}× "
+                     f"(medians); per repeat: {', '.join(f'{x:.2f}' for x in pairs)}")
+    return lines
+
+
+def cmd_real(args: argparse.Namespace) -> int:
+    reason = netns_available()
+    if reason:
+        print(f"racks.py: {reason}; run as root on a kernel with network namespaces",
+              file=sys.stderr)
+        return 2
+    if args.hosts_per_rack < 1 or args.racks < 2:
+        print("racks.py: need at least 2 racks of at least 1 host", file=sys.stderr)
+        return 2
+    install_signal_handlers(args.timeout)
+    import murder
+    subprocess.run([sys.executable, "-m", "compileall", "-q", os.path.dirname(murder.__file__)],
+                   stdout=subprocess.DEVNULL, check=False)
+    stale = cleanup_stale()
+    if stale:
+        print(f"removed stale namespaces of dead runs: {' '.join(stale)}")
+    base = args.workdir or ("/dev/shm" if os.path.isdir("/dev/shm") else None)
+    root = tempfile.mkdtemp(prefix=f"mzr{os.getpid()}-", dir=base)
+    args.root = root
+    n = args.racks * args.hosts_per_rack
+    report: dict = {"config": {k: v for k, v in vars(args).items() if k != "func"},
+                    "host": {"cpus": os.cpu_count(), "loadavg_start": os.getloadavg()},
+                    "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    records: list[dict] = []
+    sampler = swarm.CpuSampler().start()
+    status = 0
+    try:
+        if args.verify_shaping:
+            check = verify_racks(args.rate_mbit, args.oversubscription)
+            report["shaping_check"] = check
+            print(f"shaping check (2 racks × 2 hosts, {check['configured_mbit']:g} Mbit/s hosts, "
+                  f"{check['uplink_mbit']:g} Mbit/s uplinks): in-rack stream "
+                  f"{check['in_rack']:.1f}, cross-rack stream {check['cross_rack']:.1f} Mbit/s "
+                  f"(goodput)")
+        payload = swarm.make_payload(os.path.join(root, "src"), int(args.size_mib * 2**20))
+        uplink = args.hosts_per_rack * args.rate_mbit / args.oversubscription
+        print(f"{args.racks} racks × {args.hosts_per_rack} hosts (N={n}) at {args.rate_mbit:g} "
+              f"Mbit/s, uplinks {uplink:g} Mbit/s ({args.oversubscription:g}:1), "
+              f"{payload.size / 2**20:g} MiB, piece length {args.piece_length}; "
+              f"tracker args {args.tracker_args}, peer args {args.murder_peer_args}")
+        print(table([]), flush=True)
+        for repeat in range(args.repeat):
+            for policy in args.policies:
+                rec = run_one(policy, repeat, payload, args, sampler, root)
+                records.append(rec)
+                print(table([rec], header=False), flush=True)
+    except (KeyboardInterrupt, Interrupted) as e:
+        print(f"racks.py: interrupted ({e or 'SIGINT'}); tearing down", file=sys.stderr)
+        status = 130
+    except Exception as e:  # noqa: BLE001 - report what we have, then fail
+        print(f"racks.py: {type(e).__name__}: {e}; stopping", file=sys.stderr)
+        report["error"] = f"{type(e).__name__}: {e}"
+        status = 1
+    finally:
+        signal.alarm(0)
+        sampler.stop()
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    summary = summarize(records)
+    if records:
+        b = records[0]
+        print(f"\nbounds: plain Kumar–Ross {b['bound_plain_s']:.2f} s (ignores racks); "
+              f"rack-aware lower bound {b['bound_rack_s']:.2f} s (also F ÷ uplink "
+              f"= {b['size_bytes'] / (b['uplink_mbit'] * 1e6 / 8):.2f} s); "
+              f"uniform sourcing (not a bound: every host draws evenly from all others) "
+              f"{b['bound_uniform_sourcing_s']:.2f} s")
+    print("\nmedians over repeats:")
+    print(table(summary))
+    for line in speedups(summary, records):
+        print(line)
+    report.update(records=records, summary=summary, loadavg_end=os.getloadavg(),
+                  finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    if args.json:
+        _write_json(args.json, report)
+        print(f"wrote {args.json}")
+    left = [ns for ns in list_namespaces() if ns.startswith(f"mzb{os.getpid()}x")]
+    if left:
+        print(f"WARNING: namespaces left behind: {left}", file=sys.stderr)
+        status = status or 1
+    if any(r["status"] == "failed" for r in records):
+        status = status or 1
+    return status
+
+
+def _write_json(path: str, doc: dict) -> None:
+    """Write ``doc`` to ``path`` via a temp file renamed over it (nothing half-written)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(doc, f, indent=1, default=str)
+    os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------ simulator
+def sim_argv(args: argparse.Namespace, out: str) -> list[str]:
+    """The ``murder simulate`` command line for the same setting as ``real``."""
+    n = args.racks * args.hosts_per_rack
+    argv = [swarm.MURDER, "simulate", "--hosts", str(n), "--hosts-per-rack",
+            str(args.hosts_per_rack), "--nic", f"{args.rate_mbit:g}M",
+            "--oversubscription", f"{args.oversubscription:g}",
+            "--payload", str(int(args.size_mib * 2**20)),
+            "--piece-length", str(args.piece_length),
+            "--real-piece-length", str(args.piece_length),
+            "--startup", args.startup, "--policy", ",".join(args.policies),
+            "--json", out, *args.sim_args]
+    return argv
+
+
+def cmd_sim(args: argparse.Namespace) -> int:
+    results = []
+    for seed in args.seeds:
+        out = f"{args.json}.seed{seed}.tmp"
+        argv = ["nice", "-n", "19", *sim_argv(args, out), "--seed", str(seed)]
+        print("$", shlex.join(argv), flush=True)
+        t = time.monotonic()
+        proc = subprocess.run(argv, timeout=args.timeout)
+        if proc.returncode != 0:
+            print(f"racks.py: murder simulate exited {proc.returncode}", file=sys.stderr)
+            return 1
+        with open(out) as f:
+            doc = json.load(f)
+        os.unlink(out)
+        for r in doc["results"]:
+            r["seed"] = seed
+            r["wall_total_s"] = time.monotonic() - t
+        results.extend(doc["results"])
+    _write_json(args.json, {"argv": sim_argv(args, "OUT"), "seeds": args.seeds,
+                            "results": results})
+    print(f"wrote {args.json}")
+    return 0
+
+
+# ------------------------------------------------------------------ compare
+def cmd_compare(args: argparse.Namespace) -> int:
+    with open(args.real) as f:
+        real = json.load(f)
+    with open(args.sim) as f:
+        sim = json.load(f)
+    print(f"{'policy':10} {'real s':>7} {'real ÷plain':>11} {'sim s':>7} {'sim ÷plain':>10} "
+          f"{'sim/real':>8}  {'real xrack':>10} {'sim xrack':>9}  {'real seed':>9} "
+          f"{'sim seed':>8}")
+    rows = []
+    for s in real["summary"]:
+        if not s.get("time_s"):
+            continue
+        sims = [r for r in sim["results"] if r["config"]["policy"] == s["policy"]]
+        t = [r["time_to_last"] for r in sims if r.get("time_to_last") is not None]
+        if not t:
+            continue
+        st = statistics.median(t)
+        xr = statistics.median(r["cross_rack_ratio"] for r in sims)
+        su = statistics.median(r["seeder_upload_ratio"] for r in sims)
+        ratio = st / s["time_s"]
+        rows.append({"policy": s["policy"], "real_s": s["time_s"], "sim_s": st,
+                     "sim_over_real": ratio, "real_xrack": s["cross_rack_ratio"],
+                     "sim_xrack": xr, "within_15pct": abs(ratio - 1) <= 0.15})
+        print(f"{s['policy']:10} {s['time_s']:7.2f} {s['ratio']:11.2f} {st:7.2f} "
+              f"{st / s['bound_plain_s']:10.2f} {ratio:8.2f}  {s['cross_rack_ratio']:10.2f} "
+              f"{xr:9.2f}  {s['seeder_upload_ratio']:9.2f} {su:8.2f}")
+    med = {r["policy"]: r for r in rows}
+    if "random" in med and "rack" in med:
+        print(f"random ÷ rack: real {med['random']['real_s'] / med['rack']['real_s']:.2f}×, "
+              f"sim {med['random']['sim_s'] / med['rack']['sim_s']:.2f}×")
+    if args.json:
+        _write_json(args.json, {"real": args.real, "sim": args.sim, "rows": rows})
+        print(f"wrote {args.json}")
+    return 0
+
+
+# ---------------------------------------------------------------------- cli
+def _setting(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--racks", type=int, default=4)
+    ap.add_argument("--hosts-per-rack", type=int, default=8)
+    ap.add_argument("--rate-mbit", type=float, default=40.0,
+                    help="per-host rate each way, Mbit/s (default 40)")
+    ap.add_argument("--oversubscription", type=float, default=4.0,
+                    help="rack uplink = hosts-per-rack × rate ÷ this (default 4)")
+    ap.add_argument("--size-mib", type=float, default=16.0)
+    ap.add_argument("--piece-length", type=int, default=131072,
+                    help="torrent piece length in bytes (default 128 KiB, as calibrated)")
+    ap.add_argument("--policies", default=",".join(POLICIES),
+                    type=lambda s: [p.strip() for p in s.split(",") if p.strip()],
+                    help="random (plain tracker), rack (tracker --topology)")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    real = sub.add_parser("real", help="real processes on emulated racks (root)")
+    _setting(real)
+    real.add_argument("--repeat", type=int, default=3)
+    real.add_argument("--json")
+    real.add_argument("--tracker-arg", dest="tracker_args", action="append", default=[],
+                      help="extra argument for `murder tracker` in every policy "
+                           "(e.g. --tracker-arg=--numwant-max=8)")
+    real.add_argument("--murder-seed-arg", dest="murder_seed_args", action="append", default=[])
+    real.add_argument("--murder-peer-arg", dest="murder_peer_args", action="append", default=[])
+    real.add_argument("--queue-ms", type=float, default=100.0)
+    real.add_argument("--run-timeout", type=float, default=None)
+    real.add_argument("--setup-timeout", type=float, default=60.0)
+    real.add_argument("--timeout", type=float, default=570.0,
+                      help="global timeout, s; everything is torn down (default 570)")
+    real.add_argument("--no-verify-shaping", dest="verify_shaping", action="store_false")
+    real.add_argument("--workdir", default=None)
+    real.add_argument("--keep", action="store_true")
+    real.add_argument("--failed-logs", default="/tmp/mzb-failed-logs")
+    real.set_defaults(func=cmd_real)
+    sim = sub.add_parser("sim", help="the same setting in `murder simulate` (nice 19)")
+    _setting(sim)
+    sim.add_argument("--startup", default="1.7:3.4",
+                     help="per-host start-up delay for the simulator, MIN:MAX s "
+                          "(default 1.7:3.4, bench/README's N=32 calibration)")
+    sim.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[1])
+    sim.add_argument("--sim-arg", dest="sim_args", action="append", default=[],
+                     help="extra argument for `murder simulate` (e.g. --sim-arg=--numwant=8)")
+    sim.add_argument("--timeout", type=float, default=1800.0)
+    sim.add_argument("--json", required=True)
+    sim.set_defaults(func=cmd_sim)
+    cmp_ = sub.add_parser("compare", help="real vs simulated, side by side")
+    cmp_.add_argument("real")
+    cmp_.add_argument("sim")
+    cmp_.add_argument("--json")
+    cmp_.set_defaults(func=cmd_compare)
+    args = ap.parse_args(argv)
+    if args.cmd != "compare":
+        bad = set(args.policies) - set(POLICIES)
+        if bad:
+            ap.error(f"unknown policies: {', '.join(sorted(bad))} (known: {', '.join(POLICIES)})")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
