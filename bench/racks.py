@@ -119,11 +119,15 @@ def run_one(policy: str, repeat: int, payload: swarm.Payload, args: argparse.Nam
     run_timeout = args.run_timeout or max(90.0, 4.0 * b["uniform_sourcing_s"] + 60.0)
     receivers: list[swarm.Receiver] = []
     with topo:
-        tracker_extra = list(args.tracker_args)
-        if policy == "rack":
+        base, peer_extra = args.variants.get(policy, (policy, []))
+        tracker_extra = list(args.tracker_args) + args.variant_trackers.get(policy, [])
+        if base == "rack":
             tracker_extra += ["--topology", topo.write_topology(
                 os.path.join(workdir, "racks.topology"))]
-        method = swarm.MurderMethod(policy, extra=None, tracker_extra=tracker_extra)
+        rec["base_policy"] = base
+        rec["peer_args"] = list(args.murder_peer_args) + peer_extra
+        rec["tracker_args"] = tracker_extra
+        method = swarm.MurderMethod(policy, extra=peer_extra, tracker_extra=tracker_extra)
         ctx = swarm.Context(topo, payload, workdir, args)
         try:
             method.start_infra(ctx)
@@ -242,7 +246,7 @@ def summarize(records: list[dict]) -> list[dict]:
         if not ok:
             out.append(dict(rs[0], repeat="all"))
             continue
-        med = {k: ok[0][k] for k in ("policy", "n", "racks", "hosts_per_rack", "size_bytes",
+        med = {k: ok[0].get(k) for k in ("policy", "base_policy", "n", "racks", "hosts_per_rack", "size_bytes",
                                      "rate_mbit", "oversubscription", "uplink_mbit",
                                      "bound_s", "bound_plain_s", "bound_rack_s",
                                      "bound_uniform_sourcing_s")}
@@ -260,23 +264,29 @@ def summarize(records: list[dict]) -> list[dict]:
 
 
 def speedups(summary: list[dict], records: list[dict]) -> list[str]:
-    """random ÷ other policy: of the medians, and per repeat (same repeat = adjacent runs)."""
+    """Time of a random-handout policy ÷ time of a rack one: of the medians, and per repeat.
+
+    Each rack policy P is paired with the random one named like P with "rack"
+    replaced by "random" (``rack-nw8`` with ``random-nw8``), else ``random``.
+    """
     med = {s["policy"]: s for s in summary if s.get("time_s")}
     lines = []
-    if "random" not in med:
-        return lines
     for policy, s in med.items():
-        if policy == "random":
+        if s.get("base_policy", policy) == "random" or policy.startswith("random"):
+            continue
+        other = policy.replace("rack", "random", 1)
+        other = other if other in med else "random"
+        if other not in med:
             continue
         pairs = []
         for rep in sorted({r["repeat"] for r in records}):
-            a = [r["time_s"] for r in records if r["repeat"] == rep and r["policy"] == "random"
+            a = [r["time_s"] for r in records if r["repeat"] == rep and r["policy"] == other
                  and r.get("time_s")]
             b = [r["time_s"] for r in records if r["repeat"] == rep and r["policy"] == policy
                  and r.get("time_s")]
             if a and b:
                 pairs.append(a[0] / b[0])
-        lines.append(f"random ÷ {policy}: {med['random']['time_s'] / s['time_s']:.2f}× "
+        lines.append(f"{other} ÷ {policy}: {med[other]['time_s'] / s['time_s']:.2f}× "
                      f"(medians); per repeat: {', '.join(f'{x:.2f}' for x in pairs)}")
     return lines
 
@@ -423,10 +433,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
           f"{'sim/real':>8}  {'real xrack':>10} {'sim xrack':>9}  {'real seed':>9} "
           f"{'sim seed':>8}")
     rows = []
+    pairs = dict(p.split("=", 1) for p in args.pair)
     for s in real["summary"]:
-        if not s.get("time_s"):
+        if not s.get("time_s") or (args.pair and s["policy"] not in pairs):
             continue
-        sims = [r for r in sim["results"] if r["config"]["policy"] == s["policy"]]
+        sim_policy = pairs.get(s["policy"], s["policy"])
+        sims = [r for r in sim["results"] if r["config"]["policy"] == sim_policy]
         t = [r["time_to_last"] for r in sims if r.get("time_to_last") is not None]
         if not t:
             continue
@@ -434,16 +446,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
         xr = statistics.median(r["cross_rack_ratio"] for r in sims)
         su = statistics.median(r["seeder_upload_ratio"] for r in sims)
         ratio = st / s["time_s"]
-        rows.append({"policy": s["policy"], "real_s": s["time_s"], "sim_s": st,
+        rows.append({"policy": s["policy"], "sim_policy": sim_policy, "real_s": s["time_s"], "sim_s": st,
                      "sim_over_real": ratio, "real_xrack": s["cross_rack_ratio"],
                      "sim_xrack": xr, "within_15pct": abs(ratio - 1) <= 0.15})
         print(f"{s['policy']:10} {s['time_s']:7.2f} {s['ratio']:11.2f} {st:7.2f} "
               f"{st / s['bound_plain_s']:10.2f} {ratio:8.2f}  {s['cross_rack_ratio']:10.2f} "
               f"{xr:9.2f}  {s['seeder_upload_ratio']:9.2f} {su:8.2f}")
-    med = {r["policy"]: r for r in rows}
+    med = {r["sim_policy"]: r for r in rows}
     if "random" in med and "rack" in med:
-        print(f"random ÷ rack: real {med['random']['real_s'] / med['rack']['real_s']:.2f}×, "
-              f"sim {med['random']['sim_s'] / med['rack']['sim_s']:.2f}×")
+        a, b = med["random"], med["rack"]
+        print(f"{a['policy']} ÷ {b['policy']}: real {a['real_s'] / b['real_s']:.2f}×, "
+              f"sim {a['sim_s'] / b['sim_s']:.2f}×")
     if args.json:
         _write_json(args.json, {"real": args.real, "sim": args.sim, "rows": rows})
         print(f"wrote {args.json}")
@@ -479,6 +492,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                            "(e.g. --tracker-arg=--numwant-max=8)")
     real.add_argument("--murder-seed-arg", dest="murder_seed_args", action="append", default=[])
     real.add_argument("--murder-peer-arg", dest="murder_peer_args", action="append", default=[])
+    real.add_argument("--variant", action="append", default=[], metavar="NAME=BASE [ARGS]",
+                      help="another policy NAME run side by side: BASE (random or rack) "
+                           "plus extra `murder seed`/`murder peer` arguments (shell-quoted); "
+                           "list NAME in --policies (repeatable)")
+    real.add_argument("--variant-tracker", action="append", default=[], metavar="NAME=ARGS",
+                      help="extra `murder tracker` arguments for --variant NAME, e.g. "
+                           "'rack-nw8=--numwant-max=8 --numwant-default=8' (repeatable)")
     real.add_argument("--queue-ms", type=float, default=100.0)
     real.add_argument("--run-timeout", type=float, default=None)
     real.add_argument("--setup-timeout", type=float, default=60.0)
@@ -503,11 +523,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     cmp_ = sub.add_parser("compare", help="real vs simulated, side by side")
     cmp_.add_argument("real")
     cmp_.add_argument("sim")
+    cmp_.add_argument("--pair", action="append", default=[], metavar="REAL=SIM",
+                      help="compare the real policy/variant REAL with the simulated policy "
+                           "SIM (repeatable; default: equal names)")
     cmp_.add_argument("--json")
     cmp_.set_defaults(func=cmd_compare)
     args = ap.parse_args(argv)
-    if args.cmd != "compare":
+    args.variants, args.variant_trackers = {}, {}
+    for spec in getattr(args, "variant", []):
+        name, sep, rest = spec.partition("=")
+        words = shlex.split(rest)
+        if not sep or not words or words[0] not in POLICIES or name in POLICIES:
+            ap.error(f"--variant {spec!r}: expected NAME=BASE [ARGS], BASE one of "
+                     f"{', '.join(POLICIES)}")
+        args.variants[name] = (words[0], words[1:])
+    for spec in getattr(args, "variant_tracker", []):
+        name, sep, rest = spec.partition("=")
+        if not sep or name not in args.variants:
+            ap.error(f"--variant-tracker {spec!r}: expected NAME=ARGS for a --variant NAME")
+        args.variant_trackers[name] = shlex.split(rest)
+    if args.cmd == "sim":
         bad = set(args.policies) - set(POLICIES)
+        if bad:
+            ap.error(f"unknown policies: {', '.join(sorted(bad))} (known: {', '.join(POLICIES)})")
+    elif args.cmd == "real":
+        bad = set(args.policies) - set(POLICIES) - set(args.variants)
         if bad:
             ap.error(f"unknown policies: {', '.join(sorted(bad))} (known: {', '.join(POLICIES)})")
     return args
