@@ -385,40 +385,67 @@ def _write_json(path: str, doc: dict) -> None:
 
 
 # ------------------------------------------------------------------ simulator
-def sim_argv(args: argparse.Namespace, out: str) -> list[str]:
-    """The ``murder simulate`` command line for the same setting as ``real``."""
-    n = args.racks * args.hosts_per_rack
-    argv = [swarm.MURDER, "simulate", "--hosts", str(n), "--hosts-per-rack",
-            str(args.hosts_per_rack), "--nic", f"{args.rate_mbit:g}M",
-            "--oversubscription", f"{args.oversubscription:g}",
-            "--payload", str(int(args.size_mib * 2**20)),
-            "--piece-length", str(args.piece_length),
-            "--real-piece-length", str(args.piece_length),
-            "--startup", args.startup, "--policy", ",".join(args.policies),
-            "--json", out, *args.sim_args]
-    return argv
+def measured_startup(path: str) -> str:
+    """``MIN:MAX`` start-up delay for the simulator from a ``real`` run's JSON.
+
+    Per ok run, the first and the last peer's gate → listening time (peer log
+    lines); the medians of those over the runs.  The simulator draws each
+    host's start uniformly in [MIN, MAX].
+    """
+    with open(path) as f:
+        real = json.load(f)
+    lo, hi = [], []
+    for r in real["records"]:
+        seen = [x["listening_s"] for x in r["receivers"] if x.get("listening_s") is not None]
+        if r["status"] == "ok" and seen:
+            lo.append(min(seen))
+            hi.append(max(seen))
+    if not lo:
+        raise SystemExit(f"racks.py: {path} has no start-up times")
+    return f"{statistics.median(lo):.2f}:{statistics.median(hi):.2f}"
+
+
+def sim_config(args: argparse.Namespace, policy: str, seed: int):
+    """The `FleetConfig` for the same setting as ``real`` (full fidelity: every byte real)."""
+    from murder.sim.fleet import FleetConfig
+
+    lo, _, hi = args.startup.partition(":")
+    return FleetConfig(
+        hosts=args.racks * args.hosts_per_rack, hosts_per_rack=args.hosts_per_rack,
+        nic_bps=args.rate_mbit * 1e6, oversubscription=args.oversubscription,
+        payload=int(args.size_mib * 2**20), piece_length=args.piece_length,
+        real_piece_length=args.piece_length, startup_min=float(lo),
+        startup_max=float(hi or lo), policy=policy, numwant=args.numwant,
+        max_connections=args.max_connections, seed=seed,
+        cpu_cores=args.cpu_cores if args.cpu_s_per_gib else 0.0,
+        cpu_s_per_gib=args.cpu_s_per_gib)
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
+    """Run the simulator in this process (``nice 19``: it does not need the bench lock)."""
+    from murder.sim.cli import HEADER, summary_line
+    from murder.sim.fleet import build_and_run
+
+    os.nice(19)
+    if args.startup_from:
+        args.startup = measured_startup(args.startup_from)
+        print(f"start-up delay from {args.startup_from}: uniform in {args.startup} s")
+    cpu = (f", shared CPU {args.cpu_cores:g} cores × {args.cpu_s_per_gib:g} CPU-s/GiB"
+           if args.cpu_s_per_gib else "")
+    print(f"simulated: {args.racks} racks × {args.hosts_per_rack} at {args.rate_mbit:g} Mbit/s, "
+          f"{args.oversubscription:g}:1, {args.size_mib:g} MiB, pieces {args.piece_length}, "
+          f"numwant {args.numwant}, start-up {args.startup} s{cpu}; seeds {args.seeds}")
+    print("seed " + HEADER, flush=True)
     results = []
     for seed in args.seeds:
-        out = f"{args.json}.seed{seed}.tmp"
-        argv = ["nice", "-n", "19", *sim_argv(args, out), "--seed", str(seed)]
-        print("$", shlex.join(argv), flush=True)
-        t = time.monotonic()
-        proc = subprocess.run(argv, timeout=args.timeout)
-        if proc.returncode != 0:
-            print(f"racks.py: murder simulate exited {proc.returncode}", file=sys.stderr)
-            return 1
-        with open(out) as f:
-            doc = json.load(f)
-        os.unlink(out)
-        for r in doc["results"]:
-            r["seed"] = seed
-            r["wall_total_s"] = time.monotonic() - t
-        results.extend(doc["results"])
-    _write_json(args.json, {"argv": sim_argv(args, "OUT"), "seeds": args.seeds,
-                            "results": results})
+        for policy in args.policies:
+            r = build_and_run(sim_config(args, policy, seed))
+            print(f"{seed:4d} " + summary_line(r), flush=True)
+            doc = r.to_json()
+            doc["seed"] = seed
+            results.append(doc)
+    _write_json(args.json, {"startup": args.startup, "startup_from": args.startup_from,
+                            "seeds": args.seeds, "results": results})
     print(f"wrote {args.json}")
     return 0
 
@@ -514,10 +541,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     sim.add_argument("--startup", default="1.7:3.4",
                      help="per-host start-up delay for the simulator, MIN:MAX s "
                           "(default 1.7:3.4, bench/README's N=32 calibration)")
+    sim.add_argument("--startup-from", default=None, metavar="REAL_JSON",
+                     help="take --startup from a `real` run's measured start-up times "
+                          "(median first and last peer listening after the gate)")
     sim.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[1])
-    sim.add_argument("--sim-arg", dest="sim_args", action="append", default=[],
-                     help="extra argument for `murder simulate` (e.g. --sim-arg=--numwant=8)")
-    sim.add_argument("--timeout", type=float, default=1800.0)
+    sim.add_argument("--numwant", type=int, default=500,
+                     help="peers per tracker reply (the real runs' --numwant-max) (default 500)")
+    sim.add_argument("--max-connections", type=int, default=200)
+    sim.add_argument("--cpu-s-per-gib", type=float, default=0.0,
+                     help="model the bench machine's shared CPU: CPU-s per GiB delivered "
+                          "(0: off; FleetConfig.cpu_s_per_gib)")
+    sim.add_argument("--cpu-cores", type=float, default=2.0)
     sim.add_argument("--json", required=True)
     sim.set_defaults(func=cmd_sim)
     cmp_ = sub.add_parser("compare", help="real vs simulated, side by side")
