@@ -127,7 +127,10 @@ def run_one(policy: str, repeat: int, payload: swarm.Payload, args: argparse.Nam
         rec["base_policy"] = base
         rec["peer_args"] = list(args.murder_peer_args) + peer_extra
         rec["tracker_args"] = tracker_extra
-        method = swarm.MurderMethod(policy, extra=peer_extra, tracker_extra=tracker_extra)
+        command = args.variant_commands.get(policy, swarm.MURDER)
+        rec["command"] = command
+        method = swarm.MurderMethod(policy, extra=peer_extra, tracker_extra=tracker_extra,
+                                    command=command)
         ctx = swarm.Context(topo, payload, workdir, args)
         try:
             method.start_infra(ctx)
@@ -526,6 +529,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     real.add_argument("--variant-tracker", action="append", default=[], metavar="NAME=ARGS",
                       help="extra `murder tracker` arguments for --variant NAME, e.g. "
                            "'rack-nw8=--numwant-max=8 --numwant-default=8' (repeatable)")
+    real.add_argument("--variant-command", action="append", default=[], metavar="NAME=PATH",
+                      help="run --variant NAME's seeder and peers with this `murder` "
+                           "executable (e.g. a wrapper running an older checkout); the "
+                           "tracker stays ours (repeatable)")
     real.add_argument("--queue-ms", type=float, default=100.0)
     real.add_argument("--run-timeout", type=float, default=None)
     real.add_argument("--setup-timeout", type=float, default=60.0)
@@ -576,6 +583,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if not sep or name not in args.variants:
             ap.error(f"--variant-tracker {spec!r}: expected NAME=ARGS for a --variant NAME")
         args.variant_trackers[name] = shlex.split(rest)
+    args.variant_commands = {}
+    for spec in getattr(args, "variant_command", []):
+        name, sep, path = spec.partition("=")
+        if not sep or name not in args.variants or not os.access(path, os.X_OK):
+            ap.error(f"--variant-command {spec!r}: expected NAME=PATH to an executable, "
+                     f"for a --variant NAME")
+        args.variant_commands[name] = path
     if args.cmd == "sim":
         bad = set(args.policies) - set(POLICIES)
         if bad:
