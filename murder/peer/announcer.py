@@ -53,6 +53,9 @@ class AnnounceReply:
     peers: list[tuple[Address, bytes | None]]
     complete: int | None
     incomplete: int | None
+    #: Our rack's networks (CIDR strings) from a rack-aware tracker's ``near``
+    #: key (``murder tracker --topology``); empty from any other tracker.
+    near: tuple[str, ...] = ()
 
 
 def shown(url: str) -> str:
@@ -137,10 +140,16 @@ def parse_response(body: bytes) -> AnnounceReply:
         peers.extend(_compact(raw6, socket.AF_INET6))
     complete = reply.get(b"complete")
     incomplete = reply.get(b"incomplete")
+    raw_near = reply.get(b"near")
+    near: tuple[str, ...] = ()
+    if isinstance(raw_near, list):
+        near = tuple(n.decode("ascii", "replace") for n in raw_near[:64]
+                     if isinstance(n, bytes))
     return AnnounceReply(
         float(interval), peers,
         complete if isinstance(complete, int) else None,
         incomplete if isinstance(incomplete, int) else None,
+        near,
     )
 
 

@@ -93,6 +93,11 @@ class SwarmConfig:
     max_queued_requests: int = 2048
     fast: bool = True
     tick: float = 0.25
+    #: Rack-aware deploys (the tracker names our rack's networks): pieces
+    #: fetched from far connections (other racks) at once, started at random
+    #: among those no near connection holds, so a rack's hosts fetch
+    #: different pieces across the uplink and share them inside the rack.
+    far_pieces: int = 2
 
 
 #: Our peer id prefix (Azureus style).  Every murder since 0.1 accepts

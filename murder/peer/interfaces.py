@@ -240,6 +240,13 @@ class Peer:
     uploaded: int = 0
     #: Super-seeding: piece index → when a request for it was refused.
     seed_refused: dict[int, float] = field(default_factory=dict)
+    # -- rack awareness (the tracker's ``near`` networks; see requests.Nearness)
+    #: 0: near (same rack as we are, or no topology known: all peers equal);
+    #: 1: far (the tracker named our rack's networks and this peer is outside).
+    distance: int = 0
+    #: Its pieces are counted in the picker's ``near_availability`` (near,
+    #: not snubbed); what is counted is ``bits`` less the pieces it refused.
+    near_counted: bool = False
 
     def __repr__(self) -> str:
         return f"<Peer {self.link.address} {'active' if self.active else 'closed'}>"

@@ -4,6 +4,12 @@ Pure bookkeeping, no I/O.  The picker knows which pieces we have, how many
 connected peers have each piece (availability), and which blocks of the pieces
 in progress are requested from whom.  Callers identify peers by any hashable
 object (the session uses its connection objects).
+
+Near sources (rack-aware deploys): the caller may also count, per piece, how
+many *near* connections (same rack, as the tracker said) hold it
+(:attr:`Picker.near_availability`); a request for a *far* connection then
+skips pieces a near one can supply (``next_requests(..., far=True)``), so a
+piece crosses the rack uplink about once and spreads inside the rack.
 """
 
 from __future__ import annotations
@@ -55,6 +61,9 @@ class Picker:
         self.total_length = total_length
         self.have = Bitfield(num_pieces)
         self.availability = [0] * num_pieces
+        #: Per piece: near connections (answering, not snubbed) that hold it.
+        #: Kept only while the caller knows near from far (``near_*``).
+        self.near_availability = [0] * num_pieces
         self.in_progress: dict[int, PieceInProgress] = {}
         self.random_first = random_first
         self.endgame_blocks = endgame_blocks
@@ -78,6 +87,23 @@ class Picker:
     def peer_gone(self, bits: Iterable[int]) -> None:
         for i in bits:
             self.availability[i] -= 1
+
+    def near_has(self, index: int) -> None:
+        self.near_availability[index] += 1
+
+    def near_bitfield(self, bits: Iterable[int]) -> None:
+        near = self.near_availability
+        for i in bits:
+            near[i] += 1
+
+    def near_gone(self, bits: Iterable[int]) -> None:
+        near = self.near_availability
+        for i in bits:
+            near[i] -= 1
+
+    def near_reset(self) -> None:
+        """Forget every near count (the caller recounts its connections)."""
+        self.near_availability = [0] * self.num_pieces
 
     def mark_have(self, index: int) -> None:
         self.have.add(index)
@@ -120,8 +146,15 @@ class Picker:
         return piece is None or bool(piece.unrequested)
 
     # -- choosing
-    def _new_piece(self, peer_bits: Bitfield, exclude: set[int]) -> int | None:
+    def _new_piece(self, peer_bits: Bitfield, exclude: set[int],
+                   near: list[int] | None = None, owned: bytearray | None = None) -> int | None:
         everything = peer_bits.complete
+        if near is not None:
+            for i in self._pending:
+                if not near[i] and (owned is None or owned[i]) and \
+                        (everything or i in peer_bits) and i not in exclude:
+                    return i
+            return None
         if self.have.count < self.random_first:
             for i in self._pending:
                 if (everything or i in peer_bits) and i not in exclude:
@@ -139,7 +172,9 @@ class Picker:
         return best
 
     def next_requests(self, peer: Hashable, peer_bits: Bitfield, count: int,
-                      exclude: set[int] | None = None, span: int = 1) -> list[Block]:
+                      exclude: set[int] | None = None, span: int = 1,
+                      far: bool = False, far_pieces: int = 0,
+                      owned: bytearray | None = None) -> list[Block]:
         """Requests for up to ``count`` 16 KiB blocks from ``peer``.
 
         First unrequested blocks of pieces already in progress (finish what is
@@ -151,23 +186,38 @@ class Picker:
         out as one request (only to peers known to accept large requests; see
         ``SwarmConfig.request_size``).  Bookkeeping stays per 16 KiB block, so
         sources with different request sizes can fill the same piece.
+
+        With ``far``, ``peer`` is a far connection: pieces that a near one
+        holds (:attr:`near_availability`) are left to the near ones, and new
+        pieces are started (at random, not rarest first: a rack's hosts see
+        the same rarities and would all fetch the same piece across the
+        uplink) only while fewer than ``far_pieces`` pieces no near
+        connection holds are in progress, and (``owned``, one flag per piece)
+        only pieces this host is to bring into its rack.
         """
         out: list[Block] = []
         taken = 0
         exclude = exclude or set()
+        near = self.near_availability if far else None
         for piece in list(self.in_progress.values()):
             if taken >= count:
                 return out
-            if piece.unrequested and piece.index in peer_bits and piece.index not in exclude:
+            if piece.unrequested and piece.index in peer_bits and piece.index not in exclude \
+                    and (near is None or not near[piece.index]):
                 taken += self._take(piece, peer, count - taken, span, out)
-        while taken < count:
-            index = self._new_piece(peer_bits, exclude)
+        starts = count
+        if near is not None:
+            starts = far_pieces - sum(1 for i in self.in_progress if not near[i])
+        while taken < count and starts > 0:
+            index = self._new_piece(peer_bits, exclude, near, owned)
             if index is None:
                 break
+            starts -= 1
             taken += self._take(self._start(index), peer, count - taken, span, out)
         if taken < count and self._endgame():
             for piece in self.in_progress.values():
-                if piece.index not in peer_bits or piece.index in exclude:
+                if piece.index not in peer_bits or piece.index in exclude or \
+                        (near is not None and near[piece.index]):
                     continue
                 for b, holders in piece.requested.items():
                     if taken >= count:

@@ -141,6 +141,7 @@ class SwarmRun:
 
     def _tracker_reply(self, reply: AnnounceReply) -> None:
         if self.swarm is not None:
+            self.swarm.set_near(reply.near)  # rack-aware tracker: near before far
             self.swarm.add_peers(reply.peers)
 
     def _complete(self) -> None:

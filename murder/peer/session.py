@@ -77,6 +77,7 @@ class Swarm:
         self.limiter = RateLimiter(clock, config.max_upload_rate, config.max_download_rate,
                                    self.send_resumed)
         self.requests = Requests(clock, config, self.picker, meta.piece_length, self.connections)
+        self.requests.set_own_id(self.peer_id)
         self.uploads = Uploads(clock, config, meta, self.picker, storage, self.limiter)
         self.blame = Blame(meta.pieces)
         now = clock.seconds()
@@ -123,6 +124,11 @@ class Swarm:
         """Dial peers the tracker returned, skipping ourselves and known ones."""
         self.admission.add_peers(self, peers, self.is_seed)
 
+    def set_near(self, networks: list[str] | tuple[str, ...]) -> None:
+        """The tracker's ``near`` networks (our rack's; see :mod:`murder.peer.requests`):
+        far connections are then asked only for what no near one supplies."""
+        self.requests.set_near(networks)
+
     def dial_failed(self, address: Address, why: str) -> None:
         self.admission.dial_failed(address, why)
 
@@ -139,6 +145,7 @@ class Swarm:
         self.admission.connected(link)
         peer = Peer(link, Bitfield(self.meta.num_pieces), last_received=self.clock.seconds())
         self.connections[pid] = peer
+        self.requests.classify(peer)  # near or far (rack-aware deploys)
         if pid.startswith(PEER_ID_PREFIX):
             peer.span = max(1, self.config.request_size // BLOCK_SIZE)
         peer.keepalives = promises_keepalives(pid)
@@ -155,6 +162,7 @@ class Swarm:
     def _forget(self, peer: Peer) -> None:
         pid = peer.peer_id
         if pid is not None and self.connections.get(pid) is peer:
+            self.requests.forget(peer)
             del self.connections[pid]
             self.picker.peer_gone(peer.bits)
             self.requests.dropped(peer, list(peer.outstanding))
@@ -216,6 +224,7 @@ class Swarm:
             return
         peer.bits = bits
         self.picker.peer_bitfield(bits)
+        self.requests.near_bitfield(peer)
         if self.have.complete and bits.complete:
             peer.link.drop("both sides are seeds")
             return
@@ -225,6 +234,7 @@ class Swarm:
         if not peer.bits.add(index):
             return
         self.picker.peer_has(index)
+        self.requests.near_has(peer, index)
         if self.have.complete:
             if peer.bits.complete:
                 peer.link.drop("both sides are seeds")

@@ -55,9 +55,12 @@ class Options(usage.Options):
         ["rack-stagger", None, "0", "Rack r starts r × SECONDS later."],
         ["policy", None, "random",
          "Tracker handout, or a comma-separated list to compare: random, rack, "
-         "rack-far10, rack-gw2, rack-noseed, rack-strict."],
+         "rack-far10, rack-gw2, rack-noseed, rack-strict; NAME:nonear: peers ignore "
+         "the tracker's near networks (handout only)."],
         ["numwant", None, "500", "Peers asked of the tracker per announce."],
         ["max-connections", None, "200", "Peer connections per host."],
+        ["far-pieces", None, "2", "Pieces a peer fetches from other racks at once "
+         "(rack-aware policies: the tracker names each rack's networks)."],
         ["seeders", None, "1", "Origin seeders."],
         ["hop-latency", None, "50e-6", "Seconds per network hop (2 in a rack, 4 across)."],
         ["goodput", None, str(1448 / 1514), "Payload share of the line rate (TCP, 1500 MTU)."],
@@ -88,6 +91,7 @@ class Options(usage.Options):
                 startup_min=startup[0], startup_max=startup[1],
                 rack_stagger=float(self["rack-stagger"]),
                 numwant=int(self["numwant"]), max_connections=int(self["max-connections"]),
+                far_pieces=int(self["far-pieces"]),
                 seeders=int(self["seeders"]), hop_latency=float(self["hop-latency"]),
                 goodput=float(self["goodput"]), rate_quantum=float(self["rate-quantum"]),
                 time_limit=float(self["time-limit"]), seed=int(self["seed"]))
@@ -114,12 +118,16 @@ class Options(usage.Options):
                 raise usage.UsageError(message)
         policies = [p.strip() for p in str(self["policy"]).split(",") if p.strip()]
         for name in policies:
+            name = name.removesuffix(":nonear")
             if name != "random" and name not in POLICIES:
                 raise usage.UsageError(f"unknown --policy {name!r} (random, "
                                        f"{', '.join(POLICIES)})")
         if not policies:
             raise usage.UsageError("--policy names no policy")
-        self.configs = [replace(cfg, policy=name) for name in policies]
+        # NAME:nonear: the rack-aware list, but peers ignore the tracker's
+        # near networks (the handout alone decides what crosses racks).
+        self.configs = [replace(cfg, policy=name.removesuffix(":nonear"),
+                                near=not name.endswith(":nonear")) for name in policies]
 
 
 HEADER = (f"{'policy':12} {'hosts':>6} {'racks':>5} {'time s':>8} {'bound s':>8} {'÷bound':>7} "
@@ -141,7 +149,9 @@ def summary_line(result) -> str:
         f"{'-':>9}"
     racks = -(-cfg["hosts"] // cfg["hosts_per_rack"]) if cfg["hosts_per_rack"] else 1
     span = f"{max(result.rack_duration):10.2f}" if result.rack_duration else f"{'-':>10}"
-    return (f"{cfg['policy']:12} {result.hosts:6d} {racks:5d} {last} {result.bound:8.3f} "
+    name = cfg["policy"] + ("" if cfg.get("near", True) or cfg["policy"] == "random"
+                            else ":nonear")
+    return (f"{name:12} {result.hosts:6d} {racks:5d} {last} {result.bound:8.3f} "
             f"{ratio} {pct(0.5)} {pct(0.9)} {result.seeder_upload_ratio:9.2f} {xr} "
             f"{result.events:10d} {result.wall_s:7.1f} {result.cpu_s:7.1f} {span}")
 

@@ -64,6 +64,11 @@ class FleetConfig:
     #: Rack r starts r × this later (racks starting seconds apart).
     rack_stagger: float = 0.0
     policy: str = "random"
+    #: Peers take the tracker's ``near`` networks (rack-aware policies only):
+    #: far connections are asked only for what no near one supplies.
+    near: bool = True
+    #: ``SwarmConfig.far_pieces``: pieces fetched from other racks at once.
+    far_pieces: int = 2
     seeders: int = 1
     numwant: int = 500
     max_connections: int = 200
@@ -110,7 +115,7 @@ def swarm_config(cfg: FleetConfig) -> SwarmConfig:
     block per piece the whole piece fits "in the buffer" at once and every
     requester is served at the same time.
     """
-    base = SwarmConfig(max_connections=cfg.max_connections)
+    base = SwarmConfig(max_connections=cfg.max_connections, far_pieces=cfg.far_pieces)
     scale = cfg.scale
     if scale == 1:
         return base
@@ -309,6 +314,11 @@ def build_and_run(cfg: FleetConfig, progress: Any = None) -> FleetResult:
     peer_config = swarm_config(cfg)
     seed_config = replace(peer_config, super_seed=True)
 
+    def on_reply(swarm: Swarm, reply: Any) -> None:
+        if cfg.near:
+            swarm.set_near(reply.near)
+        swarm.add_peers(reply.peers)
+
     def start(host: SimHost) -> None:
         reactor = board.reactor_for(host.net_id, host.ip)
         have = Bitfield(meta.num_pieces, full=host.seeder)
@@ -322,7 +332,7 @@ def build_and_run(cfg: FleetConfig, progress: Any = None) -> FleetResult:
         board.listen(host.net_id, (host.ip, PORT), SimPeerFactory(swarm))
         http = TrackerHTTP(app, clock, host.ip, cfg.tracker_delay)
         announcer = Announcer(reactor, http, meta.trackers, meta.info_hash, peer_id, PORT,
-                              host.ip, swarm.stats, lambda reply: swarm.add_peers(reply.peers),
+                              host.ip, swarm.stats, lambda reply: on_reply(swarm, reply),
                               numwant=cfg.numwant)
         host.announcer = announcer
         swarm.start()

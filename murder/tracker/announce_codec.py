@@ -250,14 +250,20 @@ compact_address = compact.encode
 
 
 def compact_reply(*, complete: int, incomplete: int, interval: int, min_interval: int,
-                  peers: bytes, peers6: bytes = b"", tracker_id: bytes | None = None) -> bytes:
+                  peers: bytes, peers6: bytes = b"", tracker_id: bytes | None = None,
+                  near: list[bytes] | None = None) -> bytes:
     """Bencoded compact announce reply; ``peers6`` only when there are IPv6 peers.
 
+    ``near`` (``--topology`` only): the requester's rack's networks as CIDR
+    strings, a murder extension that other clients ignore; absent when None.
     Keys are written in bencode's sorted order, so this equals
     ``bencodepy.encode`` of the same dict.
     """
-    parts = [b"d8:completei%de10:incompletei%de8:intervali%de12:min intervali%de5:peers%d:"
-             % (complete, incomplete, interval, min_interval, len(peers)), peers]
+    parts = [b"d8:completei%de10:incompletei%de8:intervali%de12:min intervali%de"
+             % (complete, incomplete, interval, min_interval)]
+    if near is not None:
+        parts.append(b"4:nearl" + b"".join(b"%d:%s" % (len(n), n) for n in near) + b"e")
+    parts += [b"5:peers%d:" % len(peers), peers]
     if peers6:
         parts.append(b"6:peers6%d:" % len(peers6))
         parts.append(peers6)
@@ -270,7 +276,7 @@ def compact_reply(*, complete: int, incomplete: int, interval: int, min_interval
 
 def dict_reply(*, complete: int, incomplete: int, interval: int, min_interval: int,
                peers: list[tuple[bytes, str, int]], no_peer_id: bool,
-               tracker_id: bytes | None = None) -> bytes:
+               tracker_id: bytes | None = None, near: list[bytes] | None = None) -> bytes:
     """Bencoded original-style reply: ``peers`` is a list of dicts (BEP 3).
 
     ``peers`` holds ``(peer_id, ip, port)``; ``no_peer_id`` leaves the ids out.
@@ -285,6 +291,8 @@ def dict_reply(*, complete: int, incomplete: int, interval: int, min_interval: i
     }
     if tracker_id is not None:
         reply[b"tracker id"] = tracker_id
+    if near is not None:
+        reply[b"near"] = near
     return bencode.encode(reply)
 
 

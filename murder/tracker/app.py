@@ -240,18 +240,23 @@ class TrackerApp:
         if self.leecher_interval and req.left > 0:
             interval = self.leecher_interval
             min_interval = min(min_interval, interval)
+        # Rack-aware handout (--topology): the requester's rack networks, so
+        # it asks far peers only for what near ones lack.  None otherwise:
+        # the reply stays byte-identical.
+        handout = getattr(self.store, "handout", None)
+        near = handout.near_networks(req.ip) if handout is not None else None
         if req.compact:
             peers, peers6 = self.store.compact_sample(torrent, req.peer_id, numwant)
             return Reply(200, BENCODE, codec.compact_reply(
                 complete=torrent.seeders, incomplete=torrent.leechers, interval=interval,
                 min_interval=min_interval, peers=peers, peers6=peers6,
-                tracker_id=self.tracker_id))
+                tracker_id=self.tracker_id, near=near))
         four, six = self.store.sample(torrent, req.peer_id, numwant)
         return Reply(200, BENCODE, codec.dict_reply(
             complete=torrent.seeders, incomplete=torrent.leechers, interval=interval,
             min_interval=min_interval,
             peers=[(p.peer_id, p.ip, p.port) for p in four + six],
-            no_peer_id=req.no_peer_id, tracker_id=self.tracker_id))
+            no_peer_id=req.no_peer_id, tracker_id=self.tracker_id, near=near))
 
     def _scrape(self, query: bytes, target: bytes, remote: str) -> Reply:
         try:

@@ -153,6 +153,25 @@ class RackAwareHandout:
         #: share (a two-level overlay: few connections cross racks).
         self.gateways = gateways
         self._index: dict[bytes, tuple[Any, _Index]] = {}
+        self._near_cache: dict[Location, list[bytes]] = {}
+
+    # ------------------------------------------------------------ near key
+    def near_networks(self, ip: str) -> list[bytes]:
+        """The networks of ``ip``'s own location (its rack), as CIDR strings:
+        the announce reply's ``near`` key.  The peer then asks far
+        connections only for what no near one holds (murder.peer.requests).
+        Empty when ``ip`` is outside every CIDR (no preference: all equal).
+        """
+        loc = self.topology.locate(ip)
+        if loc is None:
+            return []
+        cache = self._near_cache
+        found = cache.get(loc)
+        if found is None:
+            found = [str(net).encode() for net, where in self.topology.entries
+                     if where == loc][:64]
+            cache[loc] = found
+        return found
 
     # -------------------------------------------------------------- index
     def _indexed(self, torrent: Any) -> _Index:

@@ -1,0 +1,333 @@
+"""Near before far: peers of a rack-aware deploy ask far connections only for
+what no near one supplies (murder/peer/requests.py, picker.py), from the
+tracker's ``near`` key (murder/tracker/topology.py, app.py) to the announcer.
+
+All in memory: cores over :class:`murder.testing.MemoryNetwork` on a ``Clock``.
+"""
+
+from __future__ import annotations
+
+import random
+
+from twisted.internet.task import Clock
+
+from murder import bencode
+from murder.peer.announcer import parse_response
+from murder.peer.picker import Picker
+from murder.peer.session import Swarm, SwarmConfig
+from murder.peer.wire import BLOCK_SIZE, Bitfield
+from murder.testing import MemoryNetwork, MemoryStorage, build_torrent
+from murder.testing import pattern as payload
+
+PLEN = 2**15
+RACK_A = "10.0.1.0/24"
+RACK_B = "10.0.2.0/24"
+
+
+def bits(n: int, members=None) -> Bitfield:
+    bf = Bitfield(n, full=members is None)
+    for i in members or ():
+        bf.add(i)
+    return bf
+
+
+def picker(n: int = 8) -> Picker:
+    return Picker(n, piece_length=4 * BLOCK_SIZE, total_length=4 * BLOCK_SIZE * n,
+                  random_first=0, rng=random.Random(1))
+
+
+class PickerFarTests:
+    """The picker's far mode on its own."""
+
+    def test_far_peer_skips_pieces_a_near_one_holds(self):
+        """A far request never starts or continues a piece a near connection holds."""
+        p = picker()
+        p.peer_bitfield(range(8))
+        p.near_bitfield([0, 1, 2, 3, 4, 5])
+        got = p.next_requests("far", bits(8), 100, far=True, far_pieces=8)
+        assert {b[0] for b in got} == {6, 7}
+
+    def test_near_peer_asked_for_anything(self):
+        """A near (or unclassified) connection is asked as before: all pieces."""
+        p = picker()
+        p.near_bitfield(range(8))
+        got = p.next_requests("near", bits(8), 100)
+        assert {b[0] for b in got} == set(range(8))
+
+    def test_far_pieces_caps_pieces_started_from_far(self):
+        """Only ``far_pieces`` pieces no near connection holds are in progress at once;
+        pieces already started may be continued by another far connection."""
+        p = picker()
+        first = p.next_requests("F1", bits(8), 3, far=True, far_pieces=2)
+        second = p.next_requests("F2", bits(8), 4, far=True, far_pieces=2)
+        started = {b[0] for b in first + second}
+        assert len(started) == 2  # F2 finished F1's piece, then started one more
+        more = p.next_requests("F3", bits(8), 100, far=True, far_pieces=2)
+        assert {b[0] for b in more} <= started  # no third piece
+        assert len(more) == 8 - 3 - 4
+
+    def test_owned_limits_new_far_pieces(self):
+        """With ``owned``, a far connection starts only pieces this host owns."""
+        p = picker()
+        owned = bytearray(8)
+        owned[5] = 1
+        got = p.next_requests("far", bits(8), 100, far=True, far_pieces=8, owned=owned)
+        assert {b[0] for b in got} == {5}
+
+    def test_near_counts_follow_bitfields(self):
+        """near_has/near_gone/near_reset keep the per-piece count of near holders."""
+        p = picker(4)
+        p.near_bitfield([0, 1])
+        p.near_has(1)
+        assert p.near_availability == [1, 2, 0, 0]
+        p.near_gone([1])
+        assert p.near_availability == [1, 1, 0, 0]
+        p.near_reset()
+        assert p.near_availability == [0, 0, 0, 0]
+
+
+class RackFleet:
+    """A seeder in rack A, ``per_rack`` peers in racks A and B, in memory."""
+
+    def __init__(self, per_rack: int = 4, pieces: int = 24, near: bool = True,
+                 **config) -> None:
+        self.meta, self.data = build_torrent(payload(pieces * PLEN), piece_length=PLEN)
+        self.clock = Clock()
+        self.net = MemoryNetwork()
+        self.done: list[str] = []
+        n = self.meta.num_pieces
+        self.seeder = Swarm(self.meta, MemoryStorage(self.meta, self.data),
+                            Bitfield(n, full=True), self.clock,
+                            SwarmConfig(super_seed=True, **config), rng=random.Random(0),
+                            dialer=self.net)
+        self.net.listen(self.seeder, ("10.0.1.200", 6881))
+        self.peers: dict[str, Swarm] = {}
+        for r, cidr in (("a", RACK_A), ("b", RACK_B)):
+            for i in range(per_rack):
+                ip = cidr.replace("0/24", str(i + 10))
+                swarm = Swarm(self.meta, MemoryStorage(self.meta), Bitfield(n), self.clock,
+                              SwarmConfig(**config), rng=random.Random(f"{r}{i}"),
+                              dialer=self.net, on_complete=lambda ip=ip: self.done.append(ip))
+                if near:
+                    swarm.set_near([cidr])
+                self.net.listen(swarm, (ip, 6881))
+                self.peers[ip] = swarm
+        for swarm in [self.seeder, *self.peers.values()]:
+            swarm.start()
+
+    def announce_all(self) -> None:
+        for swarm in self.peers.values():
+            swarm.add_peers([(a, None) for a in self.net.listeners])
+        self.net.flush()
+
+    def run(self, seconds: float, step: float = 0.25) -> None:
+        for _ in range(int(seconds / step)):
+            self.clock.advance(step)
+            self.net.flush()
+
+    def rack_b_from_far(self) -> int:
+        """Payload bytes rack B's hosts received from outside rack B."""
+        return sum(c.downloaded for ip, s in self.peers.items() if ip.startswith("10.0.2.")
+                   for c in s.connections.values() if not c.address[0].startswith("10.0.2."))
+
+
+class NearPreferenceTests:
+    """Whole in-memory deploys across two racks."""
+
+    def test_classification_from_near_networks(self):
+        """Connections inside the tracker's near networks are distance 0, others 1;
+        without near networks every connection is 0 (no preference)."""
+        fleet = RackFleet(per_rack=2)
+        fleet.seeder.got_request = lambda *args: None  # no download: connections stay
+        fleet.announce_all()
+        a = fleet.peers["10.0.1.10"]
+        distances = {c.address[0]: c.distance for c in a.connections.values()}
+        assert distances["10.0.1.11"] == 0 and distances["10.0.1.200"] == 0
+        assert distances["10.0.2.10"] == 1 and distances["10.0.2.11"] == 1
+        a.set_near([])
+        assert {c.distance for c in a.connections.values()} == {0}
+        assert a.picker.near_availability == [0] * a.meta.num_pieces
+
+    def test_counts_survive_reclassification(self):
+        """Changing the near networks recounts near holders exactly."""
+        fleet = RackFleet(per_rack=2)
+        fleet.announce_all()
+        fleet.run(30)
+        a = fleet.peers["10.0.2.10"]
+        a.set_near([RACK_A])  # now rack A is "near" for this host
+        expect = [0] * a.meta.num_pieces
+        for c in a.connections.values():
+            if c.address[0].startswith("10.0.1."):
+                for i in c.bits:
+                    expect[i] += 1
+        assert a.picker.near_availability == expect
+
+    def test_rack_b_fetches_each_piece_about_once_across_racks(self):
+        """With near networks, rack B's four hosts together receive about one
+        payload from rack A; without, far connections carry far more; every
+        host completes with the exact payload either way."""
+        results = {}
+        for near in (True, False):
+            fleet = RackFleet(per_rack=4, near=near)
+            fleet.announce_all()
+            fleet.run(60)
+            assert len(fleet.done) == 8, near
+            for swarm in fleet.peers.values():
+                assert bytes(swarm.storage.buffer) == fleet.data
+            results[near] = fleet.rack_b_from_far() / fleet.meta.total_length
+        assert results[True] <= 1.5
+        assert results[False] > results[True] + 0.5
+
+    def test_silent_near_holder_does_not_starve(self):
+        """A near connection that holds every piece but never answers is snubbed;
+        its pieces are then fetched from far and the download completes."""
+        fleet = RackFleet(per_rack=1, snub_timeout=3.0)
+        b = fleet.peers["10.0.2.10"]
+        mute = Swarm(fleet.meta, MemoryStorage(fleet.meta, fleet.data),
+                     Bitfield(fleet.meta.num_pieces, full=True), fleet.clock, SwarmConfig(),
+                     rng=random.Random(9), dialer=fleet.net)
+        fleet.net.listen(mute, ("10.0.2.99", 6881))
+        mute.got_request = lambda *args: None  # takes requests, never serves
+        mute.start()
+        fleet.announce_all()
+        fleet.run(20)
+        assert "10.0.2.10" in fleet.done
+        assert bytes(b.storage.buffer) == fleet.data
+
+    def test_near_refusal_releases_the_piece_to_far(self):
+        """A near holder that refuses a piece stops counting as its near source,
+        so a far connection may be asked for it."""
+        fleet = RackFleet(per_rack=1)
+        fleet.seeder.got_request = lambda *args: None  # takes requests, serves nothing
+        a = fleet.peers["10.0.1.10"]
+        out = fleet.net.connect(a, ("10.0.1.200", 6881))
+        assert out is not None
+        fleet.net.flush()
+        seeder = out.peer
+        assert seeder.distance == 0 and seeder.outstanding
+        assert a.picker.near_availability == [1] * a.meta.num_pieces
+        block = next(iter(seeder.outstanding))
+        a.got_reject(seeder, *block)
+        assert a.picker.near_availability[block[0]] == 0
+        assert sum(a.picker.near_availability) == a.meta.num_pieces - 1
+        a.connection_lost(seeder)
+        assert a.picker.near_availability == [0] * a.meta.num_pieces
+
+
+class OwnerRingTests:
+    """Which host of a rack brings each piece across the uplink."""
+
+    def _rack(self, n: int, pieces: int = 64):
+        meta, data = build_torrent(payload(pieces * PLEN), piece_length=PLEN)
+        clock, net = Clock(), MemoryNetwork()
+        swarms = []
+        for i in range(n):
+            s = Swarm(meta, MemoryStorage(meta), Bitfield(meta.num_pieces), clock,
+                      SwarmConfig(), rng=random.Random(i), dialer=net)
+            s.set_near([RACK_A])
+            net.listen(s, (f"10.0.1.{i + 10}", 6881))
+            swarms.append(s)
+        return swarms, net
+
+    def test_full_views_partition_the_pieces(self):
+        """When every host is connected to every other, each piece has exactly one owner."""
+        swarms, net = self._rack(6)
+        for s in swarms:
+            s.add_peers([(a, None) for a in net.listeners])
+        net.flush()
+        counts = [0] * swarms[0].meta.num_pieces
+        for s in swarms:
+            for i, flag in enumerate(s.requests.owned()):
+                counts[i] += flag
+        assert counts == [1] * len(counts)
+        assert sum(1 for s in swarms if any(s.requests.owned())) >= 4  # shared out
+
+    def test_partial_views_leave_no_piece_unowned(self):
+        """Hosts that see only some rack mates may duplicate, never leave a gap."""
+        swarms, net = self._rack(8)
+        addresses = list(net.listeners)
+        rng = random.Random(3)
+        for s in swarms:
+            s.add_peers([(a, None) for a in rng.sample(addresses, 2)])
+        net.flush()
+        union = [0] * swarms[0].meta.num_pieces
+        for s in swarms:
+            for i, flag in enumerate(s.requests.owned()):
+                union[i] |= flag
+        assert all(union)
+
+    def test_alone_owns_everything(self):
+        """A host with no near connection owns every piece."""
+        swarms, _ = self._rack(1)
+        assert all(swarms[0].requests.owned())
+
+
+class NearKeyTests:
+    """The tracker's ``near`` key and the announcer's reading of it."""
+
+    def _app(self, topology_text: str | None):
+        from murder.tracker import topology
+        from murder.tracker.app import TrackerApp
+        from murder.tracker.store import PeerStore
+
+        store = PeerStore(Clock(), rng=random.Random(1))
+        if topology_text is not None:
+            store.handout = topology.RackAwareHandout(topology.parse(topology_text))
+        return TrackerApp(store)
+
+    @staticmethod
+    def _announce(app, ip: str, compact: int = 1) -> bytes:
+        q = (f"/announce?info_hash={'a' * 20}&peer_id={ip.replace('.', '-'):-<20}"
+             f"&port=6881&uploaded=0&downloaded=0&left=10&compact={compact}")
+        return app.handle(q.encode(), ip).body
+
+    def test_reply_names_the_requesters_rack_networks(self):
+        """With --topology the reply carries ``near``: the CIDRs of the requester's
+        location (all of them), and the announcer reads them."""
+        app = self._app("10.0.1.0/24 dc/row1/rack1\n10.0.9.0/24 dc/row1/rack1\n"
+                        "10.0.2.0/24 dc/row1/rack2\n")
+        body = self._announce(app, "10.0.1.5")
+        reply = bencode.decode(body)
+        assert sorted(reply[b"near"]) == [b"10.0.1.0/24", b"10.0.9.0/24"]
+        assert sorted(parse_response(body).near) == ["10.0.1.0/24", "10.0.9.0/24"]
+        dict_reply = bencode.decode(self._announce(app, "10.0.2.5", compact=0))
+        assert dict_reply[b"near"] == [b"10.0.2.0/24"]
+
+    def test_outside_every_cidr_gets_an_empty_near(self):
+        """A requester outside every CIDR gets ``near`` empty: no preference."""
+        app = self._app("10.0.1.0/24 dc/row1/rack1\n")
+        body = self._announce(app, "192.0.2.7")
+        assert bencode.decode(body)[b"near"] == []
+        assert parse_response(body).near == ()
+
+    def test_reply_unchanged_without_topology(self):
+        """Without --topology there is no ``near`` key and the reply is the
+        codec's plain one, byte for byte."""
+        from murder.tracker import announce_codec as codec
+
+        app = self._app(None)
+        body = self._announce(app, "10.0.1.5")
+        assert b"near" not in bencode.decode(body)
+        assert parse_response(body).near == ()
+        plain = codec.compact_reply(complete=0, incomplete=1, interval=app.interval,
+                                    min_interval=app.min_interval, peers=b"")
+        assert body == plain
+
+    def test_compact_reply_with_near_is_canonical_bencode(self):
+        """The hand-written compact reply with ``near`` equals bencode's own encoding."""
+        from murder.tracker import announce_codec as codec
+
+        got = codec.compact_reply(complete=1, incomplete=2, interval=15, min_interval=5,
+                                  peers=b"\x0a\x00\x01\x05\x1a\xe1", near=[b"10.0.1.0/24"])
+        assert got == bencode.encode({b"complete": 1, b"incomplete": 2, b"interval": 15,
+                                      b"min interval": 5, b"near": [b"10.0.1.0/24"],
+                                      b"peers": b"\x0a\x00\x01\x05\x1a\xe1"})
+
+    def test_garbage_near_is_ignored(self):
+        """A ``near`` that is not a list of strings, or holds bad CIDRs, changes nothing."""
+        body = bencode.encode({b"interval": 15, b"peers": b"", b"near": 5})
+        assert parse_response(body).near == ()
+        meta, _ = build_torrent(payload(4 * PLEN), piece_length=PLEN)
+        s = Swarm(meta, MemoryStorage(meta), Bitfield(meta.num_pieces), Clock())
+        s.set_near(["not a cidr", "10.0.0.0/33"])
+        assert not s.requests.near_on
