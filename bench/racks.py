@@ -270,7 +270,8 @@ def speedups(summary: list[dict], records: list[dict]) -> list[str]:
     """Time of a random-handout policy ÷ time of a rack one: of the medians, and per repeat.
 
     Each rack policy P is paired with the random one named like P with "rack"
-    replaced by "random" (``rack-nw8`` with ``random-nw8``), else ``random``.
+    replaced by "random" (``rack-nw8`` with ``random-nw8``), dropping trailing
+    ``-word`` parts until one exists (``rack-nw8-nonear`` with ``random-nw8``).
     """
     med = {s["policy"]: s for s in summary if s.get("time_s")}
     lines = []
@@ -278,8 +279,9 @@ def speedups(summary: list[dict], records: list[dict]) -> list[str]:
         if s.get("base_policy", policy) == "random" or policy.startswith("random"):
             continue
         other = policy.replace("rack", "random", 1)
-        other = other if other in med else "random"
-        if other not in med:
+        while other not in med and "-" in other:
+            other = other.rsplit("-", 1)[0]  # random-nw8-nonear → random-nw8
+        if other not in med or other == policy:
             continue
         pairs = []
         for rep in sorted({r["repeat"] for r in records}):
@@ -413,12 +415,13 @@ def sim_config(args: argparse.Namespace, policy: str, seed: int):
     from murder.sim.fleet import FleetConfig
 
     lo, _, hi = args.startup.partition(":")
-    return FleetConfig(
+    near = {"near": False} if policy.endswith(":nonear") else {}
+    return FleetConfig(**near,
         hosts=args.racks * args.hosts_per_rack, hosts_per_rack=args.hosts_per_rack,
         nic_bps=args.rate_mbit * 1e6, oversubscription=args.oversubscription,
         payload=int(args.size_mib * 2**20), piece_length=args.piece_length,
         real_piece_length=args.piece_length, startup_min=float(lo),
-        startup_max=float(hi or lo), policy=policy, numwant=args.numwant,
+        startup_max=float(hi or lo), policy=policy.removesuffix(":nonear"), numwant=args.numwant,
         max_connections=args.max_connections, seed=seed,
         cpu_cores=args.cpu_cores if args.cpu_s_per_gib else 0.0,
         cpu_s_per_gib=args.cpu_s_per_gib)
@@ -446,6 +449,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
             print(f"{seed:4d} " + summary_line(r), flush=True)
             doc = r.to_json()
             doc["seed"] = seed
+            doc["name"] = policy
             results.append(doc)
     _write_json(args.json, {"startup": args.startup, "startup_from": args.startup_from,
                             "seeds": args.seeds, "results": results})
@@ -468,7 +472,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         if not s.get("time_s") or (args.pair and s["policy"] not in pairs):
             continue
         sim_policy = pairs.get(s["policy"], s["policy"])
-        sims = [r for r in sim["results"] if r["config"]["policy"] == sim_policy]
+        sims = [r for r in sim["results"] if r.get("name", r["config"]["policy"]) == sim_policy]
         t = [r["time_to_last"] for r in sims if r.get("time_to_last") is not None]
         if not t:
             continue
@@ -506,7 +510,8 @@ def _setting(ap: argparse.ArgumentParser) -> None:
                     help="torrent piece length in bytes (default 128 KiB, as calibrated)")
     ap.add_argument("--policies", default=",".join(POLICIES),
                     type=lambda s: [p.strip() for p in s.split(",") if p.strip()],
-                    help="random (plain tracker), rack (tracker --topology)")
+                    help="random (plain tracker), rack (tracker --topology); sim also "
+                         "rack:nonear (peers ignore the tracker's near networks)")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -591,7 +596,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                      f"for a --variant NAME")
         args.variant_commands[name] = path
     if args.cmd == "sim":
-        bad = set(args.policies) - set(POLICIES)
+        bad = {p for p in args.policies if p.removesuffix(":nonear") not in POLICIES}
         if bad:
             ap.error(f"unknown policies: {', '.join(sorted(bad))} (known: {', '.join(POLICIES)})")
     elif args.cmd == "real":
