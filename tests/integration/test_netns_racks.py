@@ -67,6 +67,28 @@ class RackLayoutTests:
         assert [p.name for p in tmp_path.iterdir()] == ["racks.topology"]
 
 
+class RackBoundsTests:
+    """bench/racks.py's bounds: the rack cut binds only when an uplink is slower than a host."""
+
+    def test_fast_uplinks_leave_the_plain_bound(self) -> None:
+        """4 × 8 hosts at 5 MB/s, 10 MB/s uplinks: F/u = 3.36 s binds (F ÷ uplink is
+        1.68 s); uniform sourcing is 8 · F · 3/4 ÷ uplink = 10.07 s."""
+        import racks
+
+        b = racks.bounds(16 * 2**20, 32, 4, 5e6, 10e6)
+        assert b["plain_s"] == pytest.approx(16 * 2**20 / 5e6)
+        assert b["rack_s"] == b["plain_s"]
+        assert b["uniform_sourcing_s"] == pytest.approx(8 * 16 * 2**20 * 0.75 / 10e6)
+
+    def test_an_uplink_slower_than_a_host_raises_the_rack_bound(self) -> None:
+        """With 2.5 MB/s uplinks every rack without the seeder needs F ÷ 2.5 MB/s."""
+        import racks
+
+        b = racks.bounds(16 * 2**20, 32, 4, 5e6, 2.5e6)
+        assert b["rack_s"] == pytest.approx(16 * 2**20 / 2.5e6)
+        assert b["rack_s"] > b["plain_s"]
+
+
 @pytest.mark.netns
 @pytest.mark.integration
 class RackNetnsTests:
