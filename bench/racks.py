@@ -10,8 +10,10 @@ completion).  Policies alternate within each repeat, so they share the
 machine's load: ``random`` (``murder tracker``) and ``rack`` (``murder
 tracker --topology FILE``, the file `RackTopology.write_topology` wrote).
 
-``sim``: the same setting in ``murder simulate`` (run with ``nice -n 19``;
-virtual time, so it needs neither root nor the bench lock).
+``sim``: the same setting in the simulator (``murder simulate``'s
+`build_and_run`, in this process at ``nice 19``; virtual time, so it needs
+neither root nor the bench lock).  ``rack:nonear``: peers ignore the
+tracker's near networks (the handout alone).
 
 ``compare``: the two side by side.
 
@@ -463,7 +465,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         real = json.load(f)
     with open(args.sim) as f:
         sim = json.load(f)
-    print(f"{'policy':10} {'real s':>7} {'real ÷plain':>11} {'sim s':>7} {'sim ÷plain':>10} "
+    w = max([10] + [len(x["policy"]) for x in real["summary"]])
+    print(f"{'policy':{w}} {'sim policy':12} {'real s':>7} {'real ÷plain':>11} {'sim s':>7} {'sim ÷plain':>10} "
           f"{'sim/real':>8}  {'real xrack':>10} {'sim xrack':>9}  {'real seed':>9} "
           f"{'sim seed':>8}")
     rows = []
@@ -483,7 +486,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         rows.append({"policy": s["policy"], "sim_policy": sim_policy, "real_s": s["time_s"], "sim_s": st,
                      "sim_over_real": ratio, "real_xrack": s["cross_rack_ratio"],
                      "sim_xrack": xr, "within_15pct": abs(ratio - 1) <= 0.15})
-        print(f"{s['policy']:10} {s['time_s']:7.2f} {s['ratio']:11.2f} {st:7.2f} "
+        print(f"{s['policy']:{w}} {sim_policy:12} {s['time_s']:7.2f} {s['ratio']:11.2f} {st:7.2f} "
               f"{st / s['bound_plain_s']:10.2f} {ratio:8.2f}  {s['cross_rack_ratio']:10.2f} "
               f"{xr:9.2f}  {s['seeder_upload_ratio']:9.2f} {su:8.2f}")
     med = {r["sim_policy"]: r for r in rows}
