@@ -43,13 +43,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import swarm  # noqa: E402  (bench/swarm.py: payload, Context, MurderMethod, monitor)
-from gate import is_parked, stop_all  # noqa: E402
+from gate import Gate, Proc, is_parked, stop_all  # noqa: E402
 from netns import (Interrupted, RackTopology, cleanup_stale, install_signal_handlers,  # noqa: E402
                    list_namespaces, netns_available, verify_racks)
 
@@ -104,6 +105,11 @@ def _listening_times(logdir: str, receivers: list, t0_wall: float) -> list[float
     return out
 
 
+def _mkdir(path: str) -> str:
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
 def run_one(policy: str, repeat: int, payload: swarm.Payload, args: argparse.Namespace,
             sampler: swarm.CpuSampler, root: str) -> dict:
     """One policy on a fresh rack topology; returns the run's record."""
@@ -133,7 +139,14 @@ def run_one(policy: str, repeat: int, payload: swarm.Payload, args: argparse.Nam
         rec["command"] = command
         method = swarm.MurderMethod(policy, extra=peer_extra, tracker_extra=tracker_extra,
                                     command=command)
+        stagger = args.variant_staggers.get(policy, 0.0)
+        rec["rack_stagger_s"] = stagger
         ctx = swarm.Context(topo, payload, workdir, args)
+        # One launch gate per rack (rack 0's is the context's own): with a
+        # stagger, rack r's peers start r × stagger after rack 0's.
+        gates = [ctx.gate] + [Gate(_mkdir(os.path.join(workdir, f"gate-rack{r}")))
+                              for r in range(1, args.racks)]
+        timers: list[threading.Timer] = []
         try:
             method.start_infra(ctx)
             for host in topo.peers:
@@ -141,18 +154,31 @@ def run_one(policy: str, repeat: int, payload: swarm.Payload, args: argparse.Nam
                 os.makedirs(dest)
                 argv, env, r = method.receiver(ctx, host, dest)
                 r.expected_size = size
-                r.proc = ctx.spawn(host, "peer", argv, env=env, gated=True)
+                gate = gates[host.rack]
+                r.proc = Proc.spawn(f"peer@{host.addr}", "peer", topo.argv(host, gate.wrap(argv)),
+                                    log_path=os.path.join(ctx.logdir, f"peer-{host.index}.log"),
+                                    env=dict(os.environ, **env), stdin=gate.stdin,
+                                    cwd=workdir)
                 receivers.append(r)
             ctx.wait_until("receivers parked at the gate",
-                           lambda: all(is_parked(r.proc.pid, ctx.gate) for r in receivers),
+                           lambda: all(is_parked(r.proc.pid, gates[r.host.rack])
+                                       for r in receivers),
                            60, [r.proc for r in receivers])
             for p in ctx.infra + [r.proc for r in receivers]:
                 p.snapshot_gate()
             tx0 = topo.link_bytes(topo.seeder)["tx_bytes"]
             up0 = topo.uplink_bytes()
             t0_wall = time.time()
-            t0 = ctx.gate.open()
-            swarm.monitor(receivers, payload, t0 + run_timeout)
+            if stagger:
+                timers = [threading.Timer(r * stagger, gates[r].open) for r in range(1, args.racks)]
+                t0 = ctx.gate.open()
+                for t in timers:
+                    t.start()
+            else:
+                t0 = ctx.gate.open()
+                for g in gates[1:]:
+                    g.open()
+            swarm.monitor(receivers, payload, t0 + run_timeout + args.racks * stagger)
             t_end = max((r.t_done for r in receivers if r.t_done), default=time.monotonic())
             tx1 = topo.link_bytes(topo.seeder)["tx_bytes"]
             up1 = topo.uplink_bytes()
@@ -165,9 +191,13 @@ def run_one(policy: str, repeat: int, payload: swarm.Payload, args: argparse.Nam
             tx0 = tx1 = 0
             up0 = up1 = [{"out": 0, "in": 0} for _ in range(args.racks)]
         finally:
+            for t in timers:
+                t.cancel()
+                t.join(5)
             stop_all([r.proc for r in receivers if r.proc])
             stop_all(ctx.infra)
-            ctx.gate.close()
+            for g in gates:
+                g.close()
     failures = [f"{r.host.addr}: {r.failure}" for r in receivers if r.failure]
     if failures and rec["status"] == "ok":
         rec.update(status="failed", reason="; ".join(failures[:4]))
@@ -188,6 +218,9 @@ def run_one(policy: str, repeat: int, payload: swarm.Payload, args: argparse.Nam
                        "listening_s": listening[i]}
                       for i, r in enumerate(receivers)],
         "rack_last_s": [per_rack.get(k) for k in range(args.racks)],
+        # Each rack's last completion from its own start (gate r opened at r × stagger).
+        "rack_duration_s": [None if per_rack.get(k) is None else per_rack[k] - k * stagger
+                            for k in range(args.racks)],
         "seeder_upload_bytes": tx1 - tx0,
         "seeder_upload_ratio": (tx1 - tx0) / size,
         "uplink_out_bytes": xout,
@@ -212,6 +245,8 @@ def run_one(policy: str, repeat: int, payload: swarm.Payload, args: argparse.Nam
 
 COLUMNS = ("policy", "run", "time s", "plain s", "÷plain", "rack LB s", "÷rackLB",
            "seed up÷F", "xrack÷F·R", "slowest rack s", "drops", "CPU sat %")
+#: "slowest rack s": the longest time any rack took from its own start to its
+#: last host (= the rack's last completion when racks start together).
 
 
 def _f(v: float | None, fmt: str) -> str:
@@ -226,7 +261,8 @@ def row(rec: dict) -> list[str]:
             _f(rec.get("ratio"), ".2f"), _f(rec["bound_rack_s"], ".2f"),
             _f(rec.get("ratio_rack"), ".2f"), _f(rec["seeder_upload_ratio"], ".2f"),
             _f(rec["cross_rack_ratio"], ".2f"),
-            _f(max((x for x in rec["rack_last_s"] if x is not None), default=None), ".2f"),
+            _f(max((x for x in rec.get("rack_duration_s", rec["rack_last_s"]) if x is not None),
+                   default=None), ".2f"),
             str(rec.get("qdisc_drops", "-")),
             _f(None if rec.get("cpu_saturation") is None else 100 * rec["cpu_saturation"], ".0f")]
 
@@ -251,19 +287,20 @@ def summarize(records: list[dict]) -> list[dict]:
         if not ok:
             out.append(dict(rs[0], repeat="all"))
             continue
-        med = {k: ok[0].get(k) for k in ("policy", "base_policy", "n", "racks", "hosts_per_rack", "size_bytes",
-                                     "rate_mbit", "oversubscription", "uplink_mbit",
-                                     "bound_s", "bound_plain_s", "bound_rack_s",
-                                     "bound_uniform_sourcing_s")}
+        med = {k: ok[0].get(k) for k in (
+            "policy", "base_policy", "rack_stagger_s", "n", "racks", "hosts_per_rack",
+            "size_bytes", "rate_mbit", "oversubscription", "uplink_mbit", "bound_s",
+            "bound_plain_s", "bound_rack_s", "bound_uniform_sourcing_s")}
         med.update(repeat="median", status="ok", runs=len(rs), ok_runs=len(ok))
         for key in ("time_s", "ratio", "ratio_rack", "seeder_upload_ratio", "cross_rack_ratio",
                     "cross_rack_in_ratio", "qdisc_drops", "cpu_saturation", "startup_s_max",
                     "peers_cpu_s"):
             vals = [r[key] for r in ok if r.get(key) is not None]
             med[key] = statistics.median(vals) if vals else None
-        med["rack_last_s"] = [statistics.median(v) if v else None for v in
-                              ([r["rack_last_s"][k] for r in ok if r["rack_last_s"][k] is not None]
-                               for k in range(ok[0]["racks"]))]
+        for key in ("rack_last_s", "rack_duration_s"):
+            med[key] = [statistics.median(v) if v else None for v in
+                        ([r[key][k] for r in ok if r.get(key) and r[key][k] is not None]
+                         for k in range(ok[0]["racks"]))]
         out.append(med)
     return out
 
@@ -295,6 +332,30 @@ def speedups(summary: list[dict], records: list[dict]) -> list[str]:
                 pairs.append(a[0] / b[0])
         lines.append(f"{other} ÷ {policy}: {med[other]['time_s'] / s['time_s']:.2f}× "
                      f"(medians); per repeat: {', '.join(f'{x:.2f}' for x in pairs)}")
+    return lines
+
+
+def stagger_lines(summary: list[dict]) -> list[str]:
+    """Staggered policy P: its slowest rack (from that rack's own start) ÷ the time of
+    the all-at-once policy named like P without its trailing ``-word`` parts
+    (``rack-st2`` ÷ ``rack``); the issue's target is ≤ 1.2."""
+    med = {s["policy"]: s for s in summary if s.get("time_s")}
+    lines = []
+    for policy, s in med.items():
+        if not s.get("rack_stagger_s"):
+            continue
+        other = policy
+        while "-" in other:
+            other = other.rsplit("-", 1)[0]
+            if other in med and not med[other].get("rack_stagger_s"):
+                break
+        if other not in med or med[other].get("rack_stagger_s"):
+            continue
+        slowest = max(x for x in s["rack_duration_s"] if x is not None)
+        lines.append(f"{policy} (racks {s['rack_stagger_s']:g} s apart): slowest rack "
+                     f"{slowest:.2f} s from its own start = {slowest / med[other]['time_s']:.2f}× "
+                     f"{other}'s all-at-once {med[other]['time_s']:.2f} s (medians); last host at "
+                     f"{s['time_s']:.2f} s after rack 0's start")
     return lines
 
 
@@ -366,7 +427,7 @@ def cmd_real(args: argparse.Namespace) -> int:
               f"{b['bound_uniform_sourcing_s']:.2f} s")
     print("\nmedians over repeats:")
     print(table(summary))
-    for line in speedups(summary, records):
+    for line in speedups(summary, records) + stagger_lines(summary):
         print(line)
     report.update(records=records, summary=summary, loadavg_end=os.getloadavg(),
                   finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
@@ -537,6 +598,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     real.add_argument("--variant-tracker", action="append", default=[], metavar="NAME=ARGS",
                       help="extra `murder tracker` arguments for --variant NAME, e.g. "
                            "'rack-nw8=--numwant-max=8 --numwant-default=8' (repeatable)")
+    real.add_argument("--variant-stagger", action="append", default=[], metavar="NAME=S",
+                      help="--variant NAME's racks start S seconds apart (rack r's peers "
+                           "r × S after rack 0's; time still counted from rack 0's start) "
+                           "(repeatable)")
     real.add_argument("--variant-command", action="append", default=[], metavar="NAME=PATH",
                       help="run --variant NAME's seeder and peers with this `murder` "
                            "executable (e.g. a wrapper running an older checkout); the "
@@ -591,6 +656,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if not sep or name not in args.variants:
             ap.error(f"--variant-tracker {spec!r}: expected NAME=ARGS for a --variant NAME")
         args.variant_trackers[name] = shlex.split(rest)
+    args.variant_staggers = {}
+    for spec in getattr(args, "variant_stagger", []):
+        name, sep, secs = spec.partition("=")
+        try:
+            value = float(secs)
+        except ValueError:
+            value = -1.0
+        if not sep or name not in args.variants or value < 0:
+            ap.error(f"--variant-stagger {spec!r}: expected NAME=SECONDS for a --variant NAME")
+        args.variant_staggers[name] = value
     args.variant_commands = {}
     for spec in getattr(args, "variant_command", []):
         name, sep, path = spec.partition("=")
