@@ -485,7 +485,7 @@ def sim_config(args: argparse.Namespace, policy: str, seed: int):
         payload=int(args.size_mib * 2**20), piece_length=args.piece_length,
         real_piece_length=args.piece_length, startup_min=float(lo),
         startup_max=float(hi or lo), policy=policy.removesuffix(":nonear"), numwant=args.numwant,
-        max_connections=args.max_connections, seed=seed,
+        max_connections=args.max_connections, seed=seed, rack_stagger=args.rack_stagger,
         cpu_cores=args.cpu_cores if args.cpu_s_per_gib else 0.0,
         cpu_s_per_gib=args.cpu_s_per_gib)
 
@@ -503,7 +503,8 @@ def cmd_sim(args: argparse.Namespace) -> int:
            if args.cpu_s_per_gib else "")
     print(f"simulated: {args.racks} racks × {args.hosts_per_rack} at {args.rate_mbit:g} Mbit/s, "
           f"{args.oversubscription:g}:1, {args.size_mib:g} MiB, pieces {args.piece_length}, "
-          f"numwant {args.numwant}, start-up {args.startup} s{cpu}; seeds {args.seeds}")
+          f"numwant {args.numwant}, start-up {args.startup} s, racks {args.rack_stagger:g} s "
+          f"apart{cpu}; seeds {args.seeds}")
     print("seed " + HEADER, flush=True)
     results = []
     for seed in args.seeds:
@@ -628,6 +629,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     sim.add_argument("--numwant", type=int, default=500,
                      help="peers per tracker reply (the real runs' --numwant-max) (default 500)")
     sim.add_argument("--max-connections", type=int, default=200)
+    sim.add_argument("--rack-stagger", type=float, default=0.0,
+                     help="rack r starts r × this many seconds later (default 0)")
     sim.add_argument("--cpu-s-per-gib", type=float, default=0.0,
                      help="model the bench machine's shared CPU: CPU-s per GiB delivered "
                           "(0: off; FleetConfig.cpu_s_per_gib)")
