@@ -129,9 +129,11 @@ class RacksBenchSmokeTests:
 
     def test_both_policies_deliver_and_rack_1_takes_the_payload_over_its_uplink(
             self, tmp_path: Path) -> None:
-        """random and rack handouts each deliver a sha256-verified payload to all 4
-        peers; rack 1 (no seeder) took in at least one payload over its uplink in
-        each run; the run leaves no namespace or work directory behind."""
+        """random and rack handouts (and rack with racks 1 s apart) each deliver a
+        sha256-verified payload to all 4 peers; rack 1 (no seeder) took in at least
+        one payload over its uplink in each run; in the staggered run rack 1's peers
+        started only after its gate opened 1 s late; the run leaves no namespace or
+        work directory behind."""
         import json
         import subprocess
 
@@ -143,6 +145,8 @@ class RacksBenchSmokeTests:
             [sys.executable, str(REPO / "bench" / "racks.py"), "real", "--racks", "2",
              "--hosts-per-rack", "2", "--size-mib", "2", "--rate-mbit", "200", "--repeat", "1",
              "--no-verify-shaping", "--run-timeout", "40", "--timeout", "100",
+             "--policies", "random,rack,rack-st1", "--variant", "rack-st1=rack",
+             "--variant-stagger", "rack-st1=1",
              "--workdir", str(tmp_path), "--json", str(out)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
@@ -152,13 +156,18 @@ class RacksBenchSmokeTests:
                 proc.kill()
                 proc.wait()
         report = json.loads(out.read_text())
-        assert [r["policy"] for r in report["records"]] == ["random", "rack"], output
+        assert [r["policy"] for r in report["records"]] == ["random", "rack", "rack-st1"], output
         for rec in report["records"]:
             assert rec["status"] == "ok", f"{rec['policy']}: {rec.get('reason')}\n{output}"
             assert len(rec["receivers"]) == 4
             assert all(r["t_s"] is not None and r["failure"] is None for r in rec["receivers"])
             assert rec["uplink_in_bytes"][1] >= rec["size_bytes"]
             assert rec["cross_rack_ratio"] > 0
+        staggered = report["records"][2]
+        rack1 = [r for r in staggered["receivers"] if r["rack"] == 1]
+        assert rack1 and all(r["listening_s"] is not None and r["listening_s"] >= 0.9
+                             for r in rack1), rack1
+        assert staggered["rack_duration_s"][1] == pytest.approx(staggered["rack_last_s"][1] - 1)
         left = [ns for ns in netns.list_namespaces() if ns.startswith(f"mzb{proc.pid}x")]
         assert left == []
         assert proc.returncode == 0, output
