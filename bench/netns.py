@@ -152,6 +152,8 @@ class Host:
     addr: str
     mac: str
     bridge_port: str
+    #: The rack the host sits in (`RackTopology`; 0 on a one-bridge `Topology`).
+    rack: int = 0
 
 
 @dataclass
@@ -331,6 +333,229 @@ class Topology:
         return total
 
 
+# ------------------------------------------------------------------ racks
+def rack_cidr(rack: int) -> str:
+    """Rack ``rack``'s /24: ``198.18.<rack>.0/24`` (the /15 holds 512 of them)."""
+    if not 0 <= rack < 512:
+        raise ValueError(f"rack {rack} outside 0..511 (one /24 each in {NET})")
+    return str(ipaddress.ip_network((int(NET.network_address) + 256 * rack, 24)))
+
+
+def rack_host_address(rack: int, k: int) -> str:
+    """Address of the ``k``-th peer of rack ``rack``: ``198.18.<rack>.<10 + k>``.
+
+    Rack 0 also holds the tracker (198.18.0.1) and the seeder (198.18.0.2),
+    so the one-bridge `Topology`'s addresses and `TRACKER_ADDR` stay valid.
+    """
+    if not 0 <= k < 240:
+        raise ValueError(f"host {k} outside 0..239 of a rack's /24")
+    return str(ipaddress.ip_address(int(NET.network_address) + 256 * rack + _FIRST_PEER + k))
+
+
+@dataclass(eq=False)
+class RackTopology(Topology):
+    """Racks of hosts: per-rack bridges joined by a spine over shaped uplinks.
+
+    ``n_peers`` peers in ``racks`` racks of ``n_peers ÷ racks`` (rack-major:
+    peers 0..k-1 in rack 0, …); the tracker and the seeder are extra hosts in
+    rack 0 (as in ``murder simulate``, whose seeder is extra in rack 0).
+
+    Layout, all in namespaces we create (nothing in the root namespace):
+
+    * rack ``r``: namespace ``<name>-r<r>`` holding bridge ``br0``, one
+      ``v<i>`` port per host (veth to the host's ``eth0``) and an uplink
+      port ``upl`` (veth to ``u<r>`` in the spine);
+    * spine: namespace ``<name>-sp`` holding bridge ``br0`` with the ports
+      ``u0``, ``u1``, … — a non-blocking L2 switch, so the uplinks are the
+      only inter-rack limit (what the simulator models);
+    * one flat /15 link: hosts keep static ARP to every other host, and each
+      bridge a static forwarding table (own hosts on their ports, everyone
+      else behind ``upl``; in the spine, every host behind its rack's ``u<r>``).
+
+    Shaping: host NICs as in `Topology` (upload on ``eth0``, download on the
+    rack bridge's ``v<i>``); each rack's uplink carries
+    ``hosts_per_rack × rate ÷ oversubscription`` each way: rack → spine on
+    the rack side's ``upl`` egress, spine → rack on the spine side's ``u<r>``
+    egress (HTB + byte FIFO of ``queue_ms`` at the uplink rate).
+    """
+
+    racks: int = 1
+    oversubscription: float = 1.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.racks < 1 or self.n_peers % self.racks:
+            raise ValueError(f"{self.n_peers} peers do not fill {self.racks} racks evenly")
+        if self.oversubscription <= 0:
+            raise ValueError("oversubscription must be positive")
+        hpr = self.n_peers // self.racks
+        hosts = [Host(0, "tracker", f"{self.name}-h0", TRACKER_ADDR, host_mac(0), "v0", 0),
+                 Host(1, "seeder", f"{self.name}-h1", SEEDER_ADDR, host_mac(1), "v1", 0)]
+        for p in range(self.n_peers):
+            i = len(hosts)
+            rack, k = divmod(p, hpr)
+            hosts.append(Host(i, f"peer{p}", f"{self.name}-h{i}", rack_host_address(rack, k),
+                              host_mac(i), f"v{i}", rack))
+        self.hosts = hosts
+        self.spine_ns = f"{self.name}-sp"
+
+    # ------------------------------------------------------------- accessors
+    @property
+    def hosts_per_rack(self) -> int:
+        return self.n_peers // self.racks
+
+    @property
+    def uplink_mbit(self) -> float:
+        """Each rack uplink's rate each way: hosts_per_rack × rate ÷ oversubscription."""
+        return self.hosts_per_rack * self.rate_mbit / self.oversubscription
+
+    @property
+    def uplink_bytes_per_s(self) -> float:
+        return self.uplink_mbit * 1e6 / 8
+
+    def rack_ns(self, rack: int) -> str:
+        return f"{self.name}-r{rack}"
+
+    def rack_hosts(self, rack: int) -> list[Host]:
+        return [h for h in self.hosts if h.rack == rack]
+
+    @property
+    def namespaces(self) -> list[str]:
+        return ([h.ns for h in self.hosts] + [self.rack_ns(r) for r in range(self.racks)]
+                + [self.spine_ns])
+
+    def topology_text(self, row: str = "row0", dc: str = "dc1") -> str:
+        """``murder tracker --topology`` lines: one ``CIDR dc1/row0/rack<r>`` per rack."""
+        return "".join(f"{rack_cidr(r)} {dc}/{row}/rack{r}\n" for r in range(self.racks))
+
+    def write_topology(self, path: str) -> str:
+        """Write `topology_text` to ``path`` (atomically: a temp file renamed); return it."""
+        tmp = f"{path}.tmp{os.getpid()}"
+        with open(tmp, "w") as f:
+            f.write(self.topology_text())
+        os.replace(tmp, path)
+        return path
+
+    # ------------------------------------------------------------ lifecycle
+    def _htb(self, dev: str, rate_mbit: float) -> list[str]:
+        """HTB + bfifo on ``dev`` at ``rate_mbit`` (burst/queue rules of `_shaping`)."""
+        rate_bps = int(rate_mbit * 1e6)
+        rate_bytes = rate_bps / 8
+        burst = self.burst_bytes or max(66_000, int(rate_bytes * 0.002))
+        limit = max(256 * 1024, int(rate_bytes * self.queue_ms / 1000))
+        return [
+            f"qdisc replace dev {dev} root handle 1: htb default 10",
+            f"class add dev {dev} parent 1: classid 1:10 htb rate {rate_bps}bit "
+            f"ceil {rate_bps}bit burst {burst}b cburst {burst}b quantum 60000",
+            f"qdisc add dev {dev} parent 1:10 handle 10: bfifo limit {limit}",
+        ]
+
+    def build(self) -> None:
+        """Namespaces, rack bridges, spine, veths, static ARP/FDB, shaping."""
+        if self._built:
+            return
+        _live.add(self)
+        self._built = True
+        _run(["ip", "-batch", "-"], input="".join(f"netns add {ns}\n" for ns in self.namespaces))
+        sysctl = ("for f in /proc/sys/net/ipv6/conf/all/disable_ipv6 "
+                  "/proc/sys/net/ipv6/conf/default/disable_ipv6; do echo 1 > $f; done; "
+                  "for f in /proc/sys/net/bridge/bridge-nf-call-iptables "
+                  "/proc/sys/net/bridge/bridge-nf-call-ip6tables "
+                  "/proc/sys/net/bridge/bridge-nf-call-arptables; do "
+                  "[ -e $f ] && echo 0 > $f; done; true")
+        bridge = ["link add br0 type bridge forward_delay 0 stp_state 0 mcast_snooping 0",
+                  "link set br0 up", "link set lo up"]
+        _run(["ip", "netns", "exec", self.spine_ns, "sh", "-c", sysctl])
+        _run(["ip", "-n", self.spine_ns, "-batch", "-"], input="\n".join(bridge) + "\n")
+        for r in range(self.racks):
+            ns = self.rack_ns(r)
+            _run(["ip", "netns", "exec", ns, "sh", "-c", sysctl])
+            lines = list(bridge)
+            for h in self.rack_hosts(r):
+                lines += [f"link add {h.bridge_port} type veth peer name eth0 netns {h.ns}",
+                          f"link set {h.bridge_port} master br0", f"link set {h.bridge_port} up"]
+            lines += [f"link add upl type veth peer name u{r} netns {self.spine_ns}",
+                      "link set upl master br0", "link set upl up"]
+            _run(["ip", "-n", ns, "-batch", "-"], input="\n".join(lines) + "\n")
+            _run(["bridge", "-n", ns, "-batch", "-"], input="".join(
+                f"fdb replace {h.mac} dev {h.bridge_port if h.rack == r else 'upl'} master static\n"
+                for h in self.hosts))
+            tc = [line for h in self.rack_hosts(r) for line in self._htb(h.bridge_port, self.rate_mbit)]
+            tc += self._htb("upl", self.uplink_mbit)
+            _run(["tc", "-n", ns, "-batch", "-"], input="\n".join(tc) + "\n")
+        spine = [line for r in range(self.racks)
+                 for line in (f"link set u{r} master br0", f"link set u{r} up")]
+        _run(["ip", "-n", self.spine_ns, "-batch", "-"], input="\n".join(spine) + "\n")
+        _run(["bridge", "-n", self.spine_ns, "-batch", "-"], input="".join(
+            f"fdb replace {h.mac} dev u{h.rack} master static\n" for h in self.hosts))
+        _run(["tc", "-n", self.spine_ns, "-batch", "-"], input="\n".join(
+            line for r in range(self.racks) for line in self._htb(f"u{r}", self.uplink_mbit)) + "\n")
+        for h in self.hosts:
+            _run(["ip", "netns", "exec", h.ns, "sh", "-c", sysctl])
+            lines = [f"link set eth0 address {h.mac}", f"addr add {h.addr}/{PREFIX_LEN} dev eth0",
+                     "link set lo up", "link set eth0 up"]
+            lines += [f"neigh replace {o.addr} lladdr {o.mac} dev eth0 nud permanent"
+                      for o in self.hosts if o is not h]
+            _run(["ip", "-n", h.ns, "-batch", "-"], input="\n".join(lines) + "\n")
+            _run(["tc", "-n", h.ns, "-batch", "-"], input="\n".join(self._htb("eth0", self.rate_mbit)) + "\n")
+
+    # ------------------------------------------------------------- counters
+    def uplink_bytes(self) -> list[dict[str, int]]:
+        """Per rack: bytes (frames incl. headers) that left it and entered it over its uplink.
+
+        ``out``: tx of the rack side's ``upl`` (rack → spine); ``in``: tx of the
+        spine side's ``u<r>`` (spine → rack).  Counted after the shaper, so a
+        frame the uplink queue dropped is not counted.
+        """
+        out = []
+        for r in range(self.racks):
+            out.append({"out": _tx_bytes(self.rack_ns(r), "upl"),
+                        "in": _tx_bytes(self.spine_ns, f"u{r}")})
+        return out
+
+    def qdisc_drops(self) -> int:
+        """Packets dropped by all our shaping qdiscs (hosts, racks, spine)."""
+        total = 0
+        for ns in self.namespaces:
+            out = _run(["tc", "-n", ns, "-s", "-j", "qdisc", "show"], check=False).stdout
+            try:
+                for q in json.loads(out or "[]"):
+                    if q.get("kind") in ("htb", "bfifo"):
+                        total += int(q.get("drops", 0))
+            except (ValueError, TypeError):
+                pass
+        return total
+
+
+def _tx_bytes(ns: str, dev: str) -> int:
+    out = _run(["ip", "-n", ns, "-s", "-j", "link", "show", "dev", dev]).stdout
+    return int(json.loads(out)[0]["stats64"]["tx"]["bytes"])
+
+
+def verify_racks(rate_mbit: float, oversubscription: float = 4.0, hosts_per_rack: int = 2,
+                 seconds: float = 1.0) -> dict[str, float]:
+    """Measure, on a fresh 2-rack topology, that hosts and uplinks give their rates.
+
+    ``in_rack``: one stream between two hosts of rack 1 (≈ the host rate);
+    ``cross_rack``: one stream rack 0 → rack 1 (≈ the uplink rate when it is
+    below the host rate); ``uplink_bytes``: bytes rack 1 received over its
+    uplink during the two measurements (only the cross-rack stream's).
+    """
+    with RackTopology(n_peers=2 * hosts_per_rack, rate_mbit=rate_mbit, racks=2,
+                      oversubscription=oversubscription) as topo:
+        r0, r1 = topo.rack_hosts(0), topo.rack_hosts(1)
+        before = topo.uplink_bytes()[1]["in"]
+        in_rack = measure(topo, [r1[0]], [r1[1]], seconds)
+        mid = topo.uplink_bytes()[1]["in"]
+        cross = measure(topo, [r0[-1]], [r1[0]], seconds)
+        after = topo.uplink_bytes()[1]["in"]
+        return {"configured_mbit": rate_mbit, "uplink_mbit": topo.uplink_mbit,
+                "in_rack": in_rack, "cross_rack": cross,
+                "uplink_bytes_in_rack_stream": mid - before,
+                "uplink_bytes_cross_stream": after - mid,
+                "stream_bytes": int(topo.rate_bytes * seconds)}
+
+
 def teardown_all() -> None:
     """Tear down every topology this process still has (atexit / signal path)."""
     for topo in list(_live):
@@ -472,7 +697,10 @@ if __name__ == "__main__":
     elif sys.argv[1] == "verify":
         install_signal_handlers(120)
         print(json.dumps(verify_shaping(float(sys.argv[2]))))
+    elif sys.argv[1] == "verify-racks":
+        install_signal_handlers(120)
+        print(json.dumps(verify_racks(float(sys.argv[2]), float(sys.argv[3]) if len(sys.argv) > 3 else 4.0)))
     elif sys.argv[1] == "cleanup":
         print("removed:", cleanup_stale())
     else:
-        sys.exit(f"usage: {sys.argv[0]} verify RATE_MBIT | cleanup")
+        sys.exit(f"usage: {sys.argv[0]} verify RATE_MBIT | verify-racks RATE_MBIT [OVERSUB] | cleanup")
