@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any, Mapping, Union
+from typing import Any, Mapping, Union, cast
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
@@ -40,6 +40,12 @@ from twisted.test import iosim
 from murder import bencode, metainfo
 from murder.errors import StorageError
 from murder.metainfo import Metainfo
+from murder.peer.config import SwarmConfig
+from murder.peer.interfaces import Peer
+from murder.peer.picker import Picker
+from murder.peer.ratelimit import RateLimiter
+from murder.peer.uploads import Uploads
+from murder.peer.wire import BLOCK_SIZE, Bitfield
 
 def pattern(n: int, seed: int | str = 0) -> bytes:
     """``n`` deterministic bytes that never repeat within a payload, so a
@@ -364,8 +370,6 @@ class MemoryLink:
         self.net.queue.append((self.remote, event, args))
 
     def send_bitfield(self, bits: Any) -> None:
-        from murder.peer.wire import Bitfield
-
         self._post("got_bitfield", Bitfield.from_bytes(bits.length, bits.tobytes()))
 
     def send_have_all(self) -> None:
@@ -506,3 +510,85 @@ class MemoryNetwork:
         if self.queue:
             raise AssertionError(f"network still busy after {limit} deliveries")
         return done
+
+
+class RecordingLink:
+    """A :class:`~murder.peer.interfaces.PeerLink` for upload tests: records
+    ``(name, event, index, begin)`` for pieces sent (``"piece"``), chokes and
+    unchokes (index and begin -1); every other send is a no-op.
+
+    ``fill_socket_of``: set to a Peer whose socket fills (``send_paused``)
+    after the next block sent, as a slow receiver's would.
+    """
+
+    def __init__(self, name: str, events: list[tuple[str, str, int, int]]) -> None:
+        self.address = (name, 1)
+        self.outgoing = False
+        self.peer_id: bytes | None = name.encode().ljust(20, b"-")
+        self.fast = True
+        self.events = events
+        self.fill_socket_of: Peer | None = None
+
+    def send_piece(self, index: int, begin: int, data: bytes) -> None:
+        self.events.append((self.address[0], "piece", index, begin))
+        if self.fill_socket_of is not None:
+            self.fill_socket_of.send_paused = True
+            self.fill_socket_of = None
+
+    def send_choke(self) -> None:
+        self.events.append((self.address[0], "choke", -1, -1))
+
+    def send_unchoke(self) -> None:
+        self.events.append((self.address[0], "unchoke", -1, -1))
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args: None
+
+
+class Uploader:
+    """An :class:`~murder.peer.uploads.Uploads` of a host holding every piece
+    (``PIECES`` pieces of two 16 KiB blocks) on a Clock, and the peers that
+    connect to it, say they are interested and queue requests."""
+
+    PIECES = 8
+
+    def __init__(self, config: SwarmConfig) -> None:
+        self.block = BLOCK_SIZE
+        plen = 2 * BLOCK_SIZE
+        meta, data = build_torrent(pattern(self.PIECES * plen), piece_length=plen)
+        # task.Clock is an interfaces.Clock at run time; its stubs spell callLater differently.
+        self.clock: Any = cast(Any, Clock())
+        self.picker = Picker(meta.num_pieces, piece_length=plen, total_length=meta.total_length)
+        for i in range(meta.num_pieces):
+            self.picker.mark_have(i)
+        limiter = RateLimiter(self.clock, 0, 0, resume_upload=lambda p: None)
+        self.uploads = Uploads(self.clock, config, meta, self.picker, MemoryStorage(meta, data),
+                               limiter)
+        self.events: list[tuple[str, str, int, int]] = []
+
+    def peer(self, name: str) -> Peer:
+        """A peer connects (it has nothing) and says it is interested."""
+        from murder.peer.wire import Bitfield
+
+        peer = Peer(RecordingLink(name, self.events), Bitfield(self.PIECES))
+        peer.peer_interested = True
+        self.uploads.update_choke(peer)
+        return peer
+
+    def ask(self, peer: Peer, *pieces: int) -> None:
+        """``peer`` requests whole pieces, two 16 KiB blocks each (a standard client)."""
+        for index in pieces:
+            for begin in (0, self.block):
+                self.uploads.got_request(peer, index, begin, self.block)
+
+    def sent(self) -> list[tuple[str, int, int]]:
+        """``(name, index, begin)`` of every block sent, in order."""
+        return [(name, index, begin) for name, what, index, begin in self.events
+                if what == "piece"]
+
+    def pieces(self) -> list[tuple[str, int]]:
+        """Who was sent which piece (counted at its first block), in order."""
+        return [(name, index) for name, index, begin in self.sent() if begin == 0]
+
+    def unchoked(self) -> list[str]:
+        return [name for name, what, _, _ in self.events if what == "unchoke"]

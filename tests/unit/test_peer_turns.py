@@ -10,71 +10,27 @@ from __future__ import annotations
 
 
 import pytest
-from twisted.internet.task import Clock
 from twisted.python import usage
 
 from murder.peer.config import SwarmConfig
-from murder.peer.interfaces import Peer
-from murder.peer.picker import Picker
-from murder.peer.ratelimit import RateLimiter
-from murder.peer.uploads import Uploads
-from murder.peer.wire import BLOCK_SIZE, Bitfield
-from murder.testing import MemoryStorage, build_torrent
+from murder.peer.wire import BLOCK_SIZE
+from murder.testing import Uploader, build_torrent
 from murder.testing import pattern as _payload
 
 PLEN = 2 * BLOCK_SIZE
-PIECES = 8
+PIECES = Uploader.PIECES
 
 
-class _Link:
-    """A PeerLink that records the pieces sent, into a log shared by all links."""
-
-    def __init__(self, name: str, sent: list[tuple[str, int, int]]) -> None:
-        self.address = (name, 1)
-        self.outgoing = False
-        self.peer_id = name.encode().ljust(20, b"-")
-        self.fast = True
-        self.sent = sent
-
-    def send_piece(self, index: int, begin: int, data: bytes) -> None:
-        self.sent.append((self.address[0], index, begin))
-
-    def __getattr__(self, name: str):
-        return lambda *args: None
-
-
-class _Seat:
+class _Seat(Uploader):
     """An :class:`Uploads` holding every piece, and peers that queue requests."""
 
     def __init__(self, turn_pieces: int, slots: int = 1, **config) -> None:
-        meta, data = build_torrent(_payload(PIECES * PLEN), piece_length=PLEN)
-        self.clock = Clock()
-        picker = Picker(meta.num_pieces, piece_length=PLEN, total_length=meta.total_length)
-        for i in range(meta.num_pieces):
-            picker.mark_have(i)
-        limiter = RateLimiter(self.clock, 0, 0, resume_upload=lambda p: None)
-        swarm_config = SwarmConfig(upload_slots=slots, turn_pieces=turn_pieces, **config)
-        self.uploads = Uploads(self.clock, swarm_config, meta, picker, MemoryStorage(meta, data),
-                               limiter)
-        self.sent: list[tuple[str, int, int]] = []
-
-    def peer(self, name: str) -> Peer:
-        peer = Peer(_Link(name, self.sent), Bitfield(PIECES))
-        peer.peer_interested = True
-        self.uploads.update_choke(peer)
-        return peer
-
-    def ask(self, peer: Peer, *pieces: int) -> None:
-        """``peer`` requests whole pieces, two 16 KiB blocks each (a standard client)."""
-        for index in pieces:
-            for begin in (0, BLOCK_SIZE):
-                self.uploads.got_request(peer, index, begin, BLOCK_SIZE)
+        super().__init__(SwarmConfig(upload_slots=slots, turn_pieces=turn_pieces, **config))
 
     def order(self) -> list[tuple[str, int]]:
         """Who got which piece, one entry per piece sent (both blocks in a row)."""
-        pieces = [(name, index) for name, index, begin in self.sent if begin == 0]
-        assert len(pieces) * 2 == len(self.sent)
-        return pieces
+        assert len(self.pieces()) * 2 == len(self.sent())
+        return self.pieces()
 
 
 def _contend(turn_pieces: int) -> list[tuple[str, int]]:

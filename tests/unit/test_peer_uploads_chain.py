@@ -12,78 +12,27 @@ when the heads leave the seeder's link idle, when a head stops reading, after
 from __future__ import annotations
 
 import pytest
-from twisted.internet.task import Clock
 from twisted.python import usage
 
 from murder.peer.config import SwarmConfig
-from murder.peer.interfaces import Peer
-from murder.peer.picker import Picker
-from murder.peer.ratelimit import RateLimiter
-from murder.peer.uploads import Uploads
-from murder.peer.wire import BLOCK_SIZE, Bitfield
-from murder.testing import MemoryStorage, build_torrent
+from murder.peer.wire import BLOCK_SIZE
+from murder.testing import Uploader, build_torrent
 from murder.testing import pattern as _payload
 
 PLEN = 2 * BLOCK_SIZE
-PIECES = 8
+PIECES = Uploader.PIECES
 
 
-class _Link:
-    """A PeerLink that records pieces sent and chokes/unchokes; other sends are no-ops."""
-
-    def __init__(self, name: str, log: list[tuple[str, str]]) -> None:
-        self.address = (name, 1)
-        self.outgoing = False
-        self.peer_id = name.encode().ljust(20, b"-")
-        self.fast = True
-        self.log = log
-
-    def send_piece(self, index: int, begin: int, data: bytes) -> None:
-        self.log.append((self.address[0], f"piece {index}:{begin}"))
-
-    def send_choke(self) -> None:
-        self.log.append((self.address[0], "choke"))
-
-    def send_unchoke(self) -> None:
-        self.log.append((self.address[0], "unchoke"))
-
-    def __getattr__(self, name: str):
-        return lambda *args: None
-
-
-class _Seeder:
-    """An :class:`Uploads` of a super-seeding seeder holding every piece."""
+class _Seeder(Uploader):
+    """A super-seeding seeder holding every piece, in a chain first pass."""
 
     def __init__(self, heads: int = 1, **config) -> None:
-        meta, data = build_torrent(_payload(PIECES * PLEN), piece_length=PLEN)
-        self.clock = Clock()
-        picker = Picker(meta.num_pieces, piece_length=PLEN, total_length=meta.total_length)
-        for i in range(meta.num_pieces):
-            picker.mark_have(i)
-        limiter = RateLimiter(self.clock, 0, 0, resume_upload=lambda p: None)
-        cfg = SwarmConfig(super_seed=True, seed_heads=heads, **config)
-        self.uploads = Uploads(self.clock, cfg, meta, picker, MemoryStorage(meta, data), limiter)
-        self.log: list[tuple[str, str]] = []
-
-    def peer(self, name: str) -> Peer:
-        """A peer connects (it has nothing) and says it is interested."""
-        peer = Peer(_Link(name, self.log), Bitfield(PIECES))
-        peer.peer_interested = True
-        self.uploads.update_choke(peer)
-        return peer
-
-    def ask(self, peer: Peer, *pieces: int) -> None:
-        for index in pieces:
-            for begin in (0, BLOCK_SIZE):
-                self.uploads.got_request(peer, index, begin, BLOCK_SIZE)
+        super().__init__(SwarmConfig(super_seed=True, seed_heads=heads, **config))
 
     def tick(self, seconds: float, step: float = 0.25) -> None:
         for _ in range(round(seconds / step)):
             self.clock.advance(step)
             self.uploads.chain.tick(self.clock.seconds())
-
-    def unchoked(self) -> list[str]:
-        return [name for name, what in self.log if what == "unchoke"]
 
 
 class ChainFirstPassTests:
@@ -231,12 +180,12 @@ class CompletedOwnerTests:
         seat.ask(a, *range(PIECES))
         a.active = False
         seat.uploads.forget(a)
-        sent = len(seat.log)
+        sent = len(seat.sent())
         seat.ask(b, 3)
-        assert len(seat.log) == sent  # refused
+        assert len(seat.sent()) == sent  # refused
         seat.clock.advance(1.0)
         seat.ask(b, 3)
-        assert seat.log[sent:] == [("b", "piece 3:0"), ("b", f"piece 3:{BLOCK_SIZE}")]
+        assert seat.sent()[sent:] == [("b", 3, 0), ("b", 3, BLOCK_SIZE)]
 
     def test_pieces_of_an_owner_that_left_early_are_served(self):
         """An owner that left before it had everything (crashed) holds nothing:
@@ -246,9 +195,9 @@ class CompletedOwnerTests:
         seat.ask(a, 3)
         a.active = False
         seat.uploads.forget(a)
-        sent = len(seat.log)
+        sent = len(seat.sent())
         seat.ask(b, 3)
-        assert seat.log[sent:] == [("b", "piece 3:0"), ("b", f"piece 3:{BLOCK_SIZE}")]
+        assert seat.sent()[sent:] == [("b", 3, 0), ("b", 3, BLOCK_SIZE)]
 
 
 class SeedHeadsOptionTests:

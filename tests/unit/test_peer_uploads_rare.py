@@ -9,69 +9,18 @@ it asks for, so no wait is unbounded.
 
 from __future__ import annotations
 
-from twisted.internet.task import Clock
 
 from murder.peer.config import SwarmConfig
-from murder.peer.interfaces import Peer
-from murder.peer.picker import Picker
-from murder.peer.ratelimit import RateLimiter
-from murder.peer.uploads import Uploads
-from murder.peer.wire import BLOCK_SIZE, Bitfield
-from murder.testing import MemoryStorage, build_torrent
-from murder.testing import pattern as _payload
-
-PLEN = 2 * BLOCK_SIZE
-PIECES = 8
+from murder.testing import Uploader
 
 
-class _Link:
-    """A PeerLink that records who was sent which piece (first block only)."""
 
-    def __init__(self, name: str, sent: list[tuple[str, int]]) -> None:
-        self.address = (name, 1)
-        self.outgoing = False
-        self.peer_id = name.encode().ljust(20, b"-")
-        self.fast = True
-        self.sent = sent
-        #: Set to a Peer: its socket fills after the first block (it keeps the slot).
-        self.fill_socket_of: Peer | None = None
-
-    def send_piece(self, index: int, begin: int, data: bytes) -> None:
-        if begin == 0:
-            self.sent.append((self.address[0], index))
-        if self.fill_socket_of is not None:
-            self.fill_socket_of.send_paused = True
-            self.fill_socket_of = None
-
-    def __getattr__(self, name: str):
-        return lambda *args: None
-
-
-class _Uploader:
+class _Uploader(Uploader):
     """A peer holding every piece; ``availability`` says how many others have each."""
 
     def __init__(self, rare_turns: int, availability: list[int]) -> None:
-        meta, data = build_torrent(_payload(PIECES * PLEN), piece_length=PLEN)
-        clock = Clock()
-        self.picker = Picker(meta.num_pieces, piece_length=PLEN, total_length=meta.total_length)
-        for i in range(meta.num_pieces):
-            self.picker.mark_have(i)
+        super().__init__(SwarmConfig(rare_turns=rare_turns))
         self.picker.availability[:] = availability
-        limiter = RateLimiter(clock, 0, 0, resume_upload=lambda p: None)
-        self.uploads = Uploads(clock, SwarmConfig(rare_turns=rare_turns), meta, self.picker,
-                               MemoryStorage(meta, data), limiter)
-        self.sent: list[tuple[str, int]] = []
-
-    def peer(self, name: str) -> Peer:
-        peer = Peer(_Link(name, self.sent), Bitfield(PIECES))
-        peer.peer_interested = True
-        self.uploads.update_choke(peer)
-        return peer
-
-    def ask(self, peer: Peer, *pieces: int) -> None:
-        for index in pieces:
-            for begin in (0, BLOCK_SIZE):
-                self.uploads.got_request(peer, index, begin, BLOCK_SIZE)
 
 
 def _race(rare_turns: int) -> list[tuple[str, int]]:
@@ -90,7 +39,7 @@ def _race(rare_turns: int) -> list[tuple[str, int]]:
     up.ask(d, 2)
     a.send_paused = False
     up.uploads.ready(a)
-    return up.sent
+    return up.pieces()
 
 
 class RareTurnsTests:
