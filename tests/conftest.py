@@ -6,6 +6,8 @@ helpers with ``from conftest import free_port, venv_bin`` (pytest puts
 
 - ``tmp_payload`` (fixture): factory building a payload file or directory
   tree under the test's ``tmp_path``; see :func:`tmp_payload`.
+- ``small_torrent`` (fixture): the path of a one-piece torrent file, for
+  tests of command-line options that need a ``--torrent``.
 - :func:`free_port`: a TCP port on 127.0.0.1 that was free a moment ago.
 - :func:`venv_bin`: path of a console script (``murder``, ``twistd`` …)
   installed beside the running interpreter, so subprocesses use the same
@@ -108,6 +110,17 @@ def tmp_payload(tmp_path: Path) -> Callable[..., Path]:
         return make_payload(root, name, spec)
 
     return factory
+
+
+@pytest.fixture
+def small_torrent(tmp_path: Path) -> str:
+    """A one-piece (32 KiB) torrent written to ``tmp_path/t.torrent``; its path."""
+    from murder.testing import build_torrent, pattern
+
+    meta, _ = build_torrent(pattern(2**15), piece_length=2**15)
+    path = tmp_path / "t.torrent"
+    path.write_bytes(meta.encode())
+    return str(path)
 
 
 _INTEGRATION = Path(__file__).resolve().parent / "integration"

@@ -171,26 +171,20 @@ class BlameVerdictTests:
 class HashThreadsOptionTests:
     """``murder peer --hash-threads N`` becomes RunConfig.hash_threads."""
 
-    def _torrent(self, tmp_path) -> str:
-        meta, _ = build_torrent(_payload(PLEN), piece_length=PLEN)
-        path = tmp_path / "t.torrent"
-        path.write_bytes(meta.encode())
-        return str(path)
-
-    def test_flag_and_default(self, tmp_path):
+    def test_flag_and_default(self, tmp_path, small_torrent):
         """--hash-threads 2 → 2; without it, 0 (pieces complete on the reactor thread)."""
         from murder.peer.options import PeerOptions, config_from
 
-        torrent = self._torrent(tmp_path)
+        torrent = small_torrent
         for extra, expected in ((["--hash-threads", "2"], 2), ([], 0)):
             opts = PeerOptions()
             opts.parseOptions(["--torrent", torrent, "--saveas", str(tmp_path / "x"), *extra])
             assert config_from(opts).hash_threads == expected
 
-    def test_out_of_range_is_refused(self, tmp_path):
+    def test_out_of_range_is_refused(self, tmp_path, small_torrent):
         """A negative --hash-threads is a one-line usage error."""
         from murder.peer.options import PeerOptions
 
         with pytest.raises(usage.UsageError, match="--hash-threads must be from 0 to 64"):
-            PeerOptions().parseOptions(["--torrent", self._torrent(tmp_path), "--saveas",
+            PeerOptions().parseOptions(["--torrent", small_torrent, "--saveas",
                                         str(tmp_path / "x"), "--hash-threads", "-1"])

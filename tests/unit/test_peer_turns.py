@@ -13,11 +13,8 @@ import pytest
 from twisted.python import usage
 
 from murder.peer.config import SwarmConfig
-from murder.peer.wire import BLOCK_SIZE
-from murder.testing import Uploader, build_torrent
-from murder.testing import pattern as _payload
+from murder.testing import Uploader
 
-PLEN = 2 * BLOCK_SIZE
 PIECES = Uploader.PIECES
 
 
@@ -176,17 +173,11 @@ class PoorestFirstTests:
 class TurnPiecesOptionTests:
     """``--turn-pieces`` on the command line becomes ``SwarmConfig.turn_pieces``."""
 
-    def _torrent(self, tmp_path) -> str:
-        meta, _ = build_torrent(_payload(PLEN), piece_length=PLEN)
-        path = tmp_path / "t.torrent"
-        path.write_bytes(meta.encode())
-        return str(path)
-
-    def test_flag_reaches_the_swarm_config(self, tmp_path):
+    def test_flag_reaches_the_swarm_config(self, tmp_path, small_torrent):
         """`murder peer --turn-pieces 8` runs the swarm with turn_pieces=8; the default is 1."""
         from murder.peer.options import PeerOptions, config_from
 
-        torrent = self._torrent(tmp_path)
+        torrent = small_torrent
         opts = PeerOptions()
         opts.parseOptions(["--torrent", torrent, "--saveas", str(tmp_path / "x"),
                            "--turn-pieces", "8"])
@@ -195,10 +186,10 @@ class TurnPiecesOptionTests:
         opts.parseOptions(["--torrent", torrent, "--saveas", str(tmp_path / "x")])
         assert config_from(opts).swarm.turn_pieces == 1
 
-    def test_zero_is_refused(self, tmp_path):
+    def test_zero_is_refused(self, tmp_path, small_torrent):
         """--turn-pieces 0 is a usage error with a clear message."""
         from murder.peer.options import SeederOptions
 
         with pytest.raises(usage.UsageError, match="--turn-pieces must be at least 1"):
-            SeederOptions().parseOptions(["--torrent", self._torrent(tmp_path), "--file",
+            SeederOptions().parseOptions(["--torrent", small_torrent, "--file",
                                           str(tmp_path), "--turn-pieces", "0"])

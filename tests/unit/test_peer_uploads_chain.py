@@ -16,10 +16,8 @@ from twisted.python import usage
 
 from murder.peer.config import SwarmConfig
 from murder.peer.wire import BLOCK_SIZE
-from murder.testing import Uploader, build_torrent
-from murder.testing import pattern as _payload
+from murder.testing import Uploader
 
-PLEN = 2 * BLOCK_SIZE
 PIECES = Uploader.PIECES
 
 
@@ -203,54 +201,42 @@ class CompletedOwnerTests:
 class SeedHeadsOptionTests:
     """``--seed-heads`` on the command line becomes ``SwarmConfig.seed_heads``."""
 
-    def _torrent(self, tmp_path) -> str:
-        meta, _ = build_torrent(_payload(PLEN), piece_length=PLEN)
-        path = tmp_path / "t.torrent"
-        path.write_bytes(meta.encode())
-        return str(path)
-
-    def test_flag_reaches_the_swarm_config(self, tmp_path):
+    def test_flag_reaches_the_swarm_config(self, tmp_path, small_torrent):
         """`murder seed --seed-heads 2` runs the swarm with seed_heads=2 (super-seeding)."""
         from murder.peer.options import SeederOptions, config_from
 
         opts = SeederOptions()
-        opts.parseOptions(["--torrent", self._torrent(tmp_path), "--file", str(tmp_path),
+        opts.parseOptions(["--torrent", small_torrent, "--file", str(tmp_path),
                            "--seed-heads", "2"])
         swarm = config_from(opts).swarm
         assert swarm.seed_heads == 2 and swarm.super_seed
 
-    def test_negative_is_refused(self, tmp_path):
+    def test_negative_is_refused(self, tmp_path, small_torrent):
         """--seed-heads -1 is a usage error with a clear message."""
         from murder.peer.options import SeederOptions
 
         with pytest.raises(usage.UsageError, match="--seed-heads cannot be negative"):
-            SeederOptions().parseOptions(["--torrent", self._torrent(tmp_path), "--file",
+            SeederOptions().parseOptions(["--torrent", small_torrent, "--file",
                                           str(tmp_path), "--seed-heads", "-1"])
 
 
 class RequestHorizonOptionTests:
     """``--request-horizon`` (a benchmark knob) becomes ``SwarmConfig.request_horizon``."""
 
-    def _torrent(self, tmp_path) -> str:
-        meta, _ = build_torrent(_payload(PLEN), piece_length=PLEN)
-        path = tmp_path / "t.torrent"
-        path.write_bytes(meta.encode())
-        return str(path)
-
-    def test_flag_reaches_the_swarm_config(self, tmp_path):
+    def test_flag_reaches_the_swarm_config(self, tmp_path, small_torrent):
         """`murder peer --request-horizon 0.5` keeps 0.5 s requested; default 0.25."""
         from murder.peer.options import PeerOptions, config_from
 
         for extra, want in (([], 0.25), (["--request-horizon", "0.5"], 0.5)):
             opts = PeerOptions()
-            opts.parseOptions(["--torrent", self._torrent(tmp_path), "--saveas",
+            opts.parseOptions(["--torrent", small_torrent, "--saveas",
                                str(tmp_path / "x"), *extra])
             assert config_from(opts).swarm.request_horizon == want
 
-    def test_zero_is_refused(self, tmp_path):
+    def test_zero_is_refused(self, tmp_path, small_torrent):
         """--request-horizon 0 is a usage error with a clear message."""
         from murder.peer.options import PeerOptions
 
         with pytest.raises(usage.UsageError, match="--request-horizon must be above 0"):
-            PeerOptions().parseOptions(["--torrent", self._torrent(tmp_path), "--saveas",
+            PeerOptions().parseOptions(["--torrent", small_torrent, "--saveas",
                                         str(tmp_path / "x"), "--request-horizon", "0"])
