@@ -54,6 +54,19 @@ _counter = 0
 _counter_lock = threading.Lock()
 
 
+#: Run in every namespace: IPv6 off (no DAD/MLD chatter on the bridge) and
+#: netfilter off for bridged frames (per-netns sysctl).
+_NS_SYSCTL = ("for f in /proc/sys/net/ipv6/conf/all/disable_ipv6 "
+              "/proc/sys/net/ipv6/conf/default/disable_ipv6; do echo 1 > $f; done; "
+              "for f in /proc/sys/net/bridge/bridge-nf-call-iptables "
+              "/proc/sys/net/bridge/bridge-nf-call-ip6tables "
+              "/proc/sys/net/bridge/bridge-nf-call-arptables; do "
+              "[ -e $f ] && echo 0 > $f; done; true")
+#: ip -batch lines of a namespace's bridge br0 (no STP delay, no snooping).
+_BRIDGE_LINES = ("link add br0 type bridge forward_delay 0 stp_state 0 mcast_snooping 0",
+                 "link set br0 up", "link set lo up")
+
+
 class NetnsError(RuntimeError):
     """An ``ip``/``tc`` command failed while building the emulated network."""
 
@@ -161,7 +174,7 @@ class Topology:
     """``n_peers`` + 2 hosts on one bridge, each shaped to ``rate_mbit`` both ways.
 
     ``burst_bytes``/``queue_bytes`` default to values derived from the rate
-    (see `_shaping`).  Use as a context manager; `teardown()` always runs.
+    (see `_htb`).  Use as a context manager; `teardown()` always runs.
     """
 
     n_peers: int
@@ -221,24 +234,21 @@ class Topology:
     def __exit__(self, *exc: object) -> None:
         self.teardown()
 
-    def _shaping(self) -> tuple[int, int, int]:
-        """(rate bit/s, burst bytes, fifo limit bytes).
+    def _htb(self, dev: str, rate_mbit: float) -> list[str]:
+        """tc lines: HTB at ``rate_mbit`` on ``dev`` and a bfifo under it.
 
         Burst: 2 ms at the rate but never below one 64 KiB GSO super-packet
         plus a frame, so HTB does not stall on TSO-sized skbs.  Queue: ``queue_ms``
         at the rate (a switch port buffer), at least 256 KiB.
         """
-        rate_bps = int(self.rate_mbit * 1e6)
-        burst = self.burst_bytes or max(66_000, int(self.rate_bytes * 0.002))
-        limit = max(256 * 1024, int(self.rate_bytes * self.queue_ms / 1000))
-        return rate_bps, burst, limit
-
-    def _tc_lines(self, dev: str) -> list[str]:
-        rate, burst, limit = self._shaping()
+        rate_bps = int(rate_mbit * 1e6)
+        rate_bytes = rate_bps / 8
+        burst = self.burst_bytes or max(66_000, int(rate_bytes * 0.002))
+        limit = max(256 * 1024, int(rate_bytes * self.queue_ms / 1000))
         return [
             f"qdisc replace dev {dev} root handle 1: htb default 10",
-            f"class add dev {dev} parent 1: classid 1:10 htb rate {rate}bit ceil {rate}bit "
-            f"burst {burst}b cburst {burst}b quantum 60000",
+            f"class add dev {dev} parent 1: classid 1:10 htb rate {rate_bps}bit "
+            f"ceil {rate_bps}bit burst {burst}b cburst {burst}b quantum 60000",
             f"qdisc add dev {dev} parent 1:10 handle 10: bfifo limit {limit}",
         ]
 
@@ -249,17 +259,9 @@ class Topology:
         _live.add(self)
         self._built = True
         _run(["ip", "-batch", "-"], input="".join(f"netns add {ns}\n" for ns in self.namespaces))
-        # IPv6 off everywhere (no DAD/MLD chatter on the bridge); netfilter off
-        # for bridged frames inside the bridge namespace (per-netns sysctl).
-        sysctl = ("for f in /proc/sys/net/ipv6/conf/all/disable_ipv6 "
-                  "/proc/sys/net/ipv6/conf/default/disable_ipv6; do echo 1 > $f; done; "
-                  "for f in /proc/sys/net/bridge/bridge-nf-call-iptables "
-                  "/proc/sys/net/bridge/bridge-nf-call-ip6tables "
-                  "/proc/sys/net/bridge/bridge-nf-call-arptables; do "
-                  "[ -e $f ] && echo 0 > $f; done; true")
+        sysctl = _NS_SYSCTL
         _run(["ip", "netns", "exec", self.bridge_ns, "sh", "-c", sysctl])
-        br = ["link add br0 type bridge forward_delay 0 stp_state 0 mcast_snooping 0",
-              "link set br0 up", "link set lo up"]
+        br = list(_BRIDGE_LINES)
         for h in self.hosts:
             br.append(f"link add {h.bridge_port} type veth peer name eth0 netns {h.ns}")
             br.append(f"link set {h.bridge_port} master br0")
@@ -268,7 +270,7 @@ class Topology:
         _run(["bridge", "-n", self.bridge_ns, "-batch", "-"],
              input="".join(f"fdb replace {h.mac} dev {h.bridge_port} master static\n"
                            for h in self.hosts))
-        tc_br = [line for h in self.hosts for line in self._tc_lines(h.bridge_port)]
+        tc_br = [line for h in self.hosts for line in self._htb(h.bridge_port, self.rate_mbit)]
         _run(["tc", "-n", self.bridge_ns, "-batch", "-"], input="\n".join(tc_br) + "\n")
         for h in self.hosts:
             _run(["ip", "netns", "exec", h.ns, "sh", "-c", sysctl])
@@ -281,7 +283,7 @@ class Topology:
             lines += [f"neigh replace {o.addr} lladdr {o.mac} dev eth0 nud permanent"
                       for o in self.hosts if o is not h]
             _run(["ip", "-n", h.ns, "-batch", "-"], input="\n".join(lines) + "\n")
-            _run(["tc", "-n", h.ns, "-batch", "-"], input="\n".join(self._tc_lines("eth0")) + "\n")
+            _run(["tc", "-n", h.ns, "-batch", "-"], input="\n".join(self._htb("eth0", self.rate_mbit)) + "\n")
 
     def teardown(self) -> None:
         """Kill (by PID) whatever still runs in our namespaces, delete them. Idempotent."""
@@ -437,19 +439,6 @@ class RackTopology(Topology):
         return path
 
     # ------------------------------------------------------------ lifecycle
-    def _htb(self, dev: str, rate_mbit: float) -> list[str]:
-        """HTB + bfifo on ``dev`` at ``rate_mbit`` (burst/queue rules of `_shaping`)."""
-        rate_bps = int(rate_mbit * 1e6)
-        rate_bytes = rate_bps / 8
-        burst = self.burst_bytes or max(66_000, int(rate_bytes * 0.002))
-        limit = max(256 * 1024, int(rate_bytes * self.queue_ms / 1000))
-        return [
-            f"qdisc replace dev {dev} root handle 1: htb default 10",
-            f"class add dev {dev} parent 1: classid 1:10 htb rate {rate_bps}bit "
-            f"ceil {rate_bps}bit burst {burst}b cburst {burst}b quantum 60000",
-            f"qdisc add dev {dev} parent 1:10 handle 10: bfifo limit {limit}",
-        ]
-
     def build(self) -> None:
         """Namespaces, rack bridges, spine, veths, static ARP/FDB, shaping."""
         if self._built:
@@ -457,14 +446,8 @@ class RackTopology(Topology):
         _live.add(self)
         self._built = True
         _run(["ip", "-batch", "-"], input="".join(f"netns add {ns}\n" for ns in self.namespaces))
-        sysctl = ("for f in /proc/sys/net/ipv6/conf/all/disable_ipv6 "
-                  "/proc/sys/net/ipv6/conf/default/disable_ipv6; do echo 1 > $f; done; "
-                  "for f in /proc/sys/net/bridge/bridge-nf-call-iptables "
-                  "/proc/sys/net/bridge/bridge-nf-call-ip6tables "
-                  "/proc/sys/net/bridge/bridge-nf-call-arptables; do "
-                  "[ -e $f ] && echo 0 > $f; done; true")
-        bridge = ["link add br0 type bridge forward_delay 0 stp_state 0 mcast_snooping 0",
-                  "link set br0 up", "link set lo up"]
+        sysctl = _NS_SYSCTL
+        bridge = list(_BRIDGE_LINES)
         _run(["ip", "netns", "exec", self.spine_ns, "sh", "-c", sysctl])
         _run(["ip", "-n", self.spine_ns, "-batch", "-"], input="\n".join(bridge) + "\n")
         for r in range(self.racks):
