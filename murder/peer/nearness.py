@@ -160,24 +160,18 @@ class Nearness:
         if peer.near_counted or not self.near_networks or peer.distance or peer.snubbed:
             return
         peer.near_counted = True
-        if peer.rejected:
-            self.picker.near_bitfield(i for i in peer.bits if i not in peer.rejected)
-        else:
-            self.picker.near_bitfield(peer.bits)
+        self.picker.near_bitfield(_offered(peer))
 
     def uncount(self, peer: Peer) -> None:
         if not peer.near_counted:
             return
         peer.near_counted = False
-        if peer.rejected:
-            self.picker.near_gone(i for i in peer.bits if i not in peer.rejected)
-        else:
-            self.picker.near_gone(peer.bits)
+        self.picker.near_gone(_offered(peer))
 
     def bitfield(self, peer: Peer) -> None:
         """``peer.bits`` were just set from its BITFIELD (the picker counted them)."""
         if peer.near_counted:
-            self.picker.near_bitfield(i for i in peer.bits if i not in peer.rejected)
+            self.picker.near_bitfield(_offered(peer))
 
     def has(self, peer: Peer, index: int) -> None:
         """``peer`` announced ``index`` (already added to its bits)."""
@@ -189,6 +183,13 @@ class Nearness:
         self.uncount(peer)
         if not peer.distance:
             self._ring_dirty = True
+
+
+def _offered(peer: Peer) -> Iterable[int]:
+    """The pieces ``peer`` holds and has not refused us: what it counts for."""
+    if not peer.rejected:
+        return peer.bits
+    return (i for i in peer.bits if i not in peer.rejected)
 
 
 __all__ = ["Nearness"]

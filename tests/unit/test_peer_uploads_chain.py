@@ -18,6 +18,8 @@ from murder.peer.config import SwarmConfig
 from murder.peer.wire import BLOCK_SIZE
 from murder.testing import Uploader
 
+from test_swarm_core import Fleet
+
 PIECES = Uploader.PIECES
 
 
@@ -133,11 +135,6 @@ class ChainSwarmTests:
     def test_every_peer_completes_and_the_seeder_sends_about_one_copy(self):
         """seed_heads = 1, 8 peers: all complete with the exact payload, the
         seeder uploads ≤ 1.1 copies, and in its first pass it sent to the head only."""
-        import sys
-        import os
-        sys.path.insert(0, os.path.dirname(__file__))
-        from test_swarm_core import Fleet
-
         fleet = Fleet(8, size=24 * 2**15, seed_heads=1, seed_head_wait=100.0)
         fleet.announce_all()
         fleet.run(30)
@@ -152,11 +149,6 @@ class ChainSwarmTests:
     def test_a_chain_of_peers_completes(self):
         """seed_heads = 1 and peer_heads = 1 (each peer serves one downstream while
         it downloads): all 8 peers still complete with the exact payload."""
-        import sys
-        import os
-        sys.path.insert(0, os.path.dirname(__file__))
-        from test_swarm_core import Fleet
-
         fleet = Fleet(8, size=24 * 2**15, seed_heads=1, peer_heads=1)
         fleet.announce_all()
         fleet.run(30)
