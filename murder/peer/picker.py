@@ -72,6 +72,11 @@ class Picker:
         # this list so ties break randomly without a sort per request.
         self._pending = list(range(num_pieces))
         self._rng.shuffle(self._pending)
+        #: The same pieces as a set in :meth:`Bitfield.as_int` layout: a scan
+        #: that cannot find anything (the peer holds no pending piece; most
+        #: scans in a large swarm) is rejected with one ``&``.
+        self._top = 8 * ((num_pieces + 7) // 8) - 1
+        self._pending_bits = Bitfield(num_pieces, full=True).as_int()
 
     def piece_size(self, index: int) -> int:
         return piece_size(index, self.num_pieces, self.piece_length, self.total_length)
@@ -112,9 +117,11 @@ class Picker:
                 self._pending.remove(index)
             except ValueError:
                 pass
+            self._pending_bits &= ~(1 << (self._top - index))
 
     def _start(self, index: int) -> PieceInProgress:
         self._pending.remove(index)
+        self._pending_bits &= ~(1 << (self._top - index))
         piece = self.in_progress[index] = PieceInProgress(index, self.piece_size(index))
         return piece
 
@@ -122,6 +129,7 @@ class Picker:
         """A piece in progress goes back to the pending pool."""
         if self.in_progress.pop(index, None) is not None:
             self._pending.insert(self._rng.randrange(len(self._pending) + 1), index)
+            self._pending_bits |= 1 << (self._top - index)
 
     @property
     def complete(self) -> bool:
@@ -131,7 +139,7 @@ class Picker:
         """Does the peer have any piece we lack?"""
         if peer_bits.count == peer_bits.length:
             return not self.have.complete
-        return any(i not in self.have for i in peer_bits)
+        return bool(peer_bits.as_int() & ~self.have.as_int())
 
     def can_request(self, index: int) -> bool:
         """Is any block of piece ``index`` still to be requested from someone?
@@ -149,6 +157,14 @@ class Picker:
     def _new_piece(self, peer_bits: Bitfield, exclude: set[int],
                    near: list[int] | None = None, owned: bytearray | None = None) -> int | None:
         everything = peer_bits.complete
+        candidates = self._pending_bits if everything else \
+            self._pending_bits & peer_bits.as_int()
+        for i in exclude:
+            if not candidates:
+                break
+            candidates &= ~(1 << (self._top - i))
+        if not candidates:
+            return None  # nothing pending that this peer holds: skip the scan
         if near is not None:
             for i in self._pending:
                 if not near[i] and (owned is None or owned[i]) and \
