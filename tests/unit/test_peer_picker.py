@@ -359,7 +359,7 @@ class SetArithmeticTests:
                     p.piece_failed(rng.choice(list(p.in_progress.values())))
                 elif op < 0.6:
                     p.mark_have(rng.randrange(n))
-                assert p._pending_bits == sum(1 << (p._top - i) for i in p._pending)
+                assert p._pending.bits == sum(1 << (p._pending._top - i) for i in p._pending)
                 assert p.interesting(peer_bits) == any(i not in p.have for i in peer_bits)
                 if p._new_piece(peer_bits, exclude) is None:
                     assert not [i for i in p._pending if (i in peer_bits) and i not in exclude]
