@@ -591,6 +591,21 @@ class TrackerUDPPortTests:
         port.doRead()
         assert len(sock.sent) == 2 and len(sock.queue) == 3
 
+    def test_wakeups_and_datagrams_counted_for_metrics(self):
+        """Each doRead counts one wakeup and the datagrams it read (the batch bound
+        included), and /metrics exposes both: their ratio is datagrams per wakeup."""
+        sock = _QueuedSocket([(udpcodec.connect_request(n), ("10.0.0.1", 1))
+                              for n in range(5)] + [(b"junk", ("10.0.0.2", 1))])
+        core, port = self.port(sock, batch=4)
+        port.doRead()
+        port.doRead()
+        port.doRead()
+        metrics = core.app.metrics
+        assert (metrics.udp_reads, metrics.udp_datagrams) == (3, 6)
+        text = metrics.render().decode()
+        assert "murder_tracker_udp_reads_total 3.0" in text
+        assert "murder_tracker_udp_datagrams_total 6.0" in text
+
     def test_unsendable_reply_is_dropped_and_counted(self):
         """A reply the kernel refuses is dropped (UDP may) and counted; reading goes on."""
         sock = _QueuedSocket([(udpcodec.connect_request(n), ("10.0.0.1", 1))
