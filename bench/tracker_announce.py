@@ -19,8 +19,14 @@ load on CPU 1: HTTP keep-alive and one connection per announce for our
 tracker, for the same ``TrackerApp`` behind twisted.web
 (``bench/tracker_twistedweb.py``) and for opentracker; BEP 15 UDP for ours
 and opentracker's (load from ``bench/udp_announce_load.c``, compiled with
-``cc``); our tracker on the Redis store with 1 and 2 tracker processes.
+``cc``, ``--inflight`` requests in flight, default 128); our tracker on the
+Redis store with 1 and 2 tracker processes.  UDP rows also show the server's
+system-time share, peers per reply, timeouts, error replies and (ours) the
+datagrams each reactor wakeup read, from /metrics.
 Results: ``bench/results/tracker_fleet.json``.
+
+``--fleet --udp-sweep 32,128,512`` runs only the UDP rows, ours and
+opentracker's, at each in-flight count (``bench/results/tracker_udp_sweep.json``).
 """
 
 from __future__ import annotations
@@ -337,6 +343,7 @@ def fleet(args) -> int:
                 extra_cols = ""
                 if kind == "udp":
                     extra_cols = (f"  (sys {stats['server_sys']:.2f})"
+                                  f"  {stats['peers_per_reply']:.1f} peers/reply"
                                   f"  timeouts {stats['timeouts']} errors {stats['errors']}"
                                   + (f"  {stats['per_wakeup']:.1f}/wakeup"
                                      if "per_wakeup" in stats else ""))
@@ -429,8 +436,10 @@ def main() -> int:
     parser.add_argument("--rows", default="",
                         help="with --fleet: only rows whose name contains one of these "
                              "comma-separated strings (e.g. 'udp: murder (memory,udp: open')")
-    parser.add_argument("--inflight", type=int, default=32,
-                        help="with --fleet: UDP requests in flight (simulated hosts)")
+    parser.add_argument("--inflight", type=int, default=128,
+                        help="with --fleet: UDP requests in flight (simulated hosts); 128 is "
+                             "the most Linux's default socket buffer holds without drops "
+                             "(bench/README.md, 'Session 5 tracker')")
     parser.add_argument("--udp-sweep", default="",
                         help="with --fleet: only the UDP rows (ours, opentracker) at each of "
                              "these comma-separated in-flight counts, e.g. 32,128,512; "

@@ -25,7 +25,7 @@
  *
  * Prints one line: UDPJSON {"requests": n, "duration_us": n, "timeouts": n,
  * "errors": n, "stale": n, "sent": n, "connects": n, "inflight": n,
- * "sockets": n, "cpu_s": x, "p50_us": n, "p90_us": n, "p99_us": n,
+ * "sockets": n, "cpu_s": x, "peers_per_reply": x, "p50_us": n, "p90_us": n, "p99_us": n,
  * "max_us": n}
  */
 #define _GNU_SOURCE
@@ -202,7 +202,7 @@ int main(int argc, char **argv) {
     }
     double cpu_start = cpu_seconds();
     uint64_t start = now_us(), end = start + (uint64_t)(duration * 1e6), next_scan = start;
-    uint64_t requests = 0, timeouts = 0, errors = 0, stale = 0, maxlat = 0;
+    uint64_t requests = 0, timeouts = 0, errors = 0, stale = 0, maxlat = 0, got_peers = 0;
     int started = 0;
     uint64_t next_group = start;
     struct epoll_event evs[MAXSOCK];
@@ -239,6 +239,7 @@ int main(int argc, char **argv) {
                         hist[lat > HIST_US ? HIST_US : lat]++;
                         if (lat > maxlat) maxlat = lat;
                         requests++;
+                        got_peers += (len - 20) / 6;
                     } else {
                         errors++;
                         s->connected = 0;
@@ -272,12 +273,13 @@ int main(int argc, char **argv) {
     }
     printf("UDPJSON {\"requests\": %llu, \"duration_us\": %llu, \"timeouts\": %llu, "
            "\"errors\": %llu, \"stale\": %llu, \"sent\": %llu, \"connects\": %llu, "
-           "\"inflight\": %d, \"sockets\": %d, \"cpu_s\": %.3f, "
+           "\"inflight\": %d, \"sockets\": %d, \"cpu_s\": %.3f, \"peers_per_reply\": %.2f, "
            "\"p50_us\": %llu, \"p90_us\": %llu, \"p99_us\": %llu, \"max_us\": %llu}\n",
            (unsigned long long)requests, (unsigned long long)elapsed,
            (unsigned long long)timeouts, (unsigned long long)errors,
            (unsigned long long)stale, (unsigned long long)sent,
            (unsigned long long)connects, nslots, nsock, cpu,
+           requests ? (double)got_peers / requests : 0.0,
            (unsigned long long)pct[0], (unsigned long long)pct[1], (unsigned long long)pct[2],
            (unsigned long long)maxlat);
     return 0;

@@ -33,6 +33,7 @@ import errno
 import hashlib
 import hmac
 import os
+import socket
 from typing import Any
 
 from twisted.application.service import Service
@@ -300,6 +301,21 @@ class TrackerUDPPort(udp.Port):
 
     #: Datagrams answered per wakeup at most, so HTTP gets its turn.
     batch = 1000
+    #: Receive buffer asked for (SO_RCVBUF; Linux caps it at net.core.rmem_max).
+    #: Linux's default (212,992 bytes) queues only 256 announces: a fleet
+    #: announcing at once (a deploy starting) would lose the rest, and a BEP 15
+    #: client waits 15 s before it retries.  4 MiB queues several thousand,
+    #: i.e. tens of milliseconds of work (bench/README.md, "Session 5 tracker").
+    receive_buffer = 4 << 20
+
+    def createInternetSocket(self) -> socket.socket:  # noqa: N802 (Twisted API)
+        """Twisted's socket, with the larger receive buffer (best effort)."""
+        skt = super().createInternetSocket()
+        try:
+            skt.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.receive_buffer)
+        except OSError as e:  # pragma: no cover - platform refusing the option
+            log.warn("UDP receive buffer left at the default: {error}", error=e)
+        return skt
 
     def write(self, datagram: bytes, addr: Any = None) -> None:
         try:
