@@ -150,7 +150,7 @@ class TrackerMetrics:
         #: (transport, result) -> count.
         self.scrapes: dict[tuple[str, str], int] = {}
         #: Wakeups of the UDP port and datagrams read; the port bumps them
-        #: once per wakeup (their ratio is what a wakeup costs per datagram).
+        #: once per wakeup (their ratio: datagrams sharing one wakeup's cost).
         self.udp_reads = 0
         self.udp_datagrams = 0
         self.registry = CollectorRegistry(auto_describe=True)

@@ -329,8 +329,9 @@ class TrackerUDPPort(udp.Port):
         Twisted's loop hands each datagram to ``datagramReceived``, which
         calls ``write``; here the core is called and ``sendto`` directly
         (measured in bench/README.md, "UDP hot path").  Wakeups and datagrams
-        are counted once per wakeup, for /metrics: datagrams per wakeup is
-        what sets our cost per datagram (bench/README.md, "Session 5 tracker").
+        are counted once per wakeup, for /metrics: datagrams per wakeup says
+        how many datagrams share Twisted's cost of one wakeup (bench/README.md,
+        "Session 5 tracker").
         """
         recvfrom = self.socket.recvfrom
         sendto = self.socket.sendto
