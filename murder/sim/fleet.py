@@ -335,13 +335,13 @@ def _quiet_cores(observer: _CountingObserver) -> list[tuple[Any, Any]]:
     return saved
 
 
-def build_and_run(cfg: FleetConfig, progress: Any = None) -> FleetResult:
+def build_and_run(cfg: FleetConfig, progress: Any = None, probe: Any = None) -> FleetResult:
     """Simulate one deploy (see :func:`_run`); the cores' log lines are
     counted by level (``FleetResult.log_levels``), not printed."""
     observer = _CountingObserver()
     saved = _quiet_cores(observer)
     try:
-        result = _run(cfg, progress)
+        result = _run(cfg, progress, probe)
     finally:
         for cls, log in saved:
             setattr(cls, "log", log)
@@ -349,11 +349,13 @@ def build_and_run(cfg: FleetConfig, progress: Any = None) -> FleetResult:
     return result
 
 
-def _run(cfg: FleetConfig, progress: Any = None) -> FleetResult:
+def _run(cfg: FleetConfig, progress: Any = None, probe: Any = None) -> FleetResult:
     """Simulate one deploy to the end (every host complete, or ``time_limit``).
 
     ``progress``, if given, is called with a one-line status every 0.25 s of
-    virtual time (long runs)."""
+    virtual time (long runs).  ``probe``, if given, is called as
+    ``probe(clock, net, hosts)`` before the clock runs, so a diagnostic
+    (bench/sim_timeline.py) can schedule its own samples."""
     wall0 = time.monotonic()
     cpu0 = time.process_time()
     # Same hashes for the same run: sets of connections and pipes iterate alike.
@@ -460,6 +462,8 @@ def _run(cfg: FleetConfig, progress: Any = None) -> FleetResult:
 
     if progress is not None:
         clock.callLater(0.25, report)
+    if probe is not None:
+        probe(clock, net, hosts)
     clock.run(cfg.time_limit)
 
     times = sorted(h.completed_at for h in receivers if h.completed_at is not None)
