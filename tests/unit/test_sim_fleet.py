@@ -64,6 +64,25 @@ class FleetTests:
         # 8 start-ups of 0.2-0.4 CPU-s on 2 cores: none before 0.8 s, all by 1.6 s.
         assert 0.8 <= crowded.last_start <= 1.6
 
+    def test_probe_samples_the_running_fleet(self):
+        """A probe passed to build_and_run sees the clock, network and hosts
+        before the clock runs; bench/sim_timeline.py's sampler records link
+        use until every host is done (holders grow from the seeder alone to
+        every host, and uplinks carried something)."""
+        from twins import bench_module
+
+        timeline = bench_module("sim_timeline")
+        sampler = timeline.Sampler(0.01)
+        result = build_and_run(SMALL, probe=sampler)
+        assert result.completed == 20
+        rows = sampler.rows
+        assert rows[0]["holders"] == 1 and rows[-1]["holders"] == 21
+        assert rows[-1]["complete"] <= 20 and rows[-1]["t"] <= result.time_to_last + 0.01
+        assert max(r["fleet_up"] for r in rows) > 0.0
+        assert all(0.0 <= r["up_util"] <= 1.0 for r in rows)
+        assert len(sampler.first_piece) == 20
+        assert all(t <= result.time_to_last + 0.01 for t in sampler.first_piece.values())
+
     def test_cli_json(self, tmp_path, capsys):
         """`murder simulate` prints one line per policy and writes the JSON."""
         out = tmp_path / "sim.json"
