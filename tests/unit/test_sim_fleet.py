@@ -106,6 +106,9 @@ class FleetTests:
         (["--piece-length", "24K"], "multiple of --real-piece-length"),
         (["--startup", "3:1"], "--startup"),
         (["--nic", "fast"], "could not convert"),
+        (["--core", "no_such_knob=1"], "SwarmConfig field"),
+        (["--core", "upload_slots"], "NAME=VALUE"),
+        (["--core", "fast=maybe"], "true or false"),
     ])
     def test_cli_refuses(self, args, message):
         """Bad options fail with a one-line usage error."""
@@ -113,3 +116,19 @@ class FleetTests:
 
         with pytest.raises(usage.UsageError, match=message):
             cli.Options().parseOptions(args)
+
+    def test_cli_core_settings_reach_every_host(self):
+        """``--core NAME=VALUE`` sets SwarmConfig fields (typed as the field) for
+        every simulated host, applied after the fidelity rescaling."""
+        from murder.sim.fleet import swarm_config
+
+        options = cli.Options()
+        options.parseOptions(["--core", "upload_slots=0,far_turns_first=false,request_horizon=0.5,"
+                              "max_pipeline=3", "--piece-length", "1M", "--real-piece-length",
+                              "16K"])
+        cfg = options.configs[0]
+        assert dict(cfg.core) == {"upload_slots": 0, "far_turns_first": False,
+                                  "request_horizon": 0.5, "max_pipeline": 3}
+        swarm = swarm_config(cfg)
+        assert (swarm.upload_slots, swarm.far_turns_first, swarm.max_pipeline) == (0, False, 3)
+        assert swarm_config(FleetConfig()).upload_slots == 1
