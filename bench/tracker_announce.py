@@ -19,8 +19,14 @@ load on CPU 1: HTTP keep-alive and one connection per announce for our
 tracker, for the same ``TrackerApp`` behind twisted.web
 (``bench/tracker_twistedweb.py``) and for opentracker; BEP 15 UDP for ours
 and opentracker's (load from ``bench/udp_announce_load.c``, compiled with
-``cc``); our tracker on the Redis store with 1 and 2 tracker processes.
+``cc``, ``--inflight`` requests in flight, default 512); our tracker on the
+Redis store with 1 and 2 tracker processes.  UDP rows also show the server's
+system-time share, peers per reply, timeouts, error replies and (ours) the
+datagrams each reactor wakeup read, from /metrics.
 Results: ``bench/results/tracker_fleet.json``.
+
+``--fleet --udp-sweep 32,128,512`` runs only the UDP rows, ours and
+opentracker's, at each in-flight count (``bench/results/tracker_udp_sweep.json``).
 """
 
 from __future__ import annotations
@@ -126,11 +132,16 @@ RESULTS_FLEET = HERE / "results" / "tracker_fleet.json"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` so far."""
+def cpu_split(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of process ``pid`` so far."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far."""
+    return sum(cpu_split(pid))
 
 
 def children_cpu() -> float:
@@ -150,14 +161,28 @@ def build_udp_load(workdir: Path) -> Path:
     return out
 
 
-def run_udp(load: Path, ports: list[int], duration: int, sockets: int, hashes: Path) -> dict:
-    out = subprocess.run(pinned(1, [str(load), "127.0.0.1", str(duration), str(sockets),
+def run_udp(load: Path, ports: list[int], duration: int, inflight: int, hashes: Path) -> dict:
+    """The C generator with ``inflight`` requests in flight; its UDPJSON line, plus the rate."""
+    out = subprocess.run(pinned(1, [str(load), "127.0.0.1", str(duration), str(inflight),
                                     str(hashes), *map(str, ports)]),
                          capture_output=True, text=True, timeout=duration + 30, check=True).stdout
     line = next(ln for ln in out.splitlines() if ln.startswith("UDPJSON "))
     stats = json.loads(line[len("UDPJSON "):])
     stats["rate"] = stats["requests"] / (stats["duration_us"] / 1e6)
     return stats
+
+
+def udp_io(ports: list[int]) -> tuple[float, float]:
+    """(wakeups, datagrams) of our trackers' UDP ports so far, from /metrics."""
+    reads = datagrams = 0.0
+    for port in ports:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith("murder_tracker_udp_reads_total "):
+                    reads += float(line.split()[1])
+                elif line.startswith("murder_tracker_udp_datagrams_total "):
+                    datagrams += float(line.split()[1])
+    return reads, datagrams
 
 
 def run_wrk_many(ports: list[int], args, hashes: Path, close: bool) -> dict:
@@ -206,12 +231,17 @@ class Servers:
 
 def measure(trackers: list[subprocess.Popen], load) -> dict:
     """Run ``load()``; add the trackers' CPU use (cores) and the load's."""
-    before = [cpu_seconds(p.pid) for p in trackers]
+    before = [cpu_split(p.pid) for p in trackers]
     load_before = children_cpu()
     started = time.monotonic()
     stats = load()
     wall = time.monotonic() - started
-    stats["server_cpu"] = sum(cpu_seconds(p.pid) - b for p, b in zip(trackers, before)) / wall
+    after = [cpu_split(p.pid) for p in trackers]
+    # The kernel's share (system time: recvfrom, sendto, the loopback delivery
+    # to the generator) is the part no change to our Python can cut.
+    stats["server_user"] = sum(a[0] - b[0] for a, b in zip(after, before)) / wall
+    stats["server_sys"] = sum(a[1] - b[1] for a, b in zip(after, before)) / wall
+    stats["server_cpu"] = stats["server_user"] + stats["server_sys"]
     stats["load_cpu"] = (children_cpu() - load_before) / wall
     return stats
 
@@ -240,6 +270,7 @@ def fleet(args) -> int:
             return 1
     murder = str(Path(sys.executable).parent / "murder")
     results: dict = {"duration_s": args.duration, "connections": args.connections,
+                     "inflight": args.inflight,
                      "torrents": args.torrents, "pinned": bool(shutil.which("taskset")),
                      "rows": {}}
     rows = results["rows"]
@@ -274,7 +305,7 @@ def fleet(args) -> int:
             return proc
 
         def run(name: str, start, kind: str, close: bool = False, n: int = 1,
-                redis_store: bool = False) -> None:
+                redis_store: bool = False, inflight: int | None = None) -> None:
             if args.rows and not any(part in name for part in args.rows.split(",")):
                 return
             servers = Servers(workdir)
@@ -290,8 +321,15 @@ def fleet(args) -> int:
                 trackers = [start(servers, p, *extra) for p in ports]
                 watched = servers.procs  # trackers and redis-server: all on CPU 0
                 if kind == "udp":
+                    depth = inflight or args.inflight
+                    io_before = udp_io(ports) if start is ours else None
                     stats = measure(watched, lambda: run_udp(load, ports, args.duration,
-                                                             args.connections, hashes))
+                                                             depth, hashes))
+                    if io_before is not None:
+                        reads, datagrams = (b - a for a, b in zip(io_before, udp_io(ports)))
+                        stats["per_wakeup"] = datagrams / max(reads, 1)
+                    # The generator's own CPU (it reports it), not the wrapper's.
+                    stats["load_cpu"] = stats["cpu_s"] / (stats["duration_us"] / 1e6)
                 else:
                     stats = measure(watched, lambda: run_wrk_many(ports, args, hashes, close))
                 stats["healthy_after"] = all(
@@ -302,14 +340,43 @@ def fleet(args) -> int:
                 # the machine took part of CPU 0 during some of them.
                 stats["per_cpu_s"] = stats["rate"] / max(stats["server_cpu"], 1e-9)
                 rows[name] = stats
+                extra_cols = ""
+                if kind == "udp":
+                    extra_cols = (f"  (sys {stats['server_sys']:.2f})"
+                                  f"  {stats['peers_per_reply']:.1f} peers/reply"
+                                  f"  timeouts {stats['timeouts']} errors {stats['errors']}"
+                                  + (f"  {stats['per_wakeup']:.1f}/wakeup"
+                                     if "per_wakeup" in stats else ""))
                 print(f"  {name:50} {stats['rate']:>8,.0f}/s  p99 {stats['p99_us'] / 1000:6.2f} ms"
                       f"  server CPU {stats['server_cpu']:.2f}  load CPU {stats['load_cpu']:.2f}"
-                      f"  {stats['per_cpu_s']:>8,.0f}/CPU-s", flush=True)
+                      f"  {stats['per_cpu_s']:>8,.0f}/CPU-s{extra_cols}", flush=True)
             finally:
                 servers.stop()
 
-        print(f"{args.connections} connections/sockets, {args.duration} s each, "
-              "servers on CPU 0, load on CPU 1")
+        if args.udp_sweep:
+            # Session 5: UDP only, both trackers at each in-flight count, same load.
+            depths = [int(d) for d in args.udp_sweep.split(",")]
+            results["udp_sweep"] = depths
+            print(f"UDP, {args.duration} s each, servers on CPU 0, load on CPU 1; "
+                  "requests in flight: " + ", ".join(map(str, depths)))
+            for depth in depths:
+                run(f"udp {depth:>5} in flight: murder (memory store)", ours, "udp",
+                    inflight=depth)
+                run(f"udp {depth:>5} in flight: opentracker", opentracker, "udp",
+                    inflight=depth)
+                a, b = (rows.get(f"udp {depth:>5} in flight: {who}")
+                        for who in ("murder (memory store)", "opentracker"))
+                if a and b:
+                    print(f"  ratio at {depth}: {a['rate'] / b['rate']:.2f} by rate, "
+                          f"{a['per_cpu_s'] / b['per_cpu_s']:.2f} per server CPU-second",
+                          flush=True)
+            path = HERE / "results" / "tracker_udp_sweep.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(results, indent=1) + "\n")
+            print(f"results: {path}")
+            return 0
+        print(f"{args.connections} connections (HTTP), {args.inflight} requests in flight "
+              f"(UDP), {args.duration} s each, servers on CPU 0, load on CPU 1")
         run("http keep-alive: murder (fasthttp)", ours, "http")
         run("http keep-alive: murder (twisted.web)", twweb, "http")
         run("http keep-alive: opentracker", opentracker, "http")
@@ -369,6 +436,14 @@ def main() -> int:
     parser.add_argument("--rows", default="",
                         help="with --fleet: only rows whose name contains one of these "
                              "comma-separated strings (e.g. 'udp: murder (memory,udp: open')")
+    parser.add_argument("--inflight", type=int, default=512,
+                        help="with --fleet: UDP requests in flight (simulated hosts); 512 is "
+                             "the least that kept opentracker CPU-bound in every run "
+                             "(bench/README.md, 'Session 5 tracker')")
+    parser.add_argument("--udp-sweep", default="",
+                        help="with --fleet: only the UDP rows (ours, opentracker) at each of "
+                             "these comma-separated in-flight counts, e.g. 32,128,512; "
+                             "writes results/tracker_udp_sweep.json")
     args = parser.parse_args()
     if args.fleet:
         return fleet(args)

@@ -106,10 +106,11 @@ def bitfield(bits: bytes) -> bytes:
 class Bitfield:
     """A set of piece indices with the BEP 3 byte layout (high bit first)."""
 
-    __slots__ = ("length", "_bits", "count")
+    __slots__ = ("length", "_bits", "count", "_int")
 
     def __init__(self, length: int, full: bool = False) -> None:
         self.length = length
+        self._int: int | None = None
         nbytes = (length + 7) // 8
         if full:
             self._bits = bytearray(b"\xff" * nbytes)
@@ -133,6 +134,20 @@ class Bitfield:
         bf.count = sum(bin(b).count("1") for b in data)
         return bf
 
+    def as_int(self) -> int:
+        """The set as one integer (piece ``i`` is bit ``8 * nbytes - 1 - i``).
+
+        Why: set tests over every piece (does this peer hold anything we may
+        start?) are one ``&`` of two integers instead of a Python-level
+        membership test per piece: the picker's scans were the peer's largest
+        CPU cost at N=32 (bench/README.md, "Session 5").  Cached until the
+        set changes.
+        """
+        value = self._int
+        if value is None:
+            value = self._int = int.from_bytes(self._bits, "big")
+        return value
+
     def __contains__(self, index: int) -> bool:
         return bool(self._bits[index >> 3] & (0x80 >> (index & 7)))
 
@@ -143,6 +158,7 @@ class Bitfield:
             return False
         self._bits[index >> 3] |= mask
         self.count += 1
+        self._int = None
         return True
 
     def discard(self, index: int) -> None:
@@ -150,6 +166,7 @@ class Bitfield:
         if self._bits[index >> 3] & mask:
             self._bits[index >> 3] &= ~mask & 0xFF
             self.count -= 1
+            self._int = None
 
     @property
     def complete(self) -> bool:

@@ -75,6 +75,13 @@ class _StoreCollector:
         for (transport, result), n in sorted(owner.scrapes.items()):
             scrapes.add_metric([transport, result], n)
         yield scrapes
+        yield CounterMetricFamily(
+            "murder_tracker_udp_reads",
+            "Reactor wakeups that read the BEP 15 UDP socket.", value=owner.udp_reads)
+        yield CounterMetricFamily(
+            "murder_tracker_udp_datagrams",
+            "Datagrams read from the BEP 15 UDP socket (divided by udp_reads: "
+            "datagrams per wakeup).", value=owner.udp_datagrams)
         # The in-memory store sums the increases between a peer's announces;
         # a Redis store shared by several trackers has no such per-process
         # sum (None), so these two series are absent there rather than wrong.
@@ -142,6 +149,10 @@ class TrackerMetrics:
         self.announces: dict[tuple[str, str, str], int] = {}
         #: (transport, result) -> count.
         self.scrapes: dict[tuple[str, str], int] = {}
+        #: Wakeups of the UDP port and datagrams read; the port bumps them
+        #: once per wakeup (their ratio: datagrams sharing one wakeup's cost).
+        self.udp_reads = 0
+        self.udp_datagrams = 0
         self.registry = CollectorRegistry(auto_describe=True)
         self.latency = Histogram(
             "murder_tracker_request_duration_seconds",

@@ -33,6 +33,7 @@ import errno
 import hashlib
 import hmac
 import os
+import socket
 from typing import Any
 
 from twisted.application.service import Service
@@ -300,6 +301,21 @@ class TrackerUDPPort(udp.Port):
 
     #: Datagrams answered per wakeup at most, so HTTP gets its turn.
     batch = 1000
+    #: Receive buffer asked for (SO_RCVBUF; Linux caps it at net.core.rmem_max).
+    #: Linux's default (212,992 bytes) queues only 256 announces: a fleet
+    #: announcing at once (a deploy starting) would lose the rest, and a BEP 15
+    #: client waits 15 s before it retries.  4 MiB queues several thousand,
+    #: i.e. tens of milliseconds of work (bench/README.md, "Session 5 tracker").
+    receive_buffer = 4 << 20
+
+    def createInternetSocket(self) -> socket.socket:  # noqa: N802 (Twisted API)
+        """Twisted's socket, with the larger receive buffer (best effort)."""
+        skt = super().createInternetSocket()
+        try:
+            skt.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.receive_buffer)
+        except OSError as e:  # pragma: no cover - platform refusing the option
+            log.warn("UDP receive buffer left at the default: {error}", error=e)
+        return skt
 
     def write(self, datagram: bytes, addr: Any = None) -> None:
         try:
@@ -312,25 +328,36 @@ class TrackerUDPPort(udp.Port):
 
         Twisted's loop hands each datagram to ``datagramReceived``, which
         calls ``write``; here the core is called and ``sendto`` directly
-        (measured in bench/README.md, "UDP hot path").
+        (measured in bench/README.md, "UDP hot path").  Wakeups and datagrams
+        are counted once per wakeup, for /metrics: datagrams per wakeup says
+        how many datagrams share Twisted's cost of one wakeup (bench/README.md,
+        "Session 5 tracker").
         """
         recvfrom = self.socket.recvfrom
         sendto = self.socket.sendto
-        handle = self.protocol.core.handle
+        core = self.protocol.core
+        handle = core.handle
         size = self.maxPacketSize
-        for _ in range(self.batch):
-            try:
-                data, addr = recvfrom(size)
-            except OSError as e:
-                if e.errno in _READ_DONE:
-                    return
-                raise
-            reply = handle(data, addr[0], addr[1])
-            if reply is not None:
+        n = 0
+        try:
+            for n in range(self.batch):
                 try:
-                    sendto(reply, addr)
-                except OSError:
-                    self.protocol.dropped()
+                    data, addr = recvfrom(size)
+                except OSError as e:
+                    if e.errno in _READ_DONE:
+                        return
+                    raise
+                reply = handle(data, addr[0], addr[1])
+                if reply is not None:
+                    try:
+                        sendto(reply, addr)
+                    except OSError:
+                        self.protocol.dropped()
+            n = self.batch
+        finally:
+            metrics = core.app.metrics
+            metrics.udp_reads += 1
+            metrics.udp_datagrams += n
 
 
 class UDPTrackerService(Service):

@@ -339,3 +339,46 @@ def test_can_request():
     assert req[0] == 1 and not p.can_request(1)
     p.request_dropped("A", req)
     assert p.can_request(1)
+
+
+class SetArithmeticTests:
+    """The integer views (Bitfield.as_int, the pending set) agree with the scans they skip."""
+
+    def test_as_int_follows_every_change(self):
+        """as_int() is recomputed after add and discard: bit 8·nbytes-1-i is piece i."""
+        bf = Bitfield(12)
+        assert bf.as_int() == 0
+        bf.add(0)
+        bf.add(11)
+        assert bf.as_int() == (1 << 15) | (1 << 4)
+        bf.discard(0)
+        assert bf.as_int() == 1 << 4
+        assert Bitfield.from_bytes(12, bf.tobytes()).as_int() == bf.as_int()
+
+    def test_random_operations_keep_pending_set_and_answers_exact(self):
+        """Under random requests, drops, failures and completions, the pending
+        set equals the pending list, ``interesting`` equals a member-by-member
+        test, and a scan finds nothing only when no candidate exists."""
+        for seed in range(40):
+            rng = random.Random(seed)
+            n = rng.randrange(1, 40)
+            p = picker(n=n, seed=seed, random_first=rng.randrange(0, 3))
+            for _ in range(200):
+                members = [i for i in range(n) if rng.random() < 0.3]
+                peer_bits = bits(n, members) if rng.random() < 0.9 else bits(n)
+                exclude = {rng.randrange(n) for _ in range(rng.randrange(3))}
+                op = rng.random()
+                if op < 0.4:
+                    got = p.next_requests(rng.choice("ABC"), peer_bits, rng.randrange(1, 6),
+                                          exclude)
+                    for index, begin, length in got:
+                        if rng.random() < 0.3:
+                            p.request_dropped("A", (index, begin, length))
+                elif op < 0.5 and p.in_progress:
+                    p.piece_failed(rng.choice(list(p.in_progress.values())))
+                elif op < 0.6:
+                    p.mark_have(rng.randrange(n))
+                assert p._pending.bits == sum(1 << (p._pending._top - i) for i in p._pending)
+                assert p.interesting(peer_bits) == any(i not in p.have for i in peer_bits)
+                if p._new_piece(peer_bits, exclude) is None:
+                    assert not [i for i in p._pending if (i in peer_bits) and i not in exclude]

@@ -216,10 +216,10 @@ class RequestHorizonOptionTests:
     """``--request-horizon`` (a benchmark knob) becomes ``SwarmConfig.request_horizon``."""
 
     def test_flag_reaches_the_swarm_config(self, tmp_path, small_torrent):
-        """`murder peer --request-horizon 0.5` keeps 0.5 s requested; default 0.25."""
+        """`murder peer --request-horizon 0.5` keeps 0.5 s requested; default 0.15."""
         from murder.peer.options import PeerOptions, config_from
 
-        for extra, want in (([], 0.25), (["--request-horizon", "0.5"], 0.5)):
+        for extra, want in (([], 0.15), (["--request-horizon", "0.5"], 0.5)):
             opts = PeerOptions()
             opts.parseOptions(["--torrent", small_torrent, "--saveas",
                                str(tmp_path / "x"), *extra])

@@ -591,6 +591,44 @@ class TrackerUDPPortTests:
         port.doRead()
         assert len(sock.sent) == 2 and len(sock.queue) == 3
 
+    def test_asks_for_a_receive_buffer_a_fleet_burst_fits_in(self):
+        """The port's socket asks for a 4 MiB receive buffer (the kernel caps it at
+        net.core.rmem_max, and reports twice what it grants): more than Linux's
+        default, which queues only 256 announces."""
+        from murder.tracker.udp import TrackerUDPPort
+
+        port = TrackerUDPPort(0, UDPTrackerProtocol(make_core()), "127.0.0.1", reactor=Clock())
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as plain:
+            default = plain.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        try:
+            with open("/proc/sys/net/core/rmem_max") as f:
+                cap = int(f.read())
+        except OSError:
+            pytest.skip("no /proc/sys/net/core/rmem_max (not Linux)")
+        if cap <= default // 2:
+            pytest.skip(f"net.core.rmem_max ({cap}) allows no larger buffer than the default")
+        skt = port.createInternetSocket()
+        try:
+            granted = skt.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        finally:
+            skt.close()
+        assert granted == 2 * min(port.receive_buffer, cap) and granted > default
+
+    def test_wakeups_and_datagrams_counted_for_metrics(self):
+        """Each doRead counts one wakeup and the datagrams it read (the batch bound
+        included), and /metrics exposes both: their ratio is datagrams per wakeup."""
+        sock = _QueuedSocket([(udpcodec.connect_request(n), ("10.0.0.1", 1))
+                              for n in range(5)] + [(b"junk", ("10.0.0.2", 1))])
+        core, port = self.port(sock, batch=4)
+        port.doRead()
+        port.doRead()
+        port.doRead()
+        metrics = core.app.metrics
+        assert (metrics.udp_reads, metrics.udp_datagrams) == (3, 6)
+        text = metrics.render().decode()
+        assert "murder_tracker_udp_reads_total 3.0" in text
+        assert "murder_tracker_udp_datagrams_total 6.0" in text
+
     def test_unsendable_reply_is_dropped_and_counted(self):
         """A reply the kernel refuses is dropped (UDP may) and counted; reading goes on."""
         sock = _QueuedSocket([(udpcodec.connect_request(n), ("10.0.0.1", 1))
