@@ -189,18 +189,20 @@ class Picker:
     # -- choosing
     def _new_piece(self, peer_bits: Bitfield, exclude: set[int],
                    near: list[int] | None = None, owned: bytearray | None = None) -> int | None:
-        everything = peer_bits.complete
-        if not self._pending.any_of(None if everything else peer_bits, exclude):
+        full = peer_bits.complete
+        if not self._pending.any_of(None if full else peer_bits, exclude):
             return None  # nothing pending that this peer holds: skip the scan
+        # Bits tested inline: a method call per test cost a tenth of the simulator's CPU.
+        pb = b"" if full else peer_bits.tobytes()
         if near is not None:
             for i in self._pending:
                 if not near[i] and (owned is None or owned[i]) and \
-                        (everything or i in peer_bits) and i not in exclude:
+                        (full or pb[i >> 3] & 128 >> (i & 7)) and i not in exclude:
                     return i
             return None
         if self.have.count < self.random_first:
             for i in self._pending:
-                if (everything or i in peer_bits) and i not in exclude:
+                if (full or pb[i >> 3] & 128 >> (i & 7)) and i not in exclude:
                     return i
             return None
         avail = self.availability
@@ -208,7 +210,7 @@ class Picker:
         best_avail = 1 << 30
         for i in self._pending:
             a = avail[i]
-            if a < best_avail and (everything or i in peer_bits) and i not in exclude:
+            if a < best_avail and (full or pb[i >> 3] & 128 >> (i & 7)) and i not in exclude:
                 best, best_avail = i, a
                 if a <= 1:
                     break

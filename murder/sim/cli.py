@@ -36,6 +36,28 @@ def _bits(text: str) -> float:
     return value * scale
 
 
+def _core_settings(text: str) -> tuple[tuple[str, object], ...]:
+    """``"upload_slots=0,far_pieces=1"`` → SwarmConfig fields with values of their type."""
+    from dataclasses import fields
+
+    from murder.peer.config import SwarmConfig
+
+    types = {f.name: type(getattr(SwarmConfig(), f.name)) for f in fields(SwarmConfig)}
+    out = []
+    for item in filter(None, (x.strip() for x in text.split(","))):
+        name, sep, value = item.partition("=")
+        if not sep or name not in types:
+            raise ValueError(f"--core: {item!r} is not NAME=VALUE with NAME a SwarmConfig field")
+        kind = types[name]
+        if kind is bool:
+            if value.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(f"--core: {name} is true or false")
+            out.append((name, value.lower() in ("true", "1")))
+        else:
+            out.append((name, kind(value)))
+    return tuple(out)
+
+
 class Options(usage.Options):
     synopsis = "murder simulate [options]"
     longdesc = ("Simulate a deploy of one payload to HOSTS hosts in racks, running the "
@@ -61,6 +83,8 @@ class Options(usage.Options):
         ["max-connections", None, "200", "Peer connections per host."],
         ["far-pieces", None, "2", "Pieces a peer fetches from other racks at once "
          "(rack-aware policies: the tracker names each rack's networks)."],
+        ["core", None, "", "Other swarm-core settings for every host, NAME=VALUE[,NAME=VALUE] "
+         "(SwarmConfig fields, e.g. upload_slots=0,far_pieces=1): A/B a core knob."],
         ["seeders", None, "1", "Origin seeders."],
         ["hop-latency", None, "50e-6", "Seconds per network hop (2 in a rack, 4 across)."],
         ["goodput", None, str(1448 / 1514), "Payload share of the line rate (TCP, 1500 MTU)."],
@@ -99,7 +123,8 @@ class Options(usage.Options):
                 far_turns_first=not self["no-far-turns-first"],
                 seeders=int(self["seeders"]), hop_latency=float(self["hop-latency"]),
                 goodput=float(self["goodput"]), rate_quantum=float(self["rate-quantum"]),
-                time_limit=float(self["time-limit"]), seed=int(self["seed"]))
+                time_limit=float(self["time-limit"]), seed=int(self["seed"]),
+                core=_core_settings(str(self["core"])))
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
         checks = [

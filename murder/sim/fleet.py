@@ -71,6 +71,9 @@ class FleetConfig:
     far_pieces: int = 2
     #: ``SwarmConfig.far_turns_first``: far requesters get every other turn first.
     far_turns_first: bool = True
+    #: Other :class:`SwarmConfig` fields for every host, as (name, value)
+    #: pairs (``murder simulate --core upload_slots=0``): A/B a core knob.
+    core: tuple[tuple[str, Any], ...] = ()
     seeders: int = 1
     numwant: int = 500
     max_connections: int = 200
@@ -121,24 +124,32 @@ def swarm_config(cfg: FleetConfig) -> SwarmConfig:
     16 KiB blocks.  Left as they are, a scaled block would make them
     ``scale`` times larger in modelled bytes (at scale 1024: 4 GiB of
     requests per peer, the whole download in endgame).  They are divided by
-    the scale instead, keeping at least one real piece requested.  Use
-    several real blocks per piece (``real_piece_length`` 64 KiB: 4) so that
-    an upload turn is paced by the send buffer block by block; with one
-    block per piece the whole piece fits "in the buffer" at once and every
-    requester is served at the same time.
+    the scale instead, keeping at least one real piece requested.
+
+    Upload turns do not serialize pieces here: a requester asks a block per
+    REQUEST, and the core's turn passes as soon as the queue is empty, while
+    the block just written is still in the send buffer; so requesters are
+    served side by side whether a piece is one real block or several
+    (``--core upload_slots=0`` gives the very same run: bench/README.md,
+    "Session 5 simulator").  One real 16 KiB block per piece is then as
+    faithful and costs fewer events.
+
+    ``cfg.core`` (``murder simulate --core``) is applied last, as given.
     """
     base = SwarmConfig(max_connections=cfg.max_connections, far_pieces=cfg.far_pieces,
                        far_turns_first=cfg.far_turns_first)
+    core = dict(cfg.core)
     scale = cfg.scale
     if scale == 1:
-        return base
+        return replace(base, **core)
     per_piece = max(1, cfg.real_piece_length // BLOCK_SIZE)
     pipeline = max(per_piece, base.max_pipeline // scale)
     # One request per block: a turn then spans several writes, paced by the
     # send buffer as a real piece's 16 KiB blocks are.
-    return replace(base, max_pipeline=pipeline, min_pipeline=min(base.min_pipeline, pipeline),
-                   endgame_blocks=max(1, base.endgame_blocks // scale),
-                   request_size=BLOCK_SIZE)
+    scaled = replace(base, max_pipeline=pipeline, min_pipeline=min(base.min_pipeline, pipeline),
+                     endgame_blocks=max(1, base.endgame_blocks // scale),
+                     request_size=BLOCK_SIZE)
+    return replace(scaled, **core)
 
 
 def kumar_ross_bound(size: float, u_s: float, d_min: float, uploads: list[float]) -> float:
@@ -335,13 +346,13 @@ def _quiet_cores(observer: _CountingObserver) -> list[tuple[Any, Any]]:
     return saved
 
 
-def build_and_run(cfg: FleetConfig, progress: Any = None) -> FleetResult:
+def build_and_run(cfg: FleetConfig, progress: Any = None, probe: Any = None) -> FleetResult:
     """Simulate one deploy (see :func:`_run`); the cores' log lines are
     counted by level (``FleetResult.log_levels``), not printed."""
     observer = _CountingObserver()
     saved = _quiet_cores(observer)
     try:
-        result = _run(cfg, progress)
+        result = _run(cfg, progress, probe)
     finally:
         for cls, log in saved:
             setattr(cls, "log", log)
@@ -349,11 +360,13 @@ def build_and_run(cfg: FleetConfig, progress: Any = None) -> FleetResult:
     return result
 
 
-def _run(cfg: FleetConfig, progress: Any = None) -> FleetResult:
+def _run(cfg: FleetConfig, progress: Any = None, probe: Any = None) -> FleetResult:
     """Simulate one deploy to the end (every host complete, or ``time_limit``).
 
     ``progress``, if given, is called with a one-line status every 0.25 s of
-    virtual time (long runs)."""
+    virtual time (long runs).  ``probe``, if given, is called as
+    ``probe(clock, net, hosts)`` before the clock runs, so a diagnostic
+    (bench/sim_timeline.py) can schedule its own samples."""
     wall0 = time.monotonic()
     cpu0 = time.process_time()
     # Same hashes for the same run: sets of connections and pipes iterate alike.
@@ -460,6 +473,8 @@ def _run(cfg: FleetConfig, progress: Any = None) -> FleetResult:
 
     if progress is not None:
         clock.callLater(0.25, report)
+    if probe is not None:
+        probe(clock, net, hosts)
     clock.run(cfg.time_limit)
 
     times = sorted(h.completed_at for h in receivers if h.completed_at is not None)

@@ -399,3 +399,44 @@ class FarTurnsFirstTests:
         """With it: far, near, far, near; without: in arrival order."""
         assert self._serve(True) == ["busy", "f1", "n1", "f2", "n2"]
         assert self._serve(False) == ["busy", "n1", "n2", "f1", "f2"]
+
+
+class NearIdleTests:
+    """When the near connections run out of work, far ones are asked at once."""
+
+    def test_far_connection_asked_when_last_near_piece_arrives(self):
+        """A piece only a far connection holds, owned by a rack mate, is asked
+        of the far connection as soon as the last near request is answered,
+        not at the next tick (the clock does not move here)."""
+
+        class Link:
+            def __init__(self, ip: str) -> None:
+                self.address = (ip, 6881)
+                self.peer_id = ip.encode().ljust(20, b"-")
+                self.fast = True
+                self.outgoing = True
+
+            def __getattr__(self, name: str):
+                return lambda *args: None
+
+        meta, data = build_torrent(payload(16 * PLEN), piece_length=PLEN)
+        n = meta.num_pieces
+        swarm = Swarm(meta, MemoryStorage(meta), Bitfield(n), Clock(), SwarmConfig(),
+                      rng=random.Random(3))
+        swarm.near.set_near([RACK_A])
+        near = swarm.connection_ready(Link("10.0.1.11"))
+        far = swarm.connection_ready(Link("10.0.2.11"))
+        owned = swarm.near.owned()
+        theirs = next(i for i in range(n) if not owned[i])  # the near host's to bring in
+        ours = next(i for i in range(n) if i != theirs)
+        swarm.got_bitfield(near, bits(n, [ours]))
+        swarm.got_bitfield(far, bits(n, [theirs]))
+        swarm.got_unchoke(near)
+        swarm.got_unchoke(far)
+        assert {b[0] for b in near.outstanding} == {ours}
+        assert not far.outstanding  # not ours to fetch while the near one works
+        for index, begin, length in sorted(near.outstanding):
+            at = index * PLEN + begin
+            swarm.got_block(near, index, begin, data[at:at + length])
+        assert ours in swarm.have
+        assert {b[0] for b in far.outstanding} == {theirs}

@@ -95,6 +95,25 @@ class SelectionTests:
         assert not p.interesting(bits(4))
         assert p.complete
 
+    def test_interesting_and_new_pieces_match_the_plain_definitions(self):
+        """The bytewise tests (one AND-NOT for interest, inline bit tests for
+        new pieces) agree with set membership, piece counts not a multiple of
+        8 included: interesting iff the peer holds a piece we lack, and a new
+        piece is always one the peer holds."""
+        rng = random.Random(7)
+        for n in (1, 7, 8, 9, 63, 130):
+            for _ in range(40):
+                p = picker(n=n, random_first=rng.choice((0, 4)))
+                mine = {i for i in range(n) if rng.random() < 0.5}
+                theirs = [i for i in range(n) if rng.random() < 0.3]
+                for i in mine:
+                    p.mark_have(i)
+                peer = bits(n, theirs)
+                assert p.interesting(peer) == any(i not in mine for i in theirs)
+                got = p.next_requests("A", peer, 1)
+                assert all(b[0] in theirs and b[0] not in mine for b in got)
+                assert bool(got) == any(i not in mine for i in theirs)
+
 
 class EndgameTests:
     """When nothing is left unrequested, blocks are duplicated, at most twice."""

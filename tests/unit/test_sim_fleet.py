@@ -64,6 +64,25 @@ class FleetTests:
         # 8 start-ups of 0.2-0.4 CPU-s on 2 cores: none before 0.8 s, all by 1.6 s.
         assert 0.8 <= crowded.last_start <= 1.6
 
+    def test_probe_samples_the_running_fleet(self):
+        """A probe passed to build_and_run sees the clock, network and hosts
+        before the clock runs; bench/sim_timeline.py's sampler records link
+        use until every host is done (holders grow from the seeder alone to
+        every host, and uplinks carried something)."""
+        from twins import bench_module
+
+        timeline = bench_module("sim_timeline")
+        sampler = timeline.Sampler(0.01)
+        result = build_and_run(SMALL, probe=sampler)
+        assert result.completed == 20
+        rows = sampler.rows
+        assert rows[0]["holders"] == 1 and rows[-1]["holders"] == 21
+        assert rows[-1]["complete"] <= 20 and rows[-1]["t"] <= result.time_to_last + 0.01
+        assert max(r["fleet_up"] for r in rows) > 0.0
+        assert all(0.0 <= r["up_util"] <= 1.0 for r in rows)
+        assert len(sampler.first_piece) == 20
+        assert all(t <= result.time_to_last + 0.01 for t in sampler.first_piece.values())
+
     def test_cli_json(self, tmp_path, capsys):
         """`murder simulate` prints one line per policy and writes the JSON."""
         out = tmp_path / "sim.json"
@@ -87,6 +106,9 @@ class FleetTests:
         (["--piece-length", "24K"], "multiple of --real-piece-length"),
         (["--startup", "3:1"], "--startup"),
         (["--nic", "fast"], "could not convert"),
+        (["--core", "no_such_knob=1"], "SwarmConfig field"),
+        (["--core", "upload_slots"], "NAME=VALUE"),
+        (["--core", "fast=maybe"], "true or false"),
     ])
     def test_cli_refuses(self, args, message):
         """Bad options fail with a one-line usage error."""
@@ -94,3 +116,19 @@ class FleetTests:
 
         with pytest.raises(usage.UsageError, match=message):
             cli.Options().parseOptions(args)
+
+    def test_cli_core_settings_reach_every_host(self):
+        """``--core NAME=VALUE`` sets SwarmConfig fields (typed as the field) for
+        every simulated host, applied after the fidelity rescaling."""
+        from murder.sim.fleet import swarm_config
+
+        options = cli.Options()
+        options.parseOptions(["--core", "upload_slots=0,far_turns_first=false,request_horizon=0.5,"
+                              "max_pipeline=3", "--piece-length", "1M", "--real-piece-length",
+                              "16K"])
+        cfg = options.configs[0]
+        assert dict(cfg.core) == {"upload_slots": 0, "far_turns_first": False,
+                                  "request_horizon": 0.5, "max_pipeline": 3}
+        swarm = swarm_config(cfg)
+        assert (swarm.upload_slots, swarm.far_turns_first, swarm.max_pipeline) == (0, False, 3)
+        assert swarm_config(FleetConfig()).upload_slots == 1
