@@ -12,13 +12,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import stop_process
 from test_tracker_fleet import free_udp_port
 from twins import bench_module
 
@@ -55,12 +55,7 @@ class UDPLoadGeneratorTests:
                                  env=env).stdout
             after = tracker_announce.udp_io([port])
         finally:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(5)
+            stop_process(proc)
             log.close()
         stats = json.loads(out.split("UDPJSON ", 1)[1])
         assert stats["requests"] > 300 and stats["connects"] >= 300
