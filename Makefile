@@ -7,9 +7,9 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 # Debian packages the integration and interop tests drive for real.
 DEB_PACKAGES := screen aria2 transmission-cli opentracker mktorrent bind9-host procps iproute2 wrk curl util-linux gawk tar \
-                openssh-server openssh-client pssh redis-server prometheus chromium chromium-driver iptables nftables
+                openssh-server openssh-client pssh redis-server prometheus chromium chromium-driver iptables nftables gcc libc6-dev
 DEB_COMMANDS := screen aria2c transmission-show opentracker mktorrent host pkill ip tc bridge wrk curl unshare taskset awk tar \
-                sshd ssh ssh-keygen parallel-scp redis-server promtool chromium chromedriver iptables nft
+                sshd ssh ssh-keygen parallel-scp redis-server promtool chromium chromedriver iptables nft gcc
 
 .PHONY: demo test unit lint venv sysdeps bench clean bytecode
 
