@@ -138,9 +138,7 @@ class ChainSwarmTests:
         fleet = Fleet(8, size=24 * 2**15, seed_heads=1, seed_head_wait=100.0)
         fleet.announce_all()
         fleet.run(30)
-        assert sorted(fleet.done) == list(range(8))
-        for swarm in fleet.peers:
-            assert bytes(swarm.storage.buffer) == fleet.data
+        fleet.assert_all_complete()
         assert fleet.seeder.uploaded <= 1.1 * fleet.meta.total_length
         # Every piece's first copy went to the one head.
         assert len(set(fleet.seeder.uploads._served_to.values())) == 1
@@ -152,9 +150,7 @@ class ChainSwarmTests:
         fleet = Fleet(8, size=24 * 2**15, seed_heads=1, peer_heads=1)
         fleet.announce_all()
         fleet.run(30)
-        assert sorted(fleet.done) == list(range(8))
-        for swarm in fleet.peers:
-            assert bytes(swarm.storage.buffer) == fleet.data
+        fleet.assert_all_complete()
         assert fleet.seeder.uploaded <= 1.1 * fleet.meta.total_length
 
 

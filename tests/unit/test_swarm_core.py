@@ -63,6 +63,12 @@ class Fleet:
             self.clock.advance(step)
             self.net.flush()
 
+    def assert_all_complete(self) -> None:
+        """Every peer completed, each holding exactly the payload."""
+        assert sorted(self.done) == list(range(len(self.peers)))
+        for swarm in self.peers:
+            assert bytes(swarm.storage.buffer) == self.data
+
 
 class ContractTests:
     """The production classes declare the contract the simulator relies on."""
@@ -99,9 +105,8 @@ class InMemorySwarmTests:
         fleet = Fleet(8)
         fleet.announce_all()
         fleet.run(30)
-        assert sorted(fleet.done) == list(range(8))
+        fleet.assert_all_complete()
         for swarm in fleet.peers:
-            assert bytes(swarm.storage.buffer) == fleet.data
             assert swarm.hash_failures == 0
         # The seeder super-seeds: the peers carry most of the fan-out.
         assert fleet.seeder.uploaded < 3 * fleet.meta.total_length
@@ -120,9 +125,7 @@ class InMemorySwarmTests:
         fleet = Fleet(8, turn_pieces=4)
         fleet.announce_all()
         fleet.run(30)
-        assert sorted(fleet.done) == list(range(8))
-        for swarm in fleet.peers:
-            assert bytes(swarm.storage.buffer) == fleet.data
+        fleet.assert_all_complete()
         assert fleet.seeder.uploaded < 3 * fleet.meta.total_length
 
     def test_dial_to_nobody_fails_cleanly(self):
