@@ -39,6 +39,7 @@ _HAVE = struct.Struct(">IBI")
 _REQ = struct.Struct(">IBIII")
 _PIECE_HEAD = struct.Struct(">IBII")
 _III = struct.Struct(">III")
+_II = struct.Struct(">II")
 
 
 def handshake(info_hash: bytes, peer_id: bytes, fast: bool = True) -> bytes:
@@ -223,62 +224,113 @@ class MessageReader:
             raise ProtocolError(f"{what} beyond the end of piece {index}")
 
     def feed(self, data: bytes) -> list[tuple[Any, ...]]:
-        """Append ``data`` and return every complete message it finished."""
-        buf = self._buffer
-        buf += data
+        """Take ``data`` and return every complete message it finished.
+
+        Messages wholly inside ``data`` are parsed from it in place, and a
+        PIECE's block is a zero-copy ``memoryview`` of it (``data`` is
+        immutable, so the view stays valid; the picker copies it once, into
+        the piece).  Only a message cut by a chunk boundary is assembled in
+        a small buffer.  Appending every chunk to one buffer, copying each
+        block out of it and shifting the rest cost two extra copies of the
+        whole payload (bench/README.md, "Session 6: the reader").
+        """
+        if type(data) is not bytes:  # a mutable buffer would change under the views
+            data = bytes(data)
         out: list[tuple[Any, ...]] = []
         pos = 0
-        end = len(buf)
-        view = memoryview(buf)
-        try:
-            while end - pos >= 4:
-                (length,) = _LEN.unpack_from(buf, pos)
-                if length == 0:
-                    out.append((None, None, None, None))
-                    pos += 4
-                    continue
-                if length > self._max_message:
-                    raise ProtocolError(f"message of {length} bytes exceeds the maximum")
-                if end - pos - 4 < length:
-                    break
-                msg_id = buf[pos + 4]
-                body = pos + 5
-                pos += 4 + length
-                size = length - 1
-                if msg_id == PIECE:
-                    if size < 9:
-                        raise ProtocolError("truncated piece message")
-                    index, begin = struct.unpack_from(">II", buf, body)
-                    block = bytes(view[body + 8:pos])
-                    self._check_block(index, begin, len(block), "piece")
-                    out.append((PIECE, index, begin, block))
-                    continue
-                fixed = _FIXED_LENGTHS.get(msg_id)
-                if fixed is not None:
-                    if size != fixed:
-                        raise ProtocolError(f"message {msg_id} with {size} payload bytes")
-                    if msg_id in _FAST_ONLY and not self.fast:
-                        raise ProtocolError(f"fast-extension message {msg_id} not negotiated")
-                    if fixed == 12:
-                        index, begin, blen = _III.unpack_from(buf, body)
-                        self._check_block(index, begin, blen, "request")
-                        out.append((msg_id, index, begin, blen))
-                    elif fixed == 4:
-                        (index,) = _LEN.unpack_from(buf, body)
-                        if index >= self.num_pieces:
-                            raise ProtocolError(f"have for piece {index} of {self.num_pieces}")
-                        out.append((msg_id, index, None, None))
-                    else:
-                        out.append((msg_id, None, None, None))
-                elif msg_id == BITFIELD:
-                    out.append((BITFIELD, bytes(view[body:pos]), None, None))
-                else:
-                    # Unknown or extension messages (BEP 10, DHT port…) are skipped.
-                    out.append((-1, msg_id, None, None))
-        finally:
-            view.release()
-            del buf[:pos]
+        buf = self._buffer
+        if buf:
+            pos = self._complete_buffered(data, out)
+            if buf:  # still incomplete: all of data went into it
+                return out
+        end = len(data)
+        if pos < end:
+            view = memoryview(data)
+            pos = self._parse(data, view, pos, end, out, True)
+            if pos < end:
+                buf += view[pos:]
         return out
+
+    def _complete_buffered(self, data: bytes, out: list[tuple[Any, ...]]) -> int:
+        """Move into the buffer what its cut message still needs from ``data``.
+
+        Returns how many bytes of ``data`` were taken; the buffer is emptied
+        once its message is complete and parsed.
+        """
+        buf = self._buffer
+        taken = 0
+        if len(buf) < 4:
+            taken = min(4 - len(buf), len(data))
+            buf += data[:taken]
+            if len(buf) < 4:
+                return taken
+        length: int = _LEN.unpack_from(buf, 0)[0]
+        if length > self._max_message:
+            raise ProtocolError(f"message of {length} bytes exceeds the maximum")
+        more = min(4 + length - len(buf), len(data) - taken)
+        buf += data[taken:taken + more]
+        taken += more
+        if len(buf) == 4 + length:
+            view = memoryview(buf)
+            try:
+                self._parse(buf, view, 0, len(buf), out, False)
+            finally:
+                view.release()
+            del buf[:]
+        return taken
+
+    def _parse(self, buf: bytes | bytearray, view: memoryview, pos: int, end: int,
+               out: list[tuple[Any, ...]], keep_views: bool) -> int:
+        """Append the complete messages of ``buf[pos:end]``; return where they stop.
+
+        With ``keep_views`` (``buf`` is immutable bytes) a PIECE block is a
+        view of ``buf``; otherwise it is copied out.
+        """
+        while end - pos >= 4:
+            (length,) = _LEN.unpack_from(buf, pos)
+            if length == 0:
+                out.append((None, None, None, None))
+                pos += 4
+                continue
+            if length > self._max_message:
+                raise ProtocolError(f"message of {length} bytes exceeds the maximum")
+            if end - pos - 4 < length:
+                break
+            msg_id = buf[pos + 4]
+            body = pos + 5
+            pos += 4 + length
+            size = length - 1
+            if msg_id == PIECE:
+                if size < 9:
+                    raise ProtocolError("truncated piece message")
+                index, begin = _II.unpack_from(buf, body)
+                block = view[body + 8:pos] if keep_views else bytes(view[body + 8:pos])
+                self._check_block(index, begin, len(block), "piece")
+                out.append((PIECE, index, begin, block))
+                continue
+            fixed = _FIXED_LENGTHS.get(msg_id)
+            if fixed is not None:
+                if size != fixed:
+                    raise ProtocolError(f"message {msg_id} with {size} payload bytes")
+                if msg_id in _FAST_ONLY and not self.fast:
+                    raise ProtocolError(f"fast-extension message {msg_id} not negotiated")
+                if fixed == 12:
+                    index, begin, blen = _III.unpack_from(buf, body)
+                    self._check_block(index, begin, blen, "request")
+                    out.append((msg_id, index, begin, blen))
+                elif fixed == 4:
+                    (index,) = _LEN.unpack_from(buf, body)
+                    if index >= self.num_pieces:
+                        raise ProtocolError(f"have for piece {index} of {self.num_pieces}")
+                    out.append((msg_id, index, None, None))
+                else:
+                    out.append((msg_id, None, None, None))
+            elif msg_id == BITFIELD:
+                out.append((BITFIELD, bytes(view[body:pos]), None, None))
+            else:
+                # Unknown or extension messages (BEP 10, DHT port…) are skipped.
+                out.append((-1, msg_id, None, None))
+        return pos
 
     @property
     def buffered(self) -> int:
