@@ -170,6 +170,30 @@ class MessageReaderTests:
         assert r.buffered == 7
         assert r.feed(msg[7:]) == [(wire.REQUEST, 1, 0, 16384)]
 
+    def test_block_of_a_whole_chunk_is_not_copied(self):
+        """A PIECE wholly inside one chunk is handed on as a view of that chunk."""
+        data = wire.piece_header(1, 0, 4) + b"abcd" + wire.have(2)
+        (piece, have) = reader().feed(data)
+        assert piece == (wire.PIECE, 1, 0, b"abcd")
+        assert isinstance(piece[3], memoryview) and piece[3].obj is data
+        assert have == (wire.HAVE, 2, None, None)
+
+    def test_block_cut_by_a_chunk_boundary_is_assembled(self):
+        """A PIECE split across chunks comes out whole, as its own bytes."""
+        data = wire.piece_header(1, 0, 4) + b"abcd"
+        r = reader()
+        assert r.feed(data[:11]) == []
+        ((msg_id, index, begin, block),) = r.feed(data[11:])
+        assert (msg_id, index, begin, bytes(block)) == (wire.PIECE, 1, 0, b"abcd")
+        assert r.buffered == 0
+
+    def test_mutable_input_is_snapshotted(self):
+        """Changing a bytearray after feeding it does not change the block handed on."""
+        data = bytearray(wire.piece_header(1, 0, 4) + b"abcd")
+        ((_, _, _, block),) = reader().feed(data)
+        data[-4:] = b"XXXX"
+        assert bytes(block) == b"abcd"
+
     def test_last_piece_short_block_in_range(self):
         """A request ending exactly at the short last piece's end is accepted."""
         assert reader().feed(wire.request(NUM - 1, 0, 1000)) == [(wire.REQUEST, 9, 0, 1000)]
