@@ -7,9 +7,9 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 # Debian packages the integration and interop tests drive for real.
 DEB_PACKAGES := screen aria2 transmission-cli opentracker mktorrent bind9-host procps iproute2 wrk curl util-linux gawk tar \
-                openssh-server openssh-client pssh redis-server prometheus chromium chromium-driver iptables nftables gcc libc6-dev
+                openssh-server openssh-client pssh redis-server prometheus chromium chromium-driver iptables nftables gcc libc6-dev python3-dev
 DEB_COMMANDS := screen aria2c transmission-show opentracker mktorrent host pkill ip tc bridge wrk curl unshare taskset awk tar \
-                sshd ssh ssh-keygen parallel-scp redis-server promtool chromium chromedriver iptables nft gcc
+                sshd ssh ssh-keygen parallel-scp redis-server promtool chromium chromedriver iptables nft gcc python3-config
 
 .PHONY: demo test unit lint venv sysdeps bench clean bytecode
 
@@ -41,8 +41,10 @@ demo: bytecode
 	$(PY) -m murder.demo
 
 # pytest exits 5 when it collected no test; make treats any non-zero as failure,
-# and we say so explicitly so an empty run can never look green.
-test: bytecode sysdeps lint
+# and we say so explicitly so an empty run can never look green.  sysdeps comes
+# first: the compiler and Python headers it installs build the C fast paths
+# when the venv is created.
+test: sysdeps bytecode lint
 	@$(PY) -m pytest tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; fi; exit $$rc
 
