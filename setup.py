@@ -26,6 +26,7 @@ setup(
     entry_points={"console_scripts": ["murder = murder.cli:main"]},
     # The UDP tracker's drain loop in C (bench/README.md, "Session 6 tracker").
     # optional: without a compiler the install still works, on the pure-Python path.
+    # -ffp-contract=off: its peer rates must round exactly as store.py's do.
     ext_modules=[Extension("murder.tracker._udpfast", ["murder/tracker/_udpfast.c"],
-                           optional=True)],
+                           extra_compile_args=["-ffp-contract=off"], optional=True)],
 )

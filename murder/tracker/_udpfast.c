@@ -46,6 +46,16 @@
 static PyObject *event_names[4];
 static PyObject *str_handle, *str_apply, *str_crash, *str_valid_ids, *str_bucket_end,
     *str_app, *str_auth, *str_interval, *str_clock, *str_seconds, *str_dropped;
+/* For the store's update path (store_update below). */
+static PyObject *str_store, *str_handout, *str_verbose, *str_numwant_default,
+    *str_numwant_max, *str_torrents, *str_peers, *str_ip, *str_port, *str_left,
+    *str_uploaded, *str_downloaded, *str_last_seen, *str_rate, *str_up_rate,
+    *str_progress_at, *str_completed_at, *str_key, *str_c4, *str_pos4, *str_list4,
+    *str_seeders, *str_reported_uploaded, *str_reported_downloaded, *str_answered,
+    *str_counts, *str_ok_keys;
+/* murder.tracker.store: PeerStore, Peer, Torrent, RATE_WEIGHT, _MIN_RATE_GAP. */
+static PyObject *peer_store_type, *peer_type, *torrent_type;
+static double rate_weight, min_rate_gap;
 
 static uint64_t get64(const unsigned char *p) {
     uint64_t v = 0;
@@ -66,11 +76,13 @@ static void put32(unsigned char *p, uint32_t v) {
 }
 
 /* The reply to one datagram: an optional 20-byte announce head, then body
- * (bytes, owned), or no reply at all when body is NULL. */
+ * (bytes, owned) less the cut_len bytes at cut_at (the asking peer's own
+ * entry in a cached compact list), or no reply at all when body is NULL. */
 typedef struct {
     unsigned char head[REPLY_HEAD];
     int head_len;
     PyObject *body;
+    Py_ssize_t cut_at, cut_len;
 } reply_t;
 
 /* Whether Python int `id` equals `cid` (ids are 64-bit unsigned). */
@@ -161,6 +173,360 @@ static int pack(PyObject *app, uint32_t transaction, PyObject *result, reply_t *
     return 0;
 }
 
+/* A borrowed-free attribute read: the int64 value of obj.name, or 0 (no
+ * exception) when it is not an int in [0, 2**63), which sends the announce to
+ * Python.  -1 on an exception. */
+static int get_i64(PyObject *obj, PyObject *name, int64_t *out) {
+    PyObject *v = PyObject_GetAttr(obj, name);
+    if (v == NULL)
+        return -1;
+    int overflow = 0;
+    long long x = PyLong_CheckExact(v) ? PyLong_AsLongLongAndOverflow(v, &overflow) : -1;
+    Py_DECREF(v);
+    if (x == -1 && PyErr_Occurred())
+        return -1;
+    if (overflow || x < 0)
+        return 0;
+    *out = x;
+    return 1;
+}
+
+/* obj.name as a C double if it is a float (0 otherwise, -1 on an exception). */
+static int get_f64(PyObject *obj, PyObject *name, double *out) {
+    PyObject *v = PyObject_GetAttr(obj, name);
+    if (v == NULL)
+        return -1;
+    int ok = PyFloat_CheckExact(v);
+    if (ok)
+        *out = PyFloat_AS_DOUBLE(v);
+    Py_DECREF(v);
+    return ok;
+}
+
+static int set_f64(PyObject *obj, PyObject *name, double value) {
+    PyObject *v = PyFloat_FromDouble(value);
+    int r = v == NULL ? -1 : PyObject_SetAttr(obj, name, v);
+    Py_XDECREF(v);
+    return r;
+}
+
+static int set_i64(PyObject *obj, PyObject *name, int64_t value) {
+    PyObject *v = PyLong_FromLongLong(value);
+    int r = v == NULL ? -1 : PyObject_SetAttr(obj, name, v);
+    Py_XDECREF(v);
+    return r;
+}
+
+/* obj.name += delta (Python ints: the store's byte totals grow without bound). */
+static int add_to(PyObject *obj, PyObject *name, int64_t delta) {
+    PyObject *old = PyObject_GetAttr(obj, name);
+    if (old == NULL)
+        return -1;
+    PyObject *d = PyLong_FromLongLong(delta);
+    PyObject *sum = d == NULL ? NULL : PyNumber_Add(old, d);
+    Py_DECREF(old);
+    Py_XDECREF(d);
+    if (sum == NULL)
+        return -1;
+    int r = PyObject_SetAttr(obj, name, sum);
+    Py_DECREF(sum);
+    return r;
+}
+
+/* The regular re-announce (event 0) of a peer the in-memory store already
+ * holds at the same address, answered from the torrent's cached compact
+ * list: PeerStore.update's branch for an existing peer, _track_progress, and
+ * the rest of UDPTrackerCore._apply, without a Python call.  This is nearly
+ * every announce of a deploy after its first seconds (hosts re-announce every
+ * few seconds, unchanged but for their counters), and the Python store work
+ * was two thirds of the C path's announce (bench/README.md, "Session 6").
+ *
+ * Everything is read and checked before anything is written; any case it does
+ * not cover (another store or a handout policy, verbose logging, a new or
+ * moved peer, counters past 2**63, a peer list needing a random sample, a
+ * cache not built) returns 0 and the announce goes to _apply, untouched.
+ * tests/unit/test_tracker_udp.py runs random announce sequences through both
+ * and compares the whole store after each, so the two cannot drift apart.
+ * Returns 1 when answered (out filled), 0 for _apply, -1 on an exception. */
+static int store_update(PyObject *core, PyObject *app, const unsigned char *buf,
+                        PyObject *host, long port, int32_t numwant, reply_t *out) {
+    int64_t left, uploaded, downloaded, old_left, old_up, old_down, seeders;
+    double now, last_seen, rate, up_rate;
+    int r, answered = 0;
+    uint64_t raw_left = get64(buf + 64), raw_up = get64(buf + 72), raw_down = get64(buf + 56);
+    if (raw_left >> 63 || raw_up >> 63 || raw_down >> 63)
+        return 0;
+    left = (int64_t)raw_left;
+    uploaded = (int64_t)raw_up;
+    downloaded = (int64_t)raw_down;
+
+    PyObject *store = NULL, *torrent = NULL, *peer = NULL, *c4 = NULL, *now_obj = NULL;
+    PyObject *v = NULL;
+    store = PyObject_GetAttr(core, str_store);
+    if (store == NULL)
+        goto error;
+    if ((PyObject *)Py_TYPE(store) != peer_store_type)
+        goto python;
+    v = PyObject_GetAttr(store, str_handout);
+    if (v == NULL)
+        goto error;
+    if (v != Py_None)
+        goto python;
+    Py_CLEAR(v);
+    v = PyObject_GetAttr(app, str_verbose);
+    if (v == NULL || (r = PyObject_IsTrue(v)) < 0)
+        goto error;
+    if (r)
+        goto python; /* every announce is logged: Python does it */
+    Py_CLEAR(v);
+    /* numwant, clamped as _apply does (event 0: not "stopped"). */
+    int64_t want = numwant, bound;
+    if (want < 0) {
+        if ((r = get_i64(app, str_numwant_default, &want)) <= 0)
+            goto done_r;
+    }
+    if ((r = get_i64(app, str_numwant_max, &bound)) <= 0)
+        goto done_r;
+    if (want > bound)
+        want = bound;
+
+    v = PyObject_GetAttr(store, str_torrents);
+    if (v == NULL)
+        goto error;
+    if (!PyDict_CheckExact(v))
+        goto python;
+    PyObject *key_ih = PyBytes_FromStringAndSize((const char *)buf + 16, 20);
+    if (key_ih == NULL)
+        goto error;
+    torrent = PyDict_GetItemWithError(v, key_ih);
+    Py_DECREF(key_ih);
+    Py_XINCREF(torrent);
+    Py_CLEAR(v);
+    if (torrent == NULL) {
+        if (PyErr_Occurred())
+            goto error;
+        goto python;
+    }
+    if ((PyObject *)Py_TYPE(torrent) != torrent_type)
+        goto python;
+    PyObject *peer_id = PyBytes_FromStringAndSize((const char *)buf + 36, 20);
+    if (peer_id == NULL)
+        goto error;
+    v = PyObject_GetAttr(torrent, str_peers);
+    if (v == NULL || !PyDict_CheckExact(v)) {
+        Py_DECREF(peer_id);
+        if (v == NULL)
+            goto error;
+        goto python;
+    }
+    peer = PyDict_GetItemWithError(v, peer_id);
+    Py_XINCREF(peer);
+    Py_ssize_t npeers = PyDict_GET_SIZE(v);
+    Py_CLEAR(v);
+    if (peer == NULL || (PyObject *)Py_TYPE(peer) != peer_type) {
+        Py_DECREF(peer_id);
+        if (PyErr_Occurred())
+            goto error;
+        goto python;
+    }
+
+    /* The same address (else the store re-checks the key and rebuilds caches). */
+    int64_t peer_port;
+    if ((r = get_i64(peer, str_port, &peer_port)) <= 0 || peer_port != port) {
+        Py_DECREF(peer_id);
+        goto done_r;
+    }
+    v = PyObject_GetAttr(peer, str_ip);
+    if (v == NULL) {
+        Py_DECREF(peer_id);
+        goto error;
+    }
+    if (!PyUnicode_CheckExact(v) || PyUnicode_Compare(v, host) != 0) {
+        Py_DECREF(peer_id);
+        if (PyErr_Occurred())
+            goto error;
+        goto python;
+    }
+    Py_CLEAR(v);
+
+    /* The peers of the reply: the cached IPv4 list less the asker, if it is
+     * short enough to hand out whole (Torrent.compact_peers); a random
+     * sample is Python's. */
+    c4 = PyObject_GetAttr(torrent, str_c4);
+    if (c4 == NULL) {
+        Py_DECREF(peer_id);
+        goto error;
+    }
+    Py_ssize_t cut_at = 0, cut_len = 0;
+    int empty = 1;
+    if (!PyBytes_CheckExact(c4)) {
+        Py_DECREF(peer_id);
+        goto python; /* None: not built yet */
+    }
+    if (want > 0) {
+        PyObject *list4 = PyObject_GetAttr(torrent, str_list4);
+        PyObject *pos4 = list4 == NULL ? NULL : PyObject_GetAttr(torrent, str_pos4);
+        int usable = pos4 != NULL && PyList_CheckExact(list4) && PyDict_CheckExact(pos4);
+        Py_ssize_t n4 = usable ? PyList_GET_SIZE(list4) : 0;
+        PyObject *me = usable ? PyDict_GetItemWithError(pos4, peer_id) : NULL;
+        Py_ssize_t index = -1;
+        if (me != NULL) {
+            index = PyLong_AsSsize_t(me);
+            if (index == -1 && PyErr_Occurred())
+                PyErr_Clear(), usable = 0;
+        }
+        Py_XDECREF(list4);
+        Py_XDECREF(pos4);
+        if (PyErr_Occurred()) {
+            Py_DECREF(peer_id);
+            goto error;
+        }
+        if (!usable || n4 - (me != NULL) > want) {
+            Py_DECREF(peer_id);
+            goto python;
+        }
+        if (n4 > 0) {
+            empty = 0;
+            if (me != NULL) {
+                cut_at = index * 6;
+                cut_len = 6;
+                if (index < 0 || cut_at + 6 > PyBytes_GET_SIZE(c4)) {
+                    Py_DECREF(peer_id);
+                    goto python;
+                }
+            }
+        }
+    }
+    Py_DECREF(peer_id);
+
+    /* The peer's numbers: ints below 2**63 and floats, or Python decides. */
+    PyObject *completed_at = NULL;
+    if ((r = get_i64(peer, str_left, &old_left)) <= 0
+            || (r = get_i64(peer, str_uploaded, &old_up)) <= 0
+            || (r = get_i64(peer, str_downloaded, &old_down)) <= 0
+            || (r = get_i64(torrent, str_seeders, &seeders)) <= 0
+            || (r = get_f64(peer, str_last_seen, &last_seen)) <= 0
+            || (r = get_f64(peer, str_rate, &rate)) <= 0
+            || (r = get_f64(peer, str_up_rate, &up_rate)) <= 0)
+        goto done_r;
+    completed_at = PyObject_GetAttr(peer, str_completed_at);
+    if (completed_at == NULL)
+        goto error;
+    int was_completed = completed_at != Py_None;
+    Py_DECREF(completed_at);
+    PyObject *clock = PyObject_GetAttr(store, str_clock);
+    now_obj = clock == NULL ? NULL : PyObject_CallMethodNoArgs(clock, str_seconds);
+    Py_XDECREF(clock);
+    if (now_obj == NULL)
+        goto error;
+    if (!PyFloat_CheckExact(now_obj))
+        goto python;
+    now = PyFloat_AS_DOUBLE(now_obj);
+
+    /* From here on: PeerStore.update's writes, in its order. */
+    if ((old_left == 0) != (left == 0)) {
+        seeders += left == 0 ? 1 : -1;
+        if (set_i64(torrent, str_seeders, seeders) < 0)
+            goto error;
+    }
+    /* _track_progress(peer, left, uploaded, downloaded, "", now) */
+    int64_t fell = old_left - left;
+    if ((fell > 0 || downloaded > old_down)
+            && PyObject_SetAttr(peer, str_progress_at, now_obj) < 0)
+        goto error;
+    if (!was_completed && left == 0 && old_left > 0
+            && PyObject_SetAttr(peer, str_completed_at, now_obj) < 0)
+        goto error;
+    double gap = now - last_seen;
+    if (gap >= min_rate_gap) {
+        double w = rate_weight;
+        int64_t up = uploaded - old_up;
+        if (set_f64(peer, str_rate, (1 - w) * rate + w * ((double)(fell > 0 ? fell : 0) / gap)) < 0
+                || set_f64(peer, str_up_rate,
+                           (1 - w) * up_rate + w * ((double)(up > 0 ? up : 0) / gap)) < 0)
+            goto error;
+    }
+    if (uploaded > old_up && add_to(store, str_reported_uploaded, uploaded - old_up) < 0)
+        goto error;
+    if (downloaded > old_down && add_to(store, str_reported_downloaded, downloaded - old_down) < 0)
+        goto error;
+    if (set_i64(peer, str_left, left) < 0 || set_i64(peer, str_uploaded, uploaded) < 0
+            || set_i64(peer, str_downloaded, downloaded) < 0
+            || PyObject_SetAttr(peer, str_last_seen, now_obj) < 0)
+        goto error;
+    v = PyBytes_FromStringAndSize((const char *)buf + 88, 4);
+    if (v == NULL || PyObject_SetAttr(peer, str_key, v) < 0)
+        goto error;
+    Py_CLEAR(v);
+    /* _apply's bookkeeping: answered, and the /metrics count of "update ok". */
+    if (add_to(core, str_answered, 1) < 0)
+        goto error;
+    PyObject *counts = PyObject_GetAttr(core, str_counts);
+    PyObject *ok_keys = counts == NULL ? NULL : PyObject_GetAttr(core, str_ok_keys);
+    PyObject *k = ok_keys == NULL ? NULL : PyObject_GetItem(ok_keys, event_names[0]);
+    PyObject *n = k == NULL ? NULL : PyDict_GetItemWithError(counts, k);
+    PyObject *n1 = NULL;
+    if (k != NULL && !PyErr_Occurred()) {
+        PyObject *one = PyLong_FromLong(1);
+        n1 = one == NULL ? NULL : (n == NULL ? Py_NewRef(one) : PyNumber_Add(n, one));
+        Py_XDECREF(one);
+    }
+    r = n1 == NULL ? -1 : PyDict_SetItem(counts, k, n1);
+    Py_XDECREF(n1);
+    Py_XDECREF(k);
+    Py_XDECREF(ok_keys);
+    Py_XDECREF(counts);
+    if (r < 0)
+        goto error;
+
+    /* Reply: counts after the update, then the peers. */
+    uint32_t interval;
+    v = PyObject_GetAttr(app, str_interval);
+    if (v == NULL || as_u32(v, &interval) < 0)
+        goto error;
+    Py_CLEAR(v);
+    int64_t leechers = (int64_t)npeers - seeders;
+    if (leechers < 0 || leechers > 0xFFFFFFFF || seeders < 0 || seeders > 0xFFFFFFFF) {
+        PyErr_SetString(PyExc_OverflowError, "reply count does not fit 32 bits");
+        goto error;
+    }
+    put32(out->head, ANNOUNCE);
+    put32(out->head + 4, get32(buf + 12));
+    put32(out->head + 8, interval);
+    put32(out->head + 12, (uint32_t)leechers);
+    put32(out->head + 16, (uint32_t)seeders);
+    out->head_len = REPLY_HEAD;
+    if (empty) {
+        out->body = PyBytes_FromStringAndSize(NULL, 0);
+        if (out->body == NULL)
+            goto error;
+    } else {
+        out->body = c4;
+        Py_INCREF(c4);
+        out->cut_at = cut_at;
+        out->cut_len = cut_len;
+    }
+    answered = 1;
+    goto done;
+
+done_r: /* a get_* said no (r == 0) or failed (r < 0) */
+    if (r < 0)
+        goto error;
+python:
+    answered = 0;
+    goto done;
+error:
+    answered = -1;
+done:
+    Py_XDECREF(v);
+    Py_XDECREF(store);
+    Py_XDECREF(torrent);
+    Py_XDECREF(peer);
+    Py_XDECREF(c4);
+    Py_XDECREF(now_obj);
+    return answered;
+}
+
 /* The common announce, if every check of UDPTrackerCore._announce passes.
  * Returns 1 when answered (out filled), 0 to hand the datagram to Python's
  * handle(), -1 on an exception that must propagate. */
@@ -223,6 +589,14 @@ static int fast_announce(PyObject *core, const unsigned char *buf, Py_ssize_t le
         return 0;
     }
 
+    if (number == 0) { /* a regular update: the store's common case, in C */
+        int r = store_update(core, app, buf, host, port, numwant, out);
+        if (r != 0) {
+            Py_DECREF(app);
+            return r > 0 ? 1 : (crash(core, len, host) < 0 ? -1 : 1);
+        }
+    }
+
     /* _apply(transaction, info_hash, peer_id, downloaded, left, uploaded,
      *        event, key, numwant, port, address, host) */
     PyObject *args[13] = {NULL};
@@ -270,6 +644,7 @@ static int answer_one(PyObject *core, const unsigned char *buf, Py_ssize_t len,
                       PyObject *host, long port, int v4, reply_t *out) {
     out->head_len = 0;
     out->body = NULL;
+    out->cut_at = out->cut_len = 0;
     if (v4 && len >= ANNOUNCE_SIZE && get32(buf + 8) == ANNOUNCE) {
         int r = fast_announce(core, buf, len, host, out);
         if (r != 0)
@@ -365,14 +740,24 @@ static PyObject *drain(PyObject *module, PyObject *const *args, Py_ssize_t nargs
             goto fail;
         if (reply.body == NULL)
             continue;
-        struct iovec iov[2];
+        /* Head, body up to the cut, body after it: no copy of the peer list. */
+        struct iovec iov[3];
         int parts = 0;
+        char *body = PyBytes_AS_STRING(reply.body);
+        Py_ssize_t body_len = PyBytes_GET_SIZE(reply.body);
         if (reply.head_len) {
             iov[parts].iov_base = reply.head;
             iov[parts++].iov_len = reply.head_len;
         }
-        iov[parts].iov_base = PyBytes_AS_STRING(reply.body);
-        iov[parts++].iov_len = PyBytes_GET_SIZE(reply.body);
+        if (reply.cut_len) {
+            iov[parts].iov_base = body;
+            iov[parts++].iov_len = reply.cut_at;
+            iov[parts].iov_base = body + reply.cut_at + reply.cut_len;
+            iov[parts++].iov_len = body_len - reply.cut_at - reply.cut_len;
+        } else {
+            iov[parts].iov_base = body;
+            iov[parts++].iov_len = body_len;
+        }
         struct msghdr msg = {.msg_name = &sa, .msg_namelen = salen, .msg_iov = iov,
                              .msg_iovlen = parts};
         ssize_t sent;
@@ -421,13 +806,22 @@ static PyObject *answer(PyObject *module, PyObject *const *args, Py_ssize_t narg
         return NULL;
     if (reply.body == NULL)
         Py_RETURN_NONE;
-    if (!reply.head_len)
+    if (!reply.head_len && !reply.cut_len)
         return reply.body;
-    Py_ssize_t body = PyBytes_GET_SIZE(reply.body);
-    PyObject *whole = PyBytes_FromStringAndSize(NULL, REPLY_HEAD + body);
+    const char *body = PyBytes_AS_STRING(reply.body);
+    Py_ssize_t body_len = PyBytes_GET_SIZE(reply.body);
+    Py_ssize_t after = reply.cut_at + reply.cut_len;
+    PyObject *whole = PyBytes_FromStringAndSize(NULL, reply.head_len + body_len - reply.cut_len);
     if (whole != NULL) {
-        memcpy(PyBytes_AS_STRING(whole), reply.head, REPLY_HEAD);
-        memcpy(PyBytes_AS_STRING(whole) + REPLY_HEAD, PyBytes_AS_STRING(reply.body), body);
+        char *to = PyBytes_AS_STRING(whole);
+        memcpy(to, reply.head, reply.head_len);
+        to += reply.head_len;
+        if (reply.cut_len) {
+            memcpy(to, body, reply.cut_at);
+            memcpy(to + reply.cut_at, body + after, body_len - after);
+        } else {
+            memcpy(to, body, body_len);
+        }
     }
     Py_DECREF(reply.body);
     return whole;
@@ -453,6 +847,17 @@ PyMODINIT_FUNC PyInit__udpfast(void) {
         {&str_valid_ids, "_valid_ids"}, {&str_bucket_end, "_bucket_end"}, {&str_app, "app"},
         {&str_auth, "auth"}, {&str_interval, "interval"}, {&str_clock, "clock"},
         {&str_seconds, "seconds"}, {&str_dropped, "dropped"},
+        {&str_store, "store"}, {&str_handout, "handout"}, {&str_verbose, "verbose"},
+        {&str_numwant_default, "numwant_default"}, {&str_numwant_max, "numwant_max"},
+        {&str_torrents, "torrents"}, {&str_peers, "peers"}, {&str_ip, "ip"},
+        {&str_port, "port"}, {&str_left, "left"}, {&str_uploaded, "uploaded"},
+        {&str_downloaded, "downloaded"}, {&str_last_seen, "last_seen"}, {&str_rate, "rate"},
+        {&str_up_rate, "up_rate"}, {&str_progress_at, "progress_at"},
+        {&str_completed_at, "completed_at"}, {&str_key, "key"}, {&str_c4, "_c4"},
+        {&str_pos4, "_pos4"}, {&str_list4, "_list4"}, {&str_seeders, "seeders"},
+        {&str_reported_uploaded, "reported_uploaded"},
+        {&str_reported_downloaded, "reported_downloaded"}, {&str_answered, "answered"},
+        {&str_counts, "_counts"}, {&str_ok_keys, "_ok_keys"},
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if ((*names[i].slot = PyUnicode_InternFromString(names[i].name)) == NULL)
@@ -479,5 +884,27 @@ PyMODINIT_FUNC PyInit__udpfast(void) {
         event_names[i] = name;
     }
     Py_DECREF(events);
+    /* The store's classes (exact types only: a subclass may change update) and
+     * its rate constants, read from store.py so both paths use one value. */
+    PyObject *store = PyImport_ImportModule("murder.tracker.store");
+    if (store == NULL)
+        return NULL;
+    peer_store_type = PyObject_GetAttrString(store, "PeerStore");
+    peer_type = PyObject_GetAttrString(store, "Peer");
+    torrent_type = PyObject_GetAttrString(store, "Torrent");
+    PyObject *weight = PyObject_GetAttrString(store, "RATE_WEIGHT");
+    PyObject *gap = PyObject_GetAttrString(store, "_MIN_RATE_GAP");
+    Py_DECREF(store);
+    if (!peer_store_type || !peer_type || !torrent_type || !weight || !gap) {
+        Py_XDECREF(weight);
+        Py_XDECREF(gap);
+        return NULL;
+    }
+    rate_weight = PyFloat_AsDouble(weight);
+    min_rate_gap = PyFloat_AsDouble(gap);
+    Py_DECREF(weight);
+    Py_DECREF(gap);
+    if (PyErr_Occurred())
+        return NULL;
     return PyModule_Create(&module_def);
 }

@@ -343,7 +343,9 @@ class UDPFastPathTests:
         """An exception in the store while answering in C is counted and logged as a
         bug like Python's path does, with no reply."""
         core = self.core()
-        data = self.request(core)
+        _udpfast.answer(core, self.request(core), V4, 1)  # fills the id memo
+        data = self.request(core, event="started")  # a new announce: through _apply
+        handled = core.handled
         bugs: list[dict] = []
 
         def broken(*args):
@@ -355,7 +357,7 @@ class UDPFastPathTests:
             assert _udpfast.answer(core, data, V4, 1) is None
         finally:
             globalLogPublisher.removeObserver(bugs.append)
-        assert core.dropped == 1
+        assert core.dropped == 1 and core.handled == handled  # answered in C, not Python
         failures = [e for e in bugs if e.get("log_failure") is not None]
         assert len(failures) == 1 and "store broke" in str(failures[0]["log_failure"].value)
 
@@ -363,10 +365,94 @@ class UDPFastPathTests:
         """A count that does not fit the reply's 32 bits is dropped and counted, as the
         pure path's struct.pack error is."""
         core = self.core()
+        _udpfast.answer(core, self.request(core), V4, 1)  # fills the memo, adds the peer
         core.app.interval = 2 ** 32
-        data = self.request(core)
-        assert _udpfast.answer(core, data, V4, 1) is None
-        assert core.dropped == 1
+        for event in ("started", ""):  # through _apply, then the C store path
+            handled = core.handled
+            assert _udpfast.answer(core, self.request(core, event=event), V4, 1) is None
+            assert core.handled == handled + 1  # only the connect went to Python
+        assert core.dropped == 2
+
+
+def store_state(core: UDPTrackerCore) -> tuple:
+    """Everything an announce can change: torrents, every peer field, caches, counters."""
+    import dataclasses
+
+    store = core.store
+    torrents = tuple(
+        (ih, t.seeders, t.downloaded, t.empty_since, t._c4,
+         tuple(dataclasses.astuple(p) for p in t.peers.values()),
+         tuple(dataclasses.astuple(p) for p in t.departed.values()))
+        for ih, t in store.torrents.items())
+    return (torrents, store.peer_count, store.departed_count, store.reported_uploaded,
+            store.reported_downloaded, core.answered, core.dropped,
+            sorted(core.app.metrics.announces.items()))
+
+
+class ApplySpy(UDPTrackerCore):
+    """A core counting the regular updates that reached its Python ``_apply``."""
+
+    updates = 0
+
+    def _apply(self, *args: Any) -> Any:
+        result = super()._apply(*args)
+        if args[6] == "" and isinstance(result, tuple):
+            self.updates += 1
+        return result
+
+
+@pytest.mark.skipif(_udpfast is None, reason="murder.tracker._udpfast is not built")
+class UDPPathsAgreeTests:
+    """The C path, which updates the store itself for regular re-announces, leaves
+    exactly the state and sends exactly the replies of the pure-Python path."""
+
+    @pytest.mark.parametrize("seed", range(8))
+    def test_random_announce_sequences(self, seed):
+        """400 random datagrams (events, counters up to 2**64, moved ports, numwant,
+        IPv6 and v4-mapped senders, time steps around the 0.2 s rate gap) into two
+        identical cores, one per path: same reply and same whole store after each."""
+        rng = random.Random(seed)
+        clocks = [Clock(), Clock()]
+        cores = [kind(TrackerApp(PeerStore(c, rng=random.Random(1), max_peers=40)),
+                      secret=b"k" * 32, error_rate=1e9, error_burst=1e9)
+                 for kind, c in zip((UDPTrackerCore, ApplySpy), clocks)]
+        paths = [cores[0].handle, CPath(cores[1]).handle]
+        hosts = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "fd00::1", "::ffff:10.0.0.2"]
+        hashes = [bytes([n]) * 20 for n in range(3)]
+        counters: dict[bytes, list[int]] = {}
+        for step in range(400):
+            if rng.random() < 0.1:
+                dt = rng.choice([0.05, 0.1, 0.2, 0.25, 3.0, 61.0])
+                for clock in clocks:
+                    clock.advance(dt)
+            n = rng.randrange(8)
+            peer = b"%020d" % n
+            # Mostly each peer from its own host (the C store path's case), at times not.
+            host = hosts[n % len(hosts)] if rng.random() < 0.9 else rng.choice(hosts)
+            if rng.random() < 0.05:
+                data = udpcodec.connect_request(step)
+            else:
+                up, down = counters.setdefault(peer, [0, 0])
+                if rng.random() < 0.7:
+                    counters[peer] = [up + rng.randrange(10**6), down + rng.randrange(10**6)]
+                elif rng.random() < 0.1:
+                    counters[peer] = [rng.getrandbits(64), rng.getrandbits(64)]
+                up, down = counters[peer]
+                event = rng.choice(["", "", "", "", "", "", "", "started", "completed",
+                                    "stopped"])
+                data = udpcodec.announce_request(
+                    cores[0].connection_id(host.replace("::ffff:", "")), step,
+                    rng.choice(hashes), peer, down,
+                    rng.choice([0, 0, 1000, 1000, 5, 5, 2**63 + 1]), up, event, rng.getrandbits(32),
+                    rng.choice([-1, -1, -1, -1, -1, 0, 2, 50]), 6001 if rng.random() < 0.95 else 6002,
+                    ip=0 if rng.random() < 0.95 else 0x0A000009)
+            replies = [handle(data, host, 1) for handle in paths]
+            assert replies[0] == replies[1], (step, replies)
+            assert store_state(cores[0]) == store_state(cores[1]), step
+        # The C store path really answered (regular updates that never reached _apply).
+        in_c = cores[1].app.metrics.announces.get(("udp", "update", "ok"), 0) - \
+            cores[1].updates
+        assert in_c > 25, (in_c, cores[1].updates)
 
 
 class FakeDatagramTransport:
