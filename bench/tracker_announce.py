@@ -329,7 +329,7 @@ def fleet(args) -> int:
                 watched = servers.procs  # trackers and redis-server: all on CPU 0
                 if kind == "udp":
                     depth = inflight or args.inflight
-                    io_before = udp_io(ports) if start is ours else None
+                    io_before = udp_io(ports) if start in (ours, pure) else None
                     stats = measure(watched, lambda: run_udp(load, ports, args.duration,
                                                              depth, hashes))
                     if io_before is not None:
