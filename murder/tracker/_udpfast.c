@@ -450,13 +450,22 @@ static int store_update(PyObject *core, PyObject *app, const unsigned char *buf,
         goto error;
     if (downloaded > old_down && add_to(store, str_reported_downloaded, downloaded - old_down) < 0)
         goto error;
-    if (set_i64(peer, str_left, left) < 0 || set_i64(peer, str_uploaded, uploaded) < 0
-            || set_i64(peer, str_downloaded, downloaded) < 0
+    /* Unchanged values are left as they are (equal objects either way): most
+     * re-announces change only the time. */
+    if ((left != old_left && set_i64(peer, str_left, left) < 0)
+            || (uploaded != old_up && set_i64(peer, str_uploaded, uploaded) < 0)
+            || (downloaded != old_down && set_i64(peer, str_downloaded, downloaded) < 0)
             || PyObject_SetAttr(peer, str_last_seen, now_obj) < 0)
         goto error;
-    v = PyBytes_FromStringAndSize((const char *)buf + 88, 4);
-    if (v == NULL || PyObject_SetAttr(peer, str_key, v) < 0)
+    v = PyObject_GetAttr(peer, str_key);
+    if (v == NULL)
         goto error;
+    if (!PyBytes_CheckExact(v) || PyBytes_GET_SIZE(v) != 4 || memcmp(PyBytes_AS_STRING(v), buf + 88, 4)) {
+        Py_DECREF(v);
+        v = PyBytes_FromStringAndSize((const char *)buf + 88, 4);
+        if (v == NULL || PyObject_SetAttr(peer, str_key, v) < 0)
+            goto error;
+    }
     Py_CLEAR(v);
     /* _apply's bookkeeping: answered, and the /metrics count of "update ok". */
     if (add_to(core, str_answered, 1) < 0)

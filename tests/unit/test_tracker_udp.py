@@ -791,6 +791,13 @@ class TrackerOptionsTests:
                 MemoryReactor.__init__(self)
                 Clock.__init__(self)
 
+        # An in-place build (pip install -e .) older than its source would test old C.
+        import os
+
+        source = os.path.join(os.path.dirname(_udpfast.__file__), "_udpfast.c")
+        if os.path.exists(source):
+            assert os.path.getmtime(_udpfast.__file__) >= os.path.getmtime(source), (
+                "murder/tracker/_udpfast.c changed since it was built: run pip install -e .")
         on = buildService(self.parse("--udp-port", "6969"), Reactor())
         off = buildService(self.parse("--udp-port", "6969", "--no-udp-fastpath"), Reactor())
         assert on.getServiceNamed("tracker-udp").fast is _udpfast
