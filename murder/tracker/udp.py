@@ -371,7 +371,13 @@ class TrackerUDPPort(udp.Port):
             self._drain_python()
 
     def _drain_c(self, fast: Any) -> None:
-        """:meth:`_drain_python` in C: same replies, same counters (see _udpfast.c)."""
+        """:meth:`_drain_python` in C: same replies, same counters (see _udpfast.c).
+
+        A read error other than "nothing queued" is raised here, after the
+        counters, as the Python loop raises it.  Only an exception that is not
+        an ``Exception`` (KeyboardInterrupt) leaves the wakeup's datagrams
+        uncounted.
+        """
         core = self.protocol.core
         n = err = 0
         try:
