@@ -233,6 +233,89 @@ static int add_to(PyObject *obj, PyObject *name, int64_t delta) {
     return r;
 }
 
+/* The peers of a reply to an IPv4 sender, as Torrent.compact_peers gives
+ * them when no random sample is needed: the torrent's cached compact list,
+ * less the asker's own entry, if that is at most `want` peers.  1 with *body
+ * (a new reference: the cached bytes, or b"" for no peers) and the asker's
+ * entry to cut out of it; 0 when Python must pick (cache not built, a sample
+ * needed); -1 on an exception. */
+static int cached_peers(PyObject *torrent, PyObject *peer_id, int64_t want,
+                        PyObject **body, Py_ssize_t *cut_at, Py_ssize_t *cut_len) {
+    *cut_at = *cut_len = 0;
+    PyObject *c4 = PyObject_GetAttr(torrent, str_c4);
+    if (c4 == NULL)
+        return -1;
+    if (!PyBytes_CheckExact(c4)) { /* None: not built yet */
+        Py_DECREF(c4);
+        return 0;
+    }
+    if (want <= 0) {
+        Py_DECREF(c4);
+        *body = PyBytes_FromStringAndSize(NULL, 0);
+        return *body == NULL ? -1 : 1;
+    }
+    PyObject *list4 = PyObject_GetAttr(torrent, str_list4);
+    PyObject *pos4 = list4 == NULL ? NULL : PyObject_GetAttr(torrent, str_pos4);
+    int r = 0;
+    if (pos4 != NULL && PyList_CheckExact(list4) && PyDict_CheckExact(pos4)) {
+        Py_ssize_t n4 = PyList_GET_SIZE(list4), index = -1;
+        PyObject *me = PyDict_GetItemWithError(pos4, peer_id); /* borrowed */
+        if (me == NULL && PyErr_Occurred())
+            r = -1;
+        else if (me != NULL && (index = PyLong_AsSsize_t(me)) == -1 && PyErr_Occurred())
+            PyErr_Clear(); /* not an index: let Python look */
+        else if (n4 - (me != NULL) <= want) {
+            r = 1;
+            if (me != NULL) {
+                *cut_at = index * 6;
+                *cut_len = 6;
+                if (index < 0 || *cut_at + 6 > PyBytes_GET_SIZE(c4))
+                    r = 0; /* caches out of step: let Python look */
+            }
+        }
+    } else if (PyErr_Occurred()) {
+        r = -1;
+    }
+    Py_XDECREF(list4);
+    Py_XDECREF(pos4);
+    if (r == 1 && PyBytes_GET_SIZE(c4) - *cut_len == 0) {
+        Py_DECREF(c4); /* no peers but the asker */
+        *cut_at = *cut_len = 0;
+        c4 = PyBytes_FromStringAndSize(NULL, 0);
+        if (c4 == NULL)
+            return -1;
+    }
+    if (r == 1)
+        *body = c4;
+    else
+        Py_DECREF(c4);
+    return r;
+}
+
+/* _apply's bookkeeping of an answered regular update: core.answered += 1 and
+ * the /metrics count core._counts[core._ok_keys[""]] += 1.  -1 on an
+ * exception. */
+static int count_update(PyObject *core) {
+    if (add_to(core, str_answered, 1) < 0)
+        return -1;
+    PyObject *counts = PyObject_GetAttr(core, str_counts);
+    PyObject *ok_keys = counts == NULL ? NULL : PyObject_GetAttr(core, str_ok_keys);
+    PyObject *key = ok_keys == NULL ? NULL : PyObject_GetItem(ok_keys, event_names[0]);
+    PyObject *n = key == NULL ? NULL : PyDict_GetItemWithError(counts, key); /* borrowed */
+    PyObject *n1 = NULL;
+    if (key != NULL && !PyErr_Occurred()) {
+        PyObject *one = PyLong_FromLong(1);
+        n1 = one == NULL ? NULL : (n == NULL ? Py_NewRef(one) : PyNumber_Add(n, one));
+        Py_XDECREF(one);
+    }
+    int r = n1 == NULL ? -1 : PyDict_SetItem(counts, key, n1);
+    Py_XDECREF(n1);
+    Py_XDECREF(key);
+    Py_XDECREF(ok_keys);
+    Py_XDECREF(counts);
+    return r;
+}
+
 /* The regular re-announce (event 0) of a peer the in-memory store already
  * holds at the same address, answered from the torrent's cached compact
  * list: PeerStore.update's branch for an existing peer, _track_progress, and
@@ -250,157 +333,82 @@ static int add_to(PyObject *obj, PyObject *name, int64_t delta) {
  * Returns 1 when answered (out filled), 0 for _apply, -1 on an exception. */
 static int store_update(PyObject *core, PyObject *app, const unsigned char *buf,
                         PyObject *host, long port, int32_t numwant, reply_t *out) {
-    int64_t left, uploaded, downloaded, old_left, old_up, old_down, seeders;
-    double now, last_seen, rate, up_rate;
-    int r, answered = 0;
     uint64_t raw_left = get64(buf + 64), raw_up = get64(buf + 72), raw_down = get64(buf + 56);
     if (raw_left >> 63 || raw_up >> 63 || raw_down >> 63)
         return 0;
-    left = (int64_t)raw_left;
-    uploaded = (int64_t)raw_up;
-    downloaded = (int64_t)raw_down;
+    int64_t left = (int64_t)raw_left, uploaded = (int64_t)raw_up;
+    int64_t downloaded = (int64_t)raw_down;
+    int64_t want = numwant, bound, peer_port, old_left, old_up, old_down, seeders;
+    double now, last_seen, rate, up_rate;
+    Py_ssize_t npeers, cut_at, cut_len;
+    int r, answered;
+    PyObject *store = NULL, *torrent = NULL, *peer = NULL, *peer_id = NULL, *peers = NULL;
+    PyObject *now_obj = NULL, *v = NULL;
 
-    PyObject *store = NULL, *torrent = NULL, *peer = NULL, *c4 = NULL, *now_obj = NULL;
-    PyObject *v = NULL;
     store = PyObject_GetAttr(core, str_store);
     if (store == NULL)
         goto error;
     if ((PyObject *)Py_TYPE(store) != peer_store_type)
         goto python;
-    v = PyObject_GetAttr(store, str_handout);
-    if (v == NULL)
+    if ((v = PyObject_GetAttr(store, str_handout)) == NULL)
         goto error;
     if (v != Py_None)
         goto python;
     Py_CLEAR(v);
-    v = PyObject_GetAttr(app, str_verbose);
-    if (v == NULL || (r = PyObject_IsTrue(v)) < 0)
+    if ((v = PyObject_GetAttr(app, str_verbose)) == NULL || (r = PyObject_IsTrue(v)) < 0)
         goto error;
     if (r)
         goto python; /* every announce is logged: Python does it */
     Py_CLEAR(v);
     /* numwant, clamped as _apply does (event 0: not "stopped"). */
-    int64_t want = numwant, bound;
-    if (want < 0) {
-        if ((r = get_i64(app, str_numwant_default, &want)) <= 0)
-            goto done_r;
-    }
+    if (want < 0 && (r = get_i64(app, str_numwant_default, &want)) <= 0)
+        goto done_r;
     if ((r = get_i64(app, str_numwant_max, &bound)) <= 0)
         goto done_r;
     if (want > bound)
         want = bound;
 
-    v = PyObject_GetAttr(store, str_torrents);
-    if (v == NULL)
+    /* store.torrents[info_hash].peers[peer_id], both already there. */
+    if ((v = PyObject_GetAttr(store, str_torrents)) == NULL)
         goto error;
     if (!PyDict_CheckExact(v))
         goto python;
-    PyObject *key_ih = PyBytes_FromStringAndSize((const char *)buf + 16, 20);
-    if (key_ih == NULL)
+    PyObject *info_hash = PyBytes_FromStringAndSize((const char *)buf + 16, 20);
+    if (info_hash == NULL)
         goto error;
-    torrent = PyDict_GetItemWithError(v, key_ih);
-    Py_DECREF(key_ih);
+    torrent = PyDict_GetItemWithError(v, info_hash);
+    Py_DECREF(info_hash);
     Py_XINCREF(torrent);
     Py_CLEAR(v);
-    if (torrent == NULL) {
-        if (PyErr_Occurred())
-            goto error;
-        goto python;
-    }
-    if ((PyObject *)Py_TYPE(torrent) != torrent_type)
-        goto python;
-    PyObject *peer_id = PyBytes_FromStringAndSize((const char *)buf + 36, 20);
-    if (peer_id == NULL)
+    if (torrent == NULL || (PyObject *)Py_TYPE(torrent) != torrent_type)
+        goto python_or_error;
+    if ((peer_id = PyBytes_FromStringAndSize((const char *)buf + 36, 20)) == NULL)
         goto error;
-    v = PyObject_GetAttr(torrent, str_peers);
-    if (v == NULL || !PyDict_CheckExact(v)) {
-        Py_DECREF(peer_id);
-        if (v == NULL)
-            goto error;
+    if ((v = PyObject_GetAttr(torrent, str_peers)) == NULL)
+        goto error;
+    if (!PyDict_CheckExact(v))
         goto python;
-    }
     peer = PyDict_GetItemWithError(v, peer_id);
     Py_XINCREF(peer);
-    Py_ssize_t npeers = PyDict_GET_SIZE(v);
+    npeers = PyDict_GET_SIZE(v);
     Py_CLEAR(v);
-    if (peer == NULL || (PyObject *)Py_TYPE(peer) != peer_type) {
-        Py_DECREF(peer_id);
-        if (PyErr_Occurred())
-            goto error;
-        goto python;
-    }
+    if (peer == NULL || (PyObject *)Py_TYPE(peer) != peer_type)
+        goto python_or_error;
 
     /* The same address (else the store re-checks the key and rebuilds caches). */
-    int64_t peer_port;
-    if ((r = get_i64(peer, str_port, &peer_port)) <= 0 || peer_port != port) {
-        Py_DECREF(peer_id);
+    if ((r = get_i64(peer, str_port, &peer_port)) <= 0)
         goto done_r;
-    }
-    v = PyObject_GetAttr(peer, str_ip);
-    if (v == NULL) {
-        Py_DECREF(peer_id);
-        goto error;
-    }
-    if (!PyUnicode_CheckExact(v) || PyUnicode_Compare(v, host) != 0) {
-        Py_DECREF(peer_id);
-        if (PyErr_Occurred())
-            goto error;
+    if (peer_port != port)
         goto python;
-    }
-    Py_CLEAR(v);
-
-    /* The peers of the reply: the cached IPv4 list less the asker, if it is
-     * short enough to hand out whole (Torrent.compact_peers); a random
-     * sample is Python's. */
-    c4 = PyObject_GetAttr(torrent, str_c4);
-    if (c4 == NULL) {
-        Py_DECREF(peer_id);
+    if ((v = PyObject_GetAttr(peer, str_ip)) == NULL)
         goto error;
-    }
-    Py_ssize_t cut_at = 0, cut_len = 0;
-    int empty = 1;
-    if (!PyBytes_CheckExact(c4)) {
-        Py_DECREF(peer_id);
-        goto python; /* None: not built yet */
-    }
-    if (want > 0) {
-        PyObject *list4 = PyObject_GetAttr(torrent, str_list4);
-        PyObject *pos4 = list4 == NULL ? NULL : PyObject_GetAttr(torrent, str_pos4);
-        int usable = pos4 != NULL && PyList_CheckExact(list4) && PyDict_CheckExact(pos4);
-        Py_ssize_t n4 = usable ? PyList_GET_SIZE(list4) : 0;
-        PyObject *me = usable ? PyDict_GetItemWithError(pos4, peer_id) : NULL;
-        Py_ssize_t index = -1;
-        if (me != NULL) {
-            index = PyLong_AsSsize_t(me);
-            if (index == -1 && PyErr_Occurred())
-                PyErr_Clear(), usable = 0;
-        }
-        Py_XDECREF(list4);
-        Py_XDECREF(pos4);
-        if (PyErr_Occurred()) {
-            Py_DECREF(peer_id);
-            goto error;
-        }
-        if (!usable || n4 - (me != NULL) > want) {
-            Py_DECREF(peer_id);
-            goto python;
-        }
-        if (n4 > 0) {
-            empty = 0;
-            if (me != NULL) {
-                cut_at = index * 6;
-                cut_len = 6;
-                if (index < 0 || cut_at + 6 > PyBytes_GET_SIZE(c4)) {
-                    Py_DECREF(peer_id);
-                    goto python;
-                }
-            }
-        }
-    }
-    Py_DECREF(peer_id);
+    if (!PyUnicode_CheckExact(v) || PyUnicode_Compare(v, host) != 0)
+        goto python_or_error;
+    Py_CLEAR(v);
+    if ((r = cached_peers(torrent, peer_id, want, &peers, &cut_at, &cut_len)) <= 0)
+        goto done_r;
 
     /* The peer's numbers: ints below 2**63 and floats, or Python decides. */
-    PyObject *completed_at = NULL;
     if ((r = get_i64(peer, str_left, &old_left)) <= 0
             || (r = get_i64(peer, str_uploaded, &old_up)) <= 0
             || (r = get_i64(peer, str_downloaded, &old_down)) <= 0
@@ -409,14 +417,14 @@ static int store_update(PyObject *core, PyObject *app, const unsigned char *buf,
             || (r = get_f64(peer, str_rate, &rate)) <= 0
             || (r = get_f64(peer, str_up_rate, &up_rate)) <= 0)
         goto done_r;
-    completed_at = PyObject_GetAttr(peer, str_completed_at);
-    if (completed_at == NULL)
+    if ((v = PyObject_GetAttr(peer, str_completed_at)) == NULL)
         goto error;
-    int was_completed = completed_at != Py_None;
-    Py_DECREF(completed_at);
-    PyObject *clock = PyObject_GetAttr(store, str_clock);
-    now_obj = clock == NULL ? NULL : PyObject_CallMethodNoArgs(clock, str_seconds);
-    Py_XDECREF(clock);
+    int was_completed = v != Py_None;
+    Py_CLEAR(v);
+    if ((v = PyObject_GetAttr(store, str_clock)) == NULL)
+        goto error;
+    now_obj = PyObject_CallMethodNoArgs(v, str_seconds);
+    Py_CLEAR(v);
     if (now_obj == NULL)
         goto error;
     if (!PyFloat_CheckExact(now_obj))
@@ -457,8 +465,7 @@ static int store_update(PyObject *core, PyObject *app, const unsigned char *buf,
             || (downloaded != old_down && set_i64(peer, str_downloaded, downloaded) < 0)
             || PyObject_SetAttr(peer, str_last_seen, now_obj) < 0)
         goto error;
-    v = PyObject_GetAttr(peer, str_key);
-    if (v == NULL)
+    if ((v = PyObject_GetAttr(peer, str_key)) == NULL)
         goto error;
     if (!PyBytes_CheckExact(v) || PyBytes_GET_SIZE(v) != 4 || memcmp(PyBytes_AS_STRING(v), buf + 88, 4)) {
         Py_DECREF(v);
@@ -467,33 +474,13 @@ static int store_update(PyObject *core, PyObject *app, const unsigned char *buf,
             goto error;
     }
     Py_CLEAR(v);
-    /* _apply's bookkeeping: answered, and the /metrics count of "update ok". */
-    if (add_to(core, str_answered, 1) < 0)
-        goto error;
-    PyObject *counts = PyObject_GetAttr(core, str_counts);
-    PyObject *ok_keys = counts == NULL ? NULL : PyObject_GetAttr(core, str_ok_keys);
-    PyObject *k = ok_keys == NULL ? NULL : PyObject_GetItem(ok_keys, event_names[0]);
-    PyObject *n = k == NULL ? NULL : PyDict_GetItemWithError(counts, k);
-    PyObject *n1 = NULL;
-    if (k != NULL && !PyErr_Occurred()) {
-        PyObject *one = PyLong_FromLong(1);
-        n1 = one == NULL ? NULL : (n == NULL ? Py_NewRef(one) : PyNumber_Add(n, one));
-        Py_XDECREF(one);
-    }
-    r = n1 == NULL ? -1 : PyDict_SetItem(counts, k, n1);
-    Py_XDECREF(n1);
-    Py_XDECREF(k);
-    Py_XDECREF(ok_keys);
-    Py_XDECREF(counts);
-    if (r < 0)
+    if (count_update(core) < 0)
         goto error;
 
-    /* Reply: counts after the update, then the peers. */
+    /* Reply: counts after the update (Torrent.leechers), then the peers. */
     uint32_t interval;
-    v = PyObject_GetAttr(app, str_interval);
-    if (v == NULL || as_u32(v, &interval) < 0)
+    if ((v = PyObject_GetAttr(app, str_interval)) == NULL || as_u32(v, &interval) < 0)
         goto error;
-    Py_CLEAR(v);
     int64_t leechers = (int64_t)npeers - seeders;
     if (leechers < 0 || leechers > 0xFFFFFFFF || seeders < 0 || seeders > 0xFFFFFFFF) {
         PyErr_SetString(PyExc_OverflowError, "reply count does not fit 32 bits");
@@ -505,20 +492,18 @@ static int store_update(PyObject *core, PyObject *app, const unsigned char *buf,
     put32(out->head + 12, (uint32_t)leechers);
     put32(out->head + 16, (uint32_t)seeders);
     out->head_len = REPLY_HEAD;
-    if (empty) {
-        out->body = PyBytes_FromStringAndSize(NULL, 0);
-        if (out->body == NULL)
-            goto error;
-    } else {
-        out->body = c4;
-        Py_INCREF(c4);
-        out->cut_at = cut_at;
-        out->cut_len = cut_len;
-    }
+    out->body = peers;
+    peers = NULL;
+    out->cut_at = cut_at;
+    out->cut_len = cut_len;
     answered = 1;
     goto done;
 
-done_r: /* a get_* said no (r == 0) or failed (r < 0) */
+python_or_error: /* a lookup found nothing (Python's case) or raised */
+    if (PyErr_Occurred())
+        goto error;
+    goto python;
+done_r: /* a get_* or cached_peers said no (r == 0) or raised (r < 0) */
     if (r < 0)
         goto error;
 python:
@@ -531,7 +516,8 @@ done:
     Py_XDECREF(store);
     Py_XDECREF(torrent);
     Py_XDECREF(peer);
-    Py_XDECREF(c4);
+    Py_XDECREF(peer_id);
+    Py_XDECREF(peers);
     Py_XDECREF(now_obj);
     return answered;
 }
