@@ -1,4 +1,4 @@
-from setuptools import setup
+from setuptools import Extension, setup
 
 setup(
     name="murder",
@@ -24,4 +24,9 @@ setup(
         "bench": ["matplotlib>=3.7", "py-spy>=0.3"],
     },
     entry_points={"console_scripts": ["murder = murder.cli:main"]},
+    # The UDP tracker's drain loop in C (bench/README.md, "Session 6 tracker").
+    # optional: without a compiler the install still works, on the pure-Python path.
+    # -ffp-contract=off: its peer rates must round exactly as store.py's do.
+    ext_modules=[Extension("murder.tracker._udpfast", ["murder/tracker/_udpfast.c"],
+                           extra_compile_args=["-ffp-contract=off"], optional=True)],
 )

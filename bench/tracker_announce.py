@@ -282,6 +282,7 @@ def fleet(args) -> int:
         os.chmod(workdir, 0o755)
         os.chmod(hashes, 0o644)
         load = build_udp_load(workdir)
+        paths: list[str] = []  # UDP path of each of our trackers of the current row
 
         def ours(servers: Servers, port: int, *extra: str) -> subprocess.Popen:
             proc = servers.start(f"murder-{port}", [
@@ -289,6 +290,11 @@ def fleet(args) -> int:
                 "--udp-port", str(port), "--max-torrents", "100000", "--max-peers", "1000000",
                 *extra])
             wait_ready(port, proc)
+            # Which UDP path answered (the tracker says at start): a row of "ours"
+            # must not be the pure-Python path without anyone noticing.
+            said = (workdir / f"murder-{port}.log").read_text(errors="replace")
+            paths.append(said.split("answered in ", 1)[1].split("\n", 1)[0]
+                         if "answered in " in said else "unknown")
             return proc
 
         def twweb(servers: Servers, port: int) -> subprocess.Popen:
@@ -318,11 +324,12 @@ def fleet(args) -> int:
                     wait_redis(sock, rp)
                     extra = ["--store", f"unix://{sock}?db=0"]
                 ports = [free_port() for _ in range(n)]
+                paths.clear()
                 trackers = [start(servers, p, *extra) for p in ports]
                 watched = servers.procs  # trackers and redis-server: all on CPU 0
                 if kind == "udp":
                     depth = inflight or args.inflight
-                    io_before = udp_io(ports) if start is ours else None
+                    io_before = udp_io(ports) if start in (ours, pure) else None
                     stats = measure(watched, lambda: run_udp(load, ports, args.duration,
                                                              depth, hashes))
                     if io_before is not None:
@@ -339,6 +346,8 @@ def fleet(args) -> int:
                 # redis-server): comparable between rows even when other work on
                 # the machine took part of CPU 0 during some of them.
                 stats["per_cpu_s"] = stats["rate"] / max(stats["server_cpu"], 1e-9)
+                if paths and kind == "udp":
+                    stats["udp_path"] = paths[0]
                 rows[name] = stats
                 extra_cols = ""
                 if kind == "udp":
@@ -346,15 +355,22 @@ def fleet(args) -> int:
                                   f"  {stats['peers_per_reply']:.1f} peers/reply"
                                   f"  timeouts {stats['timeouts']} errors {stats['errors']}"
                                   + (f"  {stats['per_wakeup']:.1f}/wakeup"
-                                     if "per_wakeup" in stats else ""))
+                                     if "per_wakeup" in stats else "")
+                                  + (f"  [{stats['udp_path'].split(' ')[0]}]"
+                                     if "udp_path" in stats else ""))
                 print(f"  {name:50} {stats['rate']:>8,.0f}/s  p99 {stats['p99_us'] / 1000:6.2f} ms"
                       f"  server CPU {stats['server_cpu']:.2f}  load CPU {stats['load_cpu']:.2f}"
                       f"  {stats['per_cpu_s']:>8,.0f}/CPU-s{extra_cols}", flush=True)
             finally:
                 servers.stop()
 
+        def pure(servers: Servers, port: int, *extra: str) -> subprocess.Popen:
+            """Ours on the pure-Python UDP path (session 6: the A/B of the C one)."""
+            return ours(servers, port, "--no-udp-fastpath", *extra)
+
         if args.udp_sweep:
             # Session 5: UDP only, both trackers at each in-flight count, same load.
+            # Session 6: ours twice, the C drain loop (the default) and pure Python.
             depths = [int(d) for d in args.udp_sweep.split(",")]
             results["udp_sweep"] = depths
             print(f"UDP, {args.duration} s each, servers on CPU 0, load on CPU 1; "
@@ -362,14 +378,20 @@ def fleet(args) -> int:
             for depth in depths:
                 run(f"udp {depth:>5} in flight: murder (memory store)", ours, "udp",
                     inflight=depth)
+                if args.pure_python:
+                    run(f"udp {depth:>5} in flight: murder (memory, --no-udp-fastpath)", pure,
+                        "udp", inflight=depth)
                 run(f"udp {depth:>5} in flight: opentracker", opentracker, "udp",
                     inflight=depth)
-                a, b = (rows.get(f"udp {depth:>5} in flight: {who}")
-                        for who in ("murder (memory store)", "opentracker"))
-                if a and b:
-                    print(f"  ratio at {depth}: {a['rate'] / b['rate']:.2f} by rate, "
-                          f"{a['per_cpu_s'] / b['per_cpu_s']:.2f} per server CPU-second",
-                          flush=True)
+                a, p, b = (rows.get(f"udp {depth:>5} in flight: {who}")
+                           for who in ("murder (memory store)",
+                                       "murder (memory, --no-udp-fastpath)", "opentracker"))
+                for label, x, y in (("", a, b), (" pure Python/opentracker", p, b),
+                                    (" C/pure Python", a, p)):
+                    if x and y:
+                        print(f"  ratio at {depth}{label}: {x['rate'] / y['rate']:.2f} by rate, "
+                              f"{x['per_cpu_s'] / y['per_cpu_s']:.2f} per server CPU-second",
+                              flush=True)
             path = HERE / "results" / "tracker_udp_sweep.json"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(results, indent=1) + "\n")
@@ -384,6 +406,8 @@ def fleet(args) -> int:
         run("http close: murder (twisted.web)", twweb, "http", close=True)
         run("http close: opentracker", opentracker, "http", close=True)
         run("udp: murder (memory store)", ours, "udp")
+        if args.pure_python:
+            run("udp: murder (memory, --no-udp-fastpath)", pure, "udp")
         run("udp: opentracker", opentracker, "udp")
         if shutil.which("redis-server"):
             run("udp: murder (redis store, 1 tracker)", ours, "udp", redis_store=True)
@@ -392,6 +416,10 @@ def fleet(args) -> int:
                 redis_store=True)
     ratios = {
         "udp murder/opentracker": ("udp: murder (memory store)", "udp: opentracker"),
+        "udp pure Python/opentracker": ("udp: murder (memory, --no-udp-fastpath)",
+                                        "udp: opentracker"),
+        "udp C/pure Python": ("udp: murder (memory store)",
+                              "udp: murder (memory, --no-udp-fastpath)"),
         "http close murder/opentracker": ("http close: murder (fasthttp)",
                                           "http close: opentracker"),
         "http keep-alive murder/opentracker": ("http keep-alive: murder (fasthttp)",
@@ -444,6 +472,9 @@ def main() -> int:
                         help="with --fleet: only the UDP rows (ours, opentracker) at each of "
                              "these comma-separated in-flight counts, e.g. 32,128,512; "
                              "writes results/tracker_udp_sweep.json")
+    parser.add_argument("--no-pure-python", dest="pure_python", action="store_false",
+                        help="with --fleet: leave out our tracker's pure-Python UDP row "
+                             "(--no-udp-fastpath), the A/B of the C drain loop")
     args = parser.parse_args()
     if args.fleet:
         return fleet(args)

@@ -13,7 +13,9 @@ announces through a loopback socket with our port and with Twisted's
 ``udp.Port``; HTTP announces (``bench/tracker_wrk.lua``'s queries) through
 ``TrackerApp.handle`` with and without ``parse_announce_fast``; and the
 counter update the UDP path does per announce against a prometheus_client
-counter.  These figures justify the hand-tuned code (recorded in
+counter.  Session 6: the C extension's rows (``_udpfast.answer`` around the
+same core, and the loopback socket drained by its C loop).  These figures
+justify the hand-tuned code (recorded in
 bench/README.md); the end-to-end comparison with opentracker is
 ``tracker_announce.py --fleet``.
 
@@ -230,13 +232,28 @@ def main() -> int:
             received(data, addr)
         return time.process_time() - start
 
-    def run_socket(port_class: type) -> float:
+    try:
+        from murder.tracker import _udpfast
+    except ImportError:  # not built (or an older checkout): C rows skipped
+        _udpfast = None  # type: ignore[assignment]
+
+    def run_c_answer() -> float:
+        """Session 6: the C checks and packing around the same core, no socket."""
+        answer = _udpfast.answer
+        start = time.process_time()
+        for data in load:
+            answer(core, data, host, 40000)
+        return time.process_time() - start
+
+    def run_socket(port_class: type, fast: object = None) -> float:
         """Through a real loopback socket: datagrams queued, then one doRead."""
         import socket
 
         from twisted.internet import reactor
 
         port = port_class(0, UDPTrackerProtocol(core), "127.0.0.1", reactor=reactor)
+        if fast is not None:
+            port.fast = fast  # session 6: the C drain loop
         port.startListening()  # registers with the reactor, which never runs here
         client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         client.bind(("127.0.0.1", 0))
@@ -289,13 +306,18 @@ def main() -> int:
     answered = core.answered
     ours_us = (min(run_socket(ours) for _ in range(args.repeat)) / n * 1e6
                if ours is not None else float("nan"))
+    c_answer_us = c_socket_us = float("nan")
+    if _udpfast is not None:
+        c_answer_us = min(run_c_answer() for _ in range(args.repeat)) / n * 1e6
+        c_socket_us = min(run_socket(ours, _udpfast) for _ in range(args.repeat)) / n * 1e6
     if args.quick:
         print(f"{n:,} announces x {args.repeat}; CPU time per announce, best run: "
               f"core {core_us:.2f} us, protocol {proto_us:.2f} us, "
-              f"loopback socket + TrackerUDPPort.doRead {ours_us:.2f} us")
+              f"loopback socket + TrackerUDPPort.doRead {ours_us:.2f} us; "
+              f"C: answer {c_answer_us:.2f} us, loopback socket + C drain {c_socket_us:.2f} us")
         return 0
     twisted_us = min(run_socket(udp.Port) for _ in range(args.repeat)) / n * 1e6
-    runs = 2 if ours is not None else 1
+    runs = (2 if ours is not None else 1) + (2 if _udpfast is not None else 0)
     assert core.answered - answered >= runs * n * args.repeat * 0.99, "datagrams were lost"
     http = http_announces(args, min(n, 50_000))
     wakeups = wakeup_costs(core, load[:2000])
@@ -306,6 +328,8 @@ def main() -> int:
     print(f"  UDPTrackerProtocol.datagramReceived      {proto_us:6.2f} us")
     print(f"  loopback socket, TrackerUDPPort.doRead   {ours_us:6.2f} us  (recvfrom, sendto)")
     print(f"  loopback socket, twisted udp.Port.doRead {twisted_us:6.2f} us")
+    print(f"  C: _udpfast.answer (checks, pack; core) {c_answer_us:6.2f} us")
+    print(f"  loopback socket, C drain (_udpfast)      {c_socket_us:6.2f} us  (recvfrom, sendmsg)")
     print("  per datagram when a reactor wakeup finds  "
           + ", ".join(f"{k.split('_')[1]}: {v:.2f} us" for k, v in wakeups.items()))
     print(f"  HTTP TrackerApp.handle, fast path        {http['fast_us']:6.2f} us")
@@ -316,7 +340,8 @@ def main() -> int:
     results = {"http": http, "counters": counters, "wakeups": wakeups,
                "announces": n, "repeat": args.repeat, "torrents": args.torrents,
                "core_us": core_us, "protocol_us": proto_us, "socket_us": ours_us,
-               "socket_twisted_port_us": twisted_us, "python": sys.version.split()[0],
+               "socket_twisted_port_us": twisted_us, "c_answer_us": c_answer_us,
+               "c_socket_us": c_socket_us, "python": sys.version.split()[0],
                "loadavg": os.getloadavg()[0]}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=1) + "\n")

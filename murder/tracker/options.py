@@ -58,6 +58,9 @@ class TrackerConfig:
     store: str | None = None
     #: Topology file (``CIDR LOCATION`` lines): rack-aware peer lists.
     topology: str | None = None
+    #: Answer UDP announces with the C drain loop when it is built
+    #: (``--no-udp-fastpath``: the pure-Python one, to compare).
+    udp_fastpath: bool = True
 
 
 def _endpoint_escape(value: str) -> str:
@@ -121,6 +124,8 @@ class Options(usage.Options):
     ]
     optFlags = [
         ["verbose", "v", "Log every announce and every HTTP request."],
+        ["no-udp-fastpath", None, "Answer UDP announces in pure Python, not with the C "
+                                  "drain loop (murder.tracker._udpfast), e.g. to compare."],
     ]
 
     def __init__(self) -> None:
@@ -255,6 +260,7 @@ class Options(usage.Options):
             stall_after=self._seconds("stall-after"),
             udp_port=udp_port, udp_bind=udp_bind, store=store_url,
             topology=self._topology(),
+            udp_fastpath=not self["no-udp-fastpath"],
         )
 
     def _topology(self) -> str | None:

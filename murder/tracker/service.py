@@ -72,7 +72,7 @@ def build_service(config: TrackerConfig, reactor: Any) -> service.MultiService:
         top.udp = UDPTrackerCore(app)  # type: ignore[attr-defined]
         udp = UDPTrackerService(reactor, config.udp_port,
                                 UDPTrackerProtocol(top.udp),  # type: ignore[attr-defined]
-                                interface=config.udp_bind)
+                                interface=config.udp_bind, fastpath=config.udp_fastpath)
         udp.setName("tracker-udp")
         udp.setServiceParent(top)
     if config.topology:

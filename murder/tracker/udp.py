@@ -41,6 +41,7 @@ from twisted.internet import udp
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from murder.errors import AnnounceError, UDPCodecError
 from murder.tracker import udpcodec
@@ -49,6 +50,15 @@ from murder.tracker.app import RateLimitedLog, TrackerApp
 from murder.tracker.metrics import classify
 
 log = Logger()
+
+try:
+    from murder.tracker import _udpfast
+except ImportError as _e:  # built without a C compiler: the pure-Python path
+    _udpfast = None  # type: ignore[assignment]
+    #: Why the C drain loop is missing, for the start-up log line.
+    UDPFAST_MISSING = str(_e)
+else:
+    UDPFAST_MISSING = ""
 
 #: Seconds per connection-id time bucket; ids are valid for 1-2 buckets.
 BUCKET = 60.0
@@ -159,12 +169,21 @@ class UDPTrackerCore:
             if data[8:12] == _ANNOUNCE_ACTION and len(data) >= _ANNOUNCE_SIZE:
                 return self._announce(data, host)
             return self._handle(data, host, port)
-        except Exception:
-            self.dropped += 1
-            if self.rejected_log.allow():
-                log.failure("UDP tracker bug answering {size} bytes from {peer}",
-                            size=len(data), peer=host)
+        except Exception as e:
+            self._crash(len(data), host, e)
             return None
+
+    def _crash(self, size: int, host: str, error: Exception) -> None:
+        """A bug met while answering: counted and logged (rate limited), no reply.
+
+        The C drain loop (:mod:`murder.tracker._udpfast`) calls it too, for an
+        exception of :meth:`_apply`, so both paths count and log alike.
+        """
+        self.dropped += 1
+        if self.rejected_log.allow():
+            log.failure("UDP tracker bug answering {size} bytes from {peer}",
+                        failure=Failure(error, type(error), error.__traceback__),
+                        size=size, peer=host)
 
     def _handle(self, data: bytes, host: str, port: int) -> bytes | None:
         """Everything but well-formed announces: connects, scrapes and errors."""
@@ -214,6 +233,24 @@ class UDPTrackerCore:
         address = host
         if ip and host in app.trusted:
             address = udpcodec.ip_from_int(ip)
+        result = self._apply(transaction, info_hash, peer_id, downloaded, left, uploaded,
+                             event, key, numwant, port, address, host)
+        if result.__class__ is not tuple:
+            return result  # type: ignore[return-value]
+        leechers, seeders, peers = result  # type: ignore[misc]
+        return _pack_reply(_ANNOUNCE, transaction, app.interval, leechers, seeders) + peers
+
+    def _apply(self, transaction: int, info_hash: bytes, peer_id: bytes, downloaded: int,
+               left: int, uploaded: int, event: str, key: bytes, numwant: int, port: int,
+               address: str, host: str) -> tuple[int, int, bytes] | bytes | None:
+        """An announce that passed every check: store, log, peers, counters.
+
+        Returns ``(leechers, seeders, compact peers)`` for the reply, or the
+        error reply (``bytes`` or ``None``) when the store refuses.  Both
+        paths call it after the same checks: :meth:`_announce` and the C drain
+        loop (:mod:`murder.tracker._udpfast`), which packs the reply itself.
+        """
+        app = self.app
         if event == "stopped":
             numwant = 0
         elif numwant < 0:
@@ -233,8 +270,7 @@ class UDPTrackerCore:
         self.answered += 1
         counts, k = self._counts, self._ok_keys[event]
         counts[k] = counts.get(k, 0) + 1
-        return _pack_reply(_ANNOUNCE, transaction, app.interval, torrent.leechers,
-                           torrent.seeders) + peers
+        return torrent.leechers, torrent.seeders, peers
 
     def _refused(self, transaction: int, reason: str, host: str, event: str,
                  result: str = "invalid") -> bytes | None:
@@ -323,7 +359,38 @@ class TrackerUDPPort(udp.Port):
         except OSError:
             self.protocol.dropped()
 
+    #: The C drain loop (:mod:`murder.tracker._udpfast`), or None for the
+    #: pure-Python one below; :class:`UDPTrackerService` sets it.
+    fast: Any = None
+
     def doRead(self) -> None:  # noqa: N802 (Twisted API)
+        """Answer every queued datagram (at most :attr:`batch`), each at once."""
+        if self.fast is not None:
+            self._drain_c(self.fast)
+        else:
+            self._drain_python()
+
+    def _drain_c(self, fast: Any) -> None:
+        """:meth:`_drain_python` in C: same replies, same counters (see _udpfast.c).
+
+        A read error other than "nothing queued" is raised here, after the
+        counters, as the Python loop raises it.  Only an exception that is not
+        an ``Exception`` (KeyboardInterrupt) leaves the wakeup's datagrams
+        uncounted.
+        """
+        core = self.protocol.core
+        n = err = 0
+        try:
+            n, err = fast.drain(self.socket.fileno(), self.batch, self.maxPacketSize, core,
+                                self.protocol)
+        finally:
+            metrics = core.app.metrics
+            metrics.udp_reads += 1
+            metrics.udp_datagrams += n
+        if err:
+            raise OSError(err, os.strerror(err))
+
+    def _drain_python(self) -> None:
         """Answer every queued datagram (at most :attr:`batch`), each at once.
 
         Twisted's loop hands each datagram to ``datagramReceived``, which
@@ -368,11 +435,13 @@ class UDPTrackerService(Service):
     """
 
     def __init__(self, reactor: Any, port: int, protocol: UDPTrackerProtocol,
-                 interface: str = "") -> None:
+                 interface: str = "", fastpath: bool = True) -> None:
         self.reactor = reactor
         self.portnum = port
         self.protocol = protocol
         self.interface = interface
+        #: The C drain loop if built and not turned off (``--no-udp-fastpath``).
+        self.fast = _udpfast if fastpath else None
         self.port: TrackerUDPPort | None = None
 
     def privilegedStartService(self) -> None:  # noqa: N802 (Twisted API)
@@ -387,7 +456,16 @@ class UDPTrackerService(Service):
         if self.port is None:
             self.port = TrackerUDPPort(self.portnum, self.protocol, self.interface,
                                        reactor=self.reactor)
+            self.port.fast = self.fast
             self.port.startListening()
+            if self.fast is not None:
+                path = "C (murder.tracker._udpfast)"
+            elif _udpfast is not None:
+                path = "Python (--no-udp-fastpath)"
+            else:
+                path = f"Python (C extension not built: {UDPFAST_MISSING})"
+            log.info("UDP announces on port {port} answered in {path}",
+                     port=self.port.getHost().port, path=path)
 
     def stopService(self) -> Any:  # noqa: N802
         Service.stopService(self)

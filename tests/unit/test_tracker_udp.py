@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 import socket
 import struct
+import sys
 from typing import Any
 
 import pytest
@@ -22,13 +23,50 @@ from murder.tracker.store import PeerStore
 from murder.tracker.udp import UDPTrackerCore, UDPTrackerProtocol
 from murder.tracker.app import TrackerApp
 
+try:
+    from murder.tracker import _udpfast
+except ImportError:  # built without a C compiler: only the pure-Python path
+    _udpfast = None  # type: ignore[assignment]
+
 IH = bytes(range(20))
 V4 = "10.0.0.1"
+
+#: Which path answers in the tests of the core: "python" (UDPTrackerCore.handle)
+#: or "c" (murder.tracker._udpfast, which hands Python what it does not take).
+_PATH = "python"
+
+
+class CPath:
+    """A UDPTrackerCore whose ``handle`` is the C extension's: the same checks,
+    calls and packing as its drain loop, without a socket."""
+
+    def __init__(self, core: UDPTrackerCore) -> None:
+        object.__setattr__(self, "core", core)
+
+    def handle(self, data: bytes, host: str, port: int) -> bytes | None:
+        return _udpfast.answer(self.core, data, host, port)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.core, name)
+
+
+def on_path(core: UDPTrackerCore) -> Any:
+    """``core`` answering through the path under test (see ``both_paths``)."""
+    return CPath(core) if _PATH == "c" else core
+
+
+@pytest.fixture(params=["python", "c"])
+def both_paths(request, monkeypatch):
+    """Runs a test once with the pure-Python core and once through the C path."""
+    if request.param == "c" and _udpfast is None:
+        pytest.skip("murder.tracker._udpfast is not built (no C compiler at install)")
+    monkeypatch.setattr(sys.modules[__name__], "_PATH", request.param)
+    return request.param
 
 
 def make_core(clock: Clock | None = None, **kw) -> UDPTrackerCore:
     store = PeerStore(clock or Clock(), rng=random.Random(1))
-    return UDPTrackerCore(TrackerApp(store, **kw), secret=b"k" * 32)
+    return on_path(UDPTrackerCore(TrackerApp(store, **kw), secret=b"k" * 32))
 
 
 def connect(core: UDPTrackerCore, host: str = V4) -> int:
@@ -99,8 +137,9 @@ class UDPCodecTests:
         assert e.value.reason == reason and e.value.transaction == transaction
 
 
+@pytest.mark.usefixtures("both_paths")
 class UDPTrackerCoreTests:
-    """The core answers BEP 15 requests from the shared store."""
+    """The core answers BEP 15 requests from the shared store (both paths)."""
 
     def test_connection_id_valid_one_to_two_minutes(self):
         """An id is accepted for at least 60 s and at most 120 s, only from its host."""
@@ -116,7 +155,7 @@ class UDPTrackerCoreTests:
         late = connect(core)
         clock.advance(60)
         assert core.valid(late, V4)
-        other = UDPTrackerCore(core.app, secret=b"j" * 32)
+        other = on_path(UDPTrackerCore(core.app, secret=b"j" * 32))
         assert not other.valid(late, V4)  # keyed: another secret, another id
 
     def test_announce_gets_other_peers(self):
@@ -202,7 +241,7 @@ class UDPTrackerCoreTests:
         """Error replies stop after the burst and resume as the bucket refills."""
         clock = Clock()
         store = PeerStore(clock)
-        core = UDPTrackerCore(TrackerApp(store), error_rate=10, error_burst=20)
+        core = on_path(UDPTrackerCore(TrackerApp(store), error_rate=10, error_burst=20))
         bad = udpcodec.announce_request(1, 1, IH, IH, 0, 0, 0, "", 0, -1, 1)
         answers = [core.handle(bad, V4, 1) for _ in range(100)]
         assert sum(a is not None for a in answers) == 20
@@ -216,10 +255,204 @@ class UDPTrackerCoreTests:
     def test_auth_tracker_refuses_udp(self):
         """With announce authorisation on, UDP announces get an error (no token in BEP 15)."""
         store = PeerStore(Clock())
-        core = UDPTrackerCore(TrackerApp(store, auth=Authoriser([b"s" * 32])))
+        core = on_path(UDPTrackerCore(TrackerApp(store, auth=Authoriser([b"s" * 32]))))
         reply = announce(core, 1)
         assert isinstance(reply, udpcodec.ErrorReply) and "auth token" in reply.message
         assert store.peer_count == 0
+
+
+class HandleSpy(UDPTrackerCore):
+    """A core counting the datagrams given to its pure-Python ``handle``."""
+
+    handled = 0
+
+    def handle(self, data: bytes, host: str, port: int) -> bytes | None:
+        self.handled += 1
+        return super().handle(data, host, port)
+
+
+@pytest.mark.skipif(_udpfast is None, reason="murder.tracker._udpfast is not built")
+class UDPFastPathTests:
+    """The C path answers the common announce itself and hands Python the rest."""
+
+    def core(self, **kw) -> HandleSpy:
+        return HandleSpy(TrackerApp(PeerStore(Clock(), rng=random.Random(1)), **kw),
+                         secret=b"k" * 32)
+
+    def request(self, core: UDPTrackerCore, host: str = V4, **fields) -> bytes:
+        cid = udpcodec.parse_reply(_udpfast.answer(core, udpcodec.connect_request(1), host,
+                                                   1)).connection_id
+        args = dict(info_hash=IH, peer_id=b"p" * 20, downloaded=0, left=5, uploaded=0,
+                    event="", key=7, num_want=-1, port=6881)
+        args.update(fields)
+        return udpcodec.announce_request(cid, 9, **args)
+
+    def test_common_announce_never_reaches_handle(self):
+        """A valid IPv4 announce with a connection id in the core's memo is answered
+        in C (the store updated through _apply), with the reply Python would send.
+        The host's first announce fills the memo in Python."""
+        core = self.core()
+        before = core.handled
+        _udpfast.answer(core, self.request(core, event="started"), V4, 1)
+        assert core.handled == before + 2  # the connect and the memo's first fill
+        for event in ("", "completed", "", "stopped"):
+            data = self.request(core, event=event)
+            handled = core.handled
+            reply = _udpfast.answer(core, data, V4, 1)
+            assert core.handled == handled
+            leechers = 0 if event == "stopped" else 1
+            assert udpcodec.parse_reply(reply) == udpcodec.AnnounceReply(9, 15, leechers, 0,
+                                                                         b"")
+        assert core.store.torrents[IH].downloaded == 1 and core.store.peer_count == 0
+        assert core.answered == 10
+        assert core.app.metrics.announces[("udp", "completed", "ok")] == 1
+
+    @pytest.mark.parametrize("host, fields, app", [
+        ("fd00::1", {}, {}),                          # IPv6 sender
+        ("::ffff:10.0.0.1", {}, {}),                  # v4-mapped: Python maps it
+        (V4, {"ip": 0x0A000009}, {}),                 # ip field: trusted networks
+        (V4, {"port": 0}, {}),                        # refused
+        (V4, {}, {"auth": Authoriser([b"s" * 32])}),  # refused: needs a token
+    ])
+    def test_unusual_announces_go_to_python(self, host, fields, app):
+        """IPv6 senders, the ip field and refusals are left to the pure-Python path,
+        whose reply is sent as is."""
+        core = self.core(**app)
+        data = self.request(core, host=host, **fields)
+        handled = core.handled
+        reply = _udpfast.answer(core, data, host, 1)
+        assert core.handled == handled + 1 and reply is not None
+
+    def test_unknown_event_and_stale_id_go_to_python(self):
+        """An event number past 3 and an id from a bucket that ended are Python's."""
+        core = self.core()
+        data = bytearray(self.request(core))
+        data[80:84] = (9).to_bytes(4, "big")
+        handled = core.handled
+        assert udpcodec.parse_reply(_udpfast.answer(core, bytes(data), V4, 1)).message == \
+            "invalid event 9"
+        assert core.handled == handled + 1
+        data = self.request(core)
+        core.clock.advance(120)
+        handled = core.handled
+        reply = udpcodec.parse_reply(_udpfast.answer(core, data, V4, 1))
+        assert reply.message == "connection id expired or invalid"
+        assert core.handled == handled + 1
+
+    def test_bug_in_apply_is_counted_not_raised(self):
+        """An exception in the store while answering in C is counted and logged as a
+        bug like Python's path does, with no reply."""
+        core = self.core()
+        _udpfast.answer(core, self.request(core), V4, 1)  # fills the id memo
+        data = self.request(core, event="started")  # a new announce: through _apply
+        handled = core.handled
+        bugs: list[dict] = []
+
+        def broken(*args):
+            raise RuntimeError("store broke")
+
+        core.store.update = broken
+        globalLogPublisher.addObserver(bugs.append)
+        try:
+            assert _udpfast.answer(core, data, V4, 1) is None
+        finally:
+            globalLogPublisher.removeObserver(bugs.append)
+        assert core.dropped == 1 and core.handled == handled  # answered in C, not Python
+        failures = [e for e in bugs if e.get("log_failure") is not None]
+        assert len(failures) == 1 and "store broke" in str(failures[0]["log_failure"].value)
+
+    def test_counts_too_large_for_the_reply_are_a_bug_not_a_crash(self):
+        """A count that does not fit the reply's 32 bits is dropped and counted, as the
+        pure path's struct.pack error is."""
+        core = self.core()
+        _udpfast.answer(core, self.request(core), V4, 1)  # fills the memo, adds the peer
+        core.app.interval = 2 ** 32
+        for event in ("started", ""):  # through _apply, then the C store path
+            handled = core.handled
+            assert _udpfast.answer(core, self.request(core, event=event), V4, 1) is None
+            assert core.handled == handled + 1  # only the connect went to Python
+        assert core.dropped == 2
+
+
+def store_state(core: UDPTrackerCore) -> tuple:
+    """Everything an announce can change: torrents, every peer field, caches, counters."""
+    import dataclasses
+
+    store = core.store
+    torrents = tuple(
+        (ih, t.seeders, t.downloaded, t.empty_since, t._c4,
+         tuple(dataclasses.astuple(p) for p in t.peers.values()),
+         tuple(dataclasses.astuple(p) for p in t.departed.values()))
+        for ih, t in store.torrents.items())
+    return (torrents, store.peer_count, store.departed_count, store.reported_uploaded,
+            store.reported_downloaded, core.answered, core.dropped,
+            sorted(core.app.metrics.announces.items()))
+
+
+class ApplySpy(UDPTrackerCore):
+    """A core counting the regular updates that reached its Python ``_apply``."""
+
+    updates = 0
+
+    def _apply(self, *args: Any) -> Any:
+        result = super()._apply(*args)
+        if args[6] == "" and isinstance(result, tuple):
+            self.updates += 1
+        return result
+
+
+@pytest.mark.skipif(_udpfast is None, reason="murder.tracker._udpfast is not built")
+class UDPPathsAgreeTests:
+    """The C path, which updates the store itself for regular re-announces, leaves
+    exactly the state and sends exactly the replies of the pure-Python path."""
+
+    @pytest.mark.parametrize("seed", range(8))
+    def test_random_announce_sequences(self, seed):
+        """400 random datagrams (events, counters up to 2**64, moved ports, numwant,
+        IPv6 and v4-mapped senders, time steps around the 0.2 s rate gap) into two
+        identical cores, one per path: same reply and same whole store after each."""
+        rng = random.Random(seed)
+        clocks = [Clock(), Clock()]
+        cores = [kind(TrackerApp(PeerStore(c, rng=random.Random(1), max_peers=40)),
+                      secret=b"k" * 32, error_rate=1e9, error_burst=1e9)
+                 for kind, c in zip((UDPTrackerCore, ApplySpy), clocks)]
+        paths = [cores[0].handle, CPath(cores[1]).handle]
+        hosts = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "fd00::1", "::ffff:10.0.0.2"]
+        hashes = [bytes([n]) * 20 for n in range(3)]
+        counters: dict[bytes, list[int]] = {}
+        for step in range(400):
+            if rng.random() < 0.1:
+                dt = rng.choice([0.05, 0.1, 0.2, 0.25, 3.0, 61.0])
+                for clock in clocks:
+                    clock.advance(dt)
+            n = rng.randrange(8)
+            peer = b"%020d" % n
+            # Mostly each peer from its own host (the C store path's case), at times not.
+            host = hosts[n % len(hosts)] if rng.random() < 0.9 else rng.choice(hosts)
+            if rng.random() < 0.05:
+                data = udpcodec.connect_request(step)
+            else:
+                up, down = counters.setdefault(peer, [0, 0])
+                if rng.random() < 0.7:
+                    counters[peer] = [up + rng.randrange(10**6), down + rng.randrange(10**6)]
+                elif rng.random() < 0.1:
+                    counters[peer] = [rng.getrandbits(64), rng.getrandbits(64)]
+                up, down = counters[peer]
+                event = rng.choice(["", "", "", "", "", "", "", "started", "completed",
+                                    "stopped"])
+                data = udpcodec.announce_request(
+                    cores[0].connection_id(host.replace("::ffff:", "")), step,
+                    rng.choice(hashes), peer, down,
+                    rng.choice([0, 0, 1000, 1000, 5, 5, 2**63 + 1]), up, event, rng.getrandbits(32),
+                    rng.choice([-1, -1, -1, -1, -1, 0, 2, 50]), 6001 if rng.random() < 0.95 else 6002,
+                    ip=0 if rng.random() < 0.95 else 0x0A000009)
+            replies = [handle(data, host, 1) for handle in paths]
+            assert replies[0] == replies[1], (step, replies)
+            assert store_state(cores[0]) == store_state(cores[1]), step
+        # The C store path really answered (regular updates that never reached _apply).
+        in_c = cores[1].app.metrics.announces.get(("udp", "update", "ok"), 0) - \
+            cores[1].updates
+        assert in_c > 25, (in_c, cores[1].updates)
 
 
 class FakeDatagramTransport:
@@ -232,16 +465,18 @@ class FakeDatagramTransport:
         self.sent.append((data, addr))
 
 
+@pytest.mark.usefixtures("both_paths")
 class UDPFuzzTests:
     """>= 10,000 random and mutated datagrams into the protocol: nothing escapes,
-    nothing is logged as a bug, and valid requests in between are all answered."""
+    nothing is logged as a bug, and valid requests in between are all answered
+    (both paths; the C drain loop on a real socket: tests/integration)."""
 
     def test_fuzz(self):
         """12,000 datagrams (random, mutated valid ones, truncations) then checks."""
         clock = Clock()
         store = PeerStore(clock, max_torrents=64, max_peers=500)
-        core = UDPTrackerCore(TrackerApp(store), secret=b"f" * 32, error_rate=1e9,
-                              error_burst=1e9)
+        core = on_path(UDPTrackerCore(TrackerApp(store), secret=b"f" * 32, error_rate=1e9,
+                                      error_burst=1e9))
         proto = UDPTrackerProtocol(core)
         proto.transport = FakeDatagramTransport()
         rng = random.Random(15)
@@ -276,7 +511,7 @@ class UDPFuzzTests:
                         rng.getrandbits(64), rng.getrandbits(64), rng.getrandbits(64),
                         rng.choice(["", "started", "completed", "stopped"]),
                         rng.getrandbits(32), rng.randrange(-2**31, 2**31),
-                        rng.randrange(65536), ip=rng.getrandbits(32))
+                        rng.randrange(65536), ip=rng.getrandbits(32) if rng.random() < 0.3 else 0)
                 host = rng.choice(["10.0.0.1", "10.0.0.2", "fd00::1", "::ffff:10.0.0.1"])
                 proto.datagramReceived(data, (host, rng.randrange(1, 65536)))
                 if i % 100 == 0:
@@ -533,6 +768,40 @@ class TrackerOptionsTests:
         udp = top.getServiceNamed("tracker-udp")
         assert (udp.portnum, udp.interface, udp.reactor) == (6969, "127.0.0.1", reactor)
         assert top.udp.store is top.store
+
+
+    def test_udp_fast_path_built_and_used(self):
+        """Where a C compiler exists the install builds murder.tracker._udpfast, and
+        the UDP listener uses it unless --no-udp-fastpath: the C path cannot be off
+        without anyone noticing."""
+        import shutil
+
+        from twisted.internet.testing import MemoryReactor
+
+        from murder.tracker.tap import buildService
+
+        if shutil.which("cc") is None and shutil.which("gcc") is None:
+            pytest.skip("no C compiler: the install keeps the pure-Python UDP path")
+        assert _udpfast is not None, (
+            "murder/tracker/_udpfast.c was not built: run pip install -e . and read its "
+            "output")
+
+        class Reactor(MemoryReactor, Clock):
+            def __init__(self):
+                MemoryReactor.__init__(self)
+                Clock.__init__(self)
+
+        # An in-place build (pip install -e .) older than its source would test old C.
+        import os
+
+        source = os.path.join(os.path.dirname(_udpfast.__file__), "_udpfast.c")
+        if os.path.exists(source):
+            assert os.path.getmtime(_udpfast.__file__) >= os.path.getmtime(source), (
+                "murder/tracker/_udpfast.c changed since it was built: run pip install -e .")
+        on = buildService(self.parse("--udp-port", "6969"), Reactor())
+        off = buildService(self.parse("--udp-port", "6969", "--no-udp-fastpath"), Reactor())
+        assert on.getServiceNamed("tracker-udp").fast is _udpfast
+        assert off.getServiceNamed("tracker-udp").fast is None
 
 
 class _QueuedSocket:

@@ -1,0 +1,6 @@
+"""Type stub of the C extension murder/tracker/_udpfast.c."""
+
+from typing import Any
+
+def drain(fd: int, batch: int, size: int, core: Any, protocol: Any) -> tuple[int, int]: ...
+def answer(core: Any, data: bytes, host: str, port: int) -> bytes | None: ...
