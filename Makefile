@@ -13,7 +13,7 @@ DEB_COMMANDS := screen aria2c transmission-show opentracker mktorrent host pkill
 
 .PHONY: demo test unit lint venv sysdeps bench clean bytecode
 
-$(STAMP): setup.py
+$(STAMP): setup.py murder/tracker/_udpfast.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# compat mode: the default editable finder hides twisted/plugins from twistd.
