@@ -25,14 +25,17 @@ to do (then any piece: the owner may be slow or gone).
 from __future__ import annotations
 
 import bisect
+import hashlib
 import ipaddress
-import zlib
+from collections import deque
 from typing import Iterable
 
 from twisted.logger import Logger
 
 from murder.peer.interfaces import Clock, Peer
 from murder.peer.picker import Picker
+
+_INF = float("inf")
 
 
 class Nearness:
@@ -57,13 +60,45 @@ class Nearness:
         n = picker.num_pieces
         #: Each piece's point on the ring (evenly spaced over 32 bits).
         self._points = [((2 * i + 1) << 31) // n for i in range(n)]
+        #: Per owned piece: its distance to our ring position, in mean
+        #: spacings of the ring we see (``owned``); 0 for pieces not ours.
+        self._gap = [0.0] * n
+        #: When a far connection first offered each piece (inf: none yet).
+        self._far_seen = [_INF] * n
+        # Pieces asked of far connections: when first asked; smoothed time
+        # such a piece took.
+        self._far_started: dict[int, float] = {}
+        self._samples: deque[float] = deque(maxlen=9)
+        self._per_piece = 0.0
+        self._near_at = 0.0
+        #: Units of wait before any piece may be asked far (fallback).
+        self.fallback_units = 3.0
 
     #: Ring positions per host (more: owners' shares closer to equal).
     VNODES = 8
+    #: Seconds after the near networks were set before any piece may be
+    #: asked far while no far piece has been timed (``far_ready``).
+    NO_ESTIMATE_WAIT = 1.0
+    #: Rank owned pieces (``owned()`` gives 1, 2, … instead of 1): the
+    #: picker starts the lowest rank first.  A piece's point lies at some
+    #: distance before our ring position; the smaller that distance, the
+    #: likelier we are its owner in the *whole* rack, not just in our view
+    #: of it (a rack mate we are not connected to can sit only in that
+    #: gap).  Fetching those first leaves the doubtful ones for later, by
+    #: when their true owner has usually brought them in and a near
+    #: connection has them (bench/README.md, "Session 6 simulator").
+    ranked = True
 
     @classmethod
     def _positions(cls, peer_id: bytes) -> list[int]:
-        return [zlib.crc32(peer_id + bytes((v,))) for v in range(cls.VNODES)]
+        """A host's ring positions, 32 bits each from one keyed digest.
+
+        Not CRC-32 of id + byte: CRC is linear, so every host's positions
+        were the same XOR pattern, in tight pairs (4 places on the ring, not
+        8), and a host could own nothing among rack mates."""
+        digest = hashlib.blake2b(peer_id, digest_size=4 * cls.VNODES,
+                                 person=b"murder-ring").digest()
+        return [int.from_bytes(digest[4 * v:4 * v + 4], "big") for v in range(cls.VNODES)]
 
     def owned(self) -> bytearray:
         """One flag per piece: pieces this host is to fetch across the uplink.
@@ -82,6 +117,7 @@ class Nearness:
         ring.sort()
         points = self._points
         owned = bytearray(len(points))
+        gaps: list[tuple[int, int]] = []
         last = len(ring) - 1
         for k, (pos, mine) in enumerate(ring):
             if not mine:
@@ -90,13 +126,108 @@ class Nearness:
             # Points in (prev, pos] are ours; the first interval wraps around.
             lo = bisect.bisect_right(points, prev)
             hi = bisect.bisect_right(points, pos)
-            owned[max(lo, 0):hi] = b"\x01" * (hi - max(lo, 0))
+            gaps.extend((pos - points[i], i) for i in range(max(lo, 0), hi))
             if prev < 0:
                 lo2 = bisect.bisect_right(points, prev + (1 << 32))
-                owned[lo2:] = b"\x01" * (len(points) - lo2)
+                gaps.extend((pos + (1 << 32) - points[i], i) for i in range(lo2, len(points)))
+        spacing = (1 << 32) / len(ring)
+        gap = self._gap
+        gap[:] = [0.0] * len(points)
+        for g, i in gaps:
+            gap[i] = g / spacing
+        if self.ranked:
+            # Closest first: see ``ranked``.
+            gaps.sort()
+            for rank, (_, i) in enumerate(gaps):
+                owned[i] = min(255, rank + 1)
+        else:
+            for _, i in gaps:
+                owned[i] = 1
         self._owned = owned
         self._ring_dirty = False
         return owned
+
+    def far_ready(self, unit: float) -> tuple[bytearray, bytearray, float | None]:
+        """What a far connection may be asked for now: (owned pieces whose
+        wait is over, ranked as ``owned``; any piece whose fallback wait is
+        over; when the next wait ends, or None).
+
+        A piece we own by our partial view of the rack may have a nearer
+        owner we do not see; the farther our ring position from the piece,
+        the likelier.  So we wait ``gap × unit`` seconds after a far connection
+        first offers it: the true owner (the smallest gap) goes first, and
+        by the time a doubtful owner's wait ends the piece is usually in the
+        rack and a near connection has it.  Pieces we do not own wait
+        ``fallback_units`` units (their owner may be slow or gone)."""
+        owned = self.owned()
+        n = len(owned)
+        if unit <= 0:
+            return owned, bytearray(b"\x01" * n), None
+        now = self.clock.seconds()
+        unit *= self._piece_time()
+        if unit <= 0:
+            # No far piece timed yet: our own pieces at once; others only
+            # after NO_ESTIMATE_WAIT (a safety net: a host that owns
+            # nothing its far connections offer still gets everything).
+            if now - self._near_at >= self.NO_ESTIMATE_WAIT:
+                return owned, bytearray(b"\x01" * n), None
+            return owned, bytearray(n), self._near_at + self.NO_ESTIMATE_WAIT
+        seen = self._far_seen
+        gap = self._gap
+        ready = bytearray(n)
+        fallback = bytearray(n)
+        later = _INF
+        limit = self.fallback_units * unit
+        for i in range(n):
+            t = seen[i]
+            if t == _INF:
+                continue
+            if owned[i]:
+                at = t + min(gap[i] * gap[i], self.fallback_units) * unit
+                if at <= now:
+                    ready[i] = owned[i]
+                elif at < later:
+                    later = at
+            at = t + limit
+            if at <= now:
+                fallback[i] = 1
+            elif at < later:
+                later = at
+        return ready, fallback, (None if later == _INF else later)
+
+    def far_started(self, blocks: Iterable[tuple[int, int, int]]) -> None:
+        """Requests for these blocks went to a far connection: time their pieces."""
+        now = self.clock.seconds()
+        started = self._far_started
+        for block in blocks:
+            if block[0] not in started:
+                started[block[0]] = now
+
+    def far_block(self, index: int, blocks: int) -> None:
+        """``blocks`` blocks of piece ``index`` came from a far connection:
+        if they are its last, time the piece (from its first far request)."""
+        t = self._far_started.get(index)
+        if t is None:
+            return
+        piece = self.picker.in_progress.get(index)
+        if piece is not None and piece.remaining > blocks:
+            return
+        del self._far_started[index]
+        samples = self._samples
+        samples.append(self.clock.seconds() - t)
+        # The median of the last few: one piece held up elsewhere (a block
+        # asked of a silent peer) must not stretch every wait.
+        self._per_piece = sorted(samples)[len(samples) // 2]
+
+    def _piece_time(self) -> float:
+        """Seconds a piece takes us from a far connection (median of recent
+        ones; 0 before the first): the wait's unit, so it scales with piece
+        size, link rates and load."""
+        started = self._far_started
+        have = self.picker.have
+        for index in [i for i in started if i in have]:
+            del started[index]  # completed from near connections after all
+        return self._per_piece
 
     def idle(self) -> bool:
         """No near connection has a request of ours outstanding."""
@@ -127,6 +258,7 @@ class Nearness:
             peer.near_counted = False
             self.classify(peer)
         if new:
+            self._near_at = self.clock.seconds()
             self.log.info("rack-aware: near networks {networks}",
                           networks=", ".join(map(str, new)))
 
@@ -172,11 +304,19 @@ class Nearness:
         """``peer.bits`` were just set from its BITFIELD (the picker counted them)."""
         if peer.near_counted:
             self.picker.near_bitfield(_offered(peer))
+        elif peer.distance and self.near_networks:
+            now = self.clock.seconds()
+            seen = self._far_seen
+            for i in peer.bits:
+                if seen[i] > now:
+                    seen[i] = now
 
     def has(self, peer: Peer, index: int) -> None:
         """``peer`` announced ``index`` (already added to its bits)."""
         if peer.near_counted and index not in peer.rejected:
             self.picker.near_has(index)
+        elif peer.distance and self.near_networks and self._far_seen[index] == _INF:
+            self._far_seen[index] = self.clock.seconds()
 
     def forget(self, peer: Peer) -> None:
         """``peer`` is no longer a connection: its pieces stop counting."""
