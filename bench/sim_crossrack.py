@@ -75,11 +75,16 @@ class CrossRackProbe:
     wraps :class:`Picker`'s ``next_requests`` and ``mark_have`` for the run
     (undone by :meth:`uninstall`)."""
 
+    #: Virtual seconds per slot of the fetch timeline.
+    SLOT = 0.25
+
     def __init__(self) -> None:
         self.bytes: dict[tuple[str, str], float] = {}
         self.seeder_bytes: dict[str, float] = {}
         self.fetches: dict[tuple[str, str], int] = {}
         self.messages = 0.0
+        #: Per SLOT seconds of virtual time: [first far fetches, duplicates].
+        self.when: dict[int, list[int]] = {}
         self.untagged = 0.0
         self.hosts: list[Any] = []
         self._host_of: dict[int, Any] = {}
@@ -197,6 +202,9 @@ class CrossRackProbe:
                 self._rack_far.setdefault(host.rack, {}).setdefault(index, set()).add(
                     host.index)
                 self.fetches[(path, state)] = self.fetches.get((path, state), 0) + 1
+                slot = int(host.swarm.clock.seconds() / self.SLOT)
+                row = self.when.setdefault(slot, [0, 0])
+                row[state != "first"] += 1
             else:
                 state = first[1]
             self._tag[(host.index, ip, index, begin)] = (path, state)
@@ -247,6 +255,8 @@ class CrossRackProbe:
         lines.append(f"{'all PIECE':18} " + " ".join(f"{v:13.2f}" for v in cols)
                      + f" {pieces:7.2f} {sum(self.seeder_bytes.values()) / unit:7.2f}"
                      f" {sum(self.fetches.values()):8d}")
+        lines.append("far fetches started per 0.25 s (first in rack / duplicate): " + ", ".join(
+            f"{k * self.SLOT:g}: {v[0]}/{v[1]}" for k, v in sorted(self.when.items())))
         total = (pieces * unit + self.untagged + self.messages) / unit
         lines.append(f"untagged PIECE {self.untagged / unit:.2f}, messages "
                      f"{self.messages / unit:.2f}, all {total:.2f} F per rack")
@@ -257,6 +267,7 @@ class CrossRackProbe:
                 "seeder_f_per_rack": {p: v / unit for p, v in self.seeder_bytes.items()},
                 "fetches": {f"{p} / {s}": n for (p, s), n in self.fetches.items()},
                 "untagged_f_per_rack": self.untagged / unit,
+                "fetches_per_slot": {f"{k * self.SLOT:g}": v for k, v in sorted(self.when.items())},
                 "messages_f_per_rack": self.messages / unit}
 
 
