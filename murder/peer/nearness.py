@@ -20,6 +20,19 @@ considers the piece its own, so no piece is left unowned by a live host;
 views that miss hosts only cause duplicates.  A far connection is asked for a
 new piece only if we own it, unless no near connection has anything for us
 to do (then any piece: the owner may be slow or gone).
+
+Waiting for the true owner (``SwarmConfig.far_wait``, :meth:`Nearness.far_ready`).
+A host sees only some rack mates, so it "owns" pieces whose true owner it
+does not see; both would fetch them across the uplink (most of the bytes
+across racks in the simulator: bench/sim_crossrack.py).  The farther a
+piece's point lies from our ring position, the likelier an unseen mate sits
+in between.  So a far fetch waits, from when a far connection first offers
+the piece, gap² (in mean ring spacings of our view, at most
+``fallback_units``) × ``far_wait`` × the time a far piece takes us × our
+measured *doubt* (how often a mate brought in a piece we owned before we
+asked far); pieces we do not own wait the longest.  Meanwhile the piece
+usually enters the rack and reaches a near connection.  A host that sees
+its whole rack finds its doubt near 0 and hardly waits.
 """
 
 from __future__ import annotations
@@ -69,6 +82,11 @@ class Nearness:
         # such a piece took.
         self._far_started: dict[int, float] = {}
         self._samples: deque[float] = deque(maxlen=9)
+        # Owned pieces counted once: brought in by a rack mate first, or
+        # asked far by us first (``doubt``).
+        self._resolved = bytearray(n)
+        self._brought = 0
+        self._fetched = 0
         self._per_piece = 0.0
         self._near_at = 0.0
         #: Units of wait before any piece may be asked far (fallback).
@@ -89,17 +107,6 @@ class Nearness:
     #: connection has them (bench/README.md, "Session 6 simulator").
     ranked = True
 
-    @classmethod
-    def _positions(cls, peer_id: bytes) -> list[int]:
-        """A host's ring positions, 32 bits each from one keyed digest.
-
-        Not CRC-32 of id + byte: CRC is linear, so every host's positions
-        were the same XOR pattern, in tight pairs (4 places on the ring, not
-        8), and a host could own nothing among rack mates."""
-        digest = hashlib.blake2b(peer_id, digest_size=4 * cls.VNODES,
-                                 person=b"murder-ring").digest()
-        return [int.from_bytes(digest[4 * v:4 * v + 4], "big") for v in range(cls.VNODES)]
-
     def owned(self) -> bytearray:
         """One flag per piece: pieces this host is to fetch across the uplink.
 
@@ -110,10 +117,10 @@ class Nearness:
         if self._owned is not None and (not self._ring_dirty or now - self._ring_at < 0.1):
             return self._owned
         self._ring_at = now
-        ring: list[tuple[int, bool]] = [(p, True) for p in self._positions(self._own_id)]
+        ring: list[tuple[int, bool]] = [(p, True) for p in _positions(self._own_id, self.VNODES)]
         for peer in self.connections.values():
             if not peer.distance and peer.peer_id is not None:
-                ring.extend((p, False) for p in self._positions(peer.peer_id))
+                ring.extend((p, False) for p in _positions(peer.peer_id, self.VNODES))
         ring.sort()
         points = self._points
         owned = bytearray(len(points))
@@ -154,11 +161,12 @@ class Nearness:
 
         A piece we own by our partial view of the rack may have a nearer
         owner we do not see; the farther our ring position from the piece,
-        the likelier.  So we wait ``gap × unit`` seconds after a far connection
-        first offers it: the true owner (the smallest gap) goes first, and
-        by the time a doubtful owner's wait ends the piece is usually in the
-        rack and a near connection has it.  Pieces we do not own wait
-        ``fallback_units`` units (their owner may be slow or gone)."""
+        the likelier.  So we wait ``min(gap², fallback_units) × u`` seconds
+        after a far connection first offers it, ``u`` = ``unit`` × the far
+        piece time × :meth:`doubt`: the true owner (the smallest gap) goes
+        first, and by the time a doubtful owner's wait ends the piece is
+        usually in the rack and a near connection has it.  Pieces we do not
+        own wait ``fallback_units × u`` (their owner may be slow or gone)."""
         owned = self.owned()
         n = len(owned)
         if unit <= 0:
@@ -177,6 +185,7 @@ class Nearness:
         ready = bytearray(n)
         fallback = bytearray(n)
         later = _INF
+        unit *= self.doubt()
         limit = self.fallback_units * unit
         for i in range(n):
             t = seen[i]
@@ -199,9 +208,21 @@ class Nearness:
         """Requests for these blocks went to a far connection: time their pieces."""
         now = self.clock.seconds()
         started = self._far_started
+        owned = self._owned
         for block in blocks:
-            if block[0] not in started:
-                started[block[0]] = now
+            index = block[0]
+            if index not in started:
+                started[index] = now
+                if owned is not None and owned[index] and not self._resolved[index]:
+                    self._resolved[index] = 1
+                    self._fetched += 1
+
+    def doubt(self) -> float:
+        """How often a piece we own was brought into the rack by a mate we
+        did not see as its owner before we asked far for it (Laplace's
+        rule: ½ before any).  A host that sees its whole rack finds this
+        near 0, and then hardly waits; partial views keep it high."""
+        return (self._brought + 1) / (self._brought + self._fetched + 2)
 
     def far_block(self, index: int, blocks: int) -> None:
         """``blocks`` blocks of piece ``index`` came from a far connection:
@@ -315,6 +336,12 @@ class Nearness:
         """``peer`` announced ``index`` (already added to its bits)."""
         if peer.near_counted and index not in peer.rejected:
             self.picker.near_has(index)
+            owned = self._owned
+            if owned is not None and owned[index] and not self._resolved[index] \
+                    and index not in self.picker.have:
+                # A rack mate brought in a piece we own, before we asked far.
+                self._resolved[index] = 1
+                self._brought += 1
         elif peer.distance and self.near_networks and self._far_seen[index] == _INF:
             self._far_seen[index] = self.clock.seconds()
 
@@ -323,6 +350,16 @@ class Nearness:
         self.uncount(peer)
         if not peer.distance:
             self._ring_dirty = True
+
+
+def _positions(peer_id: bytes, vnodes: int) -> list[int]:
+    """A host's ring positions, 32 bits each from one keyed digest.
+
+    Not CRC-32 of id + byte: CRC is linear, so every host's positions were
+    the same XOR pattern, in tight pairs (4 places on the ring, not 8), and
+    a host could own nothing among rack mates."""
+    digest = hashlib.blake2b(peer_id, digest_size=4 * vnodes, person=b"murder-ring").digest()
+    return [int.from_bytes(digest[4 * v:4 * v + 4], "big") for v in range(vnodes)]
 
 
 def _offered(peer: Peer) -> Iterable[int]:

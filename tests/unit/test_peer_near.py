@@ -466,7 +466,8 @@ class FarWaitTests:
         clock = Clock()
         clock.advance(100)
         swarm = Swarm(meta, MemoryStorage(meta), Bitfield(meta.num_pieces), clock,
-                      SwarmConfig(far_wait=far_wait), rng=random.Random(5))
+                      SwarmConfig(far_wait=far_wait), rng=random.Random(5),
+                      peer_id=b"-MU0110-far-wait-tst")  # the same ring every run
         swarm.near.set_near([RACK_A])
         for k in range(near_peers):
             swarm.connection_ready(_Link(f"10.0.1.{20 + k}"))
@@ -498,11 +499,11 @@ class FarWaitTests:
         got = p.next_requests("far", bits(8, [1, 4, 6]), 1, far=True, far_pieces=8, owned=owned)
         assert {b[0] for b in got} == {4}
 
-    def test_waits_follow_doubt_and_piece_time(self):
+    def test_waits_follow_gap_piece_time_and_doubt(self):
         """Once a far piece has been timed (T s from first far request to its
-        last block), an owned piece is ready ``min(gap², 3) × far_wait × T``
-        after a far connection first offered it, any other piece after
-        ``3 × far_wait × T``; the earliest end is reported."""
+        last block), an owned piece is ready ``min(gap², 3) × far_wait × T ×
+        doubt`` after a far connection first offered it, any other piece
+        after ``3 × far_wait × T × doubt``; the earliest end is reported."""
         swarm, meta, data, clock = self._swarm(far_wait=2.0)
         near = swarm.near
         n = meta.num_pieces
@@ -516,7 +517,8 @@ class FarWaitTests:
         seen = clock.seconds()
         gap = near._gap
         ready, fallback, later = near.far_ready(2.0)
-        unit = 2.0 * 0.5
+        assert near.doubt() == pytest.approx(1 / 3)  # one owned piece, asked far by us
+        unit = 2.0 * 0.5 / 3
         assert not any(fallback)
         waits = {i: min(gap[i] ** 2, 3.0) * unit for i in range(n) if owned[i]}
         assert later == pytest.approx(seen + min(waits.values()))
@@ -527,6 +529,30 @@ class FarWaitTests:
             assert {i for i in range(n) if ready[i]} == {i for i, w in waits.items() if w <= t}
             assert all(ready[i] == owned[i] for i in range(n) if ready[i])
             assert all(fallback) == (t >= 3.0 * unit)
+
+    def test_doubt_counts_who_brought_our_pieces_in(self):
+        """Doubt is (brought + 1) ÷ (brought + fetched + 2): an owned piece a
+        near connection announces before we asked far for it counts as
+        brought, one we ask far for first as fetched, each piece once."""
+        swarm, meta, data, clock = self._swarm()
+        near = swarm.near
+        n = meta.num_pieces
+        assert near.doubt() == 0.5
+        owned = near.owned()
+        mine = [i for i in range(n) if owned[i]]
+        theirs = next(i for i in range(n) if not owned[i])
+        mate = next(c for c in swarm.connections.values() if not c.distance)
+        swarm.got_have(mate, mine[0])  # a mate brought it in: brought
+        swarm.got_have(mate, theirs)  # not ours: nothing
+        near.far_started([(mine[1], 0, PLEN)])  # we asked far first: fetched
+        near.far_started([(mine[0], 0, PLEN)])  # already counted
+        other = next(c for c in swarm.connections.values() if not c.distance and c is not mate)
+        swarm.got_have(other, mine[1])  # already counted
+        assert (near._brought, near._fetched) == (1, 1)
+        assert near.doubt() == pytest.approx(2 / 4)
+        for i in mine[2:5]:
+            near.far_started([(i, 0, PLEN)])
+        assert near.doubt() == pytest.approx(2 / 7)
 
     def test_before_any_far_piece_own_pieces_go_at_once(self):
         """Before a far piece has been timed, owned pieces are not held back;
