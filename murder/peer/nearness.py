@@ -49,6 +49,8 @@ from murder.peer.interfaces import Clock, Peer
 from murder.peer.picker import Picker
 
 _INF = float("inf")
+#: ``Nearness.far_ready``: (owned pieces ready, any pieces ready, next wait end).
+_Ready = tuple[bytearray, bytearray, "float | None"]
 
 
 class Nearness:
@@ -78,33 +80,27 @@ class Nearness:
         self._gap = [0.0] * n
         #: When a far connection first offered each piece (inf: none yet).
         self._far_seen = [_INF] * n
-        # Pieces asked of far connections: when first asked; smoothed time
-        # such a piece took.
+        # Far pieces: when first asked; the last times taken, their median.
         self._far_started: dict[int, float] = {}
         self._samples: deque[float] = deque(maxlen=9)
+        self._per_piece = 0.0
         # Owned pieces counted once: brought in by a rack mate first, or
         # asked far by us first (``doubt``).
         self._resolved = bytearray(n)
-        self._brought = 0
-        self._fetched = 0
-        self._per_piece = 0.0
+        self._brought = self._fetched = 0
         self._near_at = 0.0
+        self._seen_version = self._ring_version = 0
+        self._ready_cache: tuple[tuple[int, float, int], float, _Ready] | None = None
         #: Units of wait before any piece may be asked far (fallback).
         self.fallback_units = 3.0
 
     #: Ring positions per host (more: owners' shares closer to equal).
     VNODES = 8
-    #: Seconds after the near networks were set before any piece may be
-    #: asked far while no far piece has been timed (``far_ready``).
+    #: Until a far piece is timed: seconds before others' pieces go far.
     NO_ESTIMATE_WAIT = 1.0
-    #: Rank owned pieces (``owned()`` gives 1, 2, … instead of 1): the
-    #: picker starts the lowest rank first.  A piece's point lies at some
-    #: distance before our ring position; the smaller that distance, the
-    #: likelier we are its owner in the *whole* rack, not just in our view
-    #: of it (a rack mate we are not connected to can sit only in that
-    #: gap).  Fetching those first leaves the doubtful ones for later, by
-    #: when their true owner has usually brought them in and a near
-    #: connection has them (bench/README.md, "Session 6 simulator").
+    #: ``owned()`` ranks our pieces 1, 2, … by distance to our ring position
+    #: (the likeliest to be ours in the whole rack first; the picker starts
+    #: the lowest) instead of flagging them 1.
     ranked = True
 
     def owned(self) -> bytearray:
@@ -151,22 +147,19 @@ class Nearness:
             for _, i in gaps:
                 owned[i] = 1
         self._owned = owned
+        self._ring_version += 1
         self._ring_dirty = False
         return owned
 
-    def far_ready(self, unit: float) -> tuple[bytearray, bytearray, float | None]:
+    def far_ready(self, unit: float) -> _Ready:
         """What a far connection may be asked for now: (owned pieces whose
         wait is over, ranked as ``owned``; any piece whose fallback wait is
         over; when the next wait ends, or None).
 
-        A piece we own by our partial view of the rack may have a nearer
-        owner we do not see; the farther our ring position from the piece,
-        the likelier.  So we wait ``min(gap², fallback_units) × u`` seconds
-        after a far connection first offers it, ``u`` = ``unit`` × the far
-        piece time × :meth:`doubt`: the true owner (the smallest gap) goes
-        first, and by the time a doubtful owner's wait ends the piece is
-        usually in the rack and a near connection has it.  Pieces we do not
-        own wait ``fallback_units × u`` (their owner may be slow or gone)."""
+        An owned piece waits ``min(gap², fallback_units) × u`` seconds after
+        a far connection first offers it, any other ``fallback_units × u``;
+        ``u`` = ``unit`` × the far piece time × :meth:`doubt` (the module
+        docstring says why)."""
         owned = self.owned()
         n = len(owned)
         if unit <= 0:
@@ -180,12 +173,18 @@ class Nearness:
             if now - self._near_at >= self.NO_ESTIMATE_WAIT:
                 return owned, bytearray(b"\x01" * n), None
             return owned, bytearray(n), self._near_at + self.NO_ESTIMATE_WAIT
+        unit *= self.doubt()
+        # Same inputs, no wait ended since: the last answer (a far fill runs
+        # per batch of blocks; the scan is per piece of the torrent).
+        key = (self._ring_version, unit, self._seen_version)
+        cached = self._ready_cache
+        if cached is not None and cached[0] == key and now < cached[1]:
+            return cached[2]
         seen = self._far_seen
         gap = self._gap
         ready = bytearray(n)
         fallback = bytearray(n)
         later = _INF
-        unit *= self.doubt()
         limit = self.fallback_units * unit
         for i in range(n):
             t = seen[i]
@@ -202,7 +201,9 @@ class Nearness:
                 fallback[i] = 1
             elif at < later:
                 later = at
-        return ready, fallback, (None if later == _INF else later)
+        result = ready, fallback, (None if later == _INF else later)
+        self._ready_cache = (key, later, result)
+        return result
 
     def far_started(self, blocks: Iterable[tuple[int, int, int]]) -> None:
         """Requests for these blocks went to a far connection: time their pieces."""
@@ -331,6 +332,7 @@ class Nearness:
             for i in peer.bits:
                 if seen[i] > now:
                     seen[i] = now
+                    self._seen_version += 1
 
     def has(self, peer: Peer, index: int) -> None:
         """``peer`` announced ``index`` (already added to its bits)."""
@@ -344,6 +346,7 @@ class Nearness:
                 self._brought += 1
         elif peer.distance and self.near_networks and self._far_seen[index] == _INF:
             self._far_seen[index] = self.clock.seconds()
+            self._seen_version += 1
 
     def forget(self, peer: Peer) -> None:
         """``peer`` is no longer a connection: its pieces stop counting."""

@@ -530,6 +530,24 @@ class FarWaitTests:
             assert all(ready[i] == owned[i] for i in range(n) if ready[i])
             assert all(fallback) == (t >= 3.0 * unit)
 
+    def test_a_newly_offered_piece_is_not_hidden_by_the_last_answer(self):
+        """``far_ready`` reuses its last answer only while nothing changed: a
+        far HAVE for a new piece shows at once (its wait end is reported)."""
+        swarm, meta, data, clock = self._swarm()
+        near = swarm.near
+        far = swarm.connection_ready(_Link("10.0.2.11"))
+        owned = near.owned()
+        mine = next(i for i in range(meta.num_pieces) if owned[i])
+        near.far_started([(mine, 0, PLEN)])
+        clock.advance(0.1)
+        near.far_block(mine, 1)
+        assert near.far_ready(6.0)[2] is None  # nothing offered far yet
+        assert near.far_ready(6.0)[2] is None
+        other = next(i for i in range(meta.num_pieces) if i != mine)
+        swarm.got_have(far, other)
+        later = near.far_ready(6.0)[2]
+        assert later is not None and later > clock.seconds()
+
     def test_doubt_counts_who_brought_our_pieces_in(self):
         """Doubt is (brought + 1) ÷ (brought + fetched + 2): an owned piece a
         near connection announces before we asked far for it counts as
