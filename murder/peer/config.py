@@ -138,7 +138,7 @@ class SwarmConfig:
     #: we own it in our rack (``Nearness.far_ready``), so that a rack mate
     #: we do not see brings it in first and we get it near.  0: no wait.
     #: Simulated (bench/README.md, session 6).  No effect without near networks.
-    far_wait: float = 20.0
+    far_wait: float = 25.0
 
 
 #: Our peer id prefix (Azureus style).  Every murder since 0.1 accepts
