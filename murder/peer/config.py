@@ -133,6 +133,12 @@ class SwarmConfig:
     #: Simulated (bench/README.md, session 4): faster and fewer bytes across
     #: racks at 160 and 320 hosts.  No effect without near networks.
     far_turns_first: bool = True
+    #: Rack-aware deploys: how long a far fetch of a piece waits, in units
+    #: of the time a far piece takes us, scaled by how doubtful it is that
+    #: we own it in our rack (``Nearness.far_ready``), so that a rack mate
+    #: we do not see brings it in first and we get it near.  0: no wait.
+    #: Simulated (bench/README.md, session 6).  No effect without near networks.
+    far_wait: float = 25.0
 
 
 #: Our peer id prefix (Azureus style).  Every murder since 0.1 accepts

@@ -20,19 +20,37 @@ considers the piece its own, so no piece is left unowned by a live host;
 views that miss hosts only cause duplicates.  A far connection is asked for a
 new piece only if we own it, unless no near connection has anything for us
 to do (then any piece: the owner may be slow or gone).
+
+Waiting for the true owner (``SwarmConfig.far_wait``, :meth:`Nearness.far_ready`).
+A host sees only some rack mates, so it "owns" pieces whose true owner it
+does not see; both would fetch them across the uplink (most of the bytes
+across racks in the simulator: bench/sim_crossrack.py).  The farther a
+piece's point lies from our ring position, the likelier an unseen mate sits
+in between.  So a far fetch waits, from when a far connection first offers
+the piece, gap² (in mean ring spacings of our view, at most
+``fallback_units``) × ``far_wait`` × the time a far piece takes us × our
+measured *doubt* (how often a mate brought in a piece we owned before we
+asked far); pieces we do not own wait the longest.  Meanwhile the piece
+usually enters the rack and reaches a near connection.  A host that sees
+its whole rack finds its doubt near 0 and hardly waits.
 """
 
 from __future__ import annotations
 
 import bisect
+import hashlib
 import ipaddress
-import zlib
+from collections import deque
 from typing import Iterable
 
 from twisted.logger import Logger
 
 from murder.peer.interfaces import Clock, Peer
 from murder.peer.picker import Picker
+
+_INF = float("inf")
+#: ``Nearness.far_ready``: (owned pieces ready, any pieces ready, next wait end).
+_Ready = tuple[bytearray, bytearray, "float | None"]
 
 
 class Nearness:
@@ -57,13 +75,33 @@ class Nearness:
         n = picker.num_pieces
         #: Each piece's point on the ring (evenly spaced over 32 bits).
         self._points = [((2 * i + 1) << 31) // n for i in range(n)]
+        #: Per owned piece: its distance to our ring position, in mean
+        #: spacings of the ring we see (``owned``); 0 for pieces not ours.
+        self._gap = [0.0] * n
+        #: When a far connection first offered each piece (inf: none yet).
+        self._far_seen = [_INF] * n
+        # Far pieces: when first asked; the last times taken, their median.
+        self._far_started: dict[int, float] = {}
+        self._samples: deque[float] = deque(maxlen=9)
+        self._per_piece = 0.0
+        # Owned pieces counted once: brought in by a rack mate first, or
+        # asked far by us first (``doubt``).
+        self._resolved = bytearray(n)
+        self._brought = self._fetched = 0
+        self._near_at = 0.0
+        self._seen_version = self._ring_version = 0
+        self._ready_cache: tuple[tuple[int, float, int], float, _Ready] | None = None
+        #: Units of wait before any piece may be asked far (fallback).
+        self.fallback_units = 3.0
 
     #: Ring positions per host (more: owners' shares closer to equal).
     VNODES = 8
-
-    @classmethod
-    def _positions(cls, peer_id: bytes) -> list[int]:
-        return [zlib.crc32(peer_id + bytes((v,))) for v in range(cls.VNODES)]
+    #: Until a far piece is timed: seconds before others' pieces go far.
+    NO_ESTIMATE_WAIT = 1.0
+    #: ``owned()`` ranks our pieces 1, 2, … by distance to our ring position
+    #: (the likeliest to be ours in the whole rack first; the picker starts
+    #: the lowest) instead of flagging them 1.
+    ranked = True
 
     def owned(self) -> bytearray:
         """One flag per piece: pieces this host is to fetch across the uplink.
@@ -75,13 +113,14 @@ class Nearness:
         if self._owned is not None and (not self._ring_dirty or now - self._ring_at < 0.1):
             return self._owned
         self._ring_at = now
-        ring: list[tuple[int, bool]] = [(p, True) for p in self._positions(self._own_id)]
+        ring: list[tuple[int, bool]] = [(p, True) for p in _positions(self._own_id, self.VNODES)]
         for peer in self.connections.values():
             if not peer.distance and peer.peer_id is not None:
-                ring.extend((p, False) for p in self._positions(peer.peer_id))
+                ring.extend((p, False) for p in _positions(peer.peer_id, self.VNODES))
         ring.sort()
         points = self._points
         owned = bytearray(len(points))
+        gaps: list[tuple[int, int]] = []
         last = len(ring) - 1
         for k, (pos, mine) in enumerate(ring):
             if not mine:
@@ -90,13 +129,127 @@ class Nearness:
             # Points in (prev, pos] are ours; the first interval wraps around.
             lo = bisect.bisect_right(points, prev)
             hi = bisect.bisect_right(points, pos)
-            owned[max(lo, 0):hi] = b"\x01" * (hi - max(lo, 0))
+            gaps.extend((pos - points[i], i) for i in range(max(lo, 0), hi))
             if prev < 0:
                 lo2 = bisect.bisect_right(points, prev + (1 << 32))
-                owned[lo2:] = b"\x01" * (len(points) - lo2)
+                gaps.extend((pos + (1 << 32) - points[i], i) for i in range(lo2, len(points)))
+        spacing = (1 << 32) / len(ring)
+        gap = self._gap
+        gap[:] = [0.0] * len(points)
+        for g, i in gaps:
+            gap[i] = g / spacing
+        if self.ranked:
+            # Closest first: see ``ranked``.
+            gaps.sort()
+            for rank, (_, i) in enumerate(gaps):
+                owned[i] = min(255, rank + 1)
+        else:
+            for _, i in gaps:
+                owned[i] = 1
         self._owned = owned
+        self._ring_version += 1
         self._ring_dirty = False
         return owned
+
+    def far_ready(self, unit: float) -> _Ready:
+        """What a far connection may be asked for now: (owned pieces whose
+        wait is over, ranked as ``owned``; any piece whose fallback wait is
+        over; when the next wait ends, or None).
+
+        An owned piece waits ``min(gap², fallback_units) × u`` seconds after
+        a far connection first offers it, any other ``fallback_units × u``;
+        ``u`` = ``unit`` × the far piece time × :meth:`doubt` (the module
+        docstring says why)."""
+        owned = self.owned()
+        n = len(owned)
+        if unit <= 0:
+            return owned, bytearray(b"\x01" * n), None
+        now = self.clock.seconds()
+        unit *= self._piece_time()
+        if unit <= 0:
+            # No far piece timed yet: our own pieces at once; others only
+            # after NO_ESTIMATE_WAIT (a safety net: a host that owns
+            # nothing its far connections offer still gets everything).
+            if now - self._near_at >= self.NO_ESTIMATE_WAIT:
+                return owned, bytearray(b"\x01" * n), None
+            return owned, bytearray(n), self._near_at + self.NO_ESTIMATE_WAIT
+        unit *= self.doubt()
+        # Same inputs, no wait ended since: the last answer (a far fill runs
+        # per batch of blocks; the scan is per piece of the torrent).
+        key = (self._ring_version, unit, self._seen_version)
+        cached = self._ready_cache
+        if cached is not None and cached[0] == key and now < cached[1]:
+            return cached[2]
+        seen = self._far_seen
+        gap = self._gap
+        ready = bytearray(n)
+        fallback = bytearray(n)
+        later = _INF
+        limit = self.fallback_units * unit
+        for i in range(n):
+            t = seen[i]
+            if t == _INF:
+                continue
+            if owned[i]:
+                at = t + min(gap[i] * gap[i], self.fallback_units) * unit
+                if at <= now:
+                    ready[i] = owned[i]
+                elif at < later:
+                    later = at
+            at = t + limit
+            if at <= now:
+                fallback[i] = 1
+            elif at < later:
+                later = at
+        result = ready, fallback, (None if later == _INF else later)
+        self._ready_cache = (key, later, result)
+        return result
+
+    def far_started(self, blocks: Iterable[tuple[int, int, int]]) -> None:
+        """Requests for these blocks went to a far connection: time their pieces."""
+        now = self.clock.seconds()
+        started = self._far_started
+        owned = self._owned
+        for block in blocks:
+            index = block[0]
+            if index not in started:
+                started[index] = now
+                if owned is not None and owned[index] and not self._resolved[index]:
+                    self._resolved[index] = 1
+                    self._fetched += 1
+
+    def doubt(self) -> float:
+        """How often a piece we own was brought into the rack by a mate we
+        did not see as its owner before we asked far for it (Laplace's
+        rule: ½ before any).  A host that sees its whole rack finds this
+        near 0, and then hardly waits; partial views keep it high."""
+        return (self._brought + 1) / (self._brought + self._fetched + 2)
+
+    def far_block(self, index: int, blocks: int) -> None:
+        """``blocks`` blocks of piece ``index`` came from a far connection:
+        if they are its last, time the piece (from its first far request)."""
+        t = self._far_started.get(index)
+        if t is None:
+            return
+        piece = self.picker.in_progress.get(index)
+        if piece is not None and piece.remaining > blocks:
+            return
+        del self._far_started[index]
+        samples = self._samples
+        samples.append(self.clock.seconds() - t)
+        # The median of the last few: one piece held up elsewhere (a block
+        # asked of a silent peer) must not stretch every wait.
+        self._per_piece = sorted(samples)[len(samples) // 2]
+
+    def _piece_time(self) -> float:
+        """Seconds a piece takes us from a far connection (median of recent
+        ones; 0 before the first): the wait's unit, so it scales with piece
+        size, link rates and load."""
+        started = self._far_started
+        have = self.picker.have
+        for index in [i for i in started if i in have]:
+            del started[index]  # completed from near connections after all
+        return self._per_piece
 
     def idle(self) -> bool:
         """No near connection has a request of ours outstanding."""
@@ -127,6 +280,7 @@ class Nearness:
             peer.near_counted = False
             self.classify(peer)
         if new:
+            self._near_at = self.clock.seconds()
             self.log.info("rack-aware: near networks {networks}",
                           networks=", ".join(map(str, new)))
 
@@ -172,17 +326,43 @@ class Nearness:
         """``peer.bits`` were just set from its BITFIELD (the picker counted them)."""
         if peer.near_counted:
             self.picker.near_bitfield(_offered(peer))
+        elif peer.distance and self.near_networks:
+            now = self.clock.seconds()
+            seen = self._far_seen
+            for i in peer.bits:
+                if seen[i] > now:
+                    seen[i] = now
+                    self._seen_version += 1
 
     def has(self, peer: Peer, index: int) -> None:
         """``peer`` announced ``index`` (already added to its bits)."""
         if peer.near_counted and index not in peer.rejected:
             self.picker.near_has(index)
+            owned = self._owned
+            if owned is not None and owned[index] and not self._resolved[index] \
+                    and index not in self.picker.have:
+                # A rack mate brought in a piece we own, before we asked far.
+                self._resolved[index] = 1
+                self._brought += 1
+        elif peer.distance and self.near_networks and self._far_seen[index] == _INF:
+            self._far_seen[index] = self.clock.seconds()
+            self._seen_version += 1
 
     def forget(self, peer: Peer) -> None:
         """``peer`` is no longer a connection: its pieces stop counting."""
         self.uncount(peer)
         if not peer.distance:
             self._ring_dirty = True
+
+
+def _positions(peer_id: bytes, vnodes: int) -> list[int]:
+    """A host's ring positions, 32 bits each from one keyed digest.
+
+    Not CRC-32 of id + byte: CRC is linear, so every host's positions were
+    the same XOR pattern, in tight pairs (4 places on the ring, not 8), and
+    a host could own nothing among rack mates."""
+    digest = hashlib.blake2b(peer_id, digest_size=4 * vnodes, person=b"murder-ring").digest()
+    return [int.from_bytes(digest[4 * v:4 * v + 4], "big") for v in range(vnodes)]
 
 
 def _offered(peer: Peer) -> Iterable[int]:

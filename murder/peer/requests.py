@@ -15,6 +15,8 @@ uplink; far connections are asked only for what the near ones cannot supply.
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.logger import Logger
 
 from murder.peer.config import SwarmConfig
@@ -51,6 +53,8 @@ class Requests:
         self.connections = connections
         self._min_depth = max(config.min_pipeline, -(-piece_length // BLOCK_SIZE) + 4)
         self.near = near
+        self._wake: Any = None
+        self._wake_time = 0.0
 
     def depth(self, peer: Peer) -> int:
         """Requests to keep outstanding: the peer's measured rate times the
@@ -93,13 +97,20 @@ class Requests:
         span = 1 if peer.snubbed else peer.span
         if peer.distance and self.near.on:
             # Far: what no near connection holds, new pieces only ours, or
-            # any when the near ones give us nothing to do.
+            # any when the near ones give us nothing to do (after a wait:
+            # ``Nearness.far_ready``).
+            owned, fallback, later = self.near.far_ready(self.config.far_wait)
             blocks = self.picker.next_requests(peer, peer.bits, want, exclude, span, far=True,
                                                far_pieces=self.config.far_pieces,
-                                               owned=self.near.owned())
+                                               owned=owned)
             if not blocks and self.near.idle():
                 blocks = self.picker.next_requests(peer, peer.bits, want, exclude, span,
-                                                   far=True, far_pieces=self.config.far_pieces)
+                                                   far=True, far_pieces=self.config.far_pieces,
+                                                   owned=fallback)
+            if blocks:
+                self.near.far_started(blocks)
+            elif later is not None:
+                self._wake_at(later)
         else:
             blocks = self.picker.next_requests(peer, peer.bits, want, exclude, span)
         if not blocks:
@@ -127,6 +138,25 @@ class Requests:
             return
         for other in list(self.connections.values()):
             if other.distance and other.am_interested and not other.outstanding:
+                self.fill(other)
+
+    def _wake_at(self, when: float) -> None:
+        """Fill the far connections again when a far wait ends (one call
+        pending at a time: the earliest)."""
+        call = self._wake
+        if call is not None and call.active():
+            if self._wake_time <= when:
+                return
+            call.cancel()
+        self._wake_time = when
+        self._wake = self.clock.callLater(max(0.0, when - self.clock.seconds()), self._woken)
+
+    def _woken(self) -> None:
+        self._wake = None
+        if self.picker.have.complete:
+            return
+        for other in list(self.connections.values()):
+            if other.distance and other.am_interested:
                 self.fill(other)
 
     def _still_refused(self, peer: Peer, now: float) -> set[int]:
@@ -176,6 +206,8 @@ class Requests:
         else:
             withdrawn = False
         peer.last_block = self.clock.seconds()
+        if peer.distance and self.near.on:
+            self.near.far_block(key[0], -(-key[2] // BLOCK_SIZE))
         if peer.snubbed:
             peer.snubbed = False
             self.log.info("{address} answers requests again", address=peer.address)

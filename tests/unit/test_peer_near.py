@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from twisted.internet.task import Clock
 
 from murder import bencode
@@ -247,7 +248,7 @@ class OwnerRingTests:
         counts = [0] * swarms[0].meta.num_pieces
         for s in swarms:
             for i, flag in enumerate(s.near.owned()):
-                counts[i] += flag
+                counts[i] += bool(flag)
         assert counts == [1] * len(counts)
         assert sum(1 for s in swarms if any(s.near.owned())) >= 4  # shared out
 
@@ -262,7 +263,7 @@ class OwnerRingTests:
         union = [0] * swarms[0].meta.num_pieces
         for s in swarms:
             for i, flag in enumerate(s.near.owned()):
-                union[i] |= flag
+                union[i] |= bool(flag)
         assert all(union)
 
     def test_alone_owns_everything(self):
@@ -407,7 +408,8 @@ class NearIdleTests:
     def test_far_connection_asked_when_last_near_piece_arrives(self):
         """A piece only a far connection holds, owned by a rack mate, is asked
         of the far connection as soon as the last near request is answered,
-        not at the next tick (the clock does not move here)."""
+        not at the next tick (the clock does not move here).  With no far
+        wait (``far_wait=0``; ``FarWaitTests`` has the wait)."""
 
         class Link:
             def __init__(self, ip: str) -> None:
@@ -421,7 +423,7 @@ class NearIdleTests:
 
         meta, data = build_torrent(payload(16 * PLEN), piece_length=PLEN)
         n = meta.num_pieces
-        swarm = Swarm(meta, MemoryStorage(meta), Bitfield(n), Clock(), SwarmConfig(),
+        swarm = Swarm(meta, MemoryStorage(meta), Bitfield(n), Clock(), SwarmConfig(far_wait=0),
                       rng=random.Random(3))
         swarm.near.set_near([RACK_A])
         near = swarm.connection_ready(Link("10.0.1.11"))
@@ -440,3 +442,183 @@ class NearIdleTests:
             swarm.got_block(near, index, begin, data[at:at + length])
         assert ours in swarm.have
         assert {b[0] for b in far.outstanding} == {theirs}
+
+
+class _Link:
+    """A connection's far end that records nothing (the core's requests are
+    read from ``Peer.outstanding``)."""
+
+    def __init__(self, ip: str) -> None:
+        self.address = (ip, 6881)
+        self.peer_id = ip.encode().ljust(20, b"-")
+        self.fast = True
+        self.outgoing = True
+
+    def __getattr__(self, name: str):
+        return lambda *args: None
+
+
+class FarWaitTests:
+    """SwarmConfig.far_wait: a far fetch waits by how doubtful our ownership is."""
+
+    def _swarm(self, far_wait: float = 6.0, pieces: int = 32, near_peers: int = 3):
+        meta, data = build_torrent(payload(pieces * PLEN), piece_length=PLEN)
+        clock = Clock()
+        clock.advance(100)
+        swarm = Swarm(meta, MemoryStorage(meta), Bitfield(meta.num_pieces), clock,
+                      SwarmConfig(far_wait=far_wait), rng=random.Random(5),
+                      peer_id=b"-MU0110-far-wait-tst")  # the same ring every run
+        swarm.near.set_near([RACK_A])
+        for k in range(near_peers):
+            swarm.connection_ready(_Link(f"10.0.1.{20 + k}"))
+        return swarm, meta, data, clock
+
+    def test_owned_pieces_ranked_by_distance_on_the_ring(self):
+        """``owned()`` ranks our pieces 1, 2, … by their distance to our ring
+        position (the likeliest to be ours in the whole rack first); the set
+        of owned pieces is the same as unranked."""
+        swarm, *_ = self._swarm()
+        near = swarm.near
+        owned = bytes(near.owned())
+        ranks = sorted(r for r in owned if r)
+        assert ranks == list(range(1, len(ranks) + 1)) and len(ranks) >= 2
+        by_rank = sorted((r, i) for i, r in enumerate(owned) if r)
+        gaps = [near._gap[i] for _, i in by_rank]
+        assert gaps == sorted(gaps)
+        near.ranked = False
+        near._owned = None  # rebuild now
+        assert [bool(r) for r in near.owned()] == [bool(r) for r in owned]
+        assert set(near.owned()) <= {0, 1}
+
+    def test_far_pick_takes_the_lowest_rank(self):
+        """Among pieces a far peer offers, the picker starts the lowest rank."""
+        p = picker(8)
+        owned = bytearray([0, 5, 2, 0, 3, 0, 4, 0])
+        got = p.next_requests("far", bits(8), 1, far=True, far_pieces=8, owned=owned)
+        assert {b[0] for b in got} == {2}
+        got = p.next_requests("far", bits(8, [1, 4, 6]), 1, far=True, far_pieces=8, owned=owned)
+        assert {b[0] for b in got} == {4}
+
+    def test_waits_follow_gap_piece_time_and_doubt(self):
+        """Once a far piece has been timed (T s from first far request to its
+        last block), an owned piece is ready ``min(gap², 3) × far_wait × T ×
+        doubt`` after a far connection first offered it, any other piece
+        after ``3 × far_wait × T × doubt``; the earliest end is reported."""
+        swarm, meta, data, clock = self._swarm(far_wait=2.0)
+        near = swarm.near
+        n = meta.num_pieces
+        far = swarm.connection_ready(_Link("10.0.2.11"))
+        owned = near.owned()
+        mine = next(i for i in range(n) if owned[i])
+        near.far_started([(mine, 0, PLEN)])
+        clock.advance(0.5)
+        near.far_block(mine, 1)  # its last block: T = 0.5 s
+        swarm.got_bitfield(far, bits(n))
+        seen = clock.seconds()
+        gap = near._gap
+        ready, fallback, later = near.far_ready(2.0)
+        assert near.doubt() == pytest.approx(1 / 3)  # one owned piece, asked far by us
+        unit = 2.0 * 0.5 / 3
+        assert not any(fallback)
+        waits = {i: min(gap[i] ** 2, 3.0) * unit for i in range(n) if owned[i]}
+        assert later == pytest.approx(seen + min(waits.values()))
+        # Step past each wait in turn: exactly the pieces whose wait ended are ready.
+        for t in sorted(set(waits.values())) + [3.0 * unit]:
+            clock.advance(seen + t + 1e-9 - clock.seconds())
+            ready, fallback, later = near.far_ready(2.0)
+            assert {i for i in range(n) if ready[i]} == {i for i, w in waits.items() if w <= t}
+            assert all(ready[i] == owned[i] for i in range(n) if ready[i])
+            assert all(fallback) == (t >= 3.0 * unit)
+
+    def test_a_newly_offered_piece_is_not_hidden_by_the_last_answer(self):
+        """``far_ready`` reuses its last answer only while nothing changed: a
+        far HAVE for a new piece shows at once (its wait end is reported)."""
+        swarm, meta, data, clock = self._swarm()
+        near = swarm.near
+        far = swarm.connection_ready(_Link("10.0.2.11"))
+        owned = near.owned()
+        mine = next(i for i in range(meta.num_pieces) if owned[i])
+        near.far_started([(mine, 0, PLEN)])
+        clock.advance(0.1)
+        near.far_block(mine, 1)
+        assert near.far_ready(6.0)[2] is None  # nothing offered far yet
+        assert near.far_ready(6.0)[2] is None
+        other = next(i for i in range(meta.num_pieces) if i != mine)
+        swarm.got_have(far, other)
+        later = near.far_ready(6.0)[2]
+        assert later is not None and later > clock.seconds()
+
+    def test_doubt_counts_who_brought_our_pieces_in(self):
+        """Doubt is (brought + 1) ÷ (brought + fetched + 2): an owned piece a
+        near connection announces before we asked far for it counts as
+        brought, one we ask far for first as fetched, each piece once."""
+        swarm, meta, data, clock = self._swarm()
+        near = swarm.near
+        n = meta.num_pieces
+        assert near.doubt() == 0.5
+        owned = near.owned()
+        mine = [i for i in range(n) if owned[i]]
+        theirs = next(i for i in range(n) if not owned[i])
+        mate = next(c for c in swarm.connections.values() if not c.distance)
+        swarm.got_have(mate, mine[0])  # a mate brought it in: brought
+        swarm.got_have(mate, theirs)  # not ours: nothing
+        near.far_started([(mine[1], 0, PLEN)])  # we asked far first: fetched
+        near.far_started([(mine[0], 0, PLEN)])  # already counted
+        other = next(c for c in swarm.connections.values() if not c.distance and c is not mate)
+        swarm.got_have(other, mine[1])  # already counted
+        assert (near._brought, near._fetched) == (1, 1)
+        assert near.doubt() == pytest.approx(2 / 4)
+        for i in mine[2:5]:
+            near.far_started([(i, 0, PLEN)])
+        assert near.doubt() == pytest.approx(2 / 7)
+
+    def test_before_any_far_piece_own_pieces_go_at_once(self):
+        """Before a far piece has been timed, owned pieces are not held back;
+        others are, for ``NO_ESTIMATE_WAIT`` after the near networks came."""
+        swarm, meta, data, clock = self._swarm()
+        near = swarm.near
+        ready, fallback, later = near.far_ready(6.0)
+        assert bytes(ready) == bytes(near.owned()) and not any(fallback)
+        assert later == pytest.approx(clock.seconds() + near.NO_ESTIMATE_WAIT)
+        clock.advance(near.NO_ESTIMATE_WAIT)
+        ready, fallback, later = near.far_ready(6.0)
+        assert all(fallback) and later is None
+
+    def test_no_wait_when_off(self):
+        """``far_wait=0``: owned pieces as ranked, any piece as fallback, no wake-up."""
+        swarm, meta, *_ = self._swarm(far_wait=0)
+        ready, fallback, later = swarm.near.far_ready(0)
+        assert bytes(ready) == bytes(swarm.near.owned())
+        assert all(fallback) and later is None
+
+    def test_far_connection_asked_when_the_wait_ends(self):
+        """A piece only a far connection holds and a rack mate owns is not
+        asked while its wait runs, and is asked when it ends, by the wake-up
+        alone (no tick, no message)."""
+        swarm, meta, data, clock = self._swarm(near_peers=1, pieces=16)
+        n = meta.num_pieces
+        owned = swarm.near.owned()
+        theirs = next(i for i in range(n) if not owned[i])
+        far = swarm.connection_ready(_Link("10.0.2.11"))
+        swarm.got_bitfield(far, bits(n, [theirs]))
+        swarm.got_unchoke(far)
+        assert not far.outstanding
+        clock.advance(swarm.near.NO_ESTIMATE_WAIT - 0.01)
+        assert not far.outstanding
+        clock.advance(0.02)
+        assert {b[0] for b in far.outstanding} == {theirs}
+
+    def test_rack_b_completes_with_waits(self):
+        """Two racks of 4 in memory with the far wait: every host completes
+        with the exact payload, and rack B takes no more from far than
+        without the wait."""
+        results = {}
+        for far_wait in (6.0, 0.0):
+            fleet = RackFleet(per_rack=4, far_wait=far_wait)
+            fleet.announce_all()
+            fleet.run(60)
+            assert len(fleet.done) == 8, far_wait
+            for swarm in fleet.peers.values():
+                assert bytes(swarm.storage.buffer) == fleet.data
+            results[far_wait] = fleet.rack_b_from_far() / fleet.meta.total_length
+        assert results[6.0] <= results[0.0] + 0.25
