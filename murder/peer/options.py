@@ -96,6 +96,11 @@ class _CommonOptions(usage.Options):
         ["pipeline", None, 256, "Most 16 KiB requests outstanding per peer.", int],
         ["request-horizon", None, SwarmConfig.request_horizon,
          "Seconds of data kept requested from each peer at its measured rate.", float],
+        ["far-wait", None, SwarmConfig.far_wait,
+         "Rack-aware deploys (the tracker names near networks): how long, in units of "
+         "this host's measured far-piece time scaled by how often rack mates beat it, "
+         "a piece another rack holds waits for a rack mate to bring it in (0: no wait).",
+         float],
         ["hash-threads", None, 0,
          "Threads that hash (SHA-1) and write downloaded pieces off the network thread "
          "(0: on it; a seeder downloads nothing). Helps only with spare cores: see "
@@ -165,6 +170,8 @@ class _CommonOptions(usage.Options):
             raise usage.UsageError("--request-horizon must be above 0 and at most 10 seconds")
         if self["rare-turns"] < 0:
             raise usage.UsageError("--rare-turns cannot be negative")
+        if not 0 <= self["far-wait"] <= 1000:
+            raise usage.UsageError("--far-wait must be from 0 to 1000")
         if self["peer-heads"] < 0:
             raise usage.UsageError("--peer-heads cannot be negative")
         if self["turn-pieces"] < 1:
@@ -271,6 +278,7 @@ def config_from(options: _CommonOptions) -> RunConfig:
         seed_poorest_first=bool(options["seed-poorest-first"]),
         seed_heads=options["seed-heads"], peer_heads=options["peer-heads"],
         rare_turns=options["rare-turns"], request_horizon=options["request-horizon"],
+        far_wait=options["far-wait"],
     )
     common = dict(meta=meta, port=options["port"], bind=options["bind"], ip=options["ip"],
                   tracker_timeout=options["tracker-timeout"], trust=tuple(options["trust"]),

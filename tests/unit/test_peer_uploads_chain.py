@@ -228,3 +228,27 @@ class RequestHorizonOptionTests:
         with pytest.raises(usage.UsageError, match="--request-horizon must be above 0"):
             PeerOptions().parseOptions(["--torrent", small_torrent, "--saveas",
                                         str(tmp_path / "x"), "--request-horizon", "0"])
+
+
+class FarWaitOptionTests:
+    """``--far-wait`` (rack-aware deploys) becomes ``SwarmConfig.far_wait``."""
+
+    def test_flag_reaches_the_swarm_config(self, tmp_path, small_torrent):
+        """`murder peer --far-wait 0` turns the wait off; the default is SwarmConfig's."""
+        from murder.peer.config import SwarmConfig
+        from murder.peer.options import PeerOptions, config_from
+
+        for extra, want in (([], SwarmConfig.far_wait), (["--far-wait", "0"], 0.0),
+                            (["--far-wait", "7.5"], 7.5)):
+            opts = PeerOptions()
+            opts.parseOptions(["--torrent", small_torrent, "--saveas",
+                               str(tmp_path / "x"), *extra])
+            assert config_from(opts).swarm.far_wait == want
+
+    def test_negative_is_refused(self, tmp_path, small_torrent):
+        """--far-wait -1 is a usage error with a clear message."""
+        from murder.peer.options import PeerOptions
+
+        with pytest.raises(usage.UsageError, match="--far-wait must be from 0 to 1000"):
+            PeerOptions().parseOptions(["--torrent", small_torrent, "--saveas",
+                                        str(tmp_path / "x"), "--far-wait", "-1"])
