@@ -30,6 +30,7 @@ global reactor:
 from __future__ import annotations
 
 import hashlib
+import random
 from dataclasses import dataclass
 from typing import Any, Mapping, Union, cast
 
@@ -46,6 +47,7 @@ from murder.peer.picker import Picker
 from murder.peer.ratelimit import RateLimiter
 from murder.peer.uploads import Uploads
 from murder.peer.wire import BLOCK_SIZE, Bitfield
+from murder.tracker import udpcodec
 
 def pattern(n: int, seed: int | str = 0) -> bytes:
     """``n`` deterministic bytes that never repeat within a payload, so a
@@ -592,3 +594,26 @@ class Uploader:
 
     def unchoked(self) -> list[str]:
         return [name for name, what, _, _ in self.events if what == "unchoke"]
+
+
+def fuzz_datagram(rng: random.Random, seeds: list[bytes], connection_id: int,
+                  transaction: int, info_hash: bytes) -> bytes:
+    """One datagram for a UDP tracker fuzz run: random bytes (a quarter),
+    a mutated or truncated copy of one of ``seeds`` (valid requests), or an
+    announce with a valid frame and hostile fields (wrong connection id,
+    unknown torrent, any event, numwant, port or ``ip``)."""
+    kind = rng.random()
+    if kind < 0.25:
+        return rng.randbytes(rng.randrange(0, 200))
+    if kind < 0.85:
+        raw = bytearray(rng.choice(seeds))
+        for _ in range(rng.randrange(1, 6)):
+            raw[rng.randrange(len(raw))] = rng.randrange(256)
+        return bytes(raw[:rng.randrange(len(raw) + 1)] if rng.random() < 0.3 else raw)
+    return udpcodec.announce_request(
+        connection_id if rng.random() < 0.8 else rng.getrandbits(64), transaction,
+        rng.randbytes(20) if rng.random() < 0.5 else info_hash, rng.randbytes(20),
+        rng.getrandbits(64), rng.getrandbits(64), rng.getrandbits(64),
+        rng.choice(["", "started", "completed", "stopped"]),
+        rng.getrandbits(32), rng.randrange(-2**31, 2**31), rng.randrange(65536),
+        ip=rng.getrandbits(32) if rng.random() < 0.3 else 0)

@@ -26,6 +26,7 @@ from murder.tracker import udpcodec
 from murder.tracker.app import TrackerApp
 from murder.tracker.store import PeerStore
 from murder.tracker.udp import TrackerUDPPort, UDPTrackerCore, UDPTrackerProtocol
+from murder.testing import fuzz_datagram
 from test_tracker_fleet import free_udp_port
 
 try:
@@ -192,25 +193,7 @@ class DrainFuzzTests:
                 sent = 0
                 for chunk in range(120):
                     for _ in range(100):
-                        kind = rng.random()
-                        if kind < 0.25:
-                            data = rng.randbytes(rng.randrange(0, 200))
-                        elif kind < 0.8:
-                            raw = bytearray(rng.choice(seeds))
-                            for _ in range(rng.randrange(1, 6)):
-                                raw[rng.randrange(len(raw))] = rng.randrange(256)
-                            data = bytes(raw[:rng.randrange(len(raw) + 1)]
-                                         if rng.random() < 0.3 else raw)
-                        else:
-                            data = udpcodec.announce_request(
-                                cid if rng.random() < 0.8 else rng.getrandbits(64), chunk,
-                                rng.randbytes(20) if rng.random() < 0.5 else IH,
-                                rng.randbytes(20), rng.getrandbits(64), rng.getrandbits(64),
-                                rng.getrandbits(64),
-                                rng.choice(["", "started", "completed", "stopped"]),
-                                rng.getrandbits(32), rng.randrange(-2**31, 2**31),
-                                rng.randrange(65536),
-                                ip=rng.getrandbits(32) if rng.random() < 0.3 else 0)
+                        data = fuzz_datagram(rng, seeds, cid, chunk, IH)
                         noise.sendto(data, where)
                         sent += 1
                     good.sendto(udpcodec.connect_request(chunk), where)

@@ -131,6 +131,16 @@ class RackFleet:
         return sum(c.downloaded for ip, s in self.peers.items() if ip.startswith("10.0.2.")
                    for c in s.connections.values() if not c.address[0].startswith("10.0.2."))
 
+    def deploy(self, seconds: float = 60) -> float:
+        """Announce, run, check every host completed with the exact payload;
+        rack B's bytes from outside it, in payloads."""
+        self.announce_all()
+        self.run(seconds)
+        assert sorted(self.done) == sorted(self.peers)
+        for swarm in self.peers.values():
+            assert bytes(swarm.storage.buffer) == self.data
+        return self.rack_b_from_far() / self.meta.total_length
+
 
 class NearPreferenceTests:
     """Whole in-memory deploys across two racks."""
@@ -178,13 +188,7 @@ class NearPreferenceTests:
         host completes with the exact payload either way."""
         results = {}
         for near in (True, False):
-            fleet = RackFleet(per_rack=4, near=near)
-            fleet.announce_all()
-            fleet.run(60)
-            assert len(fleet.done) == 8, near
-            for swarm in fleet.peers.values():
-                assert bytes(swarm.storage.buffer) == fleet.data
-            results[near] = fleet.rack_b_from_far() / fleet.meta.total_length
+            results[near] = RackFleet(per_rack=4, near=near).deploy()
         assert results[True] <= 1.5
         assert results[False] > results[True] + 0.5
 
@@ -410,24 +414,13 @@ class NearIdleTests:
         of the far connection as soon as the last near request is answered,
         not at the next tick (the clock does not move here).  With no far
         wait (``far_wait=0``; ``FarWaitTests`` has the wait)."""
-
-        class Link:
-            def __init__(self, ip: str) -> None:
-                self.address = (ip, 6881)
-                self.peer_id = ip.encode().ljust(20, b"-")
-                self.fast = True
-                self.outgoing = True
-
-            def __getattr__(self, name: str):
-                return lambda *args: None
-
         meta, data = build_torrent(payload(16 * PLEN), piece_length=PLEN)
         n = meta.num_pieces
         swarm = Swarm(meta, MemoryStorage(meta), Bitfield(n), Clock(), SwarmConfig(far_wait=0),
                       rng=random.Random(3))
         swarm.near.set_near([RACK_A])
-        near = swarm.connection_ready(Link("10.0.1.11"))
-        far = swarm.connection_ready(Link("10.0.2.11"))
+        near = swarm.connection_ready(_Link("10.0.1.11"))
+        far = swarm.connection_ready(_Link("10.0.2.11"))
         owned = swarm.near.owned()
         theirs = next(i for i in range(n) if not owned[i])  # the near host's to bring in
         ours = next(i for i in range(n) if i != theirs)
@@ -614,11 +607,5 @@ class FarWaitTests:
         without the wait."""
         results = {}
         for far_wait in (6.0, 0.0):
-            fleet = RackFleet(per_rack=4, far_wait=far_wait)
-            fleet.announce_all()
-            fleet.run(60)
-            assert len(fleet.done) == 8, far_wait
-            for swarm in fleet.peers.values():
-                assert bytes(swarm.storage.buffer) == fleet.data
-            results[far_wait] = fleet.rack_b_from_far() / fleet.meta.total_length
+            results[far_wait] = RackFleet(per_rack=4, far_wait=far_wait).deploy()
         assert results[6.0] <= results[0.0] + 0.25

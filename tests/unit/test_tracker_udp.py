@@ -22,6 +22,7 @@ from murder.tracker.auth import Authoriser
 from murder.tracker.store import PeerStore
 from murder.tracker.udp import UDPTrackerCore, UDPTrackerProtocol
 from murder.tracker.app import TrackerApp
+from murder.testing import fuzz_datagram
 
 try:
     from murder.tracker import _udpfast
@@ -494,24 +495,7 @@ class UDPFuzzTests:
         valid_sent = 0
         try:
             for i in range(12_000):
-                kind = rng.random()
-                if kind < 0.25:
-                    data = rng.randbytes(rng.randrange(0, 200))
-                elif kind < 0.85:
-                    data = bytearray(rng.choice(seeds))
-                    for _ in range(rng.randrange(1, 6)):
-                        data[rng.randrange(len(data))] = rng.randrange(256)
-                    data = bytes(data[:rng.randrange(len(data) + 1)]
-                                 if rng.random() < 0.3 else data)
-                else:
-                    # Mutate the interesting fields, keep the frame valid.
-                    data = udpcodec.announce_request(
-                        cid if rng.random() < 0.8 else rng.getrandbits(64), i,
-                        rng.randbytes(20) if rng.random() < 0.5 else IH, rng.randbytes(20),
-                        rng.getrandbits(64), rng.getrandbits(64), rng.getrandbits(64),
-                        rng.choice(["", "started", "completed", "stopped"]),
-                        rng.getrandbits(32), rng.randrange(-2**31, 2**31),
-                        rng.randrange(65536), ip=rng.getrandbits(32) if rng.random() < 0.3 else 0)
+                data = fuzz_datagram(rng, seeds, cid, i, IH)
                 host = rng.choice(["10.0.0.1", "10.0.0.2", "fd00::1", "::ffff:10.0.0.1"])
                 proto.datagramReceived(data, (host, rng.randrange(1, 65536)))
                 if i % 100 == 0:
