@@ -137,8 +137,13 @@ class SwarmConfig:
     #: of the time a far piece takes us, scaled by how doubtful it is that
     #: we own it in our rack (``Nearness.far_ready``), so that a rack mate
     #: we do not see brings it in first and we get it near.  0: no wait.
-    #: Simulated (bench/README.md, session 6).  No effect without near networks.
-    far_wait: float = 25.0
+    #: Off by default: 25 brought simulated bytes across racks under 1.5
+    #: payloads per rack but cost 16-25 % of time there, and on real processes
+    #: (4 racks x 8) rack-aware with the wait was no faster than random
+    #: handout (bench/README.md, session 6).  ``murder peer --far-wait 25``
+    #: where uplink bytes matter more than minutes.  No effect without near
+    #: networks.
+    far_wait: float = 0.0
 
 
 #: Our peer id prefix (Azureus style).  Every murder since 0.1 accepts
