@@ -23,6 +23,10 @@ from twisted.internet.interfaces import IDelayedCall
 from zope.interface import implementer
 
 
+#: The keyword arguments of every delivery (never changed: shared).
+_NO_KW: dict = {}
+
+
 class _Batch:
     """Calls sharing one heap entry, and that entry's sequence number."""
 
@@ -115,14 +119,14 @@ class SimClock:
         """
         when = self.now + (delay if delay > 0 else 0.0)
         if not self.batching:
-            self._push(when, SimCall(self, when, f, (arg,), {}))
+            self._push(when, SimCall(self, when, f, (arg,), _NO_KW))
             return
         batch = self._open.get(when)
         if batch is not None:
             batch.calls.append((f, arg))
             return
         batch = _Batch([(f, arg)])
-        self._push(when, SimCall(self, when, self._fire_batch, (batch,), {}))
+        self._push(when, SimCall(self, when, self._fire_batch, (batch,), _NO_KW))
         batch.seq = self._seq
         self._open[when] = batch
 
@@ -138,7 +142,8 @@ class SimClock:
                 left = _Batch(calls[i:])
                 left.seq = batch.seq
                 heapq.heappush(self._heap, (now, batch.seq,
-                                            SimCall(self, now, self._fire_batch, (left,), {})))
+                                            SimCall(self, now, self._fire_batch, (left,),
+                                                    _NO_KW)))
                 self.batched += i - 1
                 return
             f(arg)
@@ -180,4 +185,7 @@ class SimClock:
             self.events += 1
             if observe is not None:
                 observe(call)
-            call.func(*call.args, **call.kw)
+            if call.kw:
+                call.func(*call.args, **call.kw)
+            else:
+                call.func(*call.args)

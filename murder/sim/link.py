@@ -145,8 +145,11 @@ class SimMessageProtocol(SimPeerProtocol):
         self._post(4, _KEEPALIVE_MSG)
 
     def message_received(self, message: tuple) -> None:
-        """One message, as ``dataReceived`` handles each one its reader returns."""
-        if self.state is not State.ACTIVE or self._dropped:
+        """One message, as ``dataReceived`` handles each one its reader returns
+        (called by the network directly: the transport's checks are here)."""
+        transport: Any = self.transport
+        if transport.disconnecting or transport.conn.closed or \
+                self.state is not State.ACTIVE or self._dropped:
             return
         try:
             self.core.heard_from(self.peer)
@@ -161,7 +164,9 @@ class SimMessageProtocol(SimPeerProtocol):
 
     def messages_received(self, messages: list) -> None:
         """Several messages of one write (REQUESTs), as one ``dataReceived``."""
-        if self.state is not State.ACTIVE or self._dropped:
+        transport: Any = self.transport
+        if transport.disconnecting or transport.conn.closed or \
+                self.state is not State.ACTIVE or self._dropped:
             return
         try:
             self.core.heard_from(self.peer)
@@ -252,9 +257,8 @@ class SimTransport:
         """The message-level link's write: ``message`` travels as ``size`` bytes."""
         if self.disconnecting or self.conn.closed:
             return
-        other = self.other
         self.conn.net.send(self.pipe, size, message,
-                           other._receive_message)  # type: ignore[union-attr]
+                           self.other.protocol.message_received)  # type: ignore[union-attr]
         if self.producer is not None and not self.producer_paused and \
                 self.pipe.backlog > self.conn.send_buffer:
             self.producer_paused = True
@@ -265,7 +269,7 @@ class SimTransport:
         if self.disconnecting or self.conn.closed:
             return
         self.conn.net.send(self.pipe, size, messages,
-                           self.other._receive_messages)  # type: ignore[union-attr]
+                           self.other.protocol.messages_received)  # type: ignore[union-attr]
         self._check_pause()
 
     def loseConnection(self) -> None:  # noqa: N802
@@ -317,14 +321,6 @@ class SimTransport:
         # connection hears nothing more, even what was already on its way.
         if not self.conn.closed and not self.disconnecting:
             self.protocol.dataReceived(data)
-
-    def _receive_message(self, message: tuple) -> None:
-        if not self.conn.closed and not self.disconnecting:
-            self.protocol.message_received(message)
-
-    def _receive_messages(self, messages: list) -> None:
-        if not self.conn.closed and not self.disconnecting:
-            self.protocol.messages_received(messages)
 
 
 class SimConnection:

@@ -88,8 +88,11 @@ class MessageLinkTests:
             def misbehaved(self, link, why):
                 calls.append(("misbehaved", why))
 
+        class Transport(StringTransport):
+            conn = type("Conn", (), {"closed": False})()
+
         proto = SimMessageProtocol(Core(), outgoing=True, address=("10.0.0.1", 1))
-        transport = StringTransport()
+        transport = Transport()
         proto.transport = transport
         proto.state = State.ACTIVE
         proto.peer = object()
