@@ -55,13 +55,12 @@ def _kind(func, arg) -> str:
     return name
 
 
-def kinds(call: simclock.SimCall) -> list[str]:
+def kinds(call) -> list[str]:
     """What one event does (a delivery's first message names it); a heap
     entry carrying a batch of deliveries counts each of its calls."""
-    name = getattr(call.func, "__qualname__", "")
-    if name.endswith("SimClock._fire_batch"):
-        return [_kind(f, arg) for f, arg in call.args[0].calls]
-    return [_kind(call.func, call.args[0] if call.args else None)]
+    if isinstance(call, simclock.SimCall):
+        return [_kind(call.func, call.args[0] if call.args else None)]
+    return [_kind(f, arg) for f, arg in call.calls]
 
 
 def main() -> int:

@@ -28,13 +28,12 @@ _NO_KW: dict = {}
 
 
 class _Batch:
-    """Calls sharing one heap entry, and that entry's sequence number."""
+    """Deliveries sharing one heap entry: ``[(f, arg), …]`` fired in order."""
 
-    __slots__ = ("calls", "seq")
+    __slots__ = ("calls",)
 
     def __init__(self, calls: list) -> None:
         self.calls = calls
-        self.seq = 0
 
 
 @implementer(IDelayedCall)
@@ -82,7 +81,7 @@ class SimClock:
 
     def __init__(self) -> None:
         self.now = 0.0
-        self._heap: list[tuple[float, int, SimCall]] = []
+        self._heap: list[tuple[float, int, Any]] = []  # SimCall or _Batch
         self._seq = 0
         #: Calls fired so far (the simulator's "events").
         self.events = 0
@@ -126,28 +125,9 @@ class SimClock:
             batch.calls.append((f, arg))
             return
         batch = _Batch([(f, arg)])
-        self._push(when, SimCall(self, when, self._fire_batch, (batch,), _NO_KW))
-        batch.seq = self._seq
+        self._seq += 1
+        heapq.heappush(self._heap, (when, self._seq, batch))
         self._open[when] = batch
-
-    def _fire_batch(self, batch: "_Batch") -> None:
-        now = self.now
-        if self._open.get(now) is batch:
-            del self._open[now]
-        calls = batch.calls
-        for i, (f, arg) in enumerate(calls):
-            if self._halt:
-                # Halted by the previous call: the rest keep their place
-                # (the batch's sequence number) for a later run().
-                left = _Batch(calls[i:])
-                left.seq = batch.seq
-                heapq.heappush(self._heap, (now, batch.seq,
-                                            SimCall(self, now, self._fire_batch, (left,),
-                                                    _NO_KW)))
-                self.batched += i - 1
-                return
-            f(arg)
-        self.batched += len(calls) - 1
 
     def callLater(self, delay: float, f: Callable[..., Any], *args: Any,  # noqa: N802
                   **kwargs: Any) -> SimCall:
@@ -157,27 +137,49 @@ class SimClock:
         return call
 
     def getDelayedCalls(self) -> list[SimCall]:  # noqa: N802 (Twisted API)
-        return [c for _, _, c in self._heap if c.active()]
+        return [c for _, _, c in self._heap if isinstance(c, SimCall) and c.active()]
 
     def halt(self) -> None:
         """End :meth:`run` after the call being fired (e.g. the last host finished)."""
         self._halt = True
 
-    #: Called with each call about to fire (bench/sim_profile.py counts
-    #: events by kind); None, the default, costs one test per event.
-    observer: ClassVar[Callable[[SimCall], None] | None] = None
+    #: Called with each heap entry about to fire, a :class:`SimCall` or a
+    #: batch of deliveries (bench/sim_profile.py counts calls by kind);
+    #: None, the default, costs one test per event.
+    observer: ClassVar[Callable[[Any], None] | None] = None
 
     def run(self, until: float) -> None:
         """Fire calls in time order up to virtual time ``until`` (or :meth:`halt`)."""
         heap = self._heap
         pop = heapq.heappop
+        batches = self._open
         observe = type(self).observer  # a class attribute: not bound to self
         self._halt = False
         while heap and not self._halt:
-            when, _, call = heap[0]
+            when, seq, call = heap[0]
             if when > until:
                 break
             pop(heap)
+            if call.__class__ is _Batch:
+                # Deliveries (deliver_later), fired here: the hot path.
+                self.now = when
+                self.events += 1
+                if observe is not None:
+                    observe(call)
+                if batches.get(when) is call:
+                    del batches[when]
+                calls = call.calls
+                for i, (f, arg) in enumerate(calls):
+                    if self._halt:
+                        # Halted by the previous call: the rest keep their
+                        # place (this entry's sequence number) for a later run.
+                        heapq.heappush(heap, (when, seq, _Batch(calls[i:])))
+                        self.batched += i - 1
+                        break
+                    f(arg)
+                else:
+                    self.batched += len(calls) - 1
+                continue
             if call.cancelled or call.called or call.time != when:
                 continue
             self.now = when

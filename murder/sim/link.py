@@ -144,15 +144,19 @@ class SimMessageProtocol(SimPeerProtocol):
     def send_keepalive(self) -> None:
         self._post(4, _KEEPALIVE_MSG)
 
+    #: Set by the transport when it stops reading (``loseConnection``, or
+    #: the connection closed): the network delivers straight to
+    #: :meth:`message_received`, which checks this instead of the transport
+    #: (one object fewer to touch per message at 10,000 hosts).
+    _deaf = False
+
     def message_received(self, message: tuple) -> None:
         """One message, as ``dataReceived`` handles each one its reader returns
         (called by the network directly: the transport's checks are here)."""
-        transport: Any = self.transport
-        if transport.disconnecting or transport.conn.closed or \
-                self.state is not State.ACTIVE or self._dropped:
+        if self._deaf or self.state is not State.ACTIVE or self._dropped:
             return
         try:
-            self.core.heard_from(self.peer)
+            self.core.heard_from(self.peer)  # type: ignore[arg-type]  # ACTIVE: set
             self._dispatch(message)
         except ProtocolError as e:
             self.drop(e.reason)
@@ -164,12 +168,10 @@ class SimMessageProtocol(SimPeerProtocol):
 
     def messages_received(self, messages: list) -> None:
         """Several messages of one write (REQUESTs), as one ``dataReceived``."""
-        transport: Any = self.transport
-        if transport.disconnecting or transport.conn.closed or \
-                self.state is not State.ACTIVE or self._dropped:
+        if self._deaf or self.state is not State.ACTIVE or self._dropped:
             return
         try:
-            self.core.heard_from(self.peer)
+            self.core.heard_from(self.peer)  # type: ignore[arg-type]  # ACTIVE: set
             for message in messages:
                 if self.state is State.CLOSED or self._dropped:
                     return
@@ -231,6 +233,9 @@ class SimTransport:
         self.producer: Any = None
         self.producer_paused = False
         self.disconnecting = False
+        #: The message-level link's receivers at the other end (bound once).
+        self.deliver_one: Any = None
+        self.deliver_many: Any = None
         pipe.on_sent = self._sent
 
     # -- ITransport
@@ -257,8 +262,7 @@ class SimTransport:
         """The message-level link's write: ``message`` travels as ``size`` bytes."""
         if self.disconnecting or self.conn.closed:
             return
-        self.conn.net.send(self.pipe, size, message,
-                           self.other.protocol.message_received)  # type: ignore[union-attr]
+        self.conn.net.send(self.pipe, size, message, self.deliver_one)
         if self.producer is not None and not self.producer_paused and \
                 self.pipe.backlog > self.conn.send_buffer:
             self.producer_paused = True
@@ -268,14 +272,14 @@ class SimTransport:
         """Several messages of one write, delivered together."""
         if self.disconnecting or self.conn.closed:
             return
-        self.conn.net.send(self.pipe, size, messages,
-                           self.other.protocol.messages_received)  # type: ignore[union-attr]
+        self.conn.net.send(self.pipe, size, messages, self.deliver_many)
         self._check_pause()
 
     def loseConnection(self) -> None:  # noqa: N802
         if self.disconnecting or self.conn.closed:
             return
         self.disconnecting = True
+        self.protocol._deaf = True
         if not self.pipe.active and not self.pipe.queue:
             self.conn.close_later()
 
@@ -352,6 +356,9 @@ class SimConnection:
         self.net.close(self.ba.pipe)
         why = Failure(ConnectionDone())
         for end in (self.ab, self.ba):
+            if end.protocol is not None:
+                end.protocol._deaf = True
+        for end in (self.ab, self.ba):
             end.disconnecting = True
             if end.protocol is not None:
                 end.protocol.connectionLost(why)
@@ -416,6 +423,11 @@ class Switchboard:
         self.connections += 1
         conn.ba.protocol = server
         conn.ab.protocol = client
+        if isinstance(client, SimMessageProtocol):
+            conn.ab.deliver_one = server.message_received
+            conn.ab.deliver_many = server.messages_received
+            conn.ba.deliver_one = client.message_received
+            conn.ba.deliver_many = client.messages_received
         server.makeConnection(conn.ba)
         client.makeConnection(conn.ab)
 
