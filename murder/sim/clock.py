@@ -88,8 +88,6 @@ class SimClock:
         #: Calls fired that rode on another's heap entry (:meth:`deliver_later`):
         #: ``events + batched`` is the calls an unbatched clock would fire.
         self.batched = 0
-        #: Batching off: every call its own heap entry (tests compare).
-        self.batching = True
         #: Batches still growing, by instant.
         self._open: dict[float, _Batch] = {}
         self.running = True
@@ -142,6 +140,10 @@ class SimClock:
     def halt(self) -> None:
         """End :meth:`run` after the call being fired (e.g. the last host finished)."""
         self._halt = True
+
+    #: False: every delivery its own heap entry (tests and
+    #: bench/sim_speed.py compare); per clock or for the class.
+    batching: ClassVar[bool] = True
 
     #: Called with each heap entry about to fire, a :class:`SimCall` or a
     #: batch of deliveries (bench/sim_profile.py counts calls by kind);
