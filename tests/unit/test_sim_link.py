@@ -162,6 +162,19 @@ class BatchedDeliveryTests:
         for seed in range(5):
             assert trace(seed, True) == trace(seed, False)
 
+    def test_fleet_same_with_and_without_batching(self):
+        """A fleet fires fewer heap entries with batching and simulates the
+        same deploy: same completion times, bytes and calls."""
+        batched = build_and_run(SMALL)
+        SimClock.batching = False
+        try:
+            unbatched = build_and_run(SMALL)
+        finally:
+            SimClock.batching = True
+        assert fingerprint(batched) == fingerprint(unbatched)
+        assert unbatched.events == unbatched.calls
+        assert batched.events < 0.8 * unbatched.events
+
     def test_halt_inside_a_batch_keeps_the_rest(self):
         """halt() from a batched call stops there; the rest fire on the next run."""
         clock = SimClock()
