@@ -74,6 +74,8 @@ def main() -> int:
     ap.add_argument("--max-connections", type=int, default=20)
     ap.add_argument("--rate-quantum", type=float, default=0.02)
     ap.add_argument("--policy", default="rack")
+    ap.add_argument("--time-limit", type=float, default=3600.0,
+                    help="virtual seconds to simulate (less than the deploy: a partial run)")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--before-src", default=None,
                     help="source tree of the 'before' code (default: this tree, old paths)")
@@ -84,7 +86,8 @@ def main() -> int:
           "piece_length": parse_size(args.piece_length),
           "real_piece_length": parse_size(args.real_piece_length),
           "numwant": args.numwant, "max_connections": args.max_connections,
-          "rate_quantum": args.rate_quantum, "policy": args.policy}
+          "rate_quantum": args.rate_quantum, "policy": args.policy,
+          "time_limit": args.time_limit}
     before_src = os.path.abspath(args.before_src) if args.before_src else ROOT
     modes = {"before": (before_src, args.before_src is None), "after": (ROOT, False)}
     pieces = -(-2**30 // kw["piece_length"])
@@ -98,15 +101,19 @@ def main() -> int:
         for name, (src, old_paths) in modes.items():
             r = run_one(kw, src, old_paths)
             runs[name].append(r)
-            print(f"{rnd:5d} {name:6} {r['ratio']:7.3f} {r['calls']:10d} {r['events']:10d} "
+            ratio = f"{r['ratio']:7.3f}" if r["ratio"] is not None else f"{'-':>7}"
+            print(f"{rnd:5d} {name:6} {ratio} {r['calls']:10d} {r['events']:10d} "
                   f"{r['cpu_s']:7.1f} {1e6 * r['cpu_s'] / r['calls']:7.1f}  {r['fingerprint']}",
                   flush=True)
     med = {name: statistics.median(r["cpu_s"] for r in rs) for name, rs in runs.items()}
     same = len({r["fingerprint"] for rs in runs.values() for r in rs}) == 1
     per_hop = {name: 1e6 * med[name] / (args.hosts * pieces) for name in med}
+    # Per piece-hop only for whole deploys (a partial run did not make them all).
+    hops = (f"; per piece-hop {per_hop['before']:.0f} -> {per_hop['after']:.0f} µs"
+            if all(r["ratio"] is not None for rs in runs.values() for r in rs) else "")
     print(f"median CPU s: before {med['before']:.1f}, after {med['after']:.1f}: "
-          f"{med['before'] / med['after']:.2f}x cheaper; per piece-hop {per_hop['before']:.0f} "
-          f"-> {per_hop['after']:.0f} µs; same simulated outcome: {'yes' if same else 'NO'}")
+          f"{med['before'] / med['after']:.2f}x cheaper{hops}; "
+          f"same simulated outcome: {'yes' if same else 'NO'}")
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json + ".tmp", "w") as f:
