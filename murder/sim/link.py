@@ -423,6 +423,9 @@ class Switchboard:
         self.connections += 1
         conn.ba.protocol = server
         conn.ab.protocol = client
+        if isinstance(client, SimMessageProtocol) != isinstance(server, SimMessageProtocol):
+            raise TypeError("both ends of a simulated connection need the same link "
+                            "(SimPeerFactory(swarm, board.protocol))")
         if isinstance(client, SimMessageProtocol):
             conn.ab.deliver_one = server.message_received
             conn.ab.deliver_many = server.messages_received
