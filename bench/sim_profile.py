@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Where a simulated deploy's time goes: events by kind and the simulator's CPU.
 
-Runs one ``murder simulate`` configuration and counts every event the
-virtual clock fires by what it does — a peer-wire message delivered (by
+Runs one ``murder simulate`` configuration and counts every call the
+virtual clock fires (a heap entry carrying several same-instant deliveries
+counts each) by what it does — a peer-wire message delivered (by
 message id: HAVE, PIECE, REQUEST …), a flow's head chunk sent, a connection
 made, a swarm tick, a rate solve — and, with ``--cprofile N``, prints the N
 functions with the most own CPU time.  Saves JSON.
@@ -36,17 +37,30 @@ MESSAGES = {0: "CHOKE", 1: "UNCHOKE", 2: "INTERESTED", 3: "NOT_INTERESTED", 4: "
             14: "HAVE_ALL", 15: "HAVE_NONE", 16: "REJECT", 17: "ALLOWED_FAST"}
 
 
-def kind(call: simclock.SimCall) -> str:
-    """What one event does (a delivery's first message names it)."""
-    name = getattr(call.func, "__qualname__", type(call.func).__name__)
+def _kind(func, arg) -> str:
+    name = getattr(func, "__qualname__", type(func).__name__)
     if name.endswith("SimTransport._receive"):
-        data = call.args[0]
+        data = arg
         if len(data) >= 68 and data[:1] == b"\x13":
             return "deliver handshake"
         if len(data) < 5:
             return "deliver keep-alive"
         return "deliver " + MESSAGES.get(data[4], f"message {data[4]}")
+    if name.endswith("SimMessageProtocol.message_received"):
+        msg_id = arg[0]
+        return "deliver keep-alive" if msg_id is None else \
+            "deliver " + MESSAGES.get(msg_id, f"message {msg_id}")
+    if name.endswith("SimMessageProtocol.messages_received"):
+        return "deliver " + MESSAGES.get(arg[0][0], f"message {arg[0][0]}")
     return name
+
+
+def kinds(call) -> list[str]:
+    """What one event does (a delivery's first message names it); a heap
+    entry carrying a batch of deliveries counts each of its calls."""
+    if isinstance(call, simclock.SimCall):
+        return [_kind(call.func, call.args[0] if call.args else None)]
+    return [_kind(f, arg) for f, arg in call.calls]
 
 
 def main() -> int:
@@ -62,6 +76,7 @@ def main() -> int:
     ap.add_argument("--startup-max", type=float, default=2.0)
     ap.add_argument("--policy", default="rack")
     ap.add_argument("--no-far-turns-first", action="store_true")
+    ap.add_argument("--link", default="messages", choices=("messages", "bytes"))
     ap.add_argument("--cprofile", type=int, default=0,
                     help="also print the N functions with the most own CPU (slower)")
     ap.add_argument("--json", default=None)
@@ -72,9 +87,10 @@ def main() -> int:
                       real_piece_length=parse_rate(args.real_piece_length),
                       numwant=args.numwant, max_connections=args.max_connections,
                       rate_quantum=args.rate_quantum, startup_max=args.startup_max,
-                      policy=args.policy, far_turns_first=not args.no_far_turns_first)
+                      policy=args.policy, far_turns_first=not args.no_far_turns_first,
+                      link=args.link)
     counts: collections.Counter = collections.Counter()
-    simclock.SimClock.observer = lambda call: counts.update((kind(call),))
+    simclock.SimClock.observer = lambda call: counts.update(kinds(call))
     profiler = cProfile.Profile() if args.cprofile else None
     cpu0 = time.process_time()
     try:
@@ -89,10 +105,11 @@ def main() -> int:
     total = sum(counts.values())
     print(f"{args.hosts} hosts, {cfg.num_pieces} pieces of {cfg.piece_length // 2**20} MiB "
           f"({cfg.real_piece_length // 1024} KiB real), {args.policy}: "
-          f"{result.ratio:.2f} × bound, {total} events, {result.rate_solves} rate solves, "
-          f"{cpu:.1f} CPU-s ({1e6 * cpu / max(1, total):.0f} µs per event"
-          f"{', with cProfile' if profiler else ''}), {total / args.hosts:.0f} events per host")
-    print(f"{'events':>10} {'share':>6}  kind")
+          f"{result.ratio:.2f} × bound, {total} calls in {result.events} events, "
+          f"{result.rate_solves} rate solves, "
+          f"{cpu:.1f} CPU-s ({1e6 * cpu / max(1, total):.0f} µs per call"
+          f"{', with cProfile' if profiler else ''}), {total / args.hosts:.0f} calls per host")
+    print(f"{'calls':>10} {'share':>6}  kind")
     for name, n in counts.most_common(16):
         print(f"{n:10d} {100 * n / total:5.1f}%  {name}")
     top = ""

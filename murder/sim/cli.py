@@ -92,6 +92,9 @@ class Options(usage.Options):
          "Recompute fair shares at most every SECONDS (0: on every flow start/end)."],
         ["time-limit", None, "3600", "Virtual seconds before giving up."],
         ["seed", None, "1", "Random seed."],
+        ["link", None, "messages",
+         "How peers talk: messages (parsed message tuples, the fast default) or bytes "
+         "(real peer-wire bytes through the production protocol)."],
         ["json", None, None, "Write the results as JSON to this file."],
         ["png", None, None, "Draw the completion CDF to this PNG (needs matplotlib)."],
     ]
@@ -124,6 +127,7 @@ class Options(usage.Options):
                 seeders=int(self["seeders"]), hop_latency=float(self["hop-latency"]),
                 goodput=float(self["goodput"]), rate_quantum=float(self["rate-quantum"]),
                 time_limit=float(self["time-limit"]), seed=int(self["seed"]),
+                link=str(self["link"]),
                 core=_core_settings(str(self["core"])))
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
@@ -142,6 +146,7 @@ class Options(usage.Options):
             (cfg.seeders >= 1 and cfg.numwant >= 1 and cfg.max_connections >= 1,
              "--seeders, --numwant and --max-connections must be at least 1"),
             (0 < cfg.goodput <= 1, "--goodput must be in (0, 1]"),
+            (cfg.link in ("messages", "bytes"), "--link is messages or bytes"),
         ]
         for ok, message in checks:
             if not ok:

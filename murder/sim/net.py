@@ -204,12 +204,18 @@ class Network:
         """Queue ``size`` bytes carrying ``payload`` on ``pipe``."""
         if pipe.closed:
             return
-        if not pipe.queue and size <= self.small:
+        if size <= self.small and not pipe.queue:
+            # The hot path (HAVEs, REQUESTs, choking): _account inlined.
             now = self.clock.now
-            at = max(now + pipe.latency + size / pipe.min_cap, pipe.last_at)
+            at = now + pipe.latency + size / pipe.min_cap
+            if at < pipe.last_at:
+                at = pipe.last_at
             pipe.last_at = at
-            self._account(pipe, size)
-            self.clock.callLater(at - now, deliver, payload)
+            self.sent_by_host[pipe.src] += size
+            pipe.sent += size
+            if pipe.cross:
+                self.cross_rack_bytes += size
+            self.clock.deliver_later(at - now, deliver, payload)
             return
         pipe.queue.append([size, size, payload, deliver])
         pipe.backlog += size
@@ -289,8 +295,9 @@ class Network:
         self._account(pipe, size)
         at = max(now + pipe.latency, pipe.last_at)
         pipe.last_at = at
+        deliver_later = self.clock.deliver_later
         for chunk in batch:
-            self.clock.callLater(at - now, chunk[3], chunk[2])
+            deliver_later(at - now, chunk[3], chunk[2])
         if pipe.on_sent is not None:
             pipe.on_sent(pipe.backlog)  # may queue more (a resumed producer)
         if pipe.closed or not pipe.active:
