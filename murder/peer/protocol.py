@@ -143,13 +143,23 @@ class PeerProtocol(protocol.Protocol):
                 if self.state is State.CLOSED or self._dropped:
                     return
                 self._dispatch(message)
-        except ProtocolError as e:
-            self.drop(e.reason)
-            self.core.misbehaved(self, e.reason)
-        except Exception:
-            self.log.failure("unexpected error handling data from {address}",
-                             address=self.address)
-            self.drop("internal error")
+        except Exception as e:
+            self.receive_failed(e)
+
+    def receive_failed(self, error: Exception) -> None:
+        """What arrived could not be handled; call from the ``except`` block.
+
+        A :class:`ProtocolError` is the peer's fault: drop it as misbehaving.
+        Anything else is our bug: logged with its traceback, and the
+        connection dropped so one bad exchange cannot wedge the swarm.
+        """
+        if isinstance(error, ProtocolError):
+            self.drop(error.reason)
+            self.core.misbehaved(self, error.reason)
+            return
+        self.log.failure("unexpected error handling data from {address}",
+                         address=self.address)
+        self.drop("internal error")
 
     def _handshake(self, data: bytes) -> bytes | None:
         buf = self._handshake_buffer + data

@@ -42,7 +42,6 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone, ConnectionRefusedError
 from twisted.python.failure import Failure
 
-from murder.errors import ProtocolError
 from murder.peer import wire
 from murder.peer.protocol import OutgoingFactory, PeerProtocol, State
 from murder.sim.clock import SimClock
@@ -158,13 +157,8 @@ class SimMessageProtocol(SimPeerProtocol):
         try:
             self.core.heard_from(self.peer)  # type: ignore[arg-type]  # ACTIVE: set
             self._dispatch(message)
-        except ProtocolError as e:
-            self.drop(e.reason)
-            self.core.misbehaved(self, e.reason)
-        except Exception:
-            self.log.failure("unexpected error handling data from {address}",
-                             address=self.address)
-            self.drop("internal error")
+        except Exception as e:
+            self.receive_failed(e)
 
     def messages_received(self, messages: list) -> None:
         """Several messages of one write (REQUESTs), as one ``dataReceived``."""
@@ -176,13 +170,8 @@ class SimMessageProtocol(SimPeerProtocol):
                 if self.state is State.CLOSED or self._dropped:
                     return
                 self._dispatch(message)
-        except ProtocolError as e:
-            self.drop(e.reason)
-            self.core.misbehaved(self, e.reason)
-        except Exception:
-            self.log.failure("unexpected error handling data from {address}",
-                             address=self.address)
-            self.drop("internal error")
+        except Exception as e:
+            self.receive_failed(e)
 
 
 #: ``Switchboard(link=…)``: which protocol class each link runs.
