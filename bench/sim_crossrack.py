@@ -46,6 +46,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 from murder.peer.picker import Picker  # noqa: E402
+from murder.peer import wire  # noqa: E402
 from murder.peer.wire import BLOCK_SIZE  # noqa: E402
 from murder.sim import cli  # noqa: E402
 from murder.sim.fleet import build_and_run  # noqa: E402
@@ -219,14 +220,19 @@ class CrossRackProbe:
             fetching.discard(host.index)
 
     def _charge(self, pipe: Any, size: float, payload: Any) -> None:
-        if not (isinstance(payload, (bytes, bytearray)) and len(payload) >= 13
-                and payload[4] == 7):
+        # Bytes link: one PIECE message's bytes; message link (the
+        # default): a (kind, index, begin, data) tuple.
+        if isinstance(payload, tuple) and payload and payload[0] == wire.PIECE:
+            index, begin = payload[1], payload[2]
+        elif (isinstance(payload, (bytes, bytearray)) and len(payload) >= 13
+              and payload[4] == wire.PIECE):
+            index = int.from_bytes(payload[5:9], "big")
+            begin = int.from_bytes(payload[9:13], "big")
+        else:
             self.messages += size
             return
         receiver = self._by_net.get(pipe.dst)
         sender = self._by_net.get(pipe.src)
-        index = int.from_bytes(payload[5:9], "big")
-        begin = int.from_bytes(payload[9:13], "big")
         tag = None
         if receiver is not None and sender is not None:
             tag = self._tag.get((receiver.index, sender.ip, index, begin))

@@ -144,6 +144,14 @@ class SwarmConfig:
     #: where uplink bytes matter more than minutes.  No effect without near
     #: networks.
     far_wait: float = 0.0
+    #: Rack-aware deploys without a wait: when no near connection has work
+    #: for us, a far connection may be asked for a piece we *back up* (we
+    #: are among the next ``far_backups`` rack mates after its owner on the
+    #: ring), and for any other piece only once a far connection has offered
+    #: it for 3 far piece times (1 s before one is timed), so a rack brings
+    #: a piece in about once or twice instead of once per idle host.
+    #: Negative: any piece at once (the behaviour before session 7).
+    far_backups: int = 1
 
 
 #: Our peer id prefix (Azureus style).  Every murder since 0.1 accepts

@@ -91,6 +91,10 @@ class Nearness:
         self._near_at = 0.0
         self._seen_version = self._ring_version = 0
         self._ready_cache: tuple[tuple[int, float, int], float, _Ready] | None = None
+        self._backup = bytearray(n)
+        #: Backup owners per piece in a rack (``SwarmConfig.far_backups``;
+        #: negative: a near-idle host may ask far for any piece at once).
+        self.backups = 1
         #: Units of wait before any piece may be asked far (fallback).
         self.fallback_units = 3.0
 
@@ -98,6 +102,8 @@ class Nearness:
     VNODES = 8
     #: Until a far piece is timed: seconds before others' pieces go far.
     NO_ESTIMATE_WAIT = 1.0
+    #: Far piece times a first backup gives a piece's owner (``far_backups``).
+    BACKUP_UNITS = 1.5
     #: ``owned()`` ranks our pieces 1, 2, … by distance to our ring position
     #: (the likeliest to be ours in the whole rack first; the picker starts
     #: the lowest) instead of flagging them 1.
@@ -114,10 +120,14 @@ class Nearness:
             return self._owned
         self._ring_at = now
         ring: list[tuple[int, bool]] = [(p, True) for p in _positions(self._own_id, self.VNODES)]
+        hosts: list[int] = [0] * self.VNODES
         for peer in self.connections.values():
             if not peer.distance and peer.peer_id is not None:
                 ring.extend((p, False) for p in _positions(peer.peer_id, self.VNODES))
-        ring.sort()
+                hosts.extend([len(hosts) // self.VNODES] * self.VNODES)
+        order = sorted(range(len(ring)), key=ring.__getitem__)
+        host_at = [hosts[k] for k in order]
+        ring = [ring[k] for k in order]
         points = self._points
         owned = bytearray(len(points))
         gaps: list[tuple[int, int]] = []
@@ -147,14 +157,21 @@ class Nearness:
             for _, i in gaps:
                 owned[i] = 1
         self._owned = owned
+        self._backup = _backup_ranks(points, ring, host_at, self.backups)
         self._ring_version += 1
         self._ring_dirty = False
         return owned
 
     def far_ready(self, unit: float) -> _Ready:
         """What a far connection may be asked for now: (owned pieces whose
-        wait is over, ranked as ``owned``; any piece whose fallback wait is
-        over; when the next wait ends, or None).
+        wait is over, ranked as ``owned``; pieces that may be asked when no
+        near connection has work (the fallback); when the next wait ends,
+        or None).
+
+        Without a wait (``unit`` 0) the fallback is the pieces we back up
+        (``backups``), after their owner had time to bring them in, and any
+        other piece a far connection has offered for ``fallback_units`` far
+        piece times (``_backup_ready``).
 
         An owned piece waits ``min(gap², fallback_units) × u`` seconds after
         a far connection first offers it, any other ``fallback_units × u``;
@@ -163,7 +180,9 @@ class Nearness:
         owned = self.owned()
         n = len(owned)
         if unit <= 0:
-            return owned, bytearray(b"\x01" * n), None
+            if self.backups < 0:
+                return owned, bytearray(b"\x01" * n), None
+            return self._backup_ready(owned)
         now = self.clock.seconds()
         unit *= self._piece_time()
         if unit <= 0:
@@ -202,6 +221,46 @@ class Nearness:
             elif at < later:
                 later = at
         result = ready, fallback, (None if later == _INF else later)
+        self._ready_cache = (key, later, result)
+        return result
+
+    def backup_ranks(self) -> bytearray:
+        """Per piece: k + 1 if we are its k-th backup in our rack (our view
+        of it), 0 if we own it or are no backup (``_backup_ranks``)."""
+        self.owned()
+        return self._backup
+
+    def _backup_ready(self, owned: bytearray) -> _Ready:
+        """``far_ready`` without a wait: a piece we back up as the k-th
+        backup may be asked far ``(k - 1) × BACKUP_UNITS`` far piece times
+        after a far connection first offered it (time for its owner, who
+        asks at once, to bring it in and announce it), any other piece after
+        ``fallback_units``; before a far piece is timed, 1 s stands for
+        ``fallback_units`` of them.  Ranked: first backups first."""
+        now = self.clock.seconds()
+        per_piece = self._piece_time()
+        unit = per_piece if per_piece > 0 else self.NO_ESTIMATE_WAIT / self.fallback_units
+        key = (self._ring_version, -unit, self._seen_version)
+        cached = self._ready_cache
+        if cached is not None and cached[0] == key and now < cached[1]:
+            return cached[2]
+        backup = self._backup
+        seen = self._far_seen
+        fallback = bytearray(len(backup))
+        later = _INF
+        step = self.BACKUP_UNITS * unit
+        limit = self.fallback_units * unit
+        for i in range(len(backup)):
+            t = seen[i]
+            if t == _INF or owned[i]:
+                continue
+            rank = backup[i]
+            at = t + ((rank - 1) * step if rank else limit)
+            if at <= now:
+                fallback[i] = rank or 255
+            elif at < later:
+                later = at
+        result = owned, fallback, (None if later == _INF else later)
         self._ready_cache = (key, later, result)
         return result
 
@@ -353,6 +412,43 @@ class Nearness:
         self.uncount(peer)
         if not peer.distance:
             self._ring_dirty = True
+
+
+def _backup_ranks(points: list[int], ring: list[tuple[int, bool]], host_at: list[int],
+                  backups: int) -> bytearray:
+    """Per piece: 2 if we are its first backup in our view (the second
+    distinct host clockwise from its point), 3 for the second, … up to
+    ``backups``; 0 for the pieces we own and those we do not back up.
+
+    The fallback of a near-idle host used to be any piece a far connection
+    offered: early in a deploy few pieces are offered, so most of a rack
+    fetched the same few across the uplink (1,844 of 2,718 far fetches in
+    a simulated 320-host deploy with whole-rack views; bench/README.md,
+    session 7).  Backups are the ring's own order, so each piece has one
+    first backup per rack, as it has one owner."""
+    ranks = bytearray(len(points))
+    size = len(ring)
+    if backups <= 0 or size == 0:
+        return ranks
+    k = 0
+    for i, point in enumerate(points):
+        while k < size and ring[k][0] < point:
+            k += 1
+        seen: list[int] = []
+        j = k
+        for _ in range(size):
+            pos, mine = ring[j % size]
+            if mine:
+                if seen:
+                    ranks[i] = len(seen) + 1
+                break
+            host = host_at[j % size]
+            if host not in seen:
+                if len(seen) == backups:
+                    break
+                seen.append(host)
+            j += 1
+    return ranks
 
 
 def _positions(peer_id: bytes, vnodes: int) -> list[int]:

@@ -101,6 +101,10 @@ class _CommonOptions(usage.Options):
          "this host's measured far-piece time scaled by how often rack mates beat it, "
          "a piece another rack holds waits for a rack mate to bring it in (0: no wait).",
          float],
+        ["far-backups", None, SwarmConfig.far_backups,
+         "Rack-aware deploys: when no rack mate has work for this host, it fetches from "
+         "other racks the pieces it backs up (next this many after a piece's owner on "
+         "the rack's ring), others only after a while (-1: any piece at once).", int],
         ["hash-threads", None, 0,
          "Threads that hash (SHA-1) and write downloaded pieces off the network thread "
          "(0: on it; a seeder downloads nothing). Helps only with spare cores: see "
@@ -172,6 +176,8 @@ class _CommonOptions(usage.Options):
             raise usage.UsageError("--rare-turns cannot be negative")
         if not 0 <= self["far-wait"] <= 1000:
             raise usage.UsageError("--far-wait must be from 0 to 1000")
+        if not -1 <= self["far-backups"] <= 254:
+            raise usage.UsageError("--far-backups must be from -1 to 254")
         if self["peer-heads"] < 0:
             raise usage.UsageError("--peer-heads cannot be negative")
         if self["turn-pieces"] < 1:
@@ -278,7 +284,7 @@ def config_from(options: _CommonOptions) -> RunConfig:
         seed_poorest_first=bool(options["seed-poorest-first"]),
         seed_heads=options["seed-heads"], peer_heads=options["peer-heads"],
         rare_turns=options["rare-turns"], request_horizon=options["request-horizon"],
-        far_wait=options["far-wait"],
+        far_wait=options["far-wait"], far_backups=options["far-backups"],
     )
     common = dict(meta=meta, port=options["port"], bind=options["bind"], ip=options["ip"],
                   tracker_timeout=options["tracker-timeout"], trust=tuple(options["trust"]),

@@ -413,11 +413,12 @@ class NearIdleTests:
         """A piece only a far connection holds, owned by a rack mate, is asked
         of the far connection as soon as the last near request is answered,
         not at the next tick (the clock does not move here).  With no far
-        wait (``far_wait=0``; ``FarWaitTests`` has the wait)."""
+        wait and any piece as fallback (``far_wait=0, far_backups=-1``;
+        ``FarWaitTests`` and ``BackupTests`` have the waits)."""
         meta, data = build_torrent(payload(16 * PLEN), piece_length=PLEN)
         n = meta.num_pieces
-        swarm = Swarm(meta, MemoryStorage(meta), Bitfield(n), Clock(), SwarmConfig(far_wait=0),
-                      rng=random.Random(3))
+        swarm = Swarm(meta, MemoryStorage(meta), Bitfield(n), Clock(),
+                      SwarmConfig(far_wait=0, far_backups=-1), rng=random.Random(3))
         swarm.near.set_near([RACK_A])
         near = swarm.connection_ready(_Link("10.0.1.11"))
         far = swarm.connection_ready(_Link("10.0.2.11"))
@@ -578,10 +579,17 @@ class FarWaitTests:
         assert all(fallback) and later is None
 
     def test_no_wait_when_off(self):
-        """``far_wait=0``: owned pieces as ranked, any piece as fallback, no wake-up."""
+        """``far_wait=0``: owned pieces as ranked; the fallback is what far
+        connections offered (after the backups' waits: ``BackupTests``), or
+        any piece at once with ``far_backups`` < 0; no wake-up."""
         swarm, meta, *_ = self._swarm(far_wait=0)
-        ready, fallback, later = swarm.near.far_ready(0)
-        assert bytes(ready) == bytes(swarm.near.owned())
+        near = swarm.near
+        ready, fallback, later = near.far_ready(0)
+        assert bytes(ready) == bytes(near.owned())
+        assert not any(fallback) and later is None  # nothing offered far yet
+        near.backups = -1
+        near._ring_dirty = True
+        ready, fallback, later = near.far_ready(0)
         assert all(fallback) and later is None
 
     def test_far_connection_asked_when_the_wait_ends(self):
@@ -609,3 +617,85 @@ class FarWaitTests:
         for far_wait in (6.0, 0.0):
             results[far_wait] = RackFleet(per_rack=4, far_wait=far_wait).deploy()
         assert results[6.0] <= results[0.0] + 0.25
+
+
+class BackupTests:
+    """SwarmConfig.far_backups: a near-idle host asks far for a piece it
+    backs up on the ring after giving the owner time, any other later."""
+
+    def test_full_views_give_each_piece_one_owner_and_one_first_backup(self):
+        """Every host connected to every other: per piece one owner (in
+        ``owned``) and one first backup (rank 2), not the same host."""
+        swarms, net = OwnerRingTests()._rack(6)
+        for s in swarms:
+            s.add_peers([(a, None) for a in net.listeners])
+        net.flush()
+        owners, backups = [0] * swarms[0].meta.num_pieces, [0] * swarms[0].meta.num_pieces
+        for s in swarms:
+            owned, ranks = s.near.owned(), s.near.backup_ranks()
+            for i in range(len(owned)):
+                owners[i] += bool(owned[i])
+                backups[i] += ranks[i] == 2
+                assert not (owned[i] and ranks[i])
+        assert owners == [1] * len(owners)
+        assert backups == [1] * len(backups)
+
+    def test_second_backups_rank_after_first(self):
+        """``far_backups=2``: pieces we are second backup for rank 3; -1 or 0: none."""
+        swarm, meta, data, clock = FarWaitTests()._swarm(far_wait=0, near_peers=5)
+        near = swarm.near
+        for backups, want in ((2, {2, 3}), (1, {2}), (0, set()), (-1, set())):
+            near.backups = backups
+            near._ring_dirty = True
+            clock.advance(0.2)  # the ring is rebuilt at most every 0.1 s
+            assert set(near.backup_ranks()) - {0} == want
+
+    def test_waits_follow_backup_rank(self):
+        """A piece offered far goes to the fallback after (rank - 1) ×
+        BACKUP_UNITS far piece times if we back it up, after
+        ``fallback_units`` if not (before a far piece is timed, 1 s stands
+        for ``fallback_units`` of them); owned pieces never wait."""
+        swarm, meta, data, clock = FarWaitTests()._swarm(far_wait=0, near_peers=3, pieces=16)
+        near = swarm.near
+        n = meta.num_pieces
+        owned, ranks = near.owned(), near.backup_ranks()
+        backed = next(i for i in range(n) if ranks[i] == 2)
+        other = next(i for i in range(n) if not owned[i] and not ranks[i])
+        far = swarm.connection_ready(_Link("10.0.2.11"))
+        swarm.got_bitfield(far, bits(n, [backed, other]))
+        unit = near.NO_ESTIMATE_WAIT / near.fallback_units
+        start = clock.seconds()
+        _, fallback, later = near.far_ready(0)
+        assert not any(fallback) and later == pytest.approx(start + near.BACKUP_UNITS * unit)
+        clock.advance(near.BACKUP_UNITS * unit)
+        _, fallback, later = near.far_ready(0)
+        assert fallback[backed] == 2 and not fallback[other]
+        assert later == pytest.approx(start + near.NO_ESTIMATE_WAIT)
+        clock.advance(near.NO_ESTIMATE_WAIT - near.BACKUP_UNITS * unit)
+        _, fallback, later = near.far_ready(0)
+        assert fallback[other] == 255 and later is None
+
+    def test_other_pieces_asked_far_when_the_wait_ends(self):
+        """A piece only a far connection offers, neither ours nor backed up,
+        is not asked before its wait ends and is asked then, by the wake-up
+        alone (no tick, no message)."""
+        swarm, meta, data, clock = FarWaitTests()._swarm(far_wait=0, near_peers=3, pieces=16)
+        n = meta.num_pieces
+        owned, ranks = swarm.near.owned(), swarm.near.backup_ranks()
+        other = next(i for i in range(n) if not owned[i] and not ranks[i])
+        far = swarm.connection_ready(_Link("10.0.2.11"))
+        swarm.got_bitfield(far, bits(n, [other]))
+        swarm.got_unchoke(far)
+        assert not far.outstanding
+        clock.advance(swarm.near.NO_ESTIMATE_WAIT - 0.01)
+        assert not far.outstanding
+        clock.advance(0.02)
+        assert {b[0] for b in far.outstanding} == {other}
+
+    def test_rack_b_completes_with_backups(self):
+        """Two racks of 6 in memory: every host completes with the exact
+        payload with backups, and rack B takes fewer bytes from far than
+        with any-piece fallbacks (``far_backups=-1``)."""
+        with_backups = RackFleet(per_rack=6, far_wait=0).deploy()
+        any_piece = RackFleet(per_rack=6, far_wait=0, far_backups=-1).deploy()
+        assert with_backups <= 1.15 and with_backups < any_piece

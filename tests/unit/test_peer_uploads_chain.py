@@ -231,24 +231,33 @@ class RequestHorizonOptionTests:
 
 
 class FarWaitOptionTests:
-    """``--far-wait`` (rack-aware deploys) becomes ``SwarmConfig.far_wait``."""
+    """``--far-wait`` and ``--far-backups`` (rack-aware deploys) become
+    ``SwarmConfig.far_wait`` and ``far_backups``."""
 
     def test_flag_reaches_the_swarm_config(self, tmp_path, small_torrent):
-        """`murder peer --far-wait 0` turns the wait off; the default is SwarmConfig's."""
+        """`murder peer --far-wait 0` turns the wait off, `--far-backups -1`
+        the backups; the defaults are SwarmConfig's."""
         from murder.peer.config import SwarmConfig
         from murder.peer.options import PeerOptions, config_from
 
-        for extra, want in (([], SwarmConfig.far_wait), (["--far-wait", "0"], 0.0),
-                            (["--far-wait", "7.5"], 7.5)):
+        for extra, field, want in (
+                ([], "far_wait", SwarmConfig.far_wait), (["--far-wait", "0"], "far_wait", 0.0),
+                (["--far-wait", "7.5"], "far_wait", 7.5),
+                ([], "far_backups", SwarmConfig.far_backups),
+                (["--far-backups", "-1"], "far_backups", -1),
+                (["--far-backups", "3"], "far_backups", 3)):
             opts = PeerOptions()
             opts.parseOptions(["--torrent", small_torrent, "--saveas",
                                str(tmp_path / "x"), *extra])
-            assert config_from(opts).swarm.far_wait == want
+            assert getattr(config_from(opts).swarm, field) == want
 
-    def test_negative_is_refused(self, tmp_path, small_torrent):
-        """--far-wait -1 is a usage error with a clear message."""
+    @pytest.mark.parametrize("extra, message", [
+        (["--far-wait", "-1"], "--far-wait must be from 0 to 1000"),
+        (["--far-backups", "-2"], "--far-backups must be from -1 to 254")])
+    def test_out_of_range_is_refused(self, tmp_path, small_torrent, extra, message):
+        """Out-of-range values are usage errors with a clear message."""
         from murder.peer.options import PeerOptions
 
-        with pytest.raises(usage.UsageError, match="--far-wait must be from 0 to 1000"):
+        with pytest.raises(usage.UsageError, match=message):
             PeerOptions().parseOptions(["--torrent", small_torrent, "--saveas",
-                                        str(tmp_path / "x"), "--far-wait", "-1"])
+                                        str(tmp_path / "x"), *extra])
