@@ -119,45 +119,11 @@ class Nearness:
         if self._owned is not None and (not self._ring_dirty or now - self._ring_at < 0.1):
             return self._owned
         self._ring_at = now
-        ring: list[tuple[int, bool]] = [(p, True) for p in _positions(self._own_id, self.VNODES)]
-        hosts: list[int] = [0] * self.VNODES
-        for peer in self.connections.values():
-            if not peer.distance and peer.peer_id is not None:
-                ring.extend((p, False) for p in _positions(peer.peer_id, self.VNODES))
-                hosts.extend([len(hosts) // self.VNODES] * self.VNODES)
-        order = sorted(range(len(ring)), key=ring.__getitem__)
-        host_at = [hosts[k] for k in order]
-        ring = [ring[k] for k in order]
-        points = self._points
-        owned = bytearray(len(points))
-        gaps: list[tuple[int, int]] = []
-        last = len(ring) - 1
-        for k, (pos, mine) in enumerate(ring):
-            if not mine:
-                continue
-            prev = ring[k - 1][0] if k else ring[last][0] - (1 << 32)
-            # Points in (prev, pos] are ours; the first interval wraps around.
-            lo = bisect.bisect_right(points, prev)
-            hi = bisect.bisect_right(points, pos)
-            gaps.extend((pos - points[i], i) for i in range(max(lo, 0), hi))
-            if prev < 0:
-                lo2 = bisect.bisect_right(points, prev + (1 << 32))
-                gaps.extend((pos + (1 << 32) - points[i], i) for i in range(lo2, len(points)))
-        spacing = (1 << 32) / len(ring)
-        gap = self._gap
-        gap[:] = [0.0] * len(points)
-        for g, i in gaps:
-            gap[i] = g / spacing
-        if self.ranked:
-            # Closest first: see ``ranked``.
-            gaps.sort()
-            for rank, (_, i) in enumerate(gaps):
-                owned[i] = min(255, rank + 1)
-        else:
-            for _, i in gaps:
-                owned[i] = 1
+        peer_ids = [peer.peer_id for peer in self.connections.values()
+                    if not peer.distance and peer.peer_id is not None]
+        owned, self._gap, self._backup = _ring(self._own_id, peer_ids, self._points,
+                                               self.VNODES, self.ranked, self.backups)
         self._owned = owned
-        self._backup = _backup_ranks(points, ring, host_at, self.backups)
         self._ring_version += 1
         self._ring_dirty = False
         return owned
@@ -199,27 +165,8 @@ class Nearness:
         cached = self._ready_cache
         if cached is not None and cached[0] == key and now < cached[1]:
             return cached[2]
-        seen = self._far_seen
-        gap = self._gap
-        ready = bytearray(n)
-        fallback = bytearray(n)
-        later = _INF
-        limit = self.fallback_units * unit
-        for i in range(n):
-            t = seen[i]
-            if t == _INF:
-                continue
-            if owned[i]:
-                at = t + min(gap[i] * gap[i], self.fallback_units) * unit
-                if at <= now:
-                    ready[i] = owned[i]
-                elif at < later:
-                    later = at
-            at = t + limit
-            if at <= now:
-                fallback[i] = 1
-            elif at < later:
-                later = at
+        ready, fallback, later = _waits_due(owned, self._gap, self._far_seen, now, unit,
+                                            self.fallback_units)
         result = ready, fallback, (None if later == _INF else later)
         self._ready_cache = (key, later, result)
         return result
@@ -235,8 +182,11 @@ class Nearness:
         backup may be asked far ``(k - 1) × BACKUP_UNITS`` far piece times
         after a far connection first offered it (time for its owner, who
         asks at once, to bring it in and announce it), any other piece after
-        ``fallback_units``; before a far piece is timed, 1 s stands for
-        ``fallback_units`` of them.  Ranked: first backups first."""
+        ``fallback_units`` of them but not before ``NO_ESTIMATE_WAIT`` (at
+        10 Gbit/s three piece times are shorter than an owner's queue: a
+        simulated rack fetched most pieces again; bench/README.md, session
+        7).  Before a far piece is timed, 1 s stands for ``fallback_units``
+        of them.  Ranked: first backups first."""
         now = self.clock.seconds()
         per_piece = self._piece_time()
         unit = per_piece if per_piece > 0 else self.NO_ESTIMATE_WAIT / self.fallback_units
@@ -244,22 +194,9 @@ class Nearness:
         cached = self._ready_cache
         if cached is not None and cached[0] == key and now < cached[1]:
             return cached[2]
-        backup = self._backup
-        seen = self._far_seen
-        fallback = bytearray(len(backup))
-        later = _INF
-        step = self.BACKUP_UNITS * unit
-        limit = self.fallback_units * unit
-        for i in range(len(backup)):
-            t = seen[i]
-            if t == _INF or owned[i]:
-                continue
-            rank = backup[i]
-            at = t + ((rank - 1) * step if rank else limit)
-            if at <= now:
-                fallback[i] = rank or 255
-            elif at < later:
-                later = at
+        fallback, later = _backups_due(owned, self._backup, self._far_seen, now,
+                                       self.BACKUP_UNITS * unit,
+                                       max(self.fallback_units * unit, self.NO_ESTIMATE_WAIT))
         result = owned, fallback, (None if later == _INF else later)
         self._ready_cache = (key, later, result)
         return result
@@ -412,6 +349,97 @@ class Nearness:
         self.uncount(peer)
         if not peer.distance:
             self._ring_dirty = True
+
+
+def _ring(own_id: bytes, peer_ids: list[bytes], points: list[int], vnodes: int,
+          ranked: bool, backups: int) -> tuple[bytearray, list[float], bytearray]:
+    """The ring of piece owners over us and our near peers: (owned: per
+    piece our rank 1, 2, … by distance to our position, or 1 unranked, 0
+    not ours; gap: per owned piece that distance in mean ring spacings;
+    backup ranks, ``_backup_ranks``)."""
+    ring: list[tuple[int, bool]] = [(p, True) for p in _positions(own_id, vnodes)]
+    hosts: list[int] = [0] * vnodes
+    for number, peer_id in enumerate(peer_ids, 1):
+        ring.extend((p, False) for p in _positions(peer_id, vnodes))
+        hosts.extend([number] * vnodes)
+    order = sorted(range(len(ring)), key=ring.__getitem__)
+    host_at = [hosts[k] for k in order]
+    ring = [ring[k] for k in order]
+    owned = bytearray(len(points))
+    gaps: list[tuple[int, int]] = []
+    last = len(ring) - 1
+    for k, (pos, mine) in enumerate(ring):
+        if not mine:
+            continue
+        prev = ring[k - 1][0] if k else ring[last][0] - (1 << 32)
+        # Points in (prev, pos] are ours; the first interval wraps around.
+        lo = bisect.bisect_right(points, prev)
+        hi = bisect.bisect_right(points, pos)
+        gaps.extend((pos - points[i], i) for i in range(max(lo, 0), hi))
+        if prev < 0:
+            lo2 = bisect.bisect_right(points, prev + (1 << 32))
+            gaps.extend((pos + (1 << 32) - points[i], i) for i in range(lo2, len(points)))
+    spacing = (1 << 32) / len(ring)
+    gap = [0.0] * len(points)
+    for g, i in gaps:
+        gap[i] = g / spacing
+    if ranked:
+        # Closest first: see ``Nearness.ranked``.
+        gaps.sort()
+        for rank, (_, i) in enumerate(gaps):
+            owned[i] = min(255, rank + 1)
+    else:
+        for _, i in gaps:
+            owned[i] = 1
+    return owned, gap, _backup_ranks(points, ring, host_at, backups)
+
+
+def _waits_due(owned: bytearray, gap: list[float], seen: list[float], now: float,
+               unit: float, units: float) -> tuple[bytearray, bytearray, float]:
+    """``Nearness.far_ready`` with a wait: (owned pieces offered far at
+    ``seen`` whose min(gap², ``units``) × ``unit`` passed; any piece whose
+    ``units`` × ``unit`` passed; when the next wait ends)."""
+    n = len(owned)
+    ready = bytearray(n)
+    fallback = bytearray(n)
+    later = _INF
+    limit = units * unit
+    for i in range(n):
+        t = seen[i]
+        if t == _INF:
+            continue
+        if owned[i]:
+            at = t + min(gap[i] * gap[i], units) * unit
+            if at <= now:
+                ready[i] = owned[i]
+            elif at < later:
+                later = at
+        at = t + limit
+        if at <= now:
+            fallback[i] = 1
+        elif at < later:
+            later = at
+    return ready, fallback, later
+
+
+def _backups_due(owned: bytearray, ranks: bytearray, seen: list[float], now: float,
+                 step: float, limit: float) -> tuple[bytearray, float]:
+    """Per piece offered far at ``seen`` and not ours: its backup rank once
+    ``(rank - 1) × step`` passed, 255 for a piece we do not back up once
+    ``limit`` passed, else 0; and when the next of those waits ends."""
+    fallback = bytearray(len(ranks))
+    later = _INF
+    for i in range(len(ranks)):
+        t = seen[i]
+        if t == _INF or owned[i]:
+            continue
+        rank = ranks[i]
+        at = t + ((rank - 1) * step if rank else limit)
+        if at <= now:
+            fallback[i] = rank or 255
+        elif at < later:
+            later = at
+    return fallback, later
 
 
 def _backup_ranks(points: list[int], ring: list[tuple[int, bool]], host_at: list[int],

@@ -216,6 +216,8 @@ class Swarm:
         peer.paused_since = None
         if peer.active and peer.upload_queue:
             self.uploads.ready(peer)
+        else:
+            self.uploads.drained(peer)
 
     def got_choke(self, peer: Peer) -> None:
         self.requests.got_choke(peer)

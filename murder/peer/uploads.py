@@ -285,7 +285,13 @@ class Uploads:
             link.send_piece(index, begin, block)
             peer.uploaded += length
             self._sent_block(index, length)
-        if limited and not queue and peer.active:
+        if limited and not queue and peer.active and not peer.send_paused:
+            self.turn_over(peer)
+
+    def drained(self, peer: Peer) -> None:
+        """``peer``'s link resumed, nothing queued: a turn held while its last
+        piece filled the send buffer passes (bench/README.md, session 7)."""
+        if peer in self._active and not peer.upload_queue:
             self.turn_over(peer)
 
     def _sent_block(self, index: int, length: int) -> None:

@@ -147,10 +147,13 @@ class RackAwareHandout:
     """Closest first, plus the seeders and a far share (see the module docstring)."""
 
     def __init__(self, topology: Topology, *, seeders: int = 2, far_share: float = 0.2,
-                 gateways: int = 0) -> None:
+                 gateways: int = 0, far_max: int = 0) -> None:
         self.topology = topology
         self.seeders = seeders
         self.far_share = far_share
+        #: > 0: at most this many peers from outside the requester's rack
+        #: per list (the far share and the farther tiers together).
+        self.far_max = far_max
         #: > 0: only the first ``gateways`` peers of each location get the far
         #: share (a two-level overlay: few connections cross racks).
         self.gateways = gateways
@@ -264,9 +267,13 @@ class RackAwareHandout:
         taken.update(p.peer_id for p in own)
         budget -= len(own)
 
+        if self.far_max:
+            far_quota = min(far_quota, self.far_max)
         far = self._draw(idx, rng, min(far_quota, budget), taken, ok,
                          lambda p: idx.loc[p.peer_id] != loc)
         budget -= len(far)
+        if self.far_max:
+            budget = min(budget, self.far_max - len(far))
 
         rest: list = []
         for k in range(len(loc) - 1, -2, -1):
@@ -323,6 +330,8 @@ POLICIES: dict[str, dict[str, Any]] = {
     "rack-gw2": dict(seeders=2, far_share=0.2, gateways=2),
     "rack-noseed": dict(seeders=0, far_share=0.2),
     "rack-strict": dict(seeders=0, far_share=0.0),
+    "rack-max4": dict(seeders=2, far_share=0.2, far_max=4),
+    "rack-max10": dict(seeders=2, far_share=0.2, far_max=10),
 }
 
 

@@ -76,7 +76,9 @@ class FleetTests:
         result = build_and_run(SMALL, probe=sampler)
         assert result.completed == 20
         rows = sampler.rows
-        assert rows[0]["holders"] == 1 and rows[-1]["holders"] == 21
+        # The first sample is 0.01 s in: a first piece may have arrived.
+        assert rows[0]["holders"] <= 2 and rows[-1]["holders"] == 21
+        assert [r["holders"] for r in rows] == sorted(r["holders"] for r in rows)
         assert rows[-1]["complete"] <= 20 and rows[-1]["t"] <= result.time_to_last + 0.01
         assert max(r["fleet_up"] for r in rows) > 0.0
         assert all(0.0 <= r["up_util"] <= 1.0 for r in rows)
