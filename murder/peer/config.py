@@ -21,8 +21,13 @@ class SwarmConfig:
     #: and its requests queue; the slots take turns a piece at a time, so a
     #: piece reaches one peer at full link speed and can be forwarded at
     #: once, instead of reaching all of them slowly and together.  0 sends
-    #: to everyone at once (TCP fair share).  See bench/README.md.
-    upload_slots: int = 1
+    #: to everyone at once (TCP fair share).  4, not 1: a turn whose
+    #: receiver is slower than our link (its download shared with other
+    #: senders, or a rack uplink) left the rest of our upload idle; simulated
+    #: 320 hosts at 10 Gbit/s in racks: 2.05 x bound with 4 slots, 2.79
+    #: with 1; real 8 and 16 hosts at 40 Mbit/s: the same within noise
+    #: (bench/README.md, session 7).
+    upload_slots: int = 4
     #: Pieces one upload turn may serve while others wait and the requester
     #: keeps asking (it passes at once when the requester's queue empties).
     #: 1: strict round-robin, every waiting peer progresses together.  More

@@ -79,7 +79,7 @@ class _CommonOptions(usage.Options):
         ["client-cert", None, None, "Client certificate (PEM) for trackers that require one."],
         ["client-key", None, None, "Private key (PEM) of --client-cert (default: in that file)."],
         ["max-connections", None, 200, "Most peer connections kept open.", int],
-        ["upload-slots", None, 1,
+        ["upload-slots", None, SwarmConfig.upload_slots,
          "Peers sent to at the same moment, a piece per turn; every interested peer "
          "is unchoked and queued. 0 = all at once (TCP fair share).", int],
         ["turn-pieces", None, 1,

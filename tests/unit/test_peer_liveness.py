@@ -118,7 +118,7 @@ class WedgedUploaderTests:
         n = meta.num_pieces
         done: list[float] = []
         seeder = Swarm(meta, MemoryStorage(meta, data), Bitfield(n, full=True), clock,
-                       SwarmConfig(), peer_id=b"-MU0110-seederseeder", rng=random.Random(1))
+                       SwarmConfig(upload_slots=1), peer_id=b"-MU0110-seederseeder", rng=random.Random(1))
         peer = Swarm(meta, MemoryStorage(meta), Bitfield(n), clock,
                      SwarmConfig(snub_timeout=snub_timeout, min_pipeline=96),
                      peer_id=b"-MU0110-peerpeerpeer",

@@ -63,6 +63,28 @@ class StickyTurnTests:
         assert _contend(16) == [("a", 0), ("a", 1), ("a", 2), ("a", 3),
                                 ("b", 4), ("b", 5), ("b", 6), ("b", 7)]
 
+    def test_turn_held_until_its_last_piece_drains(self):
+        """A turn whose last block filled the send buffer (the link paused
+        us) passes when the link drains (``Uploads.drained``, called on
+        resume), not at that last write: B's piece does not start beside A's.
+        A piece that fits the buffer whole (large blocks, a simulated piece
+        of one block) otherwise left in parallel with every later turn's."""
+        seat = _Seat(turn_pieces=1)
+        a, b = seat.peer("a"), seat.peer("b")
+        send_piece = a.link.send_piece
+
+        def fill_on_last_block(index: int, begin: int, block: bytes) -> None:
+            send_piece(index, begin, block)
+            if begin == seat.block:
+                a.send_paused = True  # the socket buffer took the last block and is full
+        a.link.send_piece = fill_on_last_block
+        seat.ask(a, 0)
+        seat.ask(b, 4)
+        assert seat.order() == [("a", 0)]  # B waits while A's piece drains
+        a.send_paused = False
+        seat.uploads.drained(a)
+        assert seat.order() == [("a", 0), ("b", 4)]
+
     def test_turn_passes_when_the_requester_stops_asking(self):
         """A turn ends as soon as the requester's queue empties, even short of
         turn_pieces; when A asks again it waits behind B's turn."""

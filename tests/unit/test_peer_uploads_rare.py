@@ -19,7 +19,7 @@ class _Uploader(Uploader):
     """A peer holding every piece; ``availability`` says how many others have each."""
 
     def __init__(self, rare_turns: int, availability: list[int]) -> None:
-        super().__init__(SwarmConfig(rare_turns=rare_turns))
+        super().__init__(SwarmConfig(rare_turns=rare_turns, upload_slots=1))
         self.picker.availability[:] = availability
 
 

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from murder.sim import cli
+from murder.peer.config import SwarmConfig
 from murder.sim.fleet import FleetConfig, build_and_run
 
 SMALL = FleetConfig(hosts=20, hosts_per_rack=5, nic_bps=1e9, oversubscription=4,
@@ -133,4 +134,4 @@ class FleetTests:
                                   "request_horizon": 0.5, "max_pipeline": 3}
         swarm = swarm_config(cfg)
         assert (swarm.upload_slots, swarm.far_turns_first, swarm.max_pipeline) == (0, False, 3)
-        assert swarm_config(FleetConfig()).upload_slots == 1
+        assert swarm_config(FleetConfig()).upload_slots == SwarmConfig.upload_slots
