@@ -152,11 +152,15 @@ class SwarmConfig:
     #: Rack-aware deploys without a wait: when no near connection has work
     #: for us, a far connection may be asked for a piece we *back up* (we
     #: are among the next ``far_backups`` rack mates after its owner on the
-    #: ring), and for any other piece only once a far connection has offered
-    #: it for 3 far piece times (1 s before one is timed), so a rack brings
-    #: a piece in about once or twice instead of once per idle host.
-    #: Negative: any piece at once (the behaviour before session 7).
-    far_backups: int = 1
+    #: ring; the k-th after (k - 1) x 1.5 far piece times, the owner's
+    #: chance), any other piece only once a far connection has offered it
+    #: for 3 far piece times and at least 1 s (``Nearness._backup_ready``),
+    #: so a rack brings a piece in about once, not once per idle host.  2, not
+    #: 1: with few far connections the owner and one backup may hold no far
+    #: source of a piece, and a simulated rack then waited out the 1 s
+    #: (bench/README.md, session 7).  Negative: any piece at once (the
+    #: behaviour before session 7).
+    far_backups: int = 2
 
 
 #: Our peer id prefix (Azureus style).  Every murder since 0.1 accepts

@@ -94,7 +94,7 @@ class Nearness:
         self._backup = bytearray(n)
         #: Backup owners per piece in a rack (``SwarmConfig.far_backups``;
         #: negative: a near-idle host may ask far for any piece at once).
-        self.backups = 1
+        self.backups = 2
         #: Units of wait before any piece may be asked far (fallback).
         self.fallback_units = 3.0
 
