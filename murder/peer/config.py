@@ -154,11 +154,10 @@ class SwarmConfig:
     #: are among the next ``far_backups`` rack mates after its owner on the
     #: ring; the k-th after (k - 1) x 1.5 far piece times, the owner's
     #: chance), any other piece only once a far connection has offered it
-    #: for 3 far piece times and at least 1 s (``Nearness._backup_ready``),
-    #: so a rack brings a piece in about once, not once per idle host.  2, not
-    #: 1: with few far connections the owner and one backup may hold no far
-    #: source of a piece, and a simulated rack then waited out the 1 s
-    #: (bench/README.md, session 7).  Negative: any piece at once (the
+    #: for 3 far piece times (``Nearness._backup_ready``), so a rack brings a
+    #: piece in about once, not once per idle host.  2, not 1: with few far
+    #: connections the owner and one backup may hold no far source of a
+    #: piece (bench/README.md, session 7).  Negative: any piece at once (the
     #: behaviour before session 7).
     far_backups: int = 2
 

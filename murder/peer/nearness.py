@@ -182,11 +182,8 @@ class Nearness:
         backup may be asked far ``(k - 1) × BACKUP_UNITS`` far piece times
         after a far connection first offered it (time for its owner, who
         asks at once, to bring it in and announce it), any other piece after
-        ``fallback_units`` of them but not before ``NO_ESTIMATE_WAIT`` (at
-        10 Gbit/s three piece times are shorter than an owner's queue: a
-        simulated rack fetched most pieces again; bench/README.md, session
-        7).  Before a far piece is timed, 1 s stands for ``fallback_units``
-        of them.  Ranked: first backups first."""
+        ``fallback_units`` of them.  Before a far piece is timed, 1 s
+        stands for ``fallback_units`` of them.  Ranked: first backups first."""
         now = self.clock.seconds()
         per_piece = self._piece_time()
         unit = per_piece if per_piece > 0 else self.NO_ESTIMATE_WAIT / self.fallback_units
@@ -196,7 +193,7 @@ class Nearness:
             return cached[2]
         fallback, later = _backups_due(owned, self._backup, self._far_seen, now,
                                        self.BACKUP_UNITS * unit,
-                                       max(self.fallback_units * unit, self.NO_ESTIMATE_WAIT))
+                                       self.fallback_units * unit)
         result = owned, fallback, (None if later == _INF else later)
         self._ready_cache = (key, later, result)
         return result
