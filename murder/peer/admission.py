@@ -56,11 +56,14 @@ class Admission:
         core, is_seed = self._core, self._is_seed
         if self.dialer is None or core is None:
             return
+        opened = sum(1 for c in self.connections.values() if c.outgoing)
+        initiate = self.config.max_initiate or max(1, self.config.max_connections // 2)
         for address, peer_id in self._listed:
             if address in self._tried:
                 continue
             if not core.accepting() or len(self.connections) + len(self.dialing) >= \
-                    self.config.max_connections:
+                    self.config.max_connections or \
+                    opened + len(self.dialing) >= initiate:
                 return
             if peer_id is not None and (peer_id == self.own_id or peer_id in self.connections
                                         or peer_id in self.banned_ids):

@@ -16,6 +16,14 @@ class SwarmConfig:
     """Tuning knobs with datacenter defaults (command-line flags in peer/options.py)."""
 
     max_connections: int = 200
+    #: Most connections we open ourselves (BitTornado's ``max_initiate``);
+    #: 0: half of ``max_connections``.  The rest is left to peers that dial
+    #: us.  When every host dials its whole list at once, the first hosts to
+    #: announce (listed to each other) otherwise filled each other's places
+    #: and later hosts could reach neither them nor the seeder: a simulated
+    #: 1,000-host deploy stalled for 15 s at 200 of 1,000 (bench/README.md,
+    #: session 7).
+    max_initiate: int = 0
     #: Upload slots: how many peers we send pieces to at the same moment.
     #: Every interested peer is unchoked (no tit-for-tat among trusted hosts)
     #: and its requests queue; the slots take turns a piece at a time, so a

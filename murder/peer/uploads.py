@@ -1,10 +1,11 @@
 """Upload scheduling: who is served when (turns, slots), super-seeding, seed budget.
 
 Uploading side of the core.  Among trusted hosts every interested peer is
-unchoked (no tit-for-tat) and its requests queue here.  With
-``upload_slots`` = 1 (the default) peers take *turns* a piece at a time: a
-piece reaches one peer at full link speed and can be forwarded at once,
-instead of reaching all of them slowly and together (bench/README.md).
+unchoked (no tit-for-tat) and its requests queue here.  Peers take *turns*
+a piece at a time, ``upload_slots`` (4) at once: a piece reaches a peer at a
+large share of the link and can be forwarded at once, instead of reaching
+all of them slowly and together (bench/README.md; one slot left a fast link
+idle behind one slower receiver, session 7).
 ``turn_pieces`` > 1 makes a turn last several pieces while the requester
 keeps asking (toward the 2010 original's chain).
 

@@ -131,13 +131,12 @@ def swarm_config(cfg: FleetConfig) -> SwarmConfig:
     requests per peer, the whole download in endgame).  They are divided by
     the scale instead, keeping at least one real piece requested.
 
-    Upload turns do not serialize pieces here: a requester asks a block per
-    REQUEST, and the core's turn passes as soon as the queue is empty, while
-    the block just written is still in the send buffer; so requesters are
-    served side by side whether a piece is one real block or several
-    (``--core upload_slots=0`` gives the very same run: bench/README.md,
-    "Session 5 simulator").  One real 16 KiB block per piece is then as
-    faithful and costs fewer events.
+    Upload turns serialize pieces as on real hosts: a turn whose last
+    block filled the send buffer passes when the link drains
+    (``Uploads.drained``).  Before session 7 it passed at the last write,
+    so a piece of one real block let every turn run side by side
+    (``--core upload_slots=0`` gave the very same run) and the seeder
+    served 200 peers at once (bench/README.md, session 7).
 
     ``cfg.core`` (``murder simulate --core``) is applied last, as given.
     """

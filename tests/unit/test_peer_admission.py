@@ -25,15 +25,16 @@ PLEN = 2**15
 class _Hosts:
     """Swarms of one torrent listening on a MemoryNetwork, by name."""
 
-    def __init__(self, **limits: int) -> None:
+    def __init__(self, **limits: int | tuple[int, int]) -> None:
         self.meta, _ = build_torrent(payload(4 * PLEN), piece_length=PLEN)
         self.net = MemoryNetwork()
         self.clock = Clock()
         self.swarms: dict[str, Swarm] = {}
         self.address: dict[str, tuple[str, int]] = {}
         for k, (name, limit) in enumerate(limits.items()):
+            places, initiate = limit if isinstance(limit, tuple) else (limit, 0)
             swarm = Swarm(self.meta, MemoryStorage(self.meta), Bitfield(self.meta.num_pieces),
-                          self.clock, SwarmConfig(max_connections=limit),
+                          self.clock, SwarmConfig(max_connections=places, max_initiate=initiate),
                           rng=random.Random(k), dialer=self.net)
             self.address[name] = (f"10.0.0.{k + 10}", 6881)
             self.net.listen(swarm, self.address[name])
@@ -55,19 +56,21 @@ class _Hosts:
 
 class AdmissionTests:
     def test_incoming_connection_does_not_take_a_place_our_dials_hold(self):
-        """H (2 places) dials A and B; C's dial reaches H first.  C is
-        refused, H's own dials complete: H keeps the tracker's choice."""
-        hosts = _Hosts(H=2, A=10, B=10, C=10)
-        hosts.tracker_list("C", "H")
+        """H (4 places, 2 its own to open) dials A and B; C, D and E dial H
+        first.  C and D get the places nobody holds, E is refused, and H's
+        own dials complete: H keeps the tracker's choice."""
+        hosts = _Hosts(H=4, A=10, B=10, C=10, D=10, E=10)
+        for name in ("C", "D", "E"):
+            hosts.tracker_list(name, "H")
         hosts.tracker_list("H", "A", "B")
         hosts.net.flush()
-        assert hosts.peers_of("H") == {"A", "B"}
-        assert hosts.peers_of("C") == set()
+        assert hosts.peers_of("H") == {"A", "B", "C", "D"}
+        assert hosts.peers_of("E") == set()
 
     def test_a_refused_dial_is_replaced_by_the_next_listed_peer(self):
-        """H (2 places) is given A, B, C; A is full and refuses.  H dials C
-        at once, not at its next announce."""
-        hosts = _Hosts(H=2, A=1, B=10, C=10, D=10)
+        """H (2 places, both its own to open) is given A, B, C; A is full
+        and refuses.  H dials C at once, not at its next announce."""
+        hosts = _Hosts(H=(2, 2), A=1, B=10, C=10, D=10)
         hosts.tracker_list("A", "D")
         hosts.net.flush()
         assert hosts.peers_of("A") == {"D"}  # A is full
@@ -94,3 +97,17 @@ class AdmissionTests:
         hosts.tracker_list("H", "A")
         hosts.net.flush()
         assert dials == [hosts.address["A"]] * 2
+
+    def test_we_open_at_most_half_our_places(self):
+        """H (4 places) given five peers dials two (``max_initiate`` 0: half
+        of ``max_connections``) and still takes two that dial it; a fifth
+        is refused.  (Dialing the whole list let the first hosts of a fleet
+        fill each other's places, and later hosts reached none of them.)"""
+        hosts = _Hosts(H=4, A=10, B=10, C=10, D=10, E=10)
+        hosts.tracker_list("H", "A", "B", "C", "D", "E")
+        hosts.net.flush()
+        assert hosts.peers_of("H") == {"A", "B"}
+        for name in ("C", "D", "E"):
+            hosts.tracker_list(name, "H")
+            hosts.net.flush()
+        assert hosts.peers_of("H") == {"A", "B", "C", "D"}
