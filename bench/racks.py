@@ -487,7 +487,14 @@ def sim_config(args: argparse.Namespace, policy: str, seed: int):
         startup_max=float(hi or lo), policy=policy.removesuffix(":nonear"), numwant=args.numwant,
         max_connections=args.max_connections, seed=seed, rack_stagger=args.rack_stagger,
         cpu_cores=args.cpu_cores if args.cpu_s_per_gib else 0.0,
-        cpu_s_per_gib=args.cpu_s_per_gib)
+        cpu_s_per_gib=args.cpu_s_per_gib,
+        core=_core_settings(args.core) if getattr(args, "core", "") else ())
+
+
+def _core_settings(text: str):
+    from murder.sim.cli import _core_settings as parse
+
+    return parse(text)
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
@@ -629,6 +636,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     sim.add_argument("--numwant", type=int, default=500,
                      help="peers per tracker reply (the real runs' --numwant-max) (default 500)")
     sim.add_argument("--max-connections", type=int, default=200)
+    sim.add_argument("--core", default="",
+                     help="swarm-core settings for every host, NAME=VALUE[,NAME=VALUE] "
+                          "(as `murder simulate --core`): A/B a core knob")
     sim.add_argument("--rack-stagger", type=float, default=0.0,
                      help="rack r starts r × this many seconds later (default 0)")
     sim.add_argument("--cpu-s-per-gib", type=float, default=0.0,
