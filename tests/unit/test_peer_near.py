@@ -452,6 +452,19 @@ class _Link:
         return lambda *args: None
 
 
+def _asked_far_when_the_wait_ends(swarm: Swarm, clock: Clock, piece: int) -> None:
+    """A far connection offering only ``piece`` is not asked for it before
+    ``NO_ESTIMATE_WAIT`` and is asked then, by the wake-up alone."""
+    far = swarm.connection_ready(_Link("10.0.2.11"))
+    swarm.got_bitfield(far, bits(swarm.meta.num_pieces, [piece]))
+    swarm.got_unchoke(far)
+    assert not far.outstanding
+    clock.advance(swarm.near.NO_ESTIMATE_WAIT - 0.01)
+    assert not far.outstanding
+    clock.advance(0.02)
+    assert {b[0] for b in far.outstanding} == {piece}
+
+
 class FarWaitTests:
     """SwarmConfig.far_wait: a far fetch waits by how doubtful our ownership is."""
 
@@ -600,14 +613,7 @@ class FarWaitTests:
         n = meta.num_pieces
         owned = swarm.near.owned()
         theirs = next(i for i in range(n) if not owned[i])
-        far = swarm.connection_ready(_Link("10.0.2.11"))
-        swarm.got_bitfield(far, bits(n, [theirs]))
-        swarm.got_unchoke(far)
-        assert not far.outstanding
-        clock.advance(swarm.near.NO_ESTIMATE_WAIT - 0.01)
-        assert not far.outstanding
-        clock.advance(0.02)
-        assert {b[0] for b in far.outstanding} == {theirs}
+        _asked_far_when_the_wait_ends(swarm, clock, theirs)
 
     def test_rack_b_completes_with_waits(self):
         """Two racks of 4 in memory with the far wait: every host completes
@@ -683,14 +689,7 @@ class BackupTests:
         n = meta.num_pieces
         owned, ranks = swarm.near.owned(), swarm.near.backup_ranks()
         other = next(i for i in range(n) if not owned[i] and not ranks[i])
-        far = swarm.connection_ready(_Link("10.0.2.11"))
-        swarm.got_bitfield(far, bits(n, [other]))
-        swarm.got_unchoke(far)
-        assert not far.outstanding
-        clock.advance(swarm.near.NO_ESTIMATE_WAIT - 0.01)
-        assert not far.outstanding
-        clock.advance(0.02)
-        assert {b[0] for b in far.outstanding} == {other}
+        _asked_far_when_the_wait_ends(swarm, clock, other)
 
     def test_rack_b_completes_with_backups(self):
         """Two racks of 6 in memory: every host completes with the exact
