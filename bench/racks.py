@@ -475,6 +475,7 @@ def measured_startup(path: str) -> str:
 
 def sim_config(args: argparse.Namespace, policy: str, seed: int):
     """The `FleetConfig` for the same setting as ``real`` (full fidelity: every byte real)."""
+    from murder.sim.cli import core_settings
     from murder.sim.fleet import FleetConfig
 
     lo, _, hi = args.startup.partition(":")
@@ -488,13 +489,7 @@ def sim_config(args: argparse.Namespace, policy: str, seed: int):
         max_connections=args.max_connections, seed=seed, rack_stagger=args.rack_stagger,
         cpu_cores=args.cpu_cores if args.cpu_s_per_gib else 0.0,
         cpu_s_per_gib=args.cpu_s_per_gib,
-        core=_core_settings(args.core) if getattr(args, "core", "") else ())
-
-
-def _core_settings(text: str):
-    from murder.sim.cli import _core_settings as parse
-
-    return parse(text)
+        core=core_settings(args.core))
 
 
 def cmd_sim(args: argparse.Namespace) -> int:

@@ -41,7 +41,7 @@ import bisect
 import hashlib
 import ipaddress
 from collections import deque
-from typing import Iterable
+from typing import Callable, Iterable
 
 from twisted.logger import Logger
 
@@ -60,7 +60,7 @@ class Nearness:
     log = Logger()
 
     def __init__(self, clock: Clock, picker: Picker, connections: dict[bytes, Peer],
-                 own_id: bytes) -> None:
+                 own_id: bytes, backups: int) -> None:
         self.clock = clock
         self.picker = picker
         self.connections = connections
@@ -90,11 +90,11 @@ class Nearness:
         self._brought = self._fetched = 0
         self._near_at = 0.0
         self._seen_version = self._ring_version = 0
-        self._ready_cache: tuple[tuple[int, float, int], float, _Ready] | None = None
+        self._ready_cache: tuple[tuple[object, ...], float, _Ready] | None = None
         self._backup = bytearray(n)
         #: Backup owners per piece in a rack (``SwarmConfig.far_backups``;
         #: negative: a near-idle host may ask far for any piece at once).
-        self.backups = 2
+        self.backups = backups
         #: Units of wait before any piece may be asked far (fallback).
         self.fallback_units = 3.0
 
@@ -159,14 +159,19 @@ class Nearness:
                 return owned, bytearray(b"\x01" * n), None
             return owned, bytearray(n), self._near_at + self.NO_ESTIMATE_WAIT
         unit *= self.doubt()
-        # Same inputs, no wait ended since: the last answer (a far fill runs
-        # per batch of blocks; the scan is per piece of the torrent).
-        key = (self._ring_version, unit, self._seen_version)
+        return self._answer(
+            ("wait", self._ring_version, unit, self._seen_version), now,
+            lambda: _waits_due(owned, self._gap, self._far_seen, now, unit, self.fallback_units))
+
+    def _answer(self, key: tuple[object, ...], now: float,
+                scan: Callable[[], tuple[bytearray, bytearray, float]]) -> _Ready:
+        """``scan()``'s (ready, fallback, next wait end), or its last answer
+        while ``key`` (the scan's inputs) is the same and no wait has ended
+        since: a far fill runs per batch of blocks, the scan per piece."""
         cached = self._ready_cache
         if cached is not None and cached[0] == key and now < cached[1]:
             return cached[2]
-        ready, fallback, later = _waits_due(owned, self._gap, self._far_seen, now, unit,
-                                            self.fallback_units)
+        ready, fallback, later = scan()
         result = ready, fallback, (None if later == _INF else later)
         self._ready_cache = (key, later, result)
         return result
@@ -187,16 +192,10 @@ class Nearness:
         now = self.clock.seconds()
         per_piece = self._piece_time()
         unit = per_piece if per_piece > 0 else self.NO_ESTIMATE_WAIT / self.fallback_units
-        key = (self._ring_version, -unit, self._seen_version)
-        cached = self._ready_cache
-        if cached is not None and cached[0] == key and now < cached[1]:
-            return cached[2]
-        fallback, later = _backups_due(owned, self._backup, self._far_seen, now,
-                                       self.BACKUP_UNITS * unit,
-                                       self.fallback_units * unit)
-        result = owned, fallback, (None if later == _INF else later)
-        self._ready_cache = (key, later, result)
-        return result
+        return self._answer(
+            ("backup", self._ring_version, unit, self._seen_version), now,
+            lambda: (owned, *_backups_due(owned, self._backup, self._far_seen, now,
+                                          self.BACKUP_UNITS * unit, self.fallback_units * unit)))
 
     def far_started(self, blocks: Iterable[tuple[int, int, int]]) -> None:
         """Requests for these blocks went to a far connection: time their pieces."""

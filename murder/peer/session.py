@@ -91,8 +91,8 @@ class Swarm:
         self._on_complete = on_complete
         self.limiter = RateLimiter(clock, config.max_upload_rate, config.max_download_rate,
                                    self.send_resumed)
-        self.near = Nearness(clock, self.picker, self.connections, self.peer_id)
-        self.near.backups = config.far_backups
+        self.near = Nearness(clock, self.picker, self.connections, self.peer_id,
+                             config.far_backups)
         self.requests = Requests(clock, config, self.picker, meta.piece_length, self.connections,
                                  self.near)
         self.uploads = Uploads(clock, config, meta, self.picker, storage, self.limiter)

@@ -36,7 +36,7 @@ def _bits(text: str) -> float:
     return value * scale
 
 
-def _core_settings(text: str) -> tuple[tuple[str, object], ...]:
+def core_settings(text: str) -> tuple[tuple[str, object], ...]:
     """``"upload_slots=0,far_pieces=1"`` → SwarmConfig fields with values of their type."""
     from dataclasses import fields
 
@@ -128,7 +128,7 @@ class Options(usage.Options):
                 goodput=float(self["goodput"]), rate_quantum=float(self["rate-quantum"]),
                 time_limit=float(self["time-limit"]), seed=int(self["seed"]),
                 link=str(self["link"]),
-                core=_core_settings(str(self["core"])))
+                core=core_settings(str(self["core"])))
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
         checks = [

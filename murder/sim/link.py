@@ -252,10 +252,7 @@ class SimTransport:
         if self.disconnecting or self.conn.closed:
             return
         self.conn.net.send(self.pipe, size, message, self.deliver_one)
-        if self.producer is not None and not self.producer_paused and \
-                self.pipe.backlog > self.conn.send_buffer:
-            self.producer_paused = True
-            self.producer.pauseProducing()
+        self._check_pause()
 
     def post_many(self, size: int, messages: list) -> None:
         """Several messages of one write, delivered together."""
