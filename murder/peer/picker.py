@@ -113,6 +113,40 @@ def _far_choice(pending: Iterable[int], near: list[int], owned: bytearray | None
     return best
 
 
+def _take(piece: PieceInProgress, peer: Hashable, count: int, span: int,
+          out: list[Block]) -> int:
+    """Request up to ``count`` unrequested blocks of ``piece``, lowest first,
+    consecutive ones merged ``span`` at a time; return how many were taken."""
+    unrequested = piece.unrequested
+    requested = piece.requested
+    taken = 0
+    while unrequested and taken < count:
+        first = b = unrequested.pop()
+        requested.setdefault(b, set()).add(peer)
+        run = 1
+        limit = min(span, count - taken)
+        while run < limit and unrequested and unrequested[-1] == b + 1:
+            b = unrequested.pop()
+            requested.setdefault(b, set()).add(peer)
+            run += 1
+        begin = first * BLOCK_SIZE
+        out.append((piece.index, begin, min(run * BLOCK_SIZE, piece.size - begin)))
+        taken += run
+    return taken
+
+
+def _touched(piece: PieceInProgress) -> bool:
+    """Has any block of ``piece`` been received, or is one asked for?
+
+    For a far connection an untouched piece in progress (every request was
+    refused, say by a super-seeding seeder) is a new piece: started only if
+    it is ours, and not counted against ``far_pieces``.  Continued as
+    "started", every rack mate the seeder refused fetched it across the
+    uplink: 19.9 payloads into the seeder's rack in a simulated 320-host
+    deploy (bench/README.md, session 8)."""
+    return bool(piece.requested) or piece.remaining < len(piece.received)
+
+
 class Picker:
     """Chooses what to request next from each peer."""
 
@@ -256,21 +290,32 @@ class Picker:
         taken = 0
         exclude = exclude or set()
         near = self.near_availability if far else None
+        fresh: list[PieceInProgress] = []
         for piece in list(self.in_progress.values()):
             if taken >= count:
                 return out
             if piece.unrequested and piece.index in peer_bits and piece.index not in exclude \
                     and (near is None or not near[piece.index]):
-                taken += self._take(piece, peer, count - taken, span, out)
+                if near is not None and not _touched(piece):
+                    fresh.append(piece)
+                    continue
+                taken += _take(piece, peer, count - taken, span, out)
         starts = count
         if near is not None:
-            starts = far_pieces - sum(1 for i in self.in_progress if not near[i])
+            starts = far_pieces - sum(1 for p in self.in_progress.values()
+                                      if not near[p.index] and _touched(p))
+            for piece in fresh:  # untouched: new to a far connection (``_touched``)
+                if taken >= count or starts <= 0:
+                    break
+                if owned is None or owned[piece.index]:
+                    starts -= 1
+                    taken += _take(piece, peer, count - taken, span, out)
         while taken < count and starts > 0:
             index = self._new_piece(peer_bits, exclude, near, owned)
             if index is None:
                 break
             starts -= 1
-            taken += self._take(self._start(index), peer, count - taken, span, out)
+            taken += _take(self._start(index), peer, count - taken, span, out)
         if taken < count and self._endgame():
             for piece in self.in_progress.values():
                 if piece.index not in peer_bits or piece.index in exclude or \
@@ -284,28 +329,6 @@ class Picker:
                         out.append(piece.block(b))
                         taken += 1
         return out
-
-    @staticmethod
-    def _take(piece: PieceInProgress, peer: Hashable, count: int, span: int,
-              out: list[Block]) -> int:
-        """Request up to ``count`` unrequested blocks of ``piece``, lowest first,
-        consecutive ones merged ``span`` at a time; return how many were taken."""
-        unrequested = piece.unrequested
-        requested = piece.requested
-        taken = 0
-        while unrequested and taken < count:
-            first = b = unrequested.pop()
-            requested.setdefault(b, set()).add(peer)
-            run = 1
-            limit = min(span, count - taken)
-            while run < limit and unrequested and unrequested[-1] == b + 1:
-                b = unrequested.pop()
-                requested.setdefault(b, set()).add(peer)
-                run += 1
-            begin = first * BLOCK_SIZE
-            out.append((piece.index, begin, min(run * BLOCK_SIZE, piece.size - begin)))
-            taken += run
-        return taken
 
     def _endgame(self) -> bool:
         """True when every missing block is requested and few are still missing.

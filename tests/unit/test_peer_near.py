@@ -75,6 +75,40 @@ class PickerFarTests:
         got = p.next_requests("far", bits(8), 100, far=True, far_pieces=8, owned=owned)
         assert {b[0] for b in got} == {5}
 
+    def test_a_refused_untouched_piece_is_new_to_far_connections(self):
+        """A piece started from a near holder that refused every block (a
+        super-seeding seeder) is, for a far connection, a new piece: taken
+        only if we own it, and not counted against ``far_pieces`` meanwhile.
+        Continued as "started", every refused rack mate fetched it across
+        the uplink (bench/README.md, session 8)."""
+        p = picker()
+        p.near_bitfield([3])
+        blocks = p.next_requests("seeder", bits(8, [3]), 4)
+        assert {b[0] for b in blocks} == {3}
+        p.near_gone([3])  # the near holder refused it
+        for block in blocks:
+            p.request_dropped("seeder", block)
+        assert 3 in p.in_progress
+        owned = bytearray(8)
+        owned[5] = 1
+        got = p.next_requests("far", bits(8), 100, far=True, far_pieces=1, owned=owned)
+        assert {b[0] for b in got} == {5}
+        owned[3] = 1
+        got = p.next_requests("far2", bits(8), 100, far=True, far_pieces=2, owned=owned)
+        assert {b[0] for b in got} == {3}
+
+    def test_a_far_piece_with_a_block_in_is_continued(self):
+        """A piece with a block received is finished from any far connection
+        that holds it, ours or not: its bytes are already in the rack."""
+        p = picker()
+        (first, *rest) = p.next_requests("near", bits(8, [2]), 4)
+        p.block_received("near", *first[:2], bytes(first[2]))
+        for block in rest:
+            p.request_dropped("near", block)
+        got = p.next_requests("far", bits(8, [2]), 100, far=True, far_pieces=8,
+                              owned=bytearray(8))
+        assert sorted(got) == sorted(rest)
+
     def test_near_counts_follow_bitfields(self):
         """near_has/near_gone/near_reset keep the per-piece count of near holders."""
         p = picker(4)
