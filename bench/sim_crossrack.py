@@ -7,9 +7,13 @@ list) and runs each configuration with a probe that watches the cores:
 - when a host asks a connection in *another rack* for a block, the request
   is tagged with why it went far: ``owner`` (a new piece this host owns on
   its rack's ring), ``owner cont.`` (a further block of a piece first asked
-  far as owner), ``fallback`` (a piece this host does not own, asked while
-  no near connection had work for us: ``Requests._near_done``, the second
-  picker pass),
+  far as owner), ``backup`` (a piece this host backs up on the ring, asked
+  after its owner's time, ``Nearness.BACKUP_UNITS``), ``started near`` (a
+  piece this host does not own, in progress from a near connection before
+  this far request: the near holder refused or went; session 8 found the
+  seeder's super-seeding refusals here), ``fallback`` (any other piece this
+  host does not own, asked while no near connection had work for us:
+  ``Requests._near_done``, the second picker pass),
   ``endgame`` (a duplicate request of the endgame), ``near lost`` (a piece
   started from a near connection, continued far: the near source went),
   ``no near key`` (the host does not tell near from far: random handout or
@@ -51,7 +55,8 @@ from murder.peer.wire import BLOCK_SIZE  # noqa: E402
 from murder.sim import cli  # noqa: E402
 from murder.sim.fleet import build_and_run  # noqa: E402
 
-PATHS = ["owner", "owner cont.", "fallback", "endgame", "near lost", "no near key"]
+PATHS = ["owner", "owner cont.", "backup", "started near", "fallback", "endgame", "near lost",
+         "no near key"]
 STATES = ["first", "mate fetching", "mate held, conn.", "mate held, not conn."]
 
 
@@ -84,6 +89,8 @@ class CrossRackProbe:
         self.seeder_bytes: dict[str, float] = {}
         self.fetches: dict[tuple[str, str], int] = {}
         self.messages = 0.0
+        #: PIECE bytes into each rack (by the receiver's rack).
+        self.into: dict[int, float] = {}
         #: Per SLOT seconds of virtual time: [first far fetches, duplicates].
         self.when: dict[int, list[int]] = {}
         self.untagged = 0.0
@@ -188,7 +195,8 @@ class CrossRackProbe:
             elif holders is not None and len(holders) > 1:
                 path = "endgame"
             elif not _owned(host, index):
-                path = "fallback"
+                path = "started near" if index in before and key not in self._piece else \
+                    "backup" if host.swarm.near._backup[index] else "fallback"
             elif index not in before and key not in self._piece:
                 path = "owner"
             elif key in self._piece:
@@ -240,6 +248,7 @@ class CrossRackProbe:
             self.untagged += size
             return
         self.bytes[tag] = self.bytes.get(tag, 0.0) + size
+        self.into[receiver.rack] = self.into.get(receiver.rack, 0.0) + size
         if sender.seeder:
             self.seeder_bytes[tag[0]] = self.seeder_bytes.get(tag[0], 0.0) + size
 
@@ -263,6 +272,9 @@ class CrossRackProbe:
                      f" {sum(self.fetches.values()):8d}")
         lines.append("far fetches started per 0.25 s (first in rack / duplicate): " + ", ".join(
             f"{k * self.SLOT:g}: {v[0]}/{v[1]}" for k, v in sorted(self.when.items())))
+        racks = len({h.rack for h in self.hosts}) or 1
+        lines.append("PIECE bytes into each rack (F): " + ", ".join(
+            f"{r}: {v * racks / unit:.2f}" for r, v in sorted(self.into.items())))
         total = (pieces * unit + self.untagged + self.messages) / unit
         lines.append(f"untagged PIECE {self.untagged / unit:.2f}, messages "
                      f"{self.messages / unit:.2f}, all {total:.2f} F per rack")
@@ -274,7 +286,9 @@ class CrossRackProbe:
                 "fetches": {f"{p} / {s}": n for (p, s), n in self.fetches.items()},
                 "untagged_f_per_rack": self.untagged / unit,
                 "fetches_per_slot": {f"{k * self.SLOT:g}": v for k, v in sorted(self.when.items())},
-                "messages_f_per_rack": self.messages / unit}
+                "messages_f_per_rack": self.messages / unit,
+                "into_rack_f": {str(r): v * (len({h.rack for h in self.hosts}) or 1) / unit
+                                for r, v in sorted(self.into.items())}}
 
 
 def main(argv: list[str]) -> int:
