@@ -272,9 +272,8 @@ class CrossRackProbe:
                      f" {sum(self.fetches.values()):8d}")
         lines.append("far fetches started per 0.25 s (first in rack / duplicate): " + ", ".join(
             f"{k * self.SLOT:g}: {v[0]}/{v[1]}" for k, v in sorted(self.when.items())))
-        racks = len({h.rack for h in self.hosts}) or 1
         lines.append("PIECE bytes into each rack (F): " + ", ".join(
-            f"{r}: {v * racks / unit:.2f}" for r, v in sorted(self.into.items())))
+            f"{r}: {f:.2f}" for r, f in self._into_rack(unit).items()))
         total = (pieces * unit + self.untagged + self.messages) / unit
         lines.append(f"untagged PIECE {self.untagged / unit:.2f}, messages "
                      f"{self.messages / unit:.2f}, all {total:.2f} F per rack")
@@ -287,8 +286,12 @@ class CrossRackProbe:
                 "untagged_f_per_rack": self.untagged / unit,
                 "fetches_per_slot": {f"{k * self.SLOT:g}": v for k, v in sorted(self.when.items())},
                 "messages_f_per_rack": self.messages / unit,
-                "into_rack_f": {str(r): v * (len({h.rack for h in self.hosts}) or 1) / unit
-                                for r, v in sorted(self.into.items())}}
+                "into_rack_f": {str(r): f for r, f in self._into_rack(unit).items()}}
+
+    def _into_rack(self, unit: float) -> dict[int, float]:
+        """PIECE bytes into each rack in payloads (``unit`` = payload × racks)."""
+        racks = len({h.rack for h in self.hosts}) or 1
+        return {r: v * racks / unit for r, v in sorted(self.into.items())}
 
 
 def main(argv: list[str]) -> int:
