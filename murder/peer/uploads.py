@@ -176,10 +176,7 @@ class Uploads:
             self.pump(peer)
             return
         if len(self._active) < slots:
-            self._active.append(peer)
-            peer.turn_piece = None
-            peer.turn_count = 0
-            self.pump(peer)
+            self._start_turn(peer)
         elif peer not in self._turns:
             self._turns.append(peer)
 
@@ -193,12 +190,16 @@ class Uploads:
             self._turns.append(peer)
         while self._turns and len(self._active) < self.config.upload_slots:
             nxt = self._next_turn()
-            if not nxt.active or not nxt.upload_queue:
-                continue
-            self._active.append(nxt)
-            nxt.turn_piece = None
-            nxt.turn_count = 0
-            self.pump(nxt)
+            if nxt.active and nxt.upload_queue:
+                self._start_turn(nxt)
+        if len(self._active) < self.config.upload_slots:
+            self.chain.slot_free()
+
+    def _start_turn(self, peer: Peer) -> None:
+        self._active.append(peer)
+        peer.turn_piece = None
+        peer.turn_count = 0
+        self.pump(peer)
 
     def _next_turn(self) -> Peer:
         """Pop whose turn is next: the longest waiting, or (``seed_poorest_first``,
@@ -326,9 +327,7 @@ class Uploads:
             if self._turns and self.stuck(peer, now):
                 self.log.info("{address} is not reading; its upload turn passes",
                               address=peer.address)
-                self._active.remove(peer)
-                peer.turn_piece = None
-                peer.turn_count = 0
+                self._active.remove(peer)  # its next turn starts afresh (_start_turn)
                 self._turns.append(peer)
                 self.turn_over(peer)
         elif now - peer.last_keepalive >= self.config.keepalive_interval:

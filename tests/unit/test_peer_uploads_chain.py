@@ -15,6 +15,7 @@ import pytest
 from twisted.python import usage
 
 from murder.peer.config import SwarmConfig
+from murder.peer.picker import Picker
 from murder.peer.wire import BLOCK_SIZE
 from murder.testing import Uploader
 
@@ -127,6 +128,42 @@ class ChainFirstPassTests:
         assert not b.am_choking and not c.am_choking
         d = seat.peer("d")
         assert not d.am_choking
+
+
+class _Downloader(Uploader):
+    """A peer still downloading (it lacks the last piece) with ``peer_heads`` on."""
+
+    def __init__(self, heads: int = 1, **config) -> None:
+        super().__init__(SwarmConfig(peer_heads=heads, upload_slots=1, **config))
+        picker = Picker(self.PIECES, piece_length=2 * self.block,
+                        total_length=self.PIECES * 2 * self.block)
+        for i in range(self.PIECES - 1):
+            picker.mark_have(i)
+        self.picker = self.uploads.picker = picker
+
+
+class PeerChainTests:
+    """``peer_heads``: a downloading peer unchokes only that many requesters, and a
+    waiter gets in as soon as an upload slot would idle."""
+
+    def test_a_waiter_is_unchoked_when_a_slot_frees_and_no_head_waits(self):
+        """The head's piece is sent and it asks nothing more: the slot is free,
+        so the waiter is unchoked at once, not after seed_head_idle."""
+        seat = _Downloader(heads=1, seed_head_idle=10.0, seed_head_wait=100.0)
+        a, b = seat.peer("a"), seat.peer("b")
+        assert seat.unchoked() == ["a"] and b.am_choking
+        seat.ask(a, 0)
+        assert seat.pieces() == [("a", 0)]
+        assert not b.am_choking and seat.unchoked() == ["a", "b"]
+
+    def test_a_busy_slot_keeps_the_waiter_choked(self):
+        """While the head's turn still has blocks queued (its socket is full),
+        the slot is not free and the waiter stays choked."""
+        seat = _Downloader(heads=1, seed_head_idle=10.0, seed_head_wait=100.0)
+        a, b = seat.peer("a"), seat.peer("b")
+        a.send_paused = True
+        seat.ask(a, 0, 1)
+        assert b.am_choking and seat.unchoked() == ["a"]
 
 
 class ChainSwarmTests:
