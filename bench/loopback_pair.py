@@ -15,6 +15,9 @@ lt_client.py writes on torrent_finished_alert).  The harness then checks the
 file's sha256 (outside the timed window).
 
 Figures: ``MB/s`` = size / (done - t0) in 10^6 bytes/s, start-up included;
+``swarm s`` / ``swarm MB/s`` (murder only) = the peer's own time from its
+swarm start (imports done, torrent read, storage allocated, port open) to
+the verified payload, from its log, so the start-up share is seen;
 ``peer CPU s/GiB`` = the peer's user+sys CPU (wait4 rusage, whole life)
 ÷ GiB; ``seeder CPU s/GiB`` = the seeder's CPU between t0 and done
 (/proc/<pid>/stat) ÷ GiB.  ``busy %`` = the machine's mean busy share of
@@ -30,6 +33,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shlex
 import shutil
 import socket
@@ -126,8 +130,10 @@ class Run:
                      "--save-path", self.dest, "--listen", f"{LOOP}:6882",
                      "--marker", self.marker], {})
         command = self.args.commands.get(m, MURDER)
+        # Not --quiet: the peer's "complete" line gives the swarm's own time
+        # (``swarm_time``), so start-up is told apart from the transfer.
         return ([command, "peer", "--torrent", self.torrent, "--destination", self.dest,
-                 "--ip", LOOP, "--bind", LOOP, "--quiet", "--seed-time", "0",
+                 "--ip", LOOP, "--bind", LOOP, "--seed-time", "0",
                  *self.args.extra.get(m, [])], {})
 
     def done(self) -> bool:
@@ -137,6 +143,19 @@ class Run:
             return os.path.getsize(os.path.join(self.dest, self.name)) == self.size
         except OSError:
             return False
+
+    def swarm_time(self) -> float | None:
+        """Seconds from the murder peer's swarm start (torrent read, storage
+        ready, port open) to its verified payload, from its own log line
+        ``complete: … verified (N bytes in X.XXs)``; None for other clients."""
+        if self.method in ("aria2", "libtorrent"):
+            return None
+        try:
+            with open(os.path.join(self.work, "peer.log"), errors="replace") as f:
+                found = re.findall(r"verified \(\d+ bytes in ([\d.]+)s\)", f.read())
+        except OSError:
+            return None
+        return float(found[-1]) if found else None
 
     def execute(self, sampler: CpuSampler, timeout: float) -> dict:
         rec: dict = {"method": self.method, "status": "ok"}
@@ -186,7 +205,10 @@ class Run:
                 peer.wait(30)
             stop_all([p for p in (peer, seeder) if p is not None])
         gib = self.size / 2**30
+        swarm_s = self.swarm_time()
         rec.update({
+            "swarm_s": swarm_s,
+            "swarm_mb_s": self.size / swarm_s / 1e6 if swarm_s else None,
             "rehashes": rehashes,
             "time_s": t1 - t0,
             "mb_s": self.size / (t1 - t0) / 1e6,
@@ -201,14 +223,18 @@ class Run:
         return rec
 
 
-COLUMNS = ("method", "time s", "MB/s", "peer CPU s/GiB", "seeder CPU s/GiB", "peer RSS MiB",
-           "busy %")
+COLUMNS = ("method", "time s", "MB/s", "swarm s", "swarm MB/s", "peer CPU s/GiB",
+           "seeder CPU s/GiB", "peer RSS MiB", "busy %")
 
 
 def fmt(rec: dict) -> list[str]:
     if rec["status"] != "ok":
-        return [rec["method"], rec["status"].upper(), rec.get("reason") or "", "", "", "", ""]
+        return [rec["method"], rec["status"].upper(), rec.get("reason") or "",
+                *[""] * (len(COLUMNS) - 3)]
+    swarm = rec.get("swarm_s")
     return [rec["method"], f"{rec['time_s']:.2f}", f"{rec['mb_s']:.0f}",
+            "-" if swarm is None else f"{swarm:.2f}",
+            "-" if swarm is None else f"{rec['swarm_mb_s']:.0f}",
             f"{rec['peer_cpu_s_per_gib']:.2f}", f"{rec['seeder_cpu_s_per_gib']:.2f}",
             f"{(rec['peer_maxrss_kib'] or 0) / 1024:.0f}",
             "-" if rec["machine_busy"] is None else f"{100 * rec['machine_busy']:.0f}"]
@@ -228,7 +254,7 @@ def medians(records: list[dict]) -> list[dict]:
         if not ok:
             continue
         med = {"method": m, "status": "ok", "runs": len(ok)}
-        for k in ("time_s", "mb_s", "peer_cpu_s_per_gib", "seeder_cpu_s_per_gib",
+        for k in ("time_s", "mb_s", "swarm_s", "swarm_mb_s", "peer_cpu_s_per_gib", "seeder_cpu_s_per_gib",
                   "peer_maxrss_kib", "machine_busy", "peer_cpu_s", "seeder_cpu_s"):
             vals = [r[k] for r in ok if r.get(k) is not None]
             med[k] = statistics.median(vals) if vals else None
