@@ -6,9 +6,10 @@ ask the heads and each other, never the seeder, and each piece flows on a
 hop at a time behind the heads.  Waiters are unchoked when the heads leave
 the seeder's link idle, when a head stops reading, after ``seed_head_wait``
 at the latest, and all at once when every piece has left once.
-``peer_heads`` does the same for a peer while it downloads.  Both are off by
-default, as is ``rare_turns`` (rarest-first turn order): measured, neither
-won (bench/README.md, "Session 4").
+``peer_heads`` does the same for a peer while it downloads, except that a
+waiter is unchoked as soon as an upload slot would idle (``slot_free``).
+Both are off by default, as is ``rare_turns`` (rarest-first turn order):
+measured on real processes, neither won (bench/README.md, sessions 4 and 9).
 """
 
 from __future__ import annotations
@@ -98,8 +99,8 @@ class Chain:
         simulated hosts, 10 Gbit/s, a tenth of the hosts uploaded nothing
         while their rack mates' requests for pieces they held waited in
         other queues: bench/README.md, session 9).  A slot that idles while
-        peers wait choked is the opposite; half a second is 75 pieces' time
-        at 10 Gbit/s.  The seeder's chain (``seed_heads``) keeps its measured
+        peers wait choked is the opposite; half a second is some 70 times
+        an 8 MiB piece's time at 10 Gbit/s.  The seeder's chain (``seed_heads``) keeps its measured
         idle rule.
         """
         if self.waiting and not self.uploads.config.super_seed and self.on():

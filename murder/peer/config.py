@@ -66,8 +66,13 @@ class SwarmConfig:
     #: kept from the seeder for longer than that.
     seed_head_idle: float = 0.5
     #: A peer, while it downloads: unchoke only this many interested peers
-    #: (its downstream in the chain), the same rules as ``seed_heads``; all
-    #: once it is complete.  0: every interested peer (turns among all).
+    #: (its downstream in the chain), the same rules as ``seed_heads`` except
+    #: that a waiter is unchoked as soon as an upload slot would idle
+    #: (``Chain.slot_free``); all once it is complete.  0: every interested
+    #: peer (turns among all).  Off by default: 16 was faster in the
+    #: simulator (1,000 hosts 1.89 → 1.82 × bound, a flat 100 at the real
+    #: defaults 2.55 → 2.24 ×) but no faster on real processes (N=32), where
+    #: start-up CPU decides (bench/README.md, session 9).
     peer_heads: int = 0
     seed_head_wait: float = 10.0
     #: With limited upload slots, the next turn goes to the waiting peer whose
