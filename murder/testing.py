@@ -549,19 +549,20 @@ class RecordingLink:
 
 class Uploader:
     """An :class:`~murder.peer.uploads.Uploads` of a host holding every piece
-    (``PIECES`` pieces of two 16 KiB blocks) on a Clock, and the peers that
+    (``PIECES`` pieces of two 16 KiB blocks; ``held`` < ``PIECES``: only the
+    first ``held``, a peer still downloading) on a Clock, and the peers that
     connect to it, say they are interested and queue requests."""
 
     PIECES = 8
 
-    def __init__(self, config: SwarmConfig) -> None:
+    def __init__(self, config: SwarmConfig, held: int = PIECES) -> None:
         self.block = BLOCK_SIZE
         plen = 2 * BLOCK_SIZE
         meta, data = build_torrent(pattern(self.PIECES * plen), piece_length=plen)
         # task.Clock is an interfaces.Clock at run time; its stubs spell callLater differently.
         self.clock: Any = cast(Any, Clock())
         self.picker = Picker(meta.num_pieces, piece_length=plen, total_length=meta.total_length)
-        for i in range(meta.num_pieces):
+        for i in range(held):
             self.picker.mark_have(i)
         limiter = RateLimiter(self.clock, 0, 0, resume_upload=lambda p: None)
         self.uploads = Uploads(self.clock, config, meta, self.picker, MemoryStorage(meta, data),

@@ -100,8 +100,9 @@ class Chain:
         while their rack mates' requests for pieces they held waited in
         other queues: bench/README.md, session 9).  A slot that idles while
         peers wait choked is the opposite; half a second is some 70 times
-        an 8 MiB piece's time at 10 Gbit/s.  The seeder's chain (``seed_heads``) keeps its measured
-        idle rule.
+        an 8 MiB piece's time at 10 Gbit/s.  The tick's idle rule stays for
+        heads that ask nothing at all (no turn ends); the seeder's chain
+        (``seed_heads``) keeps only that measured rule.
         """
         if self.waiting and not self.uploads.config.super_seed and self.on():
             self._promote()

@@ -15,7 +15,6 @@ import pytest
 from twisted.python import usage
 
 from murder.peer.config import SwarmConfig
-from murder.peer.picker import Picker
 from murder.peer.wire import BLOCK_SIZE
 from murder.testing import Uploader
 
@@ -134,12 +133,8 @@ class _Downloader(Uploader):
     """A peer still downloading (it lacks the last piece) with ``peer_heads`` on."""
 
     def __init__(self, heads: int = 1, **config) -> None:
-        super().__init__(SwarmConfig(peer_heads=heads, upload_slots=1, **config))
-        picker = Picker(self.PIECES, piece_length=2 * self.block,
-                        total_length=self.PIECES * 2 * self.block)
-        for i in range(self.PIECES - 1):
-            picker.mark_have(i)
-        self.picker = self.uploads.picker = picker
+        super().__init__(SwarmConfig(peer_heads=heads, upload_slots=1, **config),
+                         held=self.PIECES - 1)
 
 
 class PeerChainTests:
