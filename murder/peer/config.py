@@ -80,6 +80,13 @@ class SwarmConfig:
     #: spreads first), instead of the longest waiting; a waiter passed over
     #: this many times goes next.  0: plain round-robin.  See bench/README.md.
     rare_turns: int = 0
+    #: With limited upload slots, the next turn goes to the waiting peer that
+    #: holds the fewest pieces (first of equals: the longest waiting); a
+    #: waiter passed over this many times goes next.  0: plain round-robin.
+    #: Why: a deploy ends when its last host does, and a host with fewer
+    #: sources than its neighbours falls behind under round-robin
+    #: (bench/README.md, session 10).
+    poor_turns: int = 0
     #: Kernel send buffer per connection when slots are limited: small, so
     #: that a turn's data has left before the next turn starts.
     send_buffer: int = 128 * 1024

@@ -93,6 +93,9 @@ class _CommonOptions(usage.Options):
         ["rare-turns", None, SwarmConfig.rare_turns,
          "Next upload turn to the waiter asking for the rarest piece; one passed over "
          "this many times goes next (0: round-robin).", int],
+        ["poor-turns", None, SwarmConfig.poor_turns,
+         "Next upload turn to the waiter holding the fewest pieces; one passed over "
+         "this many times goes next (0: round-robin).", int],
         ["pipeline", None, 256, "Most 16 KiB requests outstanding per peer.", int],
         ["request-horizon", None, SwarmConfig.request_horizon,
          "Seconds of data kept requested from each peer at its measured rate.", float],
@@ -174,6 +177,8 @@ class _CommonOptions(usage.Options):
             raise usage.UsageError("--request-horizon must be above 0 and at most 10 seconds")
         if self["rare-turns"] < 0:
             raise usage.UsageError("--rare-turns cannot be negative")
+        if self["poor-turns"] < 0:
+            raise usage.UsageError("--poor-turns cannot be negative")
         if not 0 <= self["far-wait"] <= 1000:
             raise usage.UsageError("--far-wait must be from 0 to 1000")
         if not -1 <= self["far-backups"] <= 254:
@@ -283,7 +288,8 @@ def config_from(options: _CommonOptions) -> RunConfig:
         turn_pieces=options["turn-pieces"],
         seed_poorest_first=bool(options["seed-poorest-first"]),
         seed_heads=options["seed-heads"], peer_heads=options["peer-heads"],
-        rare_turns=options["rare-turns"], request_horizon=options["request-horizon"],
+        rare_turns=options["rare-turns"], poor_turns=options["poor-turns"],
+        request_horizon=options["request-horizon"],
         far_wait=options["far-wait"], far_backups=options["far-backups"],
     )
     common = dict(meta=meta, port=options["port"], bind=options["bind"], ip=options["ip"],

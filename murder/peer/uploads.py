@@ -22,6 +22,7 @@ neither won (bench/README.md, "Session 4").
 from __future__ import annotations
 
 from collections import deque
+from typing import Callable, Iterable
 
 from twisted.logger import Logger
 
@@ -63,7 +64,7 @@ class Uploads:
         self._far_last = False
         #: ``seed_heads``/``peer_heads``: who is unchoked in a chain first pass.
         self.chain = Chain(self)
-        #: ``rare_turns``: how often each waiter was passed over.
+        #: ``poor_turns``/``rare_turns``: how often each waiter was passed over.
         self._skipped: dict[Peer, int] = {}
 
     # ------------------------------------------------------------ choking
@@ -204,46 +205,39 @@ class Uploads:
     def _next_turn(self) -> Peer:
         """Pop whose turn is next: the longest waiting, or (``seed_poorest_first``,
         the seeder's first pass) the waiting peer with the fewest pieces, or
-        (``far_turns_first``) the longest-waiting far peer every other turn."""
+        (``far_turns_first``) a far waiter every other turn; ``poor_turns`` or
+        ``rare_turns`` rank the waiters (:func:`pass_over`)."""
+        turns = self._turns
         if self.config.seed_poorest_first and self.config.super_seed and \
-                self.first_copy_at is None and len(self._turns) > 1:
-            poorest = min(self._turns, key=lambda p: p.bits.count)  # first of equals
-            self._turns.remove(poorest)
+                self.first_copy_at is None and len(turns) > 1:
+            poorest = min(turns, key=lambda p: p.bits.count)  # first of equals
+            turns.remove(poorest)
             return poorest
-        if self.config.far_turns_first and len(self._turns) > 1:
+        rank, bound = self._ranking()
+        if self.config.far_turns_first and len(turns) > 1:
             if not self._far_last:
-                far = next((p for p in self._turns if p.distance), None)
-                if far is not None:
-                    self._turns.remove(far)
+                far = [p for p in turns if p.distance]
+                if far:
                     self._far_last = True
-                    return far
+                    return pass_over(turns, far, self._skipped, bound, rank)
             self._far_last = False
-        if self.config.rare_turns and len(self._turns) > 1:
-            return self._rarest_turn()
-        return self._turns.popleft()
+        if rank is not None and len(turns) > 1:
+            return pass_over(turns, turns, self._skipped, bound, rank)
+        return turns.popleft()
 
-    def _rarest_turn(self) -> Peer:
-        """``rare_turns``: the waiter whose next piece the fewest of our
-        connections have goes first (the tail of a deploy is its rarest pieces:
-        each one forwarded sooner doubles its sources sooner).  A waiter passed
-        over ``rare_turns`` times goes next whatever it asks for, so every
-        wait stays bounded."""
-        first = self._turns[0]
-        if self._skipped.get(first, 0) >= self.config.rare_turns:
-            pick = first
-        else:
+    def _ranking(self) -> tuple[Callable[[Peer], int] | None, int]:
+        """``poor_turns``: the waiter holding the fewest pieces first (a
+        deploy ends when its last host does: a host behind its neighbours,
+        for instance one with few rack mates to ask, is served first
+        everywhere and catches up; bench/README.md, session 10).
+        ``rare_turns``: the waiter asking for the rarest piece first."""
+        if self.config.poor_turns:
+            return (lambda p: p.bits.count), self.config.poor_turns
+        if self.config.rare_turns:
             avail = self.picker.availability
-
-            def rarity(p: Peer) -> int:
-                return avail[p.upload_queue[0][0]] if p.upload_queue else 1 << 30
-            pick = min(self._turns, key=rarity)  # first of equals: the longest waiting
-        for p in self._turns:
-            if p is pick:
-                break
-            self._skipped[p] = self._skipped.get(p, 0) + 1
-        self._turns.remove(pick)
-        self._skipped.pop(pick, None)
-        return pick
+            return (lambda p: avail[p.upload_queue[0][0]] if p.upload_queue else 1 << 30), \
+                self.config.rare_turns
+        return None, 0
 
     def forget(self, peer: Peer) -> None:
         self._skipped.pop(peer, None)
@@ -335,4 +329,26 @@ class Uploads:
             peer.link.send_keepalive()
 
 
-__all__ = ["Uploads"]
+def pass_over(turns: deque[Peer], candidates: Iterable[Peer], skipped: dict[Peer, int],
+              bound: int, rank: Callable[[Peer], int] | None) -> Peer:
+    """Take the next turn from ``turns``: the candidate ``rank`` puts lowest
+    (first of equals: the longest waiting; without ``rank`` the first),
+    unless the first candidate was already passed over ``bound`` times: then
+    it goes, so every wait stays bounded.  Each waiter ahead of the pick
+    counts one more pass."""
+    candidates = list(candidates)
+    first = candidates[0]
+    if rank is None:
+        turns.remove(first)
+        return first
+    pick = first if skipped.get(first, 0) >= bound else min(candidates, key=rank)
+    for p in turns:
+        if p is pick:
+            break
+        skipped[p] = skipped.get(p, 0) + 1
+    turns.remove(pick)
+    skipped.pop(pick, None)
+    return pick
+
+
+__all__ = ["Uploads", "pass_over"]

@@ -1,0 +1,104 @@
+"""Poorest-first upload turns (``SwarmConfig.poor_turns``) in memory, with a Clock.
+
+With one upload slot the next turn normally goes to the peer that waited
+longest.  With ``poor_turns`` = K it goes to the waiter that holds the fewest
+pieces (first of equals: the longest waiting), so a host that fell behind its
+neighbours is served first everywhere and the deploy's last host finishes
+sooner; a waiter passed over K times goes next whatever it holds, so no wait
+is unbounded.  With ``far_turns_first`` the far turn goes to the poorest far
+waiter.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from murder.peer.config import SwarmConfig
+from murder.peer.interfaces import Peer
+from murder.peer.uploads import pass_over
+from murder.testing import Uploader
+
+
+def _race(config: SwarmConfig, held: dict[str, int], far: str = "") -> list[tuple[str, int]]:
+    """A holds the slot (its socket full); B, C and D, holding ``held``
+    pieces each (those in ``far`` across the rack uplink), ask for a piece
+    each in that order; the socket drains and the turns are served."""
+    up = Uploader(config)
+    a, b, c, d = (up.peer(name) for name in "abcd")
+    for peer, name in ((b, "b"), (c, "c"), (d, "d")):
+        for i in range(held[name]):
+            peer.bits.add(4 + i)  # pieces nobody asks for here
+        peer.distance = 1 if name in far else 0
+    a.send_paused = True
+    up.ask(a, 0)
+    a.send_paused = False
+    a.link.fill_socket_of = a
+    up.uploads.ready(a)
+    up.ask(b, 1)
+    up.ask(c, 2)
+    up.ask(d, 3)
+    a.send_paused = False
+    up.uploads.ready(a)
+    return up.pieces()
+
+
+class PoorTurnsTests:
+    """``poor_turns``: whose upload turn comes next."""
+
+    def test_off_by_default_turns_are_first_come_first_served(self):
+        """poor_turns = 0 (the default): B, C, D in the order they asked,
+        whatever they hold."""
+        assert SwarmConfig().poor_turns == 0
+        config = SwarmConfig(upload_slots=1)
+        assert _race(config, {"b": 3, "c": 2, "d": 0}) == [("a", 0), ("b", 1), ("c", 2), ("d", 3)]
+
+    def test_the_waiter_holding_fewest_pieces_goes_first(self):
+        """poor_turns = 4: D (holds none) before C (two) before B (three)."""
+        config = SwarmConfig(upload_slots=1, poor_turns=4)
+        assert _race(config, {"b": 3, "c": 2, "d": 0}) == [("a", 0), ("d", 3), ("c", 2), ("b", 1)]
+
+    def test_equals_go_in_the_order_they_asked(self):
+        """Among waiters holding as many pieces, the longest waiting goes first."""
+        config = SwarmConfig(upload_slots=1, poor_turns=4)
+        assert _race(config, {"b": 1, "c": 1, "d": 1}) == [("a", 0), ("b", 1), ("c", 2), ("d", 3)]
+
+    def test_a_waiter_passed_over_often_enough_goes_next(self):
+        """poor_turns = 1: B, passed over once for D, goes next although C
+        holds fewer pieces: the wait is bounded."""
+        config = SwarmConfig(upload_slots=1, poor_turns=1)
+        assert _race(config, {"b": 3, "c": 2, "d": 0}) == [("a", 0), ("d", 3), ("b", 1), ("c", 2)]
+
+    def test_the_far_turn_goes_to_the_poorest_far_waiter(self):
+        """far_turns_first with poor_turns: the first turn after A goes to a
+        far waiter, the poorer of C and D (D, though B holds fewer), then the
+        poorest of the rest (B before C)."""
+        config = SwarmConfig(upload_slots=1, poor_turns=4, far_turns_first=True)
+        assert _race(config, {"b": 0, "c": 2, "d": 1}, far="cd") == \
+            [("a", 0), ("d", 3), ("b", 1), ("c", 2)]
+
+
+def _peers(n: int) -> list[Peer]:
+    up = Uploader(SwarmConfig())
+    return [up.peer(str(i)) for i in range(n)]
+
+
+class PassOverTests:
+    """``pass_over``, the ranked pick that every ranked turn order shares."""
+
+    def test_without_a_rank_the_first_candidate_goes_and_nothing_is_counted(self):
+        """No ranking: the first candidate, and no waiter counts a pass."""
+        a, b = _peers(2)
+        turns: deque[Peer] = deque([a, b])
+        skipped: dict[Peer, int] = {}
+        assert pass_over(turns, turns, skipped, 0, None) is a
+        assert list(turns) == [b] and skipped == {}
+
+    def test_each_waiter_ahead_of_the_pick_counts_one_pass(self):
+        """The pick leaves the queue; those ahead of it count a pass; its own
+        count is cleared."""
+        a, b, c = _peers(3)
+        rank = {a: 2, b: 1, c: 0}
+        turns = deque([a, b, c])
+        skipped = {c: 3}
+        assert pass_over(turns, turns, skipped, 5, rank.__getitem__) is c
+        assert list(turns) == [a, b] and skipped == {a: 1, b: 1}
