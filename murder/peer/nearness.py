@@ -92,8 +92,7 @@ class Nearness:
         self._seen_version = self._ring_version = 0
         self._ready_cache: tuple[tuple[object, ...], float, _Ready] | None = None
         self._backup = bytearray(n)
-        #: Pieces in the order a far connection first offered them (``_far_seen``).
-        self._far_order: list[int] = []
+        self._far_order: list[int] = []  # pieces as first offered far (``_BackupsDue``)
         self._due = _BackupsDue(n)
         #: Backup owners per piece in a rack (``SwarmConfig.far_backups``;
         #: negative: a near-idle host may ask far for any piece at once).
@@ -248,8 +247,11 @@ class Nearness:
         return self._per_piece
 
     def idle(self) -> bool:
-        """No near connection has a request of ours outstanding."""
-        return not any(c.outstanding for c in self.connections.values() if not c.distance)
+        """No near connection has a request of ours outstanding (hot: a loop)."""
+        for c in self.connections.values():
+            if c.outstanding and not c.distance:
+                return False
+        return True
 
     @property
     def on(self) -> bool:
