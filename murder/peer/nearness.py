@@ -439,8 +439,9 @@ class _BackupsDue:
     (bench/README.md, session 10).  Here the pieces are grouped by rank, in
     the order a far connection first offered them (offer times only grow), so
     in each group the pieces whose wait is over are a prefix (``t + offset``
-    rounds monotonically in ``t``): a bisection finds its end, and only the
-    pieces that crossed it since the last answer are flagged or unflagged.
+    rounds monotonically in ``t``): its end is moved from where it was, and
+    only the pieces that crossed it since the last answer are flagged or
+    unflagged.
     The answer is exactly the scan's (tests/unit/test_peer_near.py compares).
     """
 
@@ -476,8 +477,13 @@ class _BackupsDue:
         later = _INF
         for rank, (times, pieces, flagged) in groups.items():
             offset = (rank - 1) * step if rank else limit
-            due = bisect.bisect_right(times, now, key=lambda t, o=offset: t + o)
-            was = flagged[0]
+            # The prefix's end moves by a piece or two per answer: walk it.
+            was = due = flagged[0]
+            end = len(times)
+            while due < end and times[due] + offset <= now:
+                due += 1
+            while due and times[due - 1] + offset > now:
+                due -= 1
             if due > was:
                 flag = rank or 255
                 for i in pieces[was:due]:

@@ -14,6 +14,7 @@ piece crosses the rack uplink about once and spreads inside the rack.
 
 from __future__ import annotations
 
+import operator
 import random
 from typing import Any, Hashable, Iterable, Iterator
 
@@ -98,6 +99,8 @@ class PendingPieces:
             candidates &= ~(1 << (self._top - i))
         return bool(candidates)
 
+
+_unrequested = operator.attrgetter("unrequested")
 
 #: ``bytes.translate`` table: a zero byte to "0", any other to "1" (``_flags_int``).
 _DIGITS = b"0" + b"1" * 255
@@ -192,6 +195,7 @@ class Picker:
         #: (:meth:`Bitfield.as_int` layout): see ``_new_piece``.
         self._near_held = 0
         self._top = 8 * ((num_pieces + 7) // 8) - 1
+        self._flags_memo: tuple[bytes | None, int] | None = None
         self.in_progress: dict[int, PieceInProgress] = {}
         self.random_first = random_first
         self.endgame_blocks = endgame_blocks
@@ -264,6 +268,14 @@ class Picker:
         piece = self.in_progress.get(index)
         return piece is None or bool(piece.unrequested)
 
+    def _flags(self, owned: bytearray | None) -> int:
+        """``_flags_int(owned)``, kept while the flags are equal (far fills ask alike)."""
+        memo = self._flags_memo
+        if memo is None or memo[0] != owned:
+            memo = self._flags_memo = (None if owned is None else bytes(owned),
+                                       _flags_int(owned, self._top))
+        return memo[1]
+
     # -- choosing
     def _new_piece(self, peer_bits: Bitfield, exclude: set[int],
                    near: list[int] | None = None, owned: bytearray | None = None) -> int | None:
@@ -271,7 +283,7 @@ class Picker:
         # Far: only pieces no near connection holds and ``owned`` flags count.
         # Most far scans found nothing (98 % in a simulated deploy at 256
         # pieces, bench/README.md, session 10): one ``&`` says so first.
-        mask = -1 if near is None else ~self._near_held & _flags_int(owned, self._top)
+        mask = -1 if near is None else ~self._near_held & self._flags(owned)
         if not self._pending.any_of(None if full else peer_bits, exclude, mask):
             return None  # nothing pending that this peer holds: skip the scan
         # Bits tested inline: a method call per test cost a tenth of the simulator's CPU.
@@ -323,10 +335,11 @@ class Picker:
         exclude = exclude or set()
         near = self.near_availability if far else None
         fresh: list[PieceInProgress] = []
-        for piece in list(self.in_progress.values()):
+        # Only pieces with blocks left to ask for (most have none): a filter in C.
+        for piece in list(filter(_unrequested, self.in_progress.values())):
             if taken >= count:
                 return out
-            if piece.unrequested and piece.index in peer_bits and piece.index not in exclude \
+            if piece.index in peer_bits and piece.index not in exclude \
                     and (near is None or not near[piece.index]):
                 if near is not None and not _touched(piece):
                     fresh.append(piece)
@@ -334,8 +347,10 @@ class Picker:
                 taken += _take(piece, peer, count - taken, span, out)
         starts = count
         if near is not None:
+            # Counted only if a piece could start (most far passes start none).
             starts = far_pieces - sum(1 for p in self.in_progress.values()
-                                      if not near[p.index] and _touched(p))
+                                      if not near[p.index] and _touched(p)) \
+                if fresh or self._new_piece(peer_bits, exclude, near, owned) is not None else 0
             for piece in fresh:  # untouched: new to a far connection (``_touched``)
                 if taken >= count or starts <= 0:
                     break
