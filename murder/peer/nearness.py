@@ -197,8 +197,7 @@ class Nearness:
         return self._answer(
             ("backup", self._ring_version, unit, self._seen_version), now,
             lambda: (owned, *self._due.answer(owned, self._backup, self._far_seen, self._far_order,
-                                              now, self.BACKUP_UNITS * unit,
-                                              self.fallback_units * unit)))
+                                              now, self.BACKUP_UNITS * unit, self.fallback_units * unit)))
 
     def far_started(self, blocks: Iterable[tuple[int, int, int]]) -> None:
         """Requests for these blocks went to a far connection: time their pieces."""
@@ -241,9 +240,10 @@ class Nearness:
         ones; 0 before the first): the wait's unit, so it scales with piece
         size, link rates and load."""
         started = self._far_started
-        have = self.picker.have
-        for index in [i for i in started if i in have]:
-            del started[index]  # completed from near connections after all
+        if started:
+            have = self.picker.have
+            for index in [i for i in started if i in have]:
+                del started[index]  # completed from near connections after all
         return self._per_piece
 
     def idle(self) -> bool:

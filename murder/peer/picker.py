@@ -14,7 +14,6 @@ piece crosses the rack uplink about once and spreads inside the rack.
 
 from __future__ import annotations
 
-import operator
 import random
 from typing import Any, Hashable, Iterable, Iterator
 
@@ -100,19 +99,28 @@ class PendingPieces:
         return bool(candidates)
 
 
-_unrequested = operator.attrgetter("unrequested")
-
 #: ``bytes.translate`` table: a zero byte to "0", any other to "1" (``_flags_int``).
 _DIGITS = b"0" + b"1" * 255
+
+
+#: ``_flags_int``'s last (flags, top, answer).
+_flags_memo: tuple[bytes, int, int] = (b"", 0, 0)
 
 
 def _flags_int(flags: bytearray | None, top: int) -> int:
     """Per-piece flags (nonzero: set) as one integer in the
     :meth:`Bitfield.as_int` layout (piece ``i`` is bit ``top - i``); None:
-    every piece.  One translate and one parse in C, not a loop per piece."""
+    every piece.  One translate and one parse in C, not a loop per piece;
+    the last answer is kept (a host's far fills ask with the same flags)."""
+    global _flags_memo
     if flags is None:
         return -1
-    return int(flags.translate(_DIGITS), 2) << (top + 1 - len(flags))
+    memo = _flags_memo
+    if memo[1] == top and memo[0] == flags:
+        return memo[2]
+    value = int(flags.translate(_DIGITS), 2) << (top + 1 - len(flags))
+    _flags_memo = (bytes(flags), top, value)
+    return value
 
 
 def _count(counts: list[int], held: int, top: int, bits: Iterable[int], delta: int) -> int:
@@ -191,11 +199,9 @@ class Picker:
         #: Per piece: near connections (answering, not snubbed) that hold it.
         #: Kept only while the caller knows near from far (``near_*``).
         self.near_availability = [0] * num_pieces
-        #: The pieces whose ``near_availability`` is not 0, as one integer
-        #: (:meth:`Bitfield.as_int` layout): see ``_new_piece``.
+        #: Pieces whose ``near_availability`` is not 0 (``Bitfield.as_int`` layout; ``_new_piece``).
         self._near_held = 0
         self._top = 8 * ((num_pieces + 7) // 8) - 1
-        self._flags_memo: tuple[bytes | None, int] | None = None
         self.in_progress: dict[int, PieceInProgress] = {}
         self.random_first = random_first
         self.endgame_blocks = endgame_blocks
@@ -218,7 +224,12 @@ class Picker:
             self.availability[i] -= 1
 
     def near_has(self, index: int) -> None:
-        self._near_held = _count(self.near_availability, self._near_held, self._top, (index,), 1)
+        near = self.near_availability  # ``_count`` inlined: one per near HAVE
+        count = near[index] = near[index] + 1
+        if count == 1:
+            self._near_held |= 1 << (self._top - index)
+        elif not count:
+            self._near_held &= ~(1 << (self._top - index))
 
     def near_bitfield(self, bits: Iterable[int]) -> None:
         self._near_held = _count(self.near_availability, self._near_held, self._top, bits, 1)
@@ -268,14 +279,6 @@ class Picker:
         piece = self.in_progress.get(index)
         return piece is None or bool(piece.unrequested)
 
-    def _flags(self, owned: bytearray | None) -> int:
-        """``_flags_int(owned)``, kept while the flags are equal (far fills ask alike)."""
-        memo = self._flags_memo
-        if memo is None or memo[0] != owned:
-            memo = self._flags_memo = (None if owned is None else bytes(owned),
-                                       _flags_int(owned, self._top))
-        return memo[1]
-
     # -- choosing
     def _new_piece(self, peer_bits: Bitfield, exclude: set[int],
                    near: list[int] | None = None, owned: bytearray | None = None) -> int | None:
@@ -283,7 +286,7 @@ class Picker:
         # Far: only pieces no near connection holds and ``owned`` flags count.
         # Most far scans found nothing (98 % in a simulated deploy at 256
         # pieces, bench/README.md, session 10): one ``&`` says so first.
-        mask = -1 if near is None else ~self._near_held & self._flags(owned)
+        mask = -1 if near is None else ~self._near_held & _flags_int(owned, self._top)
         if not self._pending.any_of(None if full else peer_bits, exclude, mask):
             return None  # nothing pending that this peer holds: skip the scan
         # Bits tested inline: a method call per test cost a tenth of the simulator's CPU.
@@ -335,11 +338,10 @@ class Picker:
         exclude = exclude or set()
         near = self.near_availability if far else None
         fresh: list[PieceInProgress] = []
-        # Only pieces with blocks left to ask for (most have none): a filter in C.
-        for piece in list(filter(_unrequested, self.in_progress.values())):
+        for piece in self.in_progress.values():  # _take changes no entry: no copy
             if taken >= count:
                 return out
-            if piece.index in peer_bits and piece.index not in exclude \
+            if piece.unrequested and piece.index in peer_bits and piece.index not in exclude \
                     and (near is None or not near[piece.index]):
                 if near is not None and not _touched(piece):
                     fresh.append(piece)
