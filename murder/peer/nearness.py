@@ -442,7 +442,7 @@ class _BackupsDue:
     rounds monotonically in ``t``): its end is moved from where it was, and
     only the pieces that crossed it since the last answer are flagged or
     unflagged.
-    The answer is exactly the scan's (tests/unit/test_peer_near.py compares).
+    The answer is exactly the scan's (tests/unit/test_peer_near_speed.py compares).
     """
 
     def __init__(self, n: int) -> None:
