@@ -92,6 +92,8 @@ class Nearness:
         self._seen_version = self._ring_version = 0
         self._ready_cache: tuple[tuple[object, ...], float, _Ready] | None = None
         self._backup = bytearray(n)
+        self._far_order: list[int] = []  # pieces as first offered far (``_BackupsDue``)
+        self._due = _BackupsDue(n)
         #: Backup owners per piece in a rack (``SwarmConfig.far_backups``;
         #: negative: a near-idle host may ask far for any piece at once).
         self.backups = backups
@@ -194,8 +196,8 @@ class Nearness:
         unit = per_piece if per_piece > 0 else self.NO_ESTIMATE_WAIT / self.fallback_units
         return self._answer(
             ("backup", self._ring_version, unit, self._seen_version), now,
-            lambda: (owned, *_backups_due(owned, self._backup, self._far_seen, now,
-                                          self.BACKUP_UNITS * unit, self.fallback_units * unit)))
+            lambda: (owned, *self._due.answer(owned, self._backup, self._far_seen, self._far_order,
+                                              now, self.BACKUP_UNITS * unit, self.fallback_units * unit)))
 
     def far_started(self, blocks: Iterable[tuple[int, int, int]]) -> None:
         """Requests for these blocks went to a far connection: time their pieces."""
@@ -238,14 +240,18 @@ class Nearness:
         ones; 0 before the first): the wait's unit, so it scales with piece
         size, link rates and load."""
         started = self._far_started
-        have = self.picker.have
-        for index in [i for i in started if i in have]:
-            del started[index]  # completed from near connections after all
+        if started:
+            have = self.picker.have
+            for index in [i for i in started if i in have]:
+                del started[index]  # completed from near connections after all
         return self._per_piece
 
     def idle(self) -> bool:
-        """No near connection has a request of ours outstanding."""
-        return not any(c.outstanding for c in self.connections.values() if not c.distance)
+        """No near connection has a request of ours outstanding (hot: a loop)."""
+        for c in self.connections.values():
+            if c.outstanding and not c.distance:
+                return False
+        return True
 
     @property
     def on(self) -> bool:
@@ -324,6 +330,7 @@ class Nearness:
             for i in peer.bits:
                 if seen[i] > now:
                     seen[i] = now
+                    self._far_order.append(i)
                     self._seen_version += 1
 
     def has(self, peer: Peer, index: int) -> None:
@@ -338,6 +345,7 @@ class Nearness:
                 self._brought += 1
         elif peer.distance and self.near_networks and self._far_seen[index] == _INF:
             self._far_seen[index] = self.clock.seconds()
+            self._far_order.append(index)
             self._seen_version += 1
 
     def forget(self, peer: Peer) -> None:
@@ -418,24 +426,77 @@ def _waits_due(owned: bytearray, gap: list[float], seen: list[float], now: float
     return ready, fallback, later
 
 
-def _backups_due(owned: bytearray, ranks: bytearray, seen: list[float], now: float,
-                 step: float, limit: float) -> tuple[bytearray, float]:
-    """Per piece offered far at ``seen`` and not ours: its backup rank once
+class _BackupsDue:
+    """``far_ready``'s fallback without a wait, kept up to date, not rescanned.
+
+    Per piece offered far at ``seen`` and not ours: its backup rank once
     ``(rank - 1) × step`` passed, 255 for a piece we do not back up once
-    ``limit`` passed, else 0; and when the next of those waits ends."""
-    fallback = bytearray(len(ranks))
-    later = _INF
-    for i in range(len(ranks)):
-        t = seen[i]
-        if t == _INF or owned[i]:
-            continue
-        rank = ranks[i]
-        at = t + ((rank - 1) * step if rank else limit)
-        if at <= now:
-            fallback[i] = rank or 255
-        elif at < later:
-            later = at
-    return fallback, later
+    ``limit`` passed, else 0; and when the next of those waits ends.
+
+    Why not a scan of every piece: the answer changes each time a wait ends
+    or the far piece time moves, and each far fill after that needs it; the
+    scan was a tenth of a simulated 1,000-host deploy's CPU at 256 pieces
+    (bench/README.md, session 10).  Here the pieces are grouped by rank, in
+    the order a far connection first offered them (offer times only grow), so
+    in each group the pieces whose wait is over are a prefix (``t + offset``
+    rounds monotonically in ``t``): its end is moved from where it was, and
+    only the pieces that crossed it since the last answer are flagged or
+    unflagged.
+    The answer is exactly the scan's (tests/unit/test_peer_near_speed.py compares).
+    """
+
+    def __init__(self, n: int) -> None:
+        self._n = n
+        self._owned: bytearray | None = None
+        self._ranks: bytearray | None = None
+        self._fallback = bytearray(n)
+        #: rank → (offer times, pieces, how many of them are flagged).
+        self._groups: dict[int, tuple[list[float], list[int], list[int]]] = {}
+        self._taken = 0  # entries of ``order`` grouped so far
+
+    def answer(self, owned: bytearray, ranks: bytearray, seen: list[float], order: list[int],
+               now: float, step: float, limit: float) -> tuple[bytearray, float]:
+        """(flags, next wait end) for ``order``: the pieces with an offer
+        time in ``seen``, in the order it was set; a new ``owned`` or
+        ``ranks`` object (a new ring) starts over."""
+        groups = self._groups
+        fallback = self._fallback
+        if owned is not self._owned or ranks is not self._ranks:
+            self._owned, self._ranks = owned, ranks
+            groups.clear()
+            fallback[:] = bytes(self._n)
+            self._taken = 0
+        for i in order[self._taken:]:
+            if not owned[i]:
+                group = groups.get(ranks[i])
+                if group is None:
+                    group = groups[ranks[i]] = ([], [], [0])
+                group[0].append(seen[i])
+                group[1].append(i)
+        self._taken = len(order)
+        later = _INF
+        for rank, (times, pieces, flagged) in groups.items():
+            offset = (rank - 1) * step if rank else limit
+            # The prefix's end moves by a piece or two per answer: walk it.
+            was = due = flagged[0]
+            end = len(times)
+            while due < end and times[due] + offset <= now:
+                due += 1
+            while due and times[due - 1] + offset > now:
+                due -= 1
+            if due > was:
+                flag = rank or 255
+                for i in pieces[was:due]:
+                    fallback[i] = flag
+            elif due < was:
+                for i in pieces[due:was]:
+                    fallback[i] = 0
+            flagged[0] = due
+            if due < len(times):
+                at = times[due] + offset
+                if at < later:
+                    later = at
+        return bytearray(fallback), later
 
 
 def _backup_ranks(points: list[int], ring: list[tuple[int, bool]], host_at: list[int],

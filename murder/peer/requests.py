@@ -72,7 +72,8 @@ class Requests:
         """Top up ``peer``'s pipeline (in batches, not after every block)."""
         if self.picker.have.complete or not peer.am_interested or peer.peer_choking:
             return
-        if peer.peer_id is None or self.connections.get(peer.peer_id) is not peer:
+        peer_id = peer.peer_id
+        if peer_id is None or self.connections.get(peer_id) is not peer:
             return  # forgotten (superseded, banned, closing): it answers no one
         # A snubbed peer gets one block at a time (a probe): if it answers
         # it is not snubbed any more; if not, it holds up one block only.

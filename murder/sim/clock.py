@@ -171,16 +171,18 @@ class SimClock:
                 if batches.get(when) is call:
                     del batches[when]
                 calls = call.calls
-                for i, (f, arg) in enumerate(calls):
-                    if self._halt:
-                        # Halted by the previous call: the rest keep their
-                        # place (this entry's sequence number) for a later run.
-                        heapq.heappush(heap, (when, seq, _Batch(calls[i:])))
-                        self.batched += i - 1
-                        break
+                rest: list = []
+                it = iter(calls)
+                for f, arg in it:
                     f(arg)
-                else:
-                    self.batched += len(calls) - 1
+                    if self._halt:
+                        rest = list(it)
+                        break
+                if rest:
+                    # Halted: the rest keep their place (this entry's
+                    # sequence number) for a later run.
+                    heapq.heappush(heap, (when, seq, _Batch(rest)))
+                self.batched += len(calls) - len(rest) - 1
                 continue
             if call.cancelled or call.called or call.time != when:
                 continue
