@@ -119,6 +119,7 @@ class PeerOptionsTests:
         (["--pipeline", "-1"], "--pipeline must be positive"),
         (["--upload-slots", "-1"], "--upload-slots cannot be negative"),
         (["--seed-time", "-1"], "--seed-time and --max-linger cannot be negative"),
+        (["--poor-turns", "-1"], "--poor-turns cannot be negative"),
     ])
     def test_numeric_bounds(self, args, message, torrent, tmp_path):
         """Out-of-range numbers are refused with a message naming the option."""
@@ -140,6 +141,13 @@ class PeerOptionsTests:
         assert (config.port, config.bind) == (7000, "127.0.0.1")
         assert config.swarm.max_upload_rate == 2**20
         assert config.swarm.super_seed is False
+        assert config.swarm.poor_turns == 0
+
+    def test_poor_turns_reaches_the_swarm_config(self, torrent, tmp_path):
+        """--poor-turns K is the core's poor_turns (poorest-first upload turns)."""
+        config = config_from(peer("--torrent", torrent[0], "--destination", str(tmp_path),
+                                  "--poor-turns", "8"))
+        assert config.swarm.poor_turns == 8
 
     def test_config_saveas(self, torrent, tmp_path, monkeypatch):
         """--saveas is used exactly (made absolute), whatever the torrent name."""
