@@ -40,12 +40,21 @@ class _Batch:
 class SimCall:
     """One scheduled call (the ``IDelayedCall`` subset Twisted's helpers use)."""
 
-    __slots__ = ("time", "func", "args", "kw", "cancelled", "called", "_clock")
+    __slots__ = ("time", "seq", "func", "args", "kw", "cancelled", "called", "_clock",
+                 "_entry_time", "_entry_seq", "_past")
 
     def __init__(self, clock: "SimClock", when: float, func: Callable[..., Any],
                  args: tuple, kw: dict) -> None:
         self._clock = clock
+        #: Where the call fires: (``time``, ``seq``) in the heap's order.
         self.time = when
+        self.seq = 0
+        #: The key of its one heap entry that is not stale (at or before
+        #: ``(time, seq)``; see :meth:`reset`).
+        self._entry_time = when
+        self._entry_seq = 0
+        #: Earlier firing places by time, ``{time: seq}`` (:meth:`reset`).
+        self._past: dict[float, int] | None = None
         self.func = func
         self.args = args
         self.kw = kw
@@ -69,11 +78,47 @@ class SimCall:
         self.reset(self.time - self._clock.now + seconds)
 
     def reset(self, seconds: float) -> None:
-        """Move the call to ``seconds`` from now; its old heap entry goes stale."""
+        """Move the call to ``seconds`` from now.
+
+        It fires where a fresh heap entry pushed now would have put it
+        (scheduling order among calls for the same instant), with one
+        exception kept from the clock that pushed an entry per reset and
+        fired a call at the first entry matching its time: back at a time
+        it had before, whose entry is not passed yet, it fires at that old
+        entry's place (the same time again, the most common reset by far:
+        it does not move at all).
+
+        The heap is not pushed for a later time: the call's entry ahead of
+        it, when it surfaces, pushes the new place then (``run``) under the
+        sequence number taken now, so the order is the same.  The network
+        resets a flow's call at every rate change; an entry per reset left
+        more stale entries in the heap than live ones (bench/README.md,
+        session 10, second round).
+        """
         if not self.active():
             raise AlreadyCalled()
-        self.time = self._clock.now + max(0.0, seconds)
-        self._clock._push(self.time, self)
+        clock = self._clock
+        when = clock.now + max(0.0, seconds)
+        if clock._open and when in clock._open:
+            del clock._open[when]  # as the entry the old clock pushed here
+        if when == self.time:
+            return
+        clock._seq += 1
+        seq = clock._seq
+        past = self._past
+        if past is None:
+            past = self._past = {}
+        past[self.time] = self.seq
+        old = past.get(when)
+        if old is not None and (when > clock._passed_time or
+                                (when == clock._passed_time and old > clock._passed_seq)):
+            seq = old  # that entry is not passed yet: the call fires there
+        self.time = when
+        self.seq = seq
+        if when < self._entry_time or (when == self._entry_time and seq < self._entry_seq):
+            self._entry_time = when
+            self._entry_seq = seq
+            heapq.heappush(clock._heap, (when, seq, self))
 
 
 class SimClock:
@@ -83,6 +128,10 @@ class SimClock:
         self.now = 0.0
         self._heap: list[tuple[float, int, Any]] = []  # SimCall or _Batch
         self._seq = 0
+        #: The key of the heap entry popped last: entries up to it are
+        #: passed (:meth:`SimCall.reset`).
+        self._passed_time = 0.0
+        self._passed_seq = 0
         #: Calls fired so far (the simulator's "events").
         self.events = 0
         #: Calls fired that rode on another's heap entry (:meth:`deliver_later`):
@@ -98,6 +147,7 @@ class SimClock:
 
     def _push(self, when: float, call: SimCall) -> None:
         self._seq += 1
+        call.seq = call._entry_seq = self._seq
         heapq.heappush(self._heap, (when, self._seq, call))
         if self._open and when in self._open:
             # Anything else for that instant closes its batch: a later
@@ -135,7 +185,8 @@ class SimClock:
         return call
 
     def getDelayedCalls(self) -> list[SimCall]:  # noqa: N802 (Twisted API)
-        return [c for _, _, c in self._heap if isinstance(c, SimCall) and c.active()]
+        return [c for _, seq, c in self._heap
+                if isinstance(c, SimCall) and c.active() and seq == c._entry_seq]
 
     def halt(self) -> None:
         """End :meth:`run` after the call being fired (e.g. the last host finished)."""
@@ -162,6 +213,8 @@ class SimClock:
             if when > until:
                 break
             pop(heap)
+            self._passed_time = when
+            self._passed_seq = seq
             if call.__class__ is _Batch:
                 # Deliveries (deliver_later), fired here: the hot path.
                 self.now = when
@@ -184,7 +237,15 @@ class SimClock:
                     heapq.heappush(heap, (when, seq, _Batch(rest)))
                 self.batched += len(calls) - len(rest) - 1
                 continue
-            if call.cancelled or call.called or call.time != when:
+            if call.cancelled or call.called:
+                continue
+            if seq != call.seq:
+                if seq == call._entry_seq:
+                    # Its entry ahead of where it fires now (SimCall.reset):
+                    # push that place, under the number reset took for it.
+                    call._entry_time = call.time
+                    call._entry_seq = call.seq
+                    heapq.heappush(heap, (call.time, call.seq, call))
                 continue
             self.now = when
             call.called = True
