@@ -15,6 +15,7 @@ their share of the work without changing the order anything fires in.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 from typing import Any, Callable, ClassVar
 
@@ -54,7 +55,7 @@ class SimCall:
         self._entry_time = when
         self._entry_seq = 0
         #: Earlier firing places by time, ``{time: seq}`` (:meth:`reset`).
-        self._past: dict[float, int] | None = None
+        self._past: dict[float, list[int]] | None = None
         self.func = func
         self.args = args
         self.kw = kw
@@ -80,20 +81,21 @@ class SimCall:
     def reset(self, seconds: float) -> None:
         """Move the call to ``seconds`` from now.
 
-        It fires where a fresh heap entry pushed now would have put it
-        (scheduling order among calls for the same instant), with one
-        exception kept from the clock that pushed an entry per reset and
-        fired a call at the first entry matching its time: back at a time
-        it had before, whose entry is not passed yet, it fires at that old
-        entry's place (the same time again, the most common reset by far:
-        it does not move at all).
+        It fires where the clock that pushed a heap entry per reset fired
+        it: at the first of its entries whose time is the call's time when
+        reached.  That is a fresh entry's place (scheduling order among calls
+        for the same instant), except when the call comes back to a time it
+        had before (most often: it does not move at all) and one of that
+        time's entries is not passed yet: it fires at the earliest of them.
+        ``_past`` keeps each time's sequence numbers for that.
 
         The heap is not pushed for a later time: the call's entry ahead of
         it, when it surfaces, pushes the new place then (``run``) under the
         sequence number taken now, so the order is the same.  The network
         resets a flow's call at every rate change; an entry per reset left
         more stale entries in the heap than live ones (bench/README.md,
-        session 10, second round).
+        session 10, second round; tests/unit/test_sim_clock_lazy.py compares
+        with the old clock).
         """
         if not self.active():
             raise AlreadyCalled()
@@ -101,18 +103,22 @@ class SimCall:
         when = clock.now + max(0.0, seconds)
         if clock._open and when in clock._open:
             del clock._open[when]  # as the entry the old clock pushed here
-        if when == self.time:
-            return
         clock._seq += 1
         seq = clock._seq
         past = self._past
         if past is None:
-            past = self._past = {}
-        past[self.time] = self.seq
-        old = past.get(when)
-        if old is not None and (when > clock._passed_time or
-                                (when == clock._passed_time and old > clock._passed_seq)):
-            seq = old  # that entry is not passed yet: the call fires there
+            past = self._past = {self.time: [self.seq]}
+        seqs = past.get(when)
+        if seqs is None:
+            past[when] = [seq]
+        else:
+            seqs.append(seq)
+            if when == self.time:
+                return  # its place is the earliest entry not passed: unchanged
+            if when > clock._passed_time:
+                seq = seqs[0]
+            elif when == clock._passed_time:
+                seq = seqs[bisect.bisect_right(seqs, clock._passed_seq)]
         self.time = when
         self.seq = seq
         if when < self._entry_time or (when == self._entry_time and seq < self._entry_seq):
