@@ -196,3 +196,19 @@ class LazyResetTests:
         clock.run(5)
         assert fired == ["before", "a", "after"]
         assert clock.getDelayedCalls() == []
+
+    def test_back_to_a_passed_entry_takes_a_new_place(self):
+        """A call whose entry for a time was popped (stale, at the end of a run
+        cut at ``until``) and that is reset back to that time fires after calls
+        scheduled for it in between, as the old clock did (its entry is gone)."""
+        for clock in (OldClock(), SimClock()):
+            fired: list = []
+            a = clock.callLater(1.0, fired.append, "a")
+            a.reset(2.0)
+            clock.callLater(1.5, fired.append, "late")
+            clock.run(1.2)  # pops a's entry for 1.0 (stale), fires nothing
+            assert fired == []
+            clock.callLater(1.0, fired.append, "c")
+            a.reset(1.0)
+            clock.run(5)
+            assert fired == ["c", "a", "late"]
