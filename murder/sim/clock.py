@@ -15,7 +15,6 @@ their share of the work without changing the order anything fires in.
 
 from __future__ import annotations
 
-import bisect
 import heapq
 from typing import Any, Callable, ClassVar
 
@@ -41,21 +40,12 @@ class _Batch:
 class SimCall:
     """One scheduled call (the ``IDelayedCall`` subset Twisted's helpers use)."""
 
-    __slots__ = ("time", "seq", "func", "args", "kw", "cancelled", "called", "_clock",
-                 "_entry_time", "_entry_seq", "_past")
+    __slots__ = ("time", "func", "args", "kw", "cancelled", "called", "_clock")
 
     def __init__(self, clock: "SimClock", when: float, func: Callable[..., Any],
                  args: tuple, kw: dict) -> None:
         self._clock = clock
-        #: Where the call fires: (``time``, ``seq``) in the heap's order.
         self.time = when
-        self.seq = 0
-        #: The key of its one heap entry that is not stale (at or before
-        #: ``(time, seq)``; see :meth:`reset`).
-        self._entry_time = when
-        self._entry_seq = 0
-        #: Earlier firing places by time, ``{time: seq}`` (:meth:`reset`).
-        self._past: dict[float, list[int]] | None = None
         self.func = func
         self.args = args
         self.kw = kw
@@ -79,52 +69,11 @@ class SimCall:
         self.reset(self.time - self._clock.now + seconds)
 
     def reset(self, seconds: float) -> None:
-        """Move the call to ``seconds`` from now.
-
-        It fires where the clock that pushed a heap entry per reset fired
-        it: at the first of its entries whose time is the call's time when
-        reached.  That is a fresh entry's place (scheduling order among calls
-        for the same instant), except when the call comes back to a time it
-        had before (most often: it does not move at all) and one of that
-        time's entries is not passed yet: it fires at the earliest of them.
-        ``_past`` keeps each time's sequence numbers for that.
-
-        The heap is not pushed for a later time: the call's entry ahead of
-        it, when it surfaces, pushes the new place then (``run``) under the
-        sequence number taken now, so the order is the same.  The network
-        resets a flow's call at every rate change; an entry per reset left
-        more stale entries in the heap than live ones (bench/README.md,
-        session 10, second round; tests/unit/test_sim_clock_lazy.py compares
-        with the old clock).
-        """
+        """Move the call to ``seconds`` from now; its old heap entry goes stale."""
         if not self.active():
             raise AlreadyCalled()
-        clock = self._clock
-        when = clock.now + max(0.0, seconds)
-        if clock._open and when in clock._open:
-            del clock._open[when]  # as the entry the old clock pushed here
-        clock._seq += 1
-        seq = clock._seq
-        past = self._past
-        if past is None:
-            past = self._past = {self.time: [self.seq]}
-        seqs = past.get(when)
-        if seqs is None:
-            past[when] = [seq]
-        else:
-            seqs.append(seq)
-            if when == self.time:
-                return  # its place is the earliest entry not passed: unchanged
-            if when > clock._passed_time:
-                seq = seqs[0]
-            elif when == clock._passed_time:
-                seq = seqs[bisect.bisect_right(seqs, clock._passed_seq)]
-        self.time = when
-        self.seq = seq
-        if when < self._entry_time or (when == self._entry_time and seq < self._entry_seq):
-            self._entry_time = when
-            self._entry_seq = seq
-            heapq.heappush(clock._heap, (when, seq, self))
+        self.time = self._clock.now + max(0.0, seconds)
+        self._clock._push(self.time, self)
 
 
 class SimClock:
@@ -134,10 +83,6 @@ class SimClock:
         self.now = 0.0
         self._heap: list[tuple[float, int, Any]] = []  # SimCall or _Batch
         self._seq = 0
-        #: The key of the heap entry popped last: entries up to it are
-        #: passed (:meth:`SimCall.reset`).
-        self._passed_time = 0.0
-        self._passed_seq = 0
         #: Calls fired so far (the simulator's "events").
         self.events = 0
         #: Calls fired that rode on another's heap entry (:meth:`deliver_later`):
@@ -153,7 +98,6 @@ class SimClock:
 
     def _push(self, when: float, call: SimCall) -> None:
         self._seq += 1
-        call.seq = call._entry_seq = self._seq
         heapq.heappush(self._heap, (when, self._seq, call))
         if self._open and when in self._open:
             # Anything else for that instant closes its batch: a later
@@ -191,8 +135,7 @@ class SimClock:
         return call
 
     def getDelayedCalls(self) -> list[SimCall]:  # noqa: N802 (Twisted API)
-        return [c for _, seq, c in self._heap
-                if isinstance(c, SimCall) and c.active() and seq == c._entry_seq]
+        return [c for _, _, c in self._heap if isinstance(c, SimCall) and c.active()]
 
     def halt(self) -> None:
         """End :meth:`run` after the call being fired (e.g. the last host finished)."""
@@ -219,8 +162,6 @@ class SimClock:
             if when > until:
                 break
             pop(heap)
-            self._passed_time = when
-            self._passed_seq = seq
             if call.__class__ is _Batch:
                 # Deliveries (deliver_later), fired here: the hot path.
                 self.now = when
@@ -243,15 +184,7 @@ class SimClock:
                     heapq.heappush(heap, (when, seq, _Batch(rest)))
                 self.batched += len(calls) - len(rest) - 1
                 continue
-            if call.cancelled or call.called:
-                continue
-            if seq != call.seq:
-                if seq == call._entry_seq:
-                    # Its entry ahead of where it fires now (SimCall.reset):
-                    # push that place, under the number reset took for it.
-                    call._entry_time = call.time
-                    call._entry_seq = call.seq
-                    heapq.heappush(heap, (call.time, call.seq, call))
+            if call.cancelled or call.called or call.time != when:
                 continue
             self.now = when
             call.called = True
