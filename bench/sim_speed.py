@@ -36,6 +36,8 @@ import hashlib, json, sys
 from murder.sim import fleet
 from murder.sim.fleet import FleetConfig, build_and_run
 kw, old_paths = json.loads(sys.argv[1]), sys.argv[2] == "1"
+if "core" in kw:
+    kw["core"] = tuple(tuple(pair) for pair in kw["core"])  # JSON made them lists
 if old_paths:
     from murder.sim.clock import SimClock
     SimClock.batching = False
@@ -76,6 +78,8 @@ def main() -> int:
     ap.add_argument("--policy", default="rack")
     ap.add_argument("--time-limit", type=float, default=3600.0,
                     help="virtual seconds to simulate (less than the deploy: a partial run)")
+    ap.add_argument("--core", default="",
+                    help="swarm-core settings NAME=VALUE[,…] as murder simulate --core")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--before-src", default=None,
                     help="source tree of the 'before' code (default: this tree, old paths)")
@@ -88,6 +92,9 @@ def main() -> int:
           "numwant": args.numwant, "max_connections": args.max_connections,
           "rate_quantum": args.rate_quantum, "policy": args.policy,
           "time_limit": args.time_limit}
+    if args.core:
+        from murder.sim.cli import core_settings
+        kw["core"] = core_settings(args.core)
     before_src = os.path.abspath(args.before_src) if args.before_src else ROOT
     modes = {"before": (before_src, args.before_src is None), "after": (ROOT, False)}
     pieces = -(-2**30 // kw["piece_length"])
