@@ -584,6 +584,22 @@ class Uploader:
             for begin in (0, self.block):
                 self.uploads.got_request(peer, index, begin, self.block)
 
+    def race(self, holder: Peer, first: int, asks: list[tuple[Peer, int]]) -> list[tuple[str, int]]:
+        """``holder`` takes the upload slot asking for piece ``first`` and its
+        socket fills after the first block; meanwhile each of ``asks`` asks
+        for its piece, in that order; then the socket drains and the turns
+        are served.  Returns :meth:`pieces`: whose turn came when."""
+        holder.send_paused = True
+        self.ask(holder, first)  # both blocks queued; the socket fills after the first
+        holder.send_paused = False
+        cast(Any, holder.link).fill_socket_of = holder
+        self.uploads.ready(holder)
+        for peer, index in asks:
+            self.ask(peer, index)
+        holder.send_paused = False
+        self.uploads.ready(holder)
+        return self.pieces()
+
     def sent(self) -> list[tuple[str, int, int]]:
         """``(name, index, begin)`` of every block sent, in order."""
         return [(name, index, begin) for name, what, index, begin in self.events

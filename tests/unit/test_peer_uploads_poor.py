@@ -29,17 +29,7 @@ def _race(config: SwarmConfig, held: dict[str, int], far: str = "") -> list[tupl
         for i in range(held[name]):
             peer.bits.add(4 + i)  # pieces nobody asks for here
         peer.distance = 1 if name in far else 0
-    a.send_paused = True
-    up.ask(a, 0)
-    a.send_paused = False
-    a.link.fill_socket_of = a
-    up.uploads.ready(a)
-    up.ask(b, 1)
-    up.ask(c, 2)
-    up.ask(d, 3)
-    a.send_paused = False
-    up.uploads.ready(a)
-    return up.pieces()
+    return up.race(a, 0, [(b, 1), (c, 2), (d, 3)])
 
 
 class PoorTurnsTests:

@@ -29,17 +29,7 @@ def _race(rare_turns: int) -> list[tuple[str, int]]:
     #            pieces: 0  1  2  3  4  5  6  7
     up = _Uploader(rare_turns, [5, 5, 1, 3, 5, 5, 5, 5])
     a, b, c, d = (up.peer(name) for name in "abcd")
-    a.send_paused = True
-    up.ask(a, 0)  # both blocks queued; then its socket fills after the first
-    a.send_paused = False
-    a.link.fill_socket_of = a
-    up.uploads.ready(a)
-    up.ask(b, 1)
-    up.ask(c, 3)
-    up.ask(d, 2)
-    a.send_paused = False
-    up.uploads.ready(a)
-    return up.pieces()
+    return up.race(a, 0, [(b, 1), (c, 3), (d, 2)])
 
 
 class RareTurnsTests:
