@@ -103,24 +103,31 @@ class PendingPieces:
 _DIGITS = b"0" + b"1" * 255
 
 
-#: ``_flags_int``'s last (flags, top, answer).
-_flags_memo: tuple[bytes, int, int] = (b"", 0, 0)
-
-
 def _flags_int(flags: bytearray | None, top: int) -> int:
     """Per-piece flags (nonzero: set) as one integer in the
     :meth:`Bitfield.as_int` layout (piece ``i`` is bit ``top - i``); None:
-    every piece.  One translate and one parse in C, not a loop per piece;
-    the last answer is kept (a host's far fills ask with the same flags)."""
-    global _flags_memo
+    every piece.  One translate and one parse in C, not a loop per piece."""
     if flags is None:
         return -1
-    memo = _flags_memo
-    if memo[1] == top and memo[0] == flags:
-        return memo[2]
-    value = int(flags.translate(_DIGITS), 2) << (top + 1 - len(flags))
-    _flags_memo = (bytes(flags), top, value)
-    return value
+    return int(flags.translate(_DIGITS), 2) << (top + 1 - len(flags))
+
+
+class _FlagsMask:
+    """``_flags_int`` of the flags last given, kept while their content is
+    the same: a host's far fills ask with the same ``owned`` flags, which are
+    rebuilt rarely (compared by content: the caller may change them in place)."""
+
+    def __init__(self, top: int) -> None:
+        self._top = top
+        self._flags = b""
+        self._value = -1
+
+    def __call__(self, flags: bytearray | None) -> int:
+        if flags is None:
+            return -1
+        if self._flags != flags:
+            self._flags, self._value = bytes(flags), _flags_int(flags, self._top)
+        return self._value
 
 
 def _count(counts: list[int], held: int, top: int, bits: Iterable[int], delta: int) -> int:
@@ -202,6 +209,7 @@ class Picker:
         #: Pieces whose ``near_availability`` is not 0 (``Bitfield.as_int`` layout; ``_new_piece``).
         self._near_held = 0
         self._top = 8 * ((num_pieces + 7) // 8) - 1
+        self._owned_int = _FlagsMask(self._top)  # ``owned`` flags of far picks
         self.in_progress: dict[int, PieceInProgress] = {}
         self.random_first = random_first
         self.endgame_blocks = endgame_blocks
@@ -286,7 +294,7 @@ class Picker:
         # Far: only pieces no near connection holds and ``owned`` flags count.
         # Most far scans found nothing (98 % in a simulated deploy at 256
         # pieces, bench/README.md, session 10): one ``&`` says so first.
-        mask = -1 if near is None else ~self._near_held & _flags_int(owned, self._top)
+        mask = -1 if near is None else ~self._near_held & self._owned_int(owned)
         if not self._pending.any_of(None if full else peer_bits, exclude, mask):
             return None  # nothing pending that this peer holds: skip the scan
         # Bits tested inline: a method call per test cost a tenth of the simulator's CPU.
@@ -348,11 +356,14 @@ class Picker:
                     continue
                 taken += _take(piece, peer, count - taken, span, out)
         starts = count
+        first = None  # a new far piece found by the check below, started first
         if near is not None:
             # Counted only if a piece could start (most far passes start none).
+            if not fresh:
+                first = self._new_piece(peer_bits, exclude, near, owned)
             starts = far_pieces - sum(1 for p in self.in_progress.values()
                                       if not near[p.index] and _touched(p)) \
-                if fresh or self._new_piece(peer_bits, exclude, near, owned) is not None else 0
+                if fresh or first is not None else 0
             for piece in fresh:  # untouched: new to a far connection (``_touched``)
                 if taken >= count or starts <= 0:
                     break
@@ -360,7 +371,8 @@ class Picker:
                     starts -= 1
                     taken += _take(piece, peer, count - taken, span, out)
         while taken < count and starts > 0:
-            index = self._new_piece(peer_bits, exclude, near, owned)
+            index = first if first is not None else self._new_piece(peer_bits, exclude, near, owned)
+            first = None
             if index is None:
                 break
             starts -= 1

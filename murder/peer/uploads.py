@@ -210,7 +210,7 @@ class Uploads:
         turns = self._turns
         if self.config.seed_poorest_first and self.config.super_seed and \
                 self.first_copy_at is None and len(turns) > 1:
-            poorest = min(turns, key=lambda p: p.bits.count)  # first of equals
+            poorest = min(turns, key=pieces_held)  # first of equals
             turns.remove(poorest)
             return poorest
         rank, bound = self._ranking()
@@ -232,7 +232,7 @@ class Uploads:
         everywhere and catches up; bench/README.md, session 10).
         ``rare_turns``: the waiter asking for the rarest piece first."""
         if self.config.poor_turns:
-            return (lambda p: p.bits.count), self.config.poor_turns
+            return pieces_held, self.config.poor_turns
         if self.config.rare_turns:
             avail = self.picker.availability
             return (lambda p: avail[p.upload_queue[0][0]] if p.upload_queue else 1 << 30), \
@@ -327,6 +327,11 @@ class Uploads:
         elif now - peer.last_keepalive >= self.config.keepalive_interval:
             peer.last_keepalive = now
             peer.link.send_keepalive()
+
+
+def pieces_held(peer: Peer) -> int:
+    """How many pieces ``peer`` has (the poorest-first rank)."""
+    return peer.bits.count
 
 
 def pass_over(turns: deque[Peer], candidates: Iterable[Peer], skipped: dict[Peer, int],

@@ -149,15 +149,17 @@ class NearMaskTests:
             assert _flags_int(flags, 8 * ((n + 7) // 8) - 1) == bf.as_int()
         assert _flags_int(None, 7) == -1
 
-    def test_flags_int_sees_flags_changed_in_place(self):
-        """The kept last answer is keyed by the flags' content: the same
-        bytearray changed in place gives the new answer."""
+    def test_owned_mask_sees_flags_changed_in_place(self):
+        """A picker's kept last answer is keyed by the flags' content: the
+        same bytearray changed in place gives the new answer."""
         flags = bytearray(8)
         flags[0] = 1
-        assert _flags_int(flags, 7) == 0x80
+        picker = Picker(8)
+        assert picker._owned_int(flags) == 0x80
         flags[7] = 3
-        assert _flags_int(flags, 7) == 0x81
-        assert _flags_int(flags, 15) == 0x8100  # same flags, another layout
+        assert picker._owned_int(flags) == 0x81
+        assert Picker(16)._owned_int(flags) == 0x8100  # same flags, another layout
+        assert picker._owned_int(None) == -1
 
     def test_far_pick_same_as_the_scan(self):
         """``_new_piece`` for a far connection picks what the scan over every
