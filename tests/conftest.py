@@ -32,6 +32,27 @@ import pytest
 PayloadSpec = Union[bytes, Mapping[str, bytes]]
 
 
+def _deaf(signum: int, frame: object) -> None:
+    """Stands in for an ignored signal in the pytest process (see below)."""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Every process the tests start gets SIGINT and SIGHUP at their defaults.
+
+    Launched under ``nohup`` (SIGHUP ignored) or as a background job of a
+    script (SIGINT ignored), pytest would pass those ignored signals through
+    exec to every child: murder then honours the ignored SIGHUP (the legacy
+    shim's detached seeder relies on that) and Twisted leaves an ignored
+    SIGINT alone, so the tests that stop a server with either signal would
+    wait for a process that cannot hear it.  A handler that does nothing
+    keeps pytest itself as deaf as it was launched, and exec resets a handler
+    (unlike an ignore) to the default.
+    """
+    for sig in (signal.SIGINT, signal.SIGHUP):
+        if signal.getsignal(sig) is signal.SIG_IGN:
+            signal.signal(sig, _deaf)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """Return a TCP port that was free on ``host`` when asked.
 
