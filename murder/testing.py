@@ -550,12 +550,13 @@ class RecordingLink:
 class Uploader:
     """An :class:`~murder.peer.uploads.Uploads` of a host holding every piece
     (``PIECES`` pieces of two 16 KiB blocks; ``held`` < ``PIECES``: only the
-    first ``held``, a peer still downloading) on a Clock, and the peers that
-    connect to it, say they are interested and queue requests."""
+    first ``held``, a peer still downloading; ``own_id``: its peer id, from
+    which ``poor_spread`` draws) on a Clock, and the peers that connect to
+    it, say they are interested and queue requests."""
 
     PIECES = 8
 
-    def __init__(self, config: SwarmConfig, held: int = PIECES) -> None:
+    def __init__(self, config: SwarmConfig, held: int = PIECES, own_id: bytes = b"") -> None:
         self.block = BLOCK_SIZE
         plen = 2 * BLOCK_SIZE
         meta, data = build_torrent(pattern(self.PIECES * plen), piece_length=plen)
@@ -566,7 +567,7 @@ class Uploader:
             self.picker.mark_have(i)
         limiter = RateLimiter(self.clock, 0, 0, resume_upload=lambda p: None)
         self.uploads = Uploads(self.clock, config, meta, self.picker, MemoryStorage(meta, data),
-                               limiter)
+                               limiter, own_id)
         self.events: list[tuple[str, str, int, int]] = []
 
     def peer(self, name: str) -> Peer:

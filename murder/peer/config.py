@@ -87,6 +87,14 @@ class SwarmConfig:
     #: sources than its neighbours falls behind under round-robin
     #: (bench/README.md, session 10).
     poor_turns: int = 0
+    #: With ``poor_turns``: each holder adds to a waiter's piece count a fixed
+    #: offset below this fraction of the torrent's pieces, drawn from the two
+    #: peer ids (crc32), so holders disagree about waiters that are close and
+    #: agree about one far behind.  Why: on a full mesh plain poorest-first
+    #: has every holder serve the same poorest host at once, a herd that
+    #: was slower than round-robin (bench/README.md, session 10 section 7,
+    #: session 11).  0: the plain piece count.
+    poor_spread: float = 0.0
     #: Kernel send buffer per connection when slots are limited: small, so
     #: that a turn's data has left before the next turn starts.
     send_buffer: int = 128 * 1024

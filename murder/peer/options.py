@@ -96,6 +96,10 @@ class _CommonOptions(usage.Options):
         ["poor-turns", None, SwarmConfig.poor_turns,
          "Next upload turn to the waiter holding the fewest pieces; one passed over "
          "this many times goes next (0: round-robin).", int],
+        ["poor-spread", None, SwarmConfig.poor_spread,
+         "With --poor-turns: each host ranks waiters by pieces held plus its own fixed "
+         "offset below this fraction of the pieces, so hosts do not all serve the same "
+         "poorest one (0: none).", float],
         ["pipeline", None, 256, "Most 16 KiB requests outstanding per peer.", int],
         ["request-horizon", None, SwarmConfig.request_horizon,
          "Seconds of data kept requested from each peer at its measured rate.", float],
@@ -179,6 +183,8 @@ class _CommonOptions(usage.Options):
             raise usage.UsageError("--rare-turns cannot be negative")
         if self["poor-turns"] < 0:
             raise usage.UsageError("--poor-turns cannot be negative")
+        if not 0 <= self["poor-spread"] <= 1:
+            raise usage.UsageError("--poor-spread is a fraction from 0 to 1")
         if not 0 <= self["far-wait"] <= 1000:
             raise usage.UsageError("--far-wait must be from 0 to 1000")
         if not -1 <= self["far-backups"] <= 254:
@@ -289,6 +295,7 @@ def config_from(options: _CommonOptions) -> RunConfig:
         seed_poorest_first=bool(options["seed-poorest-first"]),
         seed_heads=options["seed-heads"], peer_heads=options["peer-heads"],
         rare_turns=options["rare-turns"], poor_turns=options["poor-turns"],
+        poor_spread=options["poor-spread"],
         request_horizon=options["request-horizon"],
         far_wait=options["far-wait"], far_backups=options["far-backups"],
     )

@@ -95,7 +95,8 @@ class Swarm:
                              config.far_backups)
         self.requests = Requests(clock, config, self.picker, meta.piece_length, self.connections,
                                  self.near)
-        self.uploads = Uploads(clock, config, meta, self.picker, storage, self.limiter)
+        self.uploads = Uploads(clock, config, meta, self.picker, storage, self.limiter,
+                               self.peer_id)
         self.completion = Completion(
             meta.pieces, self.picker, storage, writer, verified=self._piece_verified,
             ban=self.admission.ban, fail=self.fail, resume=self._refill_all,

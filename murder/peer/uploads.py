@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections import deque
 from typing import Callable, Iterable
+from zlib import crc32
 
 from twisted.logger import Logger
 
@@ -41,7 +42,7 @@ class Uploads:
     log = Logger()
 
     def __init__(self, clock: Clock, config: SwarmConfig, meta: Metainfo, picker: Picker,
-                 storage: PieceStore, limiter: RateLimiter) -> None:
+                 storage: PieceStore, limiter: RateLimiter, own_id: bytes = b"") -> None:
         self.clock = clock
         self.config = config
         self.meta = meta
@@ -66,6 +67,8 @@ class Uploads:
         self.chain = Chain(self)
         #: ``poor_turns``/``rare_turns``: how often each waiter was passed over.
         self._skipped: dict[Peer, int] = {}
+        #: ``poor_turns``' rank: the piece count, spread per holder (``poor_spread``).
+        self._poor_rank = spread_rank(own_id, int(config.poor_spread * meta.num_pieces))
 
     # ------------------------------------------------------------ choking
     def update_choke(self, peer: Peer) -> None:
@@ -232,7 +235,7 @@ class Uploads:
         everywhere and catches up; bench/README.md, session 10).
         ``rare_turns``: the waiter asking for the rarest piece first."""
         if self.config.poor_turns:
-            return pieces_held, self.config.poor_turns
+            return self._poor_rank, self.config.poor_turns
         if self.config.rare_turns:
             avail = self.picker.availability
             return (lambda p: avail[p.upload_queue[0][0]] if p.upload_queue else 1 << 30), \
@@ -334,6 +337,19 @@ def pieces_held(peer: Peer) -> int:
     return peer.bits.count
 
 
+def spread_rank(own_id: bytes, span: int) -> Callable[[Peer], int]:
+    """The poorest-first rank as one holder sees it: the waiter's piece count
+    plus a fixed offset in ``[0, span)`` from crc32 of both peer ids (the
+    same each time this holder ranks that waiter; another holder's differs).
+    ``span`` ≤ 1: the plain piece count."""
+    if span <= 1:
+        return pieces_held
+
+    def rank(peer: Peer) -> int:
+        return peer.bits.count + crc32(own_id + (peer.link.peer_id or b"")) % span
+    return rank
+
+
 def pass_over(turns: deque[Peer], candidates: Iterable[Peer], skipped: dict[Peer, int],
               bound: int, rank: Callable[[Peer], int] | None) -> Peer:
     """Take the next turn from ``turns``: the candidate ``rank`` puts lowest
@@ -356,4 +372,4 @@ def pass_over(turns: deque[Peer], candidates: Iterable[Peer], skipped: dict[Peer
     return pick
 
 
-__all__ = ["Uploads", "pass_over"]
+__all__ = ["Uploads", "pass_over", "spread_rank"]

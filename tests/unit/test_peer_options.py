@@ -120,6 +120,7 @@ class PeerOptionsTests:
         (["--upload-slots", "-1"], "--upload-slots cannot be negative"),
         (["--seed-time", "-1"], "--seed-time and --max-linger cannot be negative"),
         (["--poor-turns", "-1"], "--poor-turns cannot be negative"),
+        (["--poor-spread", "1.5"], "--poor-spread is a fraction from 0 to 1"),
     ])
     def test_numeric_bounds(self, args, message, torrent, tmp_path):
         """Out-of-range numbers are refused with a message naming the option."""
@@ -142,12 +143,19 @@ class PeerOptionsTests:
         assert config.swarm.max_upload_rate == 2**20
         assert config.swarm.super_seed is False
         assert config.swarm.poor_turns == 0
+        assert config.swarm.poor_spread == 0.0
 
     def test_poor_turns_reaches_the_swarm_config(self, torrent, tmp_path):
         """--poor-turns K is the core's poor_turns (poorest-first upload turns)."""
         config = config_from(peer("--torrent", torrent[0], "--destination", str(tmp_path),
                                   "--poor-turns", "8"))
         assert config.swarm.poor_turns == 8
+
+    def test_poor_spread_reaches_the_swarm_config(self, torrent, tmp_path):
+        """--poor-spread F is the core's poor_spread (a per-host offset on the rank)."""
+        config = config_from(peer("--torrent", torrent[0], "--destination", str(tmp_path),
+                                  "--poor-turns", "8", "--poor-spread", "0.25"))
+        assert config.swarm.poor_spread == 0.25
 
     def test_config_saveas(self, torrent, tmp_path, monkeypatch):
         """--saveas is used exactly (made absolute), whatever the torrent name."""

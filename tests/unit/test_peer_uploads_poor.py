@@ -6,7 +6,9 @@ pieces (first of equals: the longest waiting), so a host that fell behind its
 neighbours is served first everywhere and the deploy's last host finishes
 sooner; a waiter passed over K times goes next whatever it holds, so no wait
 is unbounded.  With ``far_turns_first`` the far turn goes to the poorest far
-waiter.
+waiter.  With ``poor_spread`` each holder adds its own fixed offset to the
+count, so holders disagree about waiters that are close (no herd on the
+same poorest host) and agree about one far behind.
 """
 
 from __future__ import annotations
@@ -15,15 +17,17 @@ from collections import deque
 
 from murder.peer.config import SwarmConfig
 from murder.peer.interfaces import Peer
-from murder.peer.uploads import pass_over
+from murder.peer.uploads import pass_over, pieces_held, spread_rank
 from murder.testing import Uploader
 
 
-def _race(config: SwarmConfig, held: dict[str, int], far: str = "") -> list[tuple[str, int]]:
+def _race(config: SwarmConfig, held: dict[str, int], far: str = "",
+          own_id: bytes = b"") -> list[tuple[str, int]]:
     """A holds the slot (its socket full); B, C and D, holding ``held``
     pieces each (those in ``far`` across the rack uplink), ask for a piece
-    each in that order; the socket drains and the turns are served."""
-    up = Uploader(config)
+    each in that order; the socket drains and the turns are served by the
+    host whose peer id is ``own_id``."""
+    up = Uploader(config, own_id=own_id)
     a, b, c, d = (up.peer(name) for name in "abcd")
     for peer, name in ((b, "b"), (c, "c"), (d, "d")):
         for i in range(held[name]):
@@ -65,6 +69,46 @@ class PoorTurnsTests:
         config = SwarmConfig(upload_slots=1, poor_turns=4, far_turns_first=True)
         assert _race(config, {"b": 0, "c": 2, "d": 1}, far="cd") == \
             [("a", 0), ("d", 3), ("b", 1), ("c", 2)]
+
+
+HOLDERS = [b"holder-%02d" % i for i in range(16)]
+
+
+class PoorSpreadTests:
+    """``poor_spread``: each holder's own view of who is poorest."""
+
+    def test_off_by_default_the_rank_is_the_piece_count(self):
+        """poor_spread = 0 (the default), or a span of one piece: the plain count."""
+        assert SwarmConfig().poor_spread == 0.0
+        assert spread_rank(b"x", 0) is pieces_held
+        assert spread_rank(b"x", 1) is pieces_held
+
+    def test_holders_disagree_about_waiters_close_together(self):
+        """B, C and D hold 1, 2 and 0 of 8 pieces: without a spread every
+        holder serves D first (the herd); with a spread of half the pieces
+        (offsets 0-3) the sixteen holders do not all pick the same one."""
+        plain = SwarmConfig(upload_slots=1, poor_turns=4)
+        spread = SwarmConfig(upload_slots=1, poor_turns=4, poor_spread=0.5)
+        held = {"b": 1, "c": 2, "d": 0}
+        firsts = {_race(plain, held, own_id=h)[1][0] for h in HOLDERS}
+        assert firsts == {"d"}
+        firsts = {_race(spread, held, own_id=h)[1][0] for h in HOLDERS}
+        assert len(firsts) > 1
+
+    def test_a_waiter_far_behind_goes_first_everywhere(self):
+        """D holds none, B and C four of 8; a spread of a quarter (offsets 0-1)
+        cannot close that gap: every holder serves D first."""
+        spread = SwarmConfig(upload_slots=1, poor_turns=4, poor_spread=0.25)
+        held = {"b": 4, "c": 4, "d": 0}
+        assert {_race(spread, held, own_id=h)[1][0] for h in HOLDERS} == {"d"}
+
+    def test_a_holder_ranks_a_waiter_the_same_each_time(self):
+        """The offset is drawn from the two peer ids, not at random per turn."""
+        up = Uploader(SwarmConfig())
+        waiter = up.peer("b")
+        rank = spread_rank(b"holder", 4)
+        assert len({rank(waiter) for _ in range(5)}) == 1
+        assert 0 <= rank(waiter) < 4
 
 
 def _peers(n: int) -> list[Peer]:
