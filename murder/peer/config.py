@@ -85,8 +85,10 @@ class SwarmConfig:
     #: waiter passed over this many times goes next.  0: plain round-robin.
     #: Why: a deploy ends when its last host does, and a host with fewer
     #: sources than its neighbours falls behind under round-robin
-    #: (bench/README.md, session 10).
-    poor_turns: int = 0
+    #: (bench/README.md, session 10).  On by default with ``poor_spread``
+    #: since session 11: no slower than round-robin on real processes and
+    #: faster in the simulator at 100 to 10,000 hosts (bench/README.md).
+    poor_turns: int = 8
     #: With ``poor_turns``: each holder adds to a waiter's piece count a fixed
     #: offset below this fraction of the torrent's pieces, drawn from the two
     #: peer ids (crc32), so holders disagree about waiters that are close and
@@ -94,7 +96,7 @@ class SwarmConfig:
     #: has every holder serve the same poorest host at once, a herd that
     #: was slower than round-robin (bench/README.md, session 10 section 7,
     #: session 11).  0: the plain piece count.
-    poor_spread: float = 0.0
+    poor_spread: float = 0.25
     #: Kernel send buffer per connection when slots are limited: small, so
     #: that a turn's data has left before the next turn starts.
     send_buffer: int = 128 * 1024

@@ -14,9 +14,15 @@ A seeder super-seeds: a request for a piece some connected peer already has
 seeder's upload goes to pieces the swarm lacks; once every piece has left
 once, duplicates are served only up to ``seed_budget`` payload copies.
 
+By default the next turn goes to the waiter holding the fewest pieces, as
+each holder counts them (``poor_turns`` with ``poor_spread``): the last
+host decides a deploy's time, and serving the poorest first lets a host that
+fell behind catch up (bench/README.md, sessions 10 and 11).
+
 ``seed_heads``/``peer_heads`` (a chain first pass, :mod:`murder.peer.chain`)
 and ``rare_turns`` (rarest-first turn order) are off by default: measured,
-neither won (bench/README.md, "Session 4").
+neither won (bench/README.md, "Session 4").  ``rare_turns``, when set,
+takes the place of the poorest-first order.
 """
 
 from __future__ import annotations
@@ -233,13 +239,14 @@ class Uploads:
         deploy ends when its last host does: a host behind its neighbours,
         for instance one with few rack mates to ask, is served first
         everywhere and catches up; bench/README.md, session 10).
-        ``rare_turns``: the waiter asking for the rarest piece first."""
-        if self.config.poor_turns:
-            return self._poor_rank, self.config.poor_turns
+        ``rare_turns``: the waiter asking for the rarest piece first; set,
+        it wins over ``poor_turns`` (which is on by default)."""
         if self.config.rare_turns:
             avail = self.picker.availability
             return (lambda p: avail[p.upload_queue[0][0]] if p.upload_queue else 1 << 30), \
                 self.config.rare_turns
+        if self.config.poor_turns:
+            return self._poor_rank, self.config.poor_turns
         return None, 0
 
     def forget(self, peer: Peer) -> None:

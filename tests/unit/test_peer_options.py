@@ -142,8 +142,8 @@ class PeerOptionsTests:
         assert (config.port, config.bind) == (7000, "127.0.0.1")
         assert config.swarm.max_upload_rate == 2**20
         assert config.swarm.super_seed is False
-        assert config.swarm.poor_turns == 0
-        assert config.swarm.poor_spread == 0.0
+        assert config.swarm.poor_turns == 8
+        assert config.swarm.poor_spread == 0.25
 
     def test_poor_turns_reaches_the_swarm_config(self, torrent, tmp_path):
         """--poor-turns K is the core's poor_turns (poorest-first upload turns)."""

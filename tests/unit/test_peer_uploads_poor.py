@@ -39,34 +39,37 @@ def _race(config: SwarmConfig, held: dict[str, int], far: str = "",
 class PoorTurnsTests:
     """``poor_turns``: whose upload turn comes next."""
 
-    def test_off_by_default_turns_are_first_come_first_served(self):
-        """poor_turns = 0 (the default): B, C, D in the order they asked,
-        whatever they hold."""
-        assert SwarmConfig().poor_turns == 0
-        config = SwarmConfig(upload_slots=1)
+    def test_on_by_default_with_a_spread(self):
+        """Poorest-first is the default (since session 11), with each
+        holder's own offset of up to a quarter of the pieces."""
+        assert (SwarmConfig().poor_turns, SwarmConfig().poor_spread) == (8, 0.25)
+
+    def test_zero_is_first_come_first_served(self):
+        """poor_turns = 0: B, C, D in the order they asked, whatever they hold."""
+        config = SwarmConfig(upload_slots=1, poor_turns=0)
         assert _race(config, {"b": 3, "c": 2, "d": 0}) == [("a", 0), ("b", 1), ("c", 2), ("d", 3)]
 
     def test_the_waiter_holding_fewest_pieces_goes_first(self):
         """poor_turns = 4: D (holds none) before C (two) before B (three)."""
-        config = SwarmConfig(upload_slots=1, poor_turns=4)
+        config = SwarmConfig(upload_slots=1, poor_turns=4, poor_spread=0)
         assert _race(config, {"b": 3, "c": 2, "d": 0}) == [("a", 0), ("d", 3), ("c", 2), ("b", 1)]
 
     def test_equals_go_in_the_order_they_asked(self):
         """Among waiters holding as many pieces, the longest waiting goes first."""
-        config = SwarmConfig(upload_slots=1, poor_turns=4)
+        config = SwarmConfig(upload_slots=1, poor_turns=4, poor_spread=0)
         assert _race(config, {"b": 1, "c": 1, "d": 1}) == [("a", 0), ("b", 1), ("c", 2), ("d", 3)]
 
     def test_a_waiter_passed_over_often_enough_goes_next(self):
         """poor_turns = 1: B, passed over once for D, goes next although C
         holds fewer pieces: the wait is bounded."""
-        config = SwarmConfig(upload_slots=1, poor_turns=1)
+        config = SwarmConfig(upload_slots=1, poor_turns=1, poor_spread=0)
         assert _race(config, {"b": 3, "c": 2, "d": 0}) == [("a", 0), ("d", 3), ("b", 1), ("c", 2)]
 
     def test_the_far_turn_goes_to_the_poorest_far_waiter(self):
         """far_turns_first with poor_turns: the first turn after A goes to a
         far waiter, the poorer of C and D (D, though B holds fewer), then the
         poorest of the rest (B before C)."""
-        config = SwarmConfig(upload_slots=1, poor_turns=4, far_turns_first=True)
+        config = SwarmConfig(upload_slots=1, poor_turns=4, far_turns_first=True, poor_spread=0)
         assert _race(config, {"b": 0, "c": 2, "d": 1}, far="cd") == \
             [("a", 0), ("d", 3), ("b", 1), ("c", 2)]
 
@@ -77,9 +80,8 @@ HOLDERS = [b"holder-%02d" % i for i in range(16)]
 class PoorSpreadTests:
     """``poor_spread``: each holder's own view of who is poorest."""
 
-    def test_off_by_default_the_rank_is_the_piece_count(self):
-        """poor_spread = 0 (the default), or a span of one piece: the plain count."""
-        assert SwarmConfig().poor_spread == 0.0
+    def test_a_span_of_one_piece_or_none_is_the_plain_count(self):
+        """poor_spread = 0, or a span of one piece: the plain count."""
         assert spread_rank(b"x", 0) is pieces_held
         assert spread_rank(b"x", 1) is pieces_held
 
@@ -87,7 +89,7 @@ class PoorSpreadTests:
         """B, C and D hold 1, 2 and 0 of 8 pieces: without a spread every
         holder serves D first (the herd); with a spread of half the pieces
         (offsets 0-3) the sixteen holders do not all pick the same one."""
-        plain = SwarmConfig(upload_slots=1, poor_turns=4)
+        plain = SwarmConfig(upload_slots=1, poor_turns=4, poor_spread=0)
         spread = SwarmConfig(upload_slots=1, poor_turns=4, poor_spread=0.5)
         held = {"b": 1, "c": 2, "d": 0}
         firsts = {_race(plain, held, own_id=h)[1][0] for h in HOLDERS}
