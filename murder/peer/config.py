@@ -86,8 +86,10 @@ class SwarmConfig:
     #: Why: a deploy ends when its last host does, and a host with fewer
     #: sources than its neighbours falls behind under round-robin
     #: (bench/README.md, session 10).  On by default with ``poor_spread``
-    #: since session 11: no slower than round-robin on real processes and
-    #: faster in the simulator at 100 to 10,000 hosts (bench/README.md).
+    #: since session 11: level with round-robin on real processes (N = 8 to
+    #: 32, 4 racks × 8; within the run-to-run spread) and faster in the
+    #: simulator where hosts see few others or fall behind (100 to 10,000
+    #: hosts; bench/README.md, "Session 11").
     poor_turns: int = 8
     #: With ``poor_turns``: each holder adds to a waiter's piece count a fixed
     #: offset below this fraction of the torrent's pieces, drawn from the two
