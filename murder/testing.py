@@ -570,11 +570,15 @@ class Uploader:
                                limiter, own_id)
         self.events: list[tuple[str, str, int, int]] = []
 
-    def peer(self, name: str) -> Peer:
-        """A peer connects (it has nothing) and says it is interested."""
+    def peer(self, name: str, holds: int = 0) -> Peer:
+        """A peer connects and says it is interested; it has nothing, or
+        ``holds`` pieces from the top down (pieces the tests' requests,
+        from the bottom, do not ask for: what poorest-first turns count)."""
         from murder.peer.wire import Bitfield
 
         peer = Peer(RecordingLink(name, self.events), Bitfield(self.PIECES))
+        for index in range(self.PIECES - holds, self.PIECES):
+            peer.bits.add(index)
         peer.peer_interested = True
         self.uploads.update_choke(peer)
         return peer

@@ -28,10 +28,9 @@ def _race(config: SwarmConfig, held: dict[str, int], far: str = "",
     each in that order; the socket drains and the turns are served by the
     host whose peer id is ``own_id``."""
     up = Uploader(config, own_id=own_id)
-    a, b, c, d = (up.peer(name) for name in "abcd")
+    a = up.peer("a")
+    b, c, d = (up.peer(name, holds=held[name]) for name in "bcd")
     for peer, name in ((b, "b"), (c, "c"), (d, "d")):
-        for i in range(held[name]):
-            peer.bits.add(4 + i)  # pieces nobody asks for here
         peer.distance = 1 if name in far else 0
     return up.race(a, 0, [(b, 1), (c, 2), (d, 3)])
 

@@ -32,10 +32,8 @@ def _race(rare_turns: int, held: tuple[int, int, int] = (0, 0, 0),
     config.setdefault("poor_turns", 0)
     #            pieces: 0  1  2  3  4  5  6  7
     up = _Uploader(rare_turns, [5, 5, 1, 3, 5, 5, 5, 5], **config)
-    a, b, c, d = (up.peer(name) for name in "abcd")
-    for peer, count in zip((b, c, d), held):
-        for index in range(4, 4 + count):
-            peer.bits.add(index)
+    a = up.peer("a")
+    b, c, d = (up.peer(name, holds=count) for name, count in zip("bcd", held))
     return up.race(a, 0, [(b, 1), (c, 3), (d, 2)])
 
 
@@ -52,10 +50,10 @@ class RareTurnsTests:
         """rare_turns = 4 with the default poor_turns: B holds none, C two and
         D three pieces, so poorest-first alone would serve B first
         (checked); rarest-first decides: D, C, B."""
-        default = SwarmConfig()
-        poor = {"poor_turns": default.poor_turns, "poor_spread": default.poor_spread}
-        assert _race(0, held=(0, 2, 3), **poor)[1] == ("b", 1)
-        assert _race(4, held=(0, 2, 3), **poor) == [("a", 0), ("d", 2), ("c", 3), ("b", 1)]
+        poor_turns = SwarmConfig().poor_turns
+        assert _race(0, held=(0, 2, 3), poor_turns=poor_turns)[1] == ("b", 1)
+        assert _race(4, held=(0, 2, 3), poor_turns=poor_turns) == \
+            [("a", 0), ("d", 2), ("c", 3), ("b", 1)]
 
     def test_the_rarest_piece_goes_first(self):
         """rare_turns = 4: D's piece (held by 1 other) before C's (3) before B's (5)."""
